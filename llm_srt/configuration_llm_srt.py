@@ -1,0 +1,218 @@
+"""LLM-SRT configuration: Whisper encoder + Q-Former adapter + Qwen2.5 LLM, and the 15 languages."""
+
+from __future__ import annotations
+
+import copy
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+# ISO 639-3 code -> (English name, other names users may type). The paper's 15 languages.
+LANGUAGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "deu": ("German", ("de", "ger", "german", "deutsch")),
+    "eng": ("English", ("en", "english")),
+    "fra": ("French", ("fr", "fre", "french", "francais", "français")),
+    "ind": ("Indonesian", ("id", "indonesian", "bahasa indonesia")),
+    "ita": ("Italian", ("it", "italian", "italiano")),
+    "jpn": ("Japanese", ("ja", "japanese")),
+    "kor": ("Korean", ("ko", "korean")),
+    "nld": ("Dutch", ("nl", "dut", "dutch", "nederlands")),
+    "por": ("Portuguese", ("pt", "portuguese", "português")),
+    "rus": ("Russian", ("ru", "russian")),
+    "spa": ("Spanish", ("es", "spanish", "español", "espanol")),
+    "tha": ("Thai", ("th", "thai")),
+    "vie": ("Vietnamese", ("vi", "vietnamese")),
+    "yue": ("Cantonese", ("cantonese", "zh-hk", "yue_hant_hk")),
+    # The paper writes Mandarin as `zho`, the newer original code and its FLEURS data as `cmn`: both are accepted.
+    "zho": ("Chinese (Mandarin)", ("zh", "cmn", "chinese", "mandarin", "zh-cn", "cmn_hans_cn")),
+}
+MANDARIN_TAGS = ("zho", "cmn")
+
+_ALIASES: dict[str, str] = {}
+for _code, (_name, _aliases) in LANGUAGES.items():
+    for _alias in (_code, _name.lower(), *_aliases):
+        _ALIASES[_alias.lower()] = _code
+
+
+def supported_languages_text() -> str:
+    """One line listing every supported code with its name, for error messages."""
+    return ", ".join(f"{code} ({name})" for code, (name, _) in LANGUAGES.items())
+
+
+def normalize_language(language: str) -> str:
+    """Map an ISO 639-3/639-1 code, a name or a tag such as `<|eng|>` to the canonical 3-letter code.
+
+    Raises:
+        ValueError: naming the language and listing the supported ones.
+    """
+    if not isinstance(language, str):
+        raise ValueError(f"Language must be a string, got {type(language).__name__}: {language!r}.")
+    key = language.strip().lower()
+    if key.startswith("<|") and key.endswith("|>"):
+        key = key[2:-2]
+    if key.replace("-", "_") in _ALIASES:
+        key = key.replace("-", "_")
+    if key not in _ALIASES:
+        raise ValueError(f"Unsupported language {language!r}. Supported languages: {supported_languages_text()}.")
+    return _ALIASES[key]
+
+
+def language_tag(language: str, mandarin_tag: str = "zho") -> str:
+    """The prompt tag of a language, e.g. `<|eng|>`; Mandarin is written with `mandarin_tag` (`zho` or `cmn`)."""
+    code = normalize_language(language)
+    if code == "zho":
+        code = mandarin_tag
+    return f"<|{code}|>"
+
+
+# Shapes of the released backbones, so a config can be built without downloading them (benchmarks, meta-device
+# loading). When a model is assembled from real checkpoints, their own configs are used instead.
+WHISPER_LARGE_V3_ENCODER = {
+    "model_type": "whisper",
+    "d_model": 1280,
+    "encoder_layers": 32,
+    "encoder_attention_heads": 20,
+    "encoder_ffn_dim": 5120,
+    "decoder_layers": 32,
+    "decoder_attention_heads": 20,
+    "decoder_ffn_dim": 5120,
+    "num_mel_bins": 128,
+    "max_source_positions": 1500,
+    "vocab_size": 51866,
+}
+_QWEN25_COMMON = {
+    "model_type": "qwen2",
+    "hidden_act": "silu",
+    "max_window_layers": 70,
+    "rope_theta": 1000000.0,
+    "bos_token_id": 151643,
+    "eos_token_id": 151643,
+}
+QWEN25_CONFIGS = {
+    "3b": {**_QWEN25_COMMON, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+           "num_attention_heads": 16, "num_key_value_heads": 2, "vocab_size": 151936, "rms_norm_eps": 1e-6,
+           "max_position_embeddings": 32768, "tie_word_embeddings": True},
+    "7b": {**_QWEN25_COMMON, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+           "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "rms_norm_eps": 1e-6,
+           "max_position_embeddings": 131072, "tie_word_embeddings": False},
+    "32b": {**_QWEN25_COMMON, "hidden_size": 5120, "intermediate_size": 27648, "num_hidden_layers": 64,
+            "num_attention_heads": 40, "num_key_value_heads": 8, "vocab_size": 152064, "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 131072, "tie_word_embeddings": False},
+}
+PRESETS = {
+    size: {
+        "audio_model_name_or_path": "openai/whisper-large-v3",
+        "text_model_name_or_path": f"Qwen/Qwen2.5-{size.upper()}",
+    }
+    for size in QWEN25_CONFIGS
+}
+
+# The paper's LoRA (Table: r=8, alpha=32, dropout 0.05 on q_proj, v_proj).
+DEFAULT_LORA_CONFIG = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+
+
+def projector_intermediate_size_for(llm_dim: int) -> int:
+    """The original's MLP rule: <=1536 one linear layer (returns 0), <=2560 hidden 1536, larger hidden 2560."""
+    if llm_dim <= 1536:
+        return 0
+    if llm_dim <= 2560:
+        return 1536
+    return 2560
+
+
+class LlmSrtConfig(PreTrainedConfig):
+    r"""Configuration of [`LlmSrtForConditionalGeneration`].
+
+    Args:
+        audio_config (`dict` or `WhisperConfig`): the Whisper model whose encoder hears the audio (128 mel bins for
+            Whisper-large-v3).
+        projector_config (`dict` or `Blip2QFormerConfig`): the Q-Former; hidden 768, 8 layers, its
+            `encoder_hidden_size` is set to the encoder width.
+        text_config (`dict` or `Qwen2Config`): the LLM.
+        num_queries (`int`, defaults to 80): learned queries, i.e. audio embeddings given to the LLM per 30 s.
+        projector_intermediate_size (`int`, *optional*): hidden width of the MLP after the Q-Former; 0 means a single
+            linear layer. Derived from the LLM width as the original does when not given.
+        projector_layer_norm_eps (`float`, defaults to 1e-5): epsilon of the LayerNorm closing the projector.
+        audio_token_id (`int`, *optional*): id of the placeholder the processor writes in the 80 audio slots. Its
+            embedding is replaced by the audio embeddings, so it must be an id the tokenizer never emits; defaults
+            to the last row of the LLM's embedding matrix (Qwen2.5 pads its matrix beyond the tokenizer).
+        mandarin_tag (`str`, defaults to `"zho"`): how Mandarin is tagged in prompts (`zho` or `cmn`), as trained.
+        lora_config (`dict`, *optional*): when set, LoRA (peft) is applied to the LLM with these arguments.
+        audio_model_name_or_path / text_model_name_or_path (`str`, *optional*): where the encoder and LLM weights come
+            from; required for an adapter-only checkpoint.
+        adapter_only (`bool`, defaults to False): the saved weights hold only the trained parts (projector, LoRA);
+            the encoder and LLM are loaded from the two references above.
+    """
+
+    model_type = "llm_srt"
+    sub_configs_defaults = {
+        "audio_config": SubConfigSpec(config_class=AutoConfig, model_type="whisper", init_kwargs=WHISPER_LARGE_V3_ENCODER),
+        "projector_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="blip_2_qformer",
+            init_kwargs={"num_hidden_layers": 8, "encoder_hidden_size": 1280},
+        ),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2", init_kwargs=QWEN25_CONFIGS["3b"]),
+    }
+
+    audio_config: dict | PreTrainedConfig | None = None
+    projector_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    num_queries: int = 80
+    projector_intermediate_size: int | None = None
+    projector_layer_norm_eps: float = 1e-5
+    audio_token_id: int | None = None
+    mandarin_tag: str = "zho"
+    lora_config: dict | None = None
+    audio_model_name_or_path: str | None = None
+    text_model_name_or_path: str | None = None
+    adapter_only: bool = False
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        encoder_width = self.audio_config.d_model
+        if self.projector_config.encoder_hidden_size != encoder_width:
+            self.projector_config.encoder_hidden_size = encoder_width
+        if self.projector_intermediate_size is None:
+            self.projector_intermediate_size = projector_intermediate_size_for(self.text_config.hidden_size)
+        if self.audio_token_id is None:
+            self.audio_token_id = self.text_config.vocab_size - 1
+        if not 0 <= self.audio_token_id < self.text_config.vocab_size:
+            raise ValueError(
+                f"audio_token_id={self.audio_token_id} is outside the LLM vocabulary (size {self.text_config.vocab_size})."
+            )
+        if self.mandarin_tag not in MANDARIN_TAGS:
+            raise ValueError(f"mandarin_tag must be one of {MANDARIN_TAGS}, got {self.mandarin_tag!r}.")
+        if self.num_queries <= 0:
+            raise ValueError(f"num_queries must be positive, got {self.num_queries}.")
+        if self.lora_config is not None:
+            self.lora_config = {**DEFAULT_LORA_CONFIG, **self.lora_config}
+
+    @property
+    def chunk_length_s(self) -> float:
+        """Longest audio one window holds, in seconds (30 for Whisper-large-v3)."""
+        # Whisper: 2 mel frames per encoder position, 100 mel frames per second.
+        return self.audio_config.max_source_positions * 2 / 100
+
+    @classmethod
+    def from_preset(cls, size: str, **kwargs) -> "LlmSrtConfig":
+        """Config of the released shapes: `size` is "3b", "7b" or "32b" (Whisper-large-v3 + Qwen2.5-<size>)."""
+        key = size.lower().removeprefix("llm-srt-")
+        if key not in QWEN25_CONFIGS:
+            raise ValueError(f"Unknown preset {size!r}; choose one of {sorted(QWEN25_CONFIGS)}.")
+        return cls(
+            audio_config=copy.deepcopy(WHISPER_LARGE_V3_ENCODER),
+            text_config=copy.deepcopy(QWEN25_CONFIGS[key]),
+            **{**PRESETS[key], **kwargs},
+        )
+
+
+LlmSrtConfig.register_for_auto_class()
+
+__all__ = ["LlmSrtConfig", "LANGUAGES", "normalize_language", "language_tag"]

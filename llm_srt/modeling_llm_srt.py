@@ -1,0 +1,444 @@
+"""LLM-SRT: a frozen Whisper encoder, a Q-Former adapter with learned queries, and a (frozen) Qwen2.5 LLM.
+
+The audio of each 30 s window is compressed by the Q-Former into `num_queries` (80) embeddings that are placed in the
+LLM's input sequence in front of the prompt: `[80 audio slots][prompt][answer][eos]`, as in the original
+implementation (SLAM-LLM `examples/st_covost2`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    Blip2QFormerModel,
+    GenerationConfig,
+    GenerationMixin,
+    PreTrainedModel,
+    WhisperConfig,
+)
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+from transformers.utils import cached_file, logging
+
+from .configuration_llm_srt import DEFAULT_LORA_CONFIG, LlmSrtConfig
+
+
+logger = logging.get_logger(__name__)
+
+ADAPTER_WEIGHTS_NAME = "model.safetensors"
+
+# The original's decoding (SPEC "Inference"): beam 5, no 5-gram repeats among generated tokens, 400 new tokens.
+ORIGINAL_GENERATION_KWARGS = {
+    "num_beams": 5,
+    "do_sample": False,
+    "max_new_tokens": 400,
+    "min_length": 1,
+    "repetition_penalty": 1.0,
+    "length_penalty": 1.0,
+    "no_repeat_ngram_size": 5,
+}
+
+
+def is_adapter_key(name: str) -> bool:
+    """Whether a state-dict key belongs to the trained parts that an adapter-only checkpoint holds."""
+    return name.startswith("projector.") or ".lora_" in name
+
+
+@dataclass
+class LlmSrtCausalLMOutput(CausalLMOutputWithPast):
+    """Causal LM output plus the projector's audio embeddings of shape `(batch, num_queries, llm_hidden)`."""
+
+    audio_embeds: torch.FloatTensor | None = None
+
+
+class LlmSrtProjector(nn.Module):
+    """The original `EncoderProjectorQFormer`: learned queries read the encoder frames through a BLIP-2 Q-Former,
+    then an MLP (sized by the LLM width) and a LayerNorm map them to the LLM's embedding space."""
+
+    def __init__(self, config: LlmSrtConfig):
+        super().__init__()
+        qformer_config = config.projector_config
+        llm_dim = config.text_config.hidden_size
+        self.query = nn.Parameter(torch.zeros(1, config.num_queries, qformer_config.hidden_size))
+        self.qformer = Blip2QFormerModel(qformer_config)
+        # Attribute names are the original's, so its checkpoints map key for key.
+        if config.projector_intermediate_size == 0:
+            self.linear = nn.Linear(qformer_config.hidden_size, llm_dim)
+        else:
+            self.linear1 = nn.Linear(qformer_config.hidden_size, config.projector_intermediate_size)
+            self.relu = nn.ReLU()
+            self.linear2 = nn.Linear(config.projector_intermediate_size, llm_dim)
+        self.norm = nn.LayerNorm(llm_dim, eps=config.projector_layer_norm_eps)
+
+    def forward(self, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        query = self.query.expand(encoder_hidden_states.shape[0], -1, -1)
+        # The original passes an all-ones encoder mask (audio is always padded to the full window): same as None.
+        hidden = self.qformer(query_embeds=query, encoder_hidden_states=encoder_hidden_states).last_hidden_state
+        if hasattr(self, "linear"):
+            hidden = self.linear(hidden)
+        else:
+            hidden = self.linear2(self.relu(self.linear1(hidden)))
+        return self.norm(hidden)
+
+
+class LlmSrtPreTrainedModel(PreTrainedModel):
+    config: LlmSrtConfig
+    config_class = LlmSrtConfig
+    base_model_prefix = "llm_srt"
+    main_input_name = "input_ids"
+    input_modalities = ("audio", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["WhisperEncoderLayer", "Blip2QFormerLayer", "Qwen2DecoderLayer"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = False  # the Q-Former has no flash-attention path
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, LlmSrtProjector):
+            module.query.normal_(mean=0.0, std=1.0)  # as the original
+
+
+def load_whisper_encoder(name_or_path: str, **kwargs) -> WhisperEncoder:
+    """Load only the encoder of a Whisper checkpoint (full model, `WhisperModel`, or an encoder-only save)."""
+    return WhisperEncoder.from_pretrained(
+        name_or_path, key_mapping={r"^model\.encoder\.": "", r"^encoder\.": ""}, **kwargs
+    )
+
+
+class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
+    """LLM-SRT for ASR, text translation (SMT) and speech translation (SRT), selected by the processor's prompts.
+
+    `forward` computes the LLM's loss on the answer tokens (labels are -100 elsewhere); `generate` decodes with the
+    original's settings by default (beam 5, `no_repeat_ngram_size=5`, 400 new tokens) and returns only new tokens.
+    """
+
+    def __init__(
+        self,
+        config: LlmSrtConfig,
+        audio_tower: WhisperEncoder | None = None,
+        language_model: PreTrainedModel | None = None,
+    ):
+        super().__init__(config)
+        self.audio_tower = audio_tower if audio_tower is not None else WhisperEncoder(config.audio_config)
+        self.projector = LlmSrtProjector(config)
+        self.language_model = (
+            language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
+        )
+        if config.lora_config is not None:
+            self._inject_lora(config.lora_config)
+        self.post_init()
+        self.generation_config = self.default_generation_config(config)
+        self.set_trainable()
+
+    # ----------------------------------------------------------------------------------------------- construction
+    @staticmethod
+    def default_generation_config(config: LlmSrtConfig) -> GenerationConfig:
+        """The original's decoding settings with the LLM's special ids (pad falls back to eos, as in Qwen2.5)."""
+        text = config.text_config
+        eos = text.eos_token_id
+        pad = getattr(text, "pad_token_id", None)
+        return GenerationConfig(
+            **ORIGINAL_GENERATION_KWARGS,
+            eos_token_id=eos,
+            pad_token_id=pad if pad is not None else (eos[0] if isinstance(eos, list) else eos),
+            bos_token_id=getattr(text, "bos_token_id", None),
+        )
+
+    @classmethod
+    def from_components(
+        cls,
+        audio_model_name_or_path: str,
+        text_model_name_or_path: str,
+        config: LlmSrtConfig | None = None,
+        dtype: torch.dtype | str | None = None,
+        **config_kwargs,
+    ) -> "LlmSrtForConditionalGeneration":
+        """Assemble a model from a Whisper checkpoint and a causal LLM (Hub ids or folders) with a new projector.
+
+        This is what the first curriculum stage starts from. `config_kwargs` go to [`LlmSrtConfig`] (for example
+        `num_queries`, `mandarin_tag`, `lora_config`).
+        """
+        load_kwargs = {"dtype": dtype} if dtype is not None else {}
+        audio_tower = load_whisper_encoder(audio_model_name_or_path, **load_kwargs)
+        language_model = AutoModelForCausalLM.from_pretrained(text_model_name_or_path, **load_kwargs)
+        if config is None:
+            config = LlmSrtConfig(
+                audio_config=audio_tower.config.to_dict(),
+                text_config=language_model.config.to_dict(),
+                audio_model_name_or_path=str(audio_model_name_or_path),
+                text_model_name_or_path=str(text_model_name_or_path),
+                **config_kwargs,
+            )
+        else:
+            cls._check_component_shapes(config, audio_tower.config, language_model.config)
+        model = cls(config, audio_tower=audio_tower, language_model=language_model)
+        if dtype is not None:
+            model.projector.to(dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        return model
+
+    @staticmethod
+    def _check_component_shapes(config: LlmSrtConfig, audio: WhisperConfig, text) -> None:
+        for name, ours, theirs in [
+            ("encoder width (audio_config.d_model)", config.audio_config.d_model, audio.d_model),
+            ("mel bins (audio_config.num_mel_bins)", config.audio_config.num_mel_bins, audio.num_mel_bins),
+            ("LLM width (text_config.hidden_size)", config.text_config.hidden_size, text.hidden_size),
+            ("LLM vocabulary (text_config.vocab_size)", config.text_config.vocab_size, text.vocab_size),
+        ]:
+            if ours != theirs:
+                raise ValueError(f"The saved config's {name} is {ours} but the loaded component has {theirs}.")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load a saved model; an adapter-only save loads its encoder and LLM from the references in its config."""
+        config = kwargs.get("config")
+        if not isinstance(config, LlmSrtConfig):
+            config_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+            config = LlmSrtConfig.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
+        if not config.adapter_only:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        return cls._from_adapter_checkpoint(pretrained_model_name_or_path, config, **kwargs)
+
+    @classmethod
+    def _from_adapter_checkpoint(cls, path, config: LlmSrtConfig, **kwargs) -> "LlmSrtForConditionalGeneration":
+        from safetensors.torch import load_file
+
+        hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+        missing_refs = [
+            name for name in ("audio_model_name_or_path", "text_model_name_or_path") if not getattr(config, name)
+        ]
+        if missing_refs:
+            raise ValueError(f"{path} is an adapter-only checkpoint but its config lacks {', '.join(missing_refs)}.")
+        refs = {}
+        for name in ("audio_model_name_or_path", "text_model_name_or_path"):
+            ref = getattr(config, name)
+            # A relative folder is taken relative to the checkpoint folder, so a folder and its parts can move together.
+            local = os.path.join(path, ref) if os.path.isdir(str(path)) else None
+            refs[name] = local if local is not None and os.path.isdir(local) else ref
+        lora_config, config.lora_config = config.lora_config, None
+        model = cls.from_components(
+            refs["audio_model_name_or_path"], refs["text_model_name_or_path"], config=config, dtype=kwargs.get("dtype")
+        )
+        if lora_config is not None:
+            model.enable_lora(**lora_config)
+        weights_file = cached_file(path, ADAPTER_WEIGHTS_NAME, **hub_kwargs)
+        state_dict = load_file(weights_file)
+        model.load_adapter_state_dict(state_dict, source=weights_file)
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(path, **hub_kwargs)
+        except OSError:
+            pass  # no generation_config.json: keep the original decoding defaults
+        model.config.adapter_only = True
+        model.eval()
+        return model
+
+    def load_adapter_state_dict(self, state_dict: dict[str, torch.Tensor], source: str = "state dict") -> None:
+        """Load projector (and LoRA) weights strictly: every adapter parameter must be filled, nothing else given."""
+        own = {k: v for k, v in self.state_dict().items() if is_adapter_key(k)}
+        unexpected = sorted(set(state_dict) - set(own))
+        missing = sorted(set(own) - set(state_dict))
+        wrong_shape = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+        problems = []
+        if missing:
+            problems.append(f"missing keys: {missing}")
+        if unexpected:
+            problems.append(f"unexpected keys: {unexpected}")
+        if wrong_shape:
+            problems.append(
+                "wrong shapes: " + ", ".join(f"{k} {tuple(state_dict[k].shape)} != {tuple(own[k].shape)}" for k in wrong_shape)
+            )
+        if problems:
+            raise ValueError(f"Cannot load adapter weights from {source}: " + "; ".join(problems))
+        self.load_state_dict(state_dict, strict=False)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, adapter_only: bool | None = None, **kwargs):
+        """Save the model; with `adapter_only=True` only the projector (and LoRA) weights are written, and the
+        encoder and LLM are referenced by `config.audio_model_name_or_path` / `config.text_model_name_or_path`."""
+        adapter_only = self.config.adapter_only if adapter_only is None else adapter_only
+        # Besides AutoModel (registered below), the closest fitting task class loads it too.
+        self.config.auto_map = {
+            **(getattr(self.config, "auto_map", None) or {}),
+            "AutoModelForSpeechSeq2Seq": f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}",
+        }
+        if not adapter_only:
+            previous, self.config.adapter_only = self.config.adapter_only, False
+            try:
+                return super().save_pretrained(save_directory, *args, **kwargs)
+            finally:
+                self.config.adapter_only = previous
+        missing = [n for n in ("audio_model_name_or_path", "text_model_name_or_path") if not getattr(self.config, n)]
+        if missing:
+            raise ValueError(
+                f"An adapter-only save needs the encoder and LLM references; set config.{' and config.'.join(missing)}."
+            )
+        state_dict = {k: v for k, v in self.state_dict().items() if is_adapter_key(k)}
+        previous, self.config.adapter_only = self.config.adapter_only, True
+        try:
+            return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        finally:
+            self.config.adapter_only = previous
+
+    # ------------------------------------------------------------------------------------------ training controls
+    def _inject_lora(self, lora_kwargs: dict) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        inject_adapter_in_model(LoraConfig(bias="none", **lora_kwargs), self.language_model)
+
+    def enable_lora(self, **lora_kwargs) -> None:
+        """Add LoRA to the LLM (defaults: the paper's r=8, alpha=32, dropout 0.05 on q_proj, v_proj)."""
+        if self.config.lora_config is not None:
+            raise ValueError(f"LoRA is already enabled on this model: {self.config.lora_config}.")
+        self.config.lora_config = {**DEFAULT_LORA_CONFIG, **lora_kwargs}
+        self._inject_lora(self.config.lora_config)
+        self.language_model.to(self.projector.norm.weight.device)
+        self.set_trainable()
+
+    def set_trainable(
+        self,
+        projector: bool = True,
+        audio_tower: bool = False,
+        language_model: bool = False,
+        lora: bool = True,
+    ) -> None:
+        """Choose which parts train. The default (projector, plus LoRA when present) is every curriculum stage's;
+        the paper trains LoRA only in the SRT stage (`lora=False` before it)."""
+        for part, flag in ((self.audio_tower, audio_tower), (self.projector, projector)):
+            part.requires_grad_(flag)
+        for name, param in self.language_model.named_parameters():
+            param.requires_grad_(lora if ".lora_" in name else language_model)
+
+    # ------------------------------------------------------------------------------------------------- embeddings
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def get_audio_features(self, input_features: torch.FloatTensor) -> torch.FloatTensor:
+        """Log-mel features `(batch, mel_bins, frames)` -> audio embeddings `(batch, num_queries, llm_hidden)`."""
+        expected = (self.config.audio_config.num_mel_bins, self.config.audio_config.max_source_positions * 2)
+        if input_features.dim() != 3 or tuple(input_features.shape[1:]) != expected:
+            raise ValueError(
+                f"input_features must have shape (batch, {expected[0]}, {expected[1]}) (audio padded to "
+                f"{self.config.chunk_length_s:g} s), got {tuple(input_features.shape)}."
+            )
+        input_features = input_features.to(dtype=self.audio_tower.conv1.weight.dtype)
+        encoder_states = self.audio_tower(input_features).last_hidden_state
+        return self.projector(encoder_states.to(self.projector.query.dtype))
+
+    def embed_inputs(
+        self, input_ids: torch.LongTensor, input_features: torch.FloatTensor | None = None
+    ) -> tuple[torch.FloatTensor, torch.FloatTensor | None]:
+        """Token embeddings with the audio embeddings placed at the audio slots (`config.audio_token_id`)."""
+        audio_mask = input_ids == self.config.audio_token_id
+        # As the original: the placeholder is looked up as id 0, then its embedding is replaced by the audio.
+        inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(audio_mask, 0))
+        if input_features is None:
+            if audio_mask.any():
+                raise ValueError("input_ids contain audio slots but no input_features were given.")
+            return inputs_embeds, None
+        if input_features.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"Batch sizes differ: input_features has {input_features.shape[0]} rows, input_ids {input_ids.shape[0]}."
+            )
+        slots_per_row = audio_mask.sum(dim=-1)
+        if (slots_per_row != self.config.num_queries).any():
+            raise ValueError(
+                f"Every row of input_ids must hold exactly {self.config.num_queries} audio slots "
+                f"(id {self.config.audio_token_id}), got {slots_per_row.tolist()}."
+            )
+        audio_embeds = self.get_audio_features(input_features).to(inputs_embeds.dtype)
+        inputs_embeds = inputs_embeds.masked_scatter(audio_mask.unsqueeze(-1), audio_embeds)
+        return inputs_embeds, audio_embeds
+
+    # ---------------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_features: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> LlmSrtCausalLMOutput:
+        r"""
+        input_features (`torch.FloatTensor` of shape `(batch, mel_bins, frames)`, *optional*):
+            Log-mel features of the audio, padded to the encoder window; absent for text-only translation.
+        labels (`torch.LongTensor` of shape `(batch, sequence_length)`, *optional*):
+            Targets aligned with `input_ids`; -100 over audio slots, prompt and padding. The loss is the LLM's
+            shifted cross-entropy over the other positions (answer tokens and eos).
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
+        audio_embeds = None
+        if inputs_embeds is None:
+            inputs_embeds, audio_embeds = self.embed_inputs(input_ids, input_features)
+        elif input_features is not None:
+            raise ValueError("input_features cannot be combined with inputs_embeds (they already hold the audio).")
+        if labels is not None and labels.shape != inputs_embeds.shape[:2]:
+            raise ValueError(f"labels shape {tuple(labels.shape)} differs from the input's {tuple(inputs_embeds.shape[:2])}.")
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+        return LlmSrtCausalLMOutput(
+            loss=outputs.loss,
+            logits=outputs.logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            audio_embeds=audio_embeds,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_features: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        **kwargs,
+    ) -> torch.LongTensor:
+        """Generate the answer; returns only the new tokens `(batch, new_tokens)` (or a generate output object).
+
+        As in the original, the LLM receives only `inputs_embeds` (audio + left-padded prompt), so
+        `no_repeat_ngram_size` looks at generated tokens alone: the SRT answer repeats the prompt's tag pair, which
+        must not count as history. Positions are derived from the attention mask, skipping left padding.
+        """
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("generate needs input_ids (from the processor) or inputs_embeds.")
+            inputs_embeds, _ = self.embed_inputs(input_ids, input_features)
+        elif input_features is not None:
+            raise ValueError("input_features cannot be combined with inputs_embeds (they already hold the audio).")
+        if attention_mask is None:
+            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        with warnings.catch_warnings():
+            # Transformers warns that n-gram blocking skips the prompt here: that is the original's behaviour.
+            warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds.*")
+            return super().generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+
+
+LlmSrtForConditionalGeneration.register_for_auto_class("AutoModel")
+
+__all__ = ["LlmSrtPreTrainedModel", "LlmSrtForConditionalGeneration", "LlmSrtProjector", "is_adapter_key"]

@@ -1,0 +1,307 @@
+"""LLM-SRT processor: Whisper log-mel features + Qwen2 tokenizer, the three task prompts, batching and decoding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from transformers import BatchFeature, ProcessorMixin
+from transformers.utils import logging
+
+from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS, language_tag, normalize_language
+
+
+logger = logging.get_logger(__name__)
+
+TASKS = ("asr", "smt", "srt")
+TASK_ALIASES = {"transcribe": "asr", "translate": "srt", "text_translate": "smt", "mt": "smt", "st": "srt"}
+IGNORE_INDEX = -100
+
+
+def normalize_task(task: str) -> str:
+    """`asr`, `smt` or `srt` (also accepts `transcribe` and `translate`)."""
+    key = str(task).lower()
+    key = TASK_ALIASES.get(key, key)
+    if key not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; choose one of {TASKS} (or 'transcribe' / 'translate').")
+    return key
+
+
+def _per_example(value: Any, batch_size: int, name: str) -> list:
+    """Broadcast one value to the batch, or check that a list has one value per example."""
+    if value is None or isinstance(value, str):
+        return [value] * batch_size
+    values = list(value)
+    if len(values) != batch_size:
+        raise ValueError(f"Got {len(values)} values for {name} but the batch has {batch_size} examples.")
+    return values
+
+
+class LlmSrtProcessor(ProcessorMixin):
+    r"""Builds LLM-SRT inputs exactly as the original implementation does.
+
+    Sequences are `[num_audio_tokens audio slots][prompt][answer][eos]`, prompt and answer tokenized together as one
+    string with `tokenizer.encode`. Prompts (the language tags are plain text, not added tokens):
+
+    | task | prompt | answer |
+    |---|---|---|
+    | asr | `<|src|>` | `transcript` |
+    | smt | `transcript<|src|><|tgt|>` | `translation` |
+    | srt | `<|src|><|tgt|>` | `transcript<|src|><|tgt|>translation` |
+
+    In a batch the `[audio + prompt]` block is left-padded and the `[answer + eos]` block right-padded; labels are
+    -100 over audio, prompt and padding (masked by position: Qwen2.5's pad and eos are the same token).
+
+    Args:
+        feature_extractor (`WhisperFeatureExtractor`): log-mel features, audio padded to the encoder window.
+        tokenizer: the LLM's tokenizer.
+        num_audio_tokens (`int`, defaults to 80): audio slots per example (the model's `num_queries`).
+        audio_token_id (`int`): placeholder id of the audio slots (the model's `config.audio_token_id`).
+        mandarin_tag (`str`, defaults to `"zho"`): how Mandarin is tagged (`zho` or `cmn`), as the model was trained.
+    """
+
+    def __init__(
+        self,
+        feature_extractor=None,
+        tokenizer=None,
+        num_audio_tokens: int = 80,
+        audio_token_id: int | None = None,
+        mandarin_tag: str = "zho",
+    ):
+        if audio_token_id is None:
+            raise ValueError("LlmSrtProcessor needs audio_token_id (the model's config.audio_token_id).")
+        if audio_token_id < len(tokenizer):
+            raise ValueError(
+                f"audio_token_id {audio_token_id} is an id the tokenizer can emit (its vocabulary has {len(tokenizer)} "
+                "tokens); it must be a spare row of the LLM's embedding matrix."
+            )
+        if mandarin_tag not in MANDARIN_TAGS:
+            raise ValueError(f"mandarin_tag must be one of {MANDARIN_TAGS}, got {mandarin_tag!r}.")
+        if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+            raise ValueError("The tokenizer needs pad and eos tokens (Qwen2.5 uses <|endoftext|> for both).")
+        self.num_audio_tokens = num_audio_tokens
+        self.audio_token_id = audio_token_id
+        self.mandarin_tag = mandarin_tag
+        super().__init__(feature_extractor, tokenizer)
+
+    # ---------------------------------------------------------------------------------------------------- prompts
+    def tag(self, language: str) -> str:
+        """The prompt tag of a language, e.g. `tag("English") == "<|eng|>"`."""
+        return language_tag(language, self.mandarin_tag)
+
+    def build_prompt(self, task: str, src_lang: str, tgt_lang: str | None = None, transcript: str | None = None) -> str:
+        """The prompt string the original writes after the audio slots."""
+        task = normalize_task(task)
+        src = self.tag(src_lang)
+        if task == "asr":
+            return src
+        if tgt_lang is None:
+            raise ValueError(f"Task {task!r} needs a target language (tgt_lang).")
+        pair = src + self.tag(tgt_lang)
+        if task == "srt":
+            return pair
+        if transcript is None:
+            raise ValueError("Task 'smt' translates a transcript: pass transcript=...")
+        return transcript + pair
+
+    def build_answer(
+        self, task: str, src_lang: str, tgt_lang: str | None, transcript: str | None, translation: str | None
+    ) -> str | None:
+        """The training target; None when the parts it needs are not given (inference)."""
+        task = normalize_task(task)
+        if task == "asr":
+            return transcript
+        if translation is None:
+            return None
+        if task == "smt":
+            return translation
+        if transcript is None:
+            return None
+        return transcript + self.tag(src_lang) + self.tag(tgt_lang) + translation
+
+    # ------------------------------------------------------------------------------------------------------ audio
+    def _check_audio(self, audio: Sequence, sampling_rate: int | None) -> list[np.ndarray]:
+        expected_rate = self.feature_extractor.sampling_rate
+        if sampling_rate is None:
+            raise ValueError(f"Pass sampling_rate= with the audio; the model expects {expected_rate} Hz.")
+        if sampling_rate != expected_rate:
+            raise ValueError(
+                f"Audio sampled at {sampling_rate} Hz, but the model expects {expected_rate} Hz: resample it first "
+                "(the speech-translation pipeline resamples for you)."
+            )
+        max_samples = int(self.feature_extractor.chunk_length * expected_rate)
+        arrays = []
+        for index, clip in enumerate(audio):
+            array = np.asarray(clip, dtype=np.float32)
+            where = f"audio[{index}]"
+            if array.ndim != 1:
+                raise ValueError(f"{where} must be mono 1-D samples, got shape {array.shape}.")
+            if array.size == 0:
+                raise ValueError(f"{where} is empty (0 samples).")
+            if not np.isfinite(array).all():
+                raise ValueError(f"{where} contains NaN or infinite samples.")
+            if array.size > max_samples:
+                raise ValueError(
+                    f"{where} lasts {array.size / expected_rate:.1f} s, longer than the model's "
+                    f"{self.feature_extractor.chunk_length} s window; split it, or use the speech-translation "
+                    "pipeline, which chunks long audio."
+                )
+            arrays.append(array)
+        return arrays
+
+    def extract_features(self, audio: Sequence, sampling_rate: int | None) -> "torch.Tensor":  # noqa: F821
+        """Check the clips and compute padded log-mel features `(batch, mel_bins, frames)` as a torch tensor."""
+        arrays = self._check_audio(audio, sampling_rate)
+        features = self.feature_extractor(
+            arrays, sampling_rate=sampling_rate, padding="max_length", return_attention_mask=False, return_tensors="pt"
+        )
+        return features["input_features"]
+
+    # ------------------------------------------------------------------------------------------------------- call
+    def __call__(
+        self,
+        audio: np.ndarray | Sequence[np.ndarray] | None = None,
+        *,
+        task: str = "srt",
+        src_lang: str | Sequence[str] | None = None,
+        tgt_lang: str | Sequence[str] | None = None,
+        transcript: str | Sequence[str] | None = None,
+        translation: str | Sequence[str] | None = None,
+        sampling_rate: int | None = None,
+        return_tensors: str | None = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        """Prepare a batch for `forward` (with `labels` when the answers are given) or `generate`.
+
+        Args:
+            audio: one 1-D float array of 16 kHz samples or a list of them; None for text-only translation (smt).
+            task: `"asr"`, `"smt"` or `"srt"` (also `"transcribe"`, `"translate"`).
+            src_lang / tgt_lang: one language for the batch or one per example (codes, ISO 639-1 or names).
+            transcript: the source text; in the prompt for smt, the target for asr and the first part of srt's.
+            translation: the target text for smt and srt.
+            sampling_rate: the audio's rate; must be the feature extractor's (16000).
+
+        Returns:
+            `BatchFeature` with `input_ids`, `attention_mask`, `input_features` (with audio), `labels` (when answers
+            are given).
+        """
+        if kwargs:
+            raise TypeError(f"Unexpected arguments: {sorted(kwargs)}.")
+        task = normalize_task(task)
+        if audio is not None and (isinstance(audio, np.ndarray) and audio.ndim == 1 or np.isscalar(audio[0])):
+            audio = [audio]
+        if audio is None and task != "smt":
+            raise ValueError(f"Task {task!r} needs audio; only 'smt' (text translation) runs without it.")
+        if audio is not None:
+            batch_size = len(audio)
+        elif transcript is not None:
+            batch_size = 1 if isinstance(transcript, str) else len(transcript)
+        else:
+            raise ValueError("Nothing to process: pass audio, or a transcript for text translation.")
+        if batch_size == 0:
+            raise ValueError("The batch is empty.")
+        if src_lang is None:
+            raise ValueError(f"Pass src_lang (one of: {', '.join(LANGUAGES)}).")
+        src_langs = _per_example(src_lang, batch_size, "src_lang")
+        tgt_langs = _per_example(tgt_lang, batch_size, "tgt_lang")
+        transcripts = _per_example(transcript, batch_size, "transcript")
+        translations = _per_example(translation, batch_size, "translation")
+
+        audio_slots = self.num_audio_tokens if audio is not None else 0
+        prompt_blocks, answer_blocks = [], []
+        for src, tgt, text, target in zip(src_langs, tgt_langs, transcripts, translations):
+            prompt = self.build_prompt(task, src, tgt, text)
+            answer = self.build_answer(task, src, tgt, text, target)
+            prompt_ids = self.tokenizer.encode(prompt)
+            prompt_blocks.append([self.audio_token_id] * audio_slots + prompt_ids)
+            if answer is None:
+                answer_blocks.append(None)
+            else:
+                # As the original: prompt + answer tokenized as one string, eos appended; the first
+                # len(prompt_ids) tokens count as prompt.
+                full_ids = self.tokenizer.encode(prompt + answer) + [self.tokenizer.eos_token_id]
+                answer_blocks.append(full_ids[len(prompt_ids):])
+        with_labels = all(block is not None for block in answer_blocks)
+        if not with_labels and any(block is not None for block in answer_blocks):
+            raise ValueError("Either every example or none must carry its answer (for labels).")
+
+        data = self._pad(prompt_blocks, answer_blocks if with_labels else None)
+        if audio is not None:
+            data["input_features"] = self.extract_features(audio, sampling_rate)
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _pad(self, prompt_blocks: list[list[int]], answer_blocks: list[list[int]] | None) -> dict[str, list]:
+        pad = self.tokenizer.pad_token_id
+        prompt_len = max(len(block) for block in prompt_blocks)
+        answer_len = max(len(block) for block in answer_blocks) if answer_blocks else 0
+        input_ids, attention_mask, labels = [], [], []
+        for index, prompt in enumerate(prompt_blocks):
+            answer = answer_blocks[index] if answer_blocks else []
+            left = prompt_len - len(prompt)
+            right = answer_len - len(answer)
+            input_ids.append([pad] * left + prompt + answer + [pad] * right)
+            attention_mask.append([0] * left + [1] * (len(prompt) + len(answer)) + [0] * right)
+            labels.append([IGNORE_INDEX] * (left + len(prompt)) + answer + [IGNORE_INDEX] * right)
+        data = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if answer_blocks:
+            data["labels"] = labels
+        return data
+
+    # ---------------------------------------------------------------------------------------------------- decoding
+    def batch_decode(self, *args, **kwargs) -> list[str]:
+        """Decode generated ids (special tokens skipped, as the original)."""
+        kwargs.setdefault("skip_special_tokens", True)
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    def decode(self, *args, **kwargs) -> str:
+        kwargs.setdefault("skip_special_tokens", True)
+        return self.tokenizer.decode(*args, **kwargs)
+
+    def split_srt_output(self, text: str, src_lang: str, tgt_lang: str) -> dict[str, Any]:
+        """Split `transcript<|src|><|tgt|>translation` into its parts.
+
+        A malformed output (the tag pair is missing) is not lost: `raw` keeps it whole, `transcript` is None and
+        `translation` is the text after the last `|>` (what the original scorer uses), `well_formed` is False.
+        """
+        pair = self.tag(src_lang) + self.tag(tgt_lang)
+        parts = text.split(pair)
+        if len(parts) >= 2:
+            return {"transcript": parts[0].strip(), "translation": parts[1].strip(), "raw": text, "well_formed": True}
+        return {"transcript": None, "translation": text.split("|>")[-1].strip(), "raw": text, "well_formed": False}
+
+    def post_process(
+        self,
+        generated_ids,
+        task: str = "srt",
+        src_lang: str | Sequence[str] | None = None,
+        tgt_lang: str | Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Decode `generate`'s output into one dict per example: `transcript` (asr, srt), `translation` (smt, srt)."""
+        task = normalize_task(task)
+        texts = self.batch_decode(generated_ids)
+        src_langs = _per_example(src_lang, len(texts), "src_lang")
+        tgt_langs = _per_example(tgt_lang, len(texts), "tgt_lang")
+        results = []
+        for text, src, tgt in zip(texts, src_langs, tgt_langs):
+            if task == "asr":
+                results.append({"transcript": text.strip(), "raw": text})
+            elif task == "smt":
+                results.append({"translation": text.strip(), "raw": text})
+            else:
+                results.append(self.split_srt_output(text, src, tgt))
+        return results
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "input_features"]
+
+    @staticmethod
+    def language_code(language: str) -> str:
+        """Canonical ISO 639-3 code of a language name or code."""
+        return normalize_language(language)
+
+
+LlmSrtProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = ["LlmSrtProcessor", "normalize_task", "TASKS"]

@@ -1,0 +1,32 @@
+from setuptools import find_packages, setup
+
+
+setup(
+    name="llm-srt",
+    version="0.1.0",
+    description="LLM-SRT (Du et al., ACL 2025) for Hugging Face Transformers: multilingual ASR and speech translation",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["llm_srt", "llm_srt.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.0,<6",
+        "tokenizers>=0.21",
+        "safetensors",
+        "huggingface-hub>=1.0",
+        "peft>=0.17",
+        "numpy",
+        "soundfile",
+        "librosa",
+        "tqdm",
+    ],
+    extras_require={
+        "train": ["datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib"],
+        "dev": [
+            "datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib",
+            "pytest>=8", "pytest-timeout",
+        ],
+    },
+    entry_points={"console_scripts": []},
+)
