@@ -198,12 +198,12 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """Load a saved model; an adapter-only save loads its encoder and LLM from the references in its config."""
-        config = kwargs.get("config")
+        config = kwargs.pop("config", None)
         if not isinstance(config, LlmSrtConfig):
             config_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
             config = LlmSrtConfig.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
         if not config.adapter_only:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
         return cls._from_adapter_checkpoint(pretrained_model_name_or_path, config, **kwargs)
 
     @classmethod

@@ -1,0 +1,41 @@
+import os
+
+import pytest
+import torch
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from llm_srt.testing import build_tiny_tokenizer
+
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny(tokenizer):
+    """(model, processor): a random tiny LLM-SRT in eval mode. Tests must not modify it."""
+    from llm_srt.testing import build_tiny_model_and_processor
+
+    return build_tiny_model_and_processor(seed=0, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tiny, tmp_path_factory):
+    """The tiny model and processor saved to a folder (remote code included)."""
+    model, processor = tiny
+    folder = tmp_path_factory.mktemp("tiny_llm_srt")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def clips():
+    from llm_srt.testing import synthetic_speech
+
+    return [synthetic_speech(0.6 + 0.3 * i, seed=i) for i in range(3)]

@@ -1,0 +1,208 @@
+import numpy as np
+import pytest
+import torch
+
+from llm_srt import normalize_language
+from llm_srt.configuration_llm_srt import LANGUAGES
+from llm_srt.processing_llm_srt import IGNORE_INDEX
+
+
+SR = 16000
+
+
+def original_example(tokenizer, prompt, answer, audio_length, inference):
+    """The original `SpeechDatasetJsonl.__getitem__` (SPEC): ids of `[audio -1s][prompt][answer][eos]` and labels."""
+    prompt_ids = tokenizer.encode(prompt)
+    if inference:
+        return [-1] * audio_length + prompt_ids, None, audio_length + len(prompt_ids)
+    ids = tokenizer.encode(prompt + answer) + [tokenizer.eos_token_id]
+    ids = [-1] * audio_length + ids
+    labels = [IGNORE_INDEX] * (audio_length + len(prompt_ids)) + ids[audio_length + len(prompt_ids):]
+    return ids, labels, audio_length + len(prompt_ids)
+
+
+def original_collate(tokenizer, examples):
+    """The original collator: left-pad the [audio+prompt] block, right-pad the answer block."""
+    prompt_max = max(e[2] for e in examples)
+    answer_max = max(len(e[0]) - e[2] for e in examples)
+    ids, masks, labels = [], [], []
+    for seq, lab, plen in examples:
+        left, right = prompt_max - plen, answer_max - (len(seq) - plen)
+        pad = tokenizer.pad_token_id
+        ids.append([pad] * left + seq + [pad] * right)
+        masks.append([0] * left + [1] * len(seq) + [0] * right)  # `ge(-1)`: audio slots count as attended
+        if lab is not None:
+            labels.append([IGNORE_INDEX] * left + lab + [IGNORE_INDEX] * right)
+    return ids, masks, labels
+
+
+def original_rows(src, tgt, transcript, translation):
+    """A data row stored in SRT form, and the (prompt, answer) each task derives from it, as the original does."""
+    prompt = f"<|{src}|><|{tgt}|>"
+    gt = f"{transcript}{prompt}{translation}"
+    return {
+        "srt": (prompt, gt),
+        "asr": (prompt[:7], gt.split(prompt)[0]),
+        "smt": (gt.split(prompt)[0] + prompt, gt.split(prompt)[1]),
+    }
+
+
+@pytest.mark.parametrize("task", ["asr", "smt", "srt"])
+@pytest.mark.parametrize("inference", [False, True])
+def test_batch_matches_original_dataset_and_collator(tiny, clips, task, inference):
+    _, processor = tiny
+    tok = processor.tokenizer
+    rows = [("eng", "deu", "I see three red cats.", "Ich sehe drei rote Katzen."),
+            ("fra", "zho", "Je vois", "我看到三只红色的猫。"),
+            ("jpn", "eng", "赤い猫が三匹見えます。", "I see three red cats and two blue dogs.")]
+    examples = []
+    for src, tgt, transcript, translation in rows:
+        prompt, answer = original_rows(src, tgt, transcript, translation)[task]
+        examples.append(original_example(tok, prompt, answer, processor.num_audio_tokens, inference))
+    ids, masks, labels = original_collate(tok, examples)
+    expected_ids = torch.tensor(ids)
+    expected_ids[expected_ids == -1] = processor.audio_token_id
+
+    batch = processor(
+        clips, task=task, src_lang=[r[0] for r in rows], tgt_lang=[r[1] for r in rows],
+        transcript=None if (inference and task != "smt") else [r[2] for r in rows],
+        translation=None if inference else [r[3] for r in rows], sampling_rate=SR,
+    )
+    assert torch.equal(batch["input_ids"], expected_ids)
+    assert torch.equal(batch["attention_mask"], torch.tensor(masks))
+    if inference:
+        assert "labels" not in batch
+    else:
+        assert torch.equal(batch["labels"], torch.tensor(labels))
+
+
+def test_prompts_are_the_papers(tiny):
+    _, processor = tiny
+    assert processor.build_prompt("asr", "eng") == "<|eng|>"
+    assert processor.build_prompt("srt", "eng", "deu") == "<|eng|><|deu|>"
+    assert processor.build_prompt("smt", "eng", "deu", transcript="hello") == "hello<|eng|><|deu|>"
+    assert processor.build_answer("srt", "eng", "deu", "hello", "hallo") == "hello<|eng|><|deu|>hallo"
+    assert processor.build_answer("asr", "eng", None, "hello", None) == "hello"
+    assert processor.build_answer("smt", "eng", "deu", "hello", "hallo") == "hallo"
+
+
+def test_tags_are_plain_text_not_added_tokens(tiny):
+    _, processor = tiny
+    tok = processor.tokenizer
+    assert "<|eng|>" not in tok.get_vocab()
+    assert len(tok.encode("<|eng|>")) > 1
+    assert tok.decode(tok.encode("abc<|eng|><|deu|>xyz")) == "abc<|eng|><|deu|>xyz"
+
+
+def test_labels_keep_eos_target_although_pad_is_eos(tiny, clips):
+    _, processor = tiny
+    tok = processor.tokenizer
+    assert tok.pad_token_id == tok.eos_token_id
+    batch = processor(clips[:2], task="asr", src_lang="eng", transcript=["a", "a much longer transcript"],
+                      sampling_rate=SR)
+    for row_ids, row_labels, row_mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        targets = row_labels[row_labels != IGNORE_INDEX]
+        assert targets[-1].item() == tok.eos_token_id  # the model learns to stop
+        # every target position is attended; padding is never a target
+        assert bool((row_mask[row_labels != IGNORE_INDEX] == 1).all())
+    # the shorter row is right-padded after its eos
+    assert batch["attention_mask"][0, -1].item() == 0
+
+
+def test_language_aliases_and_mandarin_names(tiny):
+    _, processor = tiny
+    assert normalize_language("en") == normalize_language("English") == normalize_language("<|eng|>") == "eng"
+    assert normalize_language("cmn") == normalize_language("zh") == "zho"
+    assert processor.tag("cmn") == "<|zho|>"  # emits the tag the model was trained with
+    assert len(LANGUAGES) == 15
+
+
+def test_mandarin_tag_cmn(tokenizer):
+    from llm_srt.testing import build_tiny_processor, tiny_config
+
+    processor = build_tiny_processor(tiny_config(len(tokenizer), mandarin_tag="cmn"), tokenizer)
+    assert processor.build_prompt("srt", "zho", "eng") == "<|cmn|><|eng|>"
+    assert processor.build_prompt("asr", "Mandarin") == "<|cmn|>"
+
+
+def test_text_only_smt_has_no_audio_slots(tiny):
+    _, processor = tiny
+    batch = processor(task="smt", src_lang="eng", tgt_lang="deu", transcript=["hello", "I see three cats"])
+    assert "input_features" not in batch
+    assert not (batch["input_ids"] == processor.audio_token_id).any()
+    expected = processor.tokenizer.encode("I see three cats<|eng|><|deu|>")
+    assert batch["input_ids"][1].tolist() == expected
+
+
+def test_features_are_whisper_log_mel(tiny, clips):
+    _, processor = tiny
+    batch = processor(clips[:1], task="asr", src_lang="eng", sampling_rate=SR)
+    fe = processor.feature_extractor
+    direct = fe(clips[0], sampling_rate=SR, return_tensors="np")["input_features"]
+    assert batch["input_features"].shape == (1, fe.feature_size, fe.nb_max_frames)
+    np.testing.assert_allclose(batch["input_features"].numpy(), direct, atol=1e-6)
+
+
+def test_split_srt_output(tiny):
+    _, processor = tiny
+    good = processor.split_srt_output("I see cats<|eng|><|deu|>Ich sehe Katzen", "eng", "deu")
+    assert good == {"transcript": "I see cats", "translation": "Ich sehe Katzen",
+                    "raw": "I see cats<|eng|><|deu|>Ich sehe Katzen", "well_formed": True}
+    bad = processor.split_srt_output("I see cats Ich sehe Katzen", "eng", "deu")
+    assert bad["raw"] == "I see cats Ich sehe Katzen" and bad["well_formed"] is False
+    assert bad["transcript"] is None and bad["translation"] == "I see cats Ich sehe Katzen"
+    partial = processor.split_srt_output("I see cats<|eng|>Ich sehe", "eng", "deu")
+    assert partial["translation"] == "Ich sehe" and partial["raw"] == "I see cats<|eng|>Ich sehe"
+
+
+def test_post_process_decodes_generated_ids(tiny):
+    _, processor = tiny
+    ids = processor.tokenizer(["hi<|eng|><|fra|>salut", "oops"], padding=True, return_tensors="pt")["input_ids"]
+    results = processor.post_process(ids, task="srt", src_lang="eng", tgt_lang="fra")
+    assert results[0]["transcript"] == "hi" and results[0]["translation"] == "salut"
+    assert results[1]["raw"] == "oops" and not results[1]["well_formed"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(src_lang="klingon", tgt_lang="deu"), "Unsupported language 'klingon'.*eng \\(English\\)"),
+        (dict(src_lang="eng", tgt_lang="xx"), "Unsupported language 'xx'.*deu \\(German\\)"),
+        (dict(src_lang="eng", tgt_lang="deu", sampling_rate=8000), "8000 Hz.*16000 Hz"),
+        (dict(src_lang="eng", tgt_lang="deu", sampling_rate=None), "sampling_rate"),
+        (dict(src_lang="eng", tgt_lang=["deu", "fra"]), "2 values for tgt_lang.*3 examples"),
+        (dict(src_lang="eng", tgt_lang="deu", transcript=["a"], translation=["b", "c", "d"]), "1 values for transcript"),
+        (dict(src_lang="eng"), "needs a target language"),
+        (dict(tgt_lang="deu"), "src_lang"),
+        (dict(src_lang="eng", tgt_lang="deu", task="summarize"), "Unknown task 'summarize'"),
+    ],
+)
+def test_bad_requests_raise_clear_errors(tiny, clips, kwargs, message):
+    _, processor = tiny
+    kwargs = {"sampling_rate": SR, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        processor(clips, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "audio, message",
+    [
+        (np.zeros(0, dtype=np.float32), r"audio\[1\] is empty"),
+        (np.full(1600, np.nan, dtype=np.float32), r"audio\[1\] contains NaN"),
+        (np.zeros((2, 1600), dtype=np.float32), r"audio\[1\] must be mono"),
+        (np.zeros(SR * 3, dtype=np.float32), r"audio\[1\] lasts 3.0 s, longer than the model's 2 s window.*pipeline"),
+    ],
+)
+def test_bad_audio_raises_naming_the_clip(tiny, clips, audio, message):
+    _, processor = tiny
+    with pytest.raises(ValueError, match=message):
+        processor([clips[0], audio], task="asr", src_lang="eng", sampling_rate=SR)
+
+
+def test_audio_token_id_must_be_spare(tokenizer):
+    from transformers import WhisperFeatureExtractor
+
+    from llm_srt import LlmSrtProcessor
+
+    with pytest.raises(ValueError, match="can emit"):
+        LlmSrtProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer, audio_token_id=5)
