@@ -28,5 +28,5 @@ setup(
             "pytest>=8", "pytest-timeout",
         ],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["llm-srt=llm_srt.cli:main"]},
 )

@@ -4,6 +4,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSpeechSeq2Seq, AutoP
 
 from .configuration_llm_srt import LANGUAGES, LlmSrtConfig, language_tag, normalize_language
 from .modeling_llm_srt import LlmSrtForConditionalGeneration, LlmSrtPreTrainedModel
+from .pipeline_llm_srt import SpeechTranslationPipeline
 from .processing_llm_srt import LlmSrtProcessor
 
 
@@ -21,6 +22,7 @@ __all__ = [
     "LlmSrtForConditionalGeneration",
     "LlmSrtPreTrainedModel",
     "LlmSrtProcessor",
+    "SpeechTranslationPipeline",
     "language_tag",
     "normalize_language",
 ]

@@ -26,6 +26,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from transformers.utils import cached_file, logging
 
 from .configuration_llm_srt import DEFAULT_LORA_CONFIG, LlmSrtConfig
+from .pipeline_llm_srt import TASK_NAME, SpeechTranslationPipeline  # imported so saves carry the pipeline code
 
 
 logger = logging.get_logger(__name__)
@@ -267,6 +268,14 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
             **(getattr(self.config, "auto_map", None) or {}),
             "AutoModelForSpeechSeq2Seq": f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}",
         }
+        # `pipeline("speech-translation", model=folder, trust_remote_code=True)` finds its class here.
+        self.config.custom_pipelines = {
+            TASK_NAME: {
+                "impl": f"{SpeechTranslationPipeline.__module__.split('.')[-1]}.{SpeechTranslationPipeline.__name__}",
+                "pt": ["AutoModelForSpeechSeq2Seq"],
+                "type": "multimodal",
+            }
+        }
         if not adapter_only:
             previous, self.config.adapter_only = self.config.adapter_only, False
             try:
@@ -337,19 +346,30 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         return self.projector(encoder_states.to(self.projector.query.dtype))
 
     def embed_inputs(
-        self, input_ids: torch.LongTensor, input_features: torch.FloatTensor | None = None
+        self,
+        input_ids: torch.LongTensor,
+        input_features: torch.FloatTensor | None = None,
+        audio_embeds: torch.FloatTensor | None = None,
     ) -> tuple[torch.FloatTensor, torch.FloatTensor | None]:
-        """Token embeddings with the audio embeddings placed at the audio slots (`config.audio_token_id`)."""
+        """Token embeddings with the audio embeddings placed at the audio slots (`config.audio_token_id`).
+
+        The audio comes as `input_features` (encoded here) or as `audio_embeds` from [`get_audio_features`], which
+        lets one encoding serve several prompts (e.g. one audio translated into several languages).
+        """
+        if input_features is not None and audio_embeds is not None:
+            raise ValueError("Pass input_features or audio_embeds, not both.")
         audio_mask = input_ids == self.config.audio_token_id
         # As the original: the placeholder is looked up as id 0, then its embedding is replaced by the audio.
         inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(audio_mask, 0))
-        if input_features is None:
+        if input_features is None and audio_embeds is None:
             if audio_mask.any():
                 raise ValueError("input_ids contain audio slots but no input_features were given.")
             return inputs_embeds, None
-        if input_features.shape[0] != input_ids.shape[0]:
+        audio_rows = (input_features if input_features is not None else audio_embeds).shape[0]
+        if audio_rows != input_ids.shape[0]:
             raise ValueError(
-                f"Batch sizes differ: input_features has {input_features.shape[0]} rows, input_ids {input_ids.shape[0]}."
+                f"Batch sizes differ: {'input_features' if input_features is not None else 'audio_embeds'} has "
+                f"{audio_rows} rows, input_ids {input_ids.shape[0]}."
             )
         slots_per_row = audio_mask.sum(dim=-1)
         if (slots_per_row != self.config.num_queries).any():
@@ -357,7 +377,9 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
                 f"Every row of input_ids must hold exactly {self.config.num_queries} audio slots "
                 f"(id {self.config.audio_token_id}), got {slots_per_row.tolist()}."
             )
-        audio_embeds = self.get_audio_features(input_features).to(inputs_embeds.dtype)
+        if audio_embeds is None:
+            audio_embeds = self.get_audio_features(input_features)
+        audio_embeds = audio_embeds.to(inputs_embeds.dtype)
         inputs_embeds = inputs_embeds.masked_scatter(audio_mask.unsqueeze(-1), audio_embeds)
         return inputs_embeds, audio_embeds
 
@@ -370,6 +392,7 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         position_ids: torch.LongTensor | None = None,
         cache=None,
         inputs_embeds: torch.FloatTensor | None = None,
+        audio_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -378,17 +401,18 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         r"""
         input_features (`torch.FloatTensor` of shape `(batch, mel_bins, frames)`, *optional*):
             Log-mel features of the audio, padded to the encoder window; absent for text-only translation.
+        audio_embeds (`torch.FloatTensor` of shape `(batch, num_queries, llm_hidden)`, *optional*):
+            Precomputed [`get_audio_features`] output, instead of `input_features`.
         labels (`torch.LongTensor` of shape `(batch, sequence_length)`, *optional*):
             Targets aligned with `input_ids`; -100 over audio slots, prompt and padding. The loss is the LLM's
             shifted cross-entropy over the other positions (answer tokens and eos).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
-        audio_embeds = None
         if inputs_embeds is None:
-            inputs_embeds, audio_embeds = self.embed_inputs(input_ids, input_features)
-        elif input_features is not None:
-            raise ValueError("input_features cannot be combined with inputs_embeds (they already hold the audio).")
+            inputs_embeds, audio_embeds = self.embed_inputs(input_ids, input_features, audio_embeds)
+        elif input_features is not None or audio_embeds is not None:
+            raise ValueError("inputs_embeds already hold the audio: do not pass input_features or audio_embeds too.")
         if labels is not None and labels.shape != inputs_embeds.shape[:2]:
             raise ValueError(f"labels shape {tuple(labels.shape)} differs from the input's {tuple(inputs_embeds.shape[:2])}.")
         outputs = self.language_model(
@@ -417,6 +441,7 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         input_features: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
+        audio_embeds: torch.FloatTensor | None = None,
         **kwargs,
     ) -> torch.LongTensor:
         """Generate the answer; returns only the new tokens `(batch, new_tokens)` (or a generate output object).
@@ -428,9 +453,9 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("generate needs input_ids (from the processor) or inputs_embeds.")
-            inputs_embeds, _ = self.embed_inputs(input_ids, input_features)
-        elif input_features is not None:
-            raise ValueError("input_features cannot be combined with inputs_embeds (they already hold the audio).")
+            inputs_embeds, _ = self.embed_inputs(input_ids, input_features, audio_embeds)
+        elif input_features is not None or audio_embeds is not None:
+            raise ValueError("inputs_embeds already hold the audio: do not pass input_features or audio_embeds too.")
         if attention_mask is None:
             attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
         with warnings.catch_warnings():

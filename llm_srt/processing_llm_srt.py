@@ -208,9 +208,30 @@ class LlmSrtProcessor(ProcessorMixin):
         transcripts = _per_example(transcript, batch_size, "transcript")
         translations = _per_example(translation, batch_size, "translation")
 
-        audio_slots = self.num_audio_tokens if audio is not None else 0
+        data = self.prepare_text(
+            task, src_langs, tgt_langs, transcripts, translations, with_audio=audio is not None
+        )
+        if audio is not None:
+            data["input_features"] = self.extract_features(audio, sampling_rate)
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def prepare_text(
+        self,
+        task: str,
+        src_langs: Sequence[str],
+        tgt_langs: Sequence[str | None],
+        transcripts: Sequence[str | None],
+        translations: Sequence[str | None],
+        with_audio: bool = True,
+    ) -> dict[str, list[list[int]]]:
+        """Token ids, attention mask and (when every answer is known) labels of a batch, one entry per example.
+
+        With `with_audio` each sequence starts with `num_audio_tokens` audio slots for the model to fill.
+        """
+        task = normalize_task(task)
+        audio_slots = self.num_audio_tokens if with_audio else 0
         prompt_blocks, answer_blocks = [], []
-        for src, tgt, text, target in zip(src_langs, tgt_langs, transcripts, translations):
+        for src, tgt, text, target in zip(src_langs, tgt_langs, transcripts, translations, strict=True):
             prompt = self.build_prompt(task, src, tgt, text)
             answer = self.build_answer(task, src, tgt, text, target)
             prompt_ids = self.tokenizer.encode(prompt)
@@ -225,11 +246,7 @@ class LlmSrtProcessor(ProcessorMixin):
         with_labels = all(block is not None for block in answer_blocks)
         if not with_labels and any(block is not None for block in answer_blocks):
             raise ValueError("Either every example or none must carry its answer (for labels).")
-
-        data = self._pad(prompt_blocks, answer_blocks if with_labels else None)
-        if audio is not None:
-            data["input_features"] = self.extract_features(audio, sampling_rate)
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        return self._pad(prompt_blocks, answer_blocks if with_labels else None)
 
     def _pad(self, prompt_blocks: list[list[int]], answer_blocks: list[list[int]] | None) -> dict[str, list]:
         pad = self.tokenizer.pad_token_id
