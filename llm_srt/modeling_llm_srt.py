@@ -442,14 +442,28 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         audio_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
         **kwargs,
     ) -> torch.LongTensor:
         """Generate the answer; returns only the new tokens `(batch, new_tokens)` (or a generate output object).
+
+        Given a training batch (`labels` set, as `Seq2SeqTrainer(predict_with_generate=True)` passes it), the
+        answers are cut off first: the processor left-pads every prompt block to one width, so the columns before
+        the first labelled one are exactly the inference batch.
 
         As in the original, the LLM receives only `inputs_embeds` (audio + left-padded prompt), so
         `no_repeat_ngram_size` looks at generated tokens alone: the SRT answer repeats the prompt's tag pair, which
         must not count as history. Positions are derived from the attention mask, skipping left padding.
         """
+        if labels is not None:
+            if input_ids is None:
+                raise ValueError("labels are only understood together with input_ids (a training batch).")
+            labelled = (labels != -100).any(dim=0).nonzero()
+            if len(labelled):
+                prompt_width = int(labelled[0])
+                input_ids = input_ids[:, :prompt_width]
+                if attention_mask is not None:
+                    attention_mask = attention_mask[:, :prompt_width]
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("generate needs input_ids (from the processor) or inputs_embeds.")
@@ -458,6 +472,10 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
             raise ValueError("inputs_embeds already hold the audio: do not pass input_features or audio_embeds too.")
         if attention_mask is None:
             attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        if kwargs.get("max_length") is not None and "max_new_tokens" not in kwargs:
+            # The LLM sees no input_ids, so lengths count new tokens: a caller's max_length (e.g. the trainer's
+            # generation_max_length) means max_new_tokens, which would otherwise take precedence at 400.
+            kwargs["max_new_tokens"] = kwargs.pop("max_length")
         with warnings.catch_warnings():
             # Transformers warns that n-gram blocking skips the prompt here: that is the original's behaviour.
             warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds.*")

@@ -310,6 +310,15 @@ class LlmSrtProcessor(ProcessorMixin):
         return results
 
     @property
+    def pad_token_id(self) -> int:
+        """The tokenizer's pad id (what trainers pad generated ids with)."""
+        return self.tokenizer.pad_token_id
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "input_features"]
 

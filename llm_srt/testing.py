@@ -67,6 +67,7 @@ def tiny_config(
     llm_width: int = 64,
     projector_intermediate_size: int | None = None,
     tie_word_embeddings: bool = True,
+    projector_dropout: float = 0.1,
     **config_kwargs,
 ) -> LlmSrtConfig:
     """Config of a toy LLM-SRT; the LLM vocabulary has spare rows beyond the tokenizer, like Qwen2.5's."""
@@ -90,6 +91,8 @@ def tiny_config(
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
         "intermediate_size": 2 * qformer_width,
+        "hidden_dropout_prob": projector_dropout,
+        "attention_probs_dropout_prob": projector_dropout,
     }
     text_config = {
         "model_type": "qwen2",

@@ -1,0 +1,142 @@
+"""BLEU and WER as the original scorer computes them (`eval/test_metric_n.py`); sacrebleu and jiwer do the scoring.
+
+- BLEU: sacreBLEU corpus BLEU, `tokenize="char"` for targets written without spaces (tha jpn kor zho/cmn yue, also
+  lao mya), otherwise `13a`.
+- WER: Whisper's `BasicTextNormalizer` on hypotheses and references, then jiwer WER, or CER for jpn kor tha zho/cmn
+  yue. Whisper's English normalizer is available as an option.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .configuration_llm_srt import LANGUAGES, normalize_language
+
+
+CHAR_LEVEL_LANGUAGES = {"tha", "jpn", "kor", "zho", "cmn", "yue", "lao", "mya"}
+CER_LANGUAGES = {"jpn", "kor", "tha", "zho", "cmn", "yue"}
+
+
+def _code(language: str) -> str:
+    """Canonical code for our 15 languages; other ISO 639-3 codes (lao, mya, ...) pass through lower-cased."""
+    try:
+        return normalize_language(language)
+    except ValueError:
+        return language.strip().lower()
+
+
+def bleu_tokenizer(tgt_lang: str) -> str:
+    """sacreBLEU tokenizer for a target language: `char` for unspaced scripts, `13a` otherwise."""
+    return "char" if _code(tgt_lang) in CHAR_LEVEL_LANGUAGES else "13a"
+
+
+def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> None:
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references.")
+    if not references:
+        raise ValueError("Nothing to score: no references.")
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], tgt_lang: str) -> dict[str, Any]:
+    """Corpus BLEU of one direction: `{"score", "signature", "tokenize", "count"}`."""
+    from sacrebleu.metrics import BLEU
+
+    _check_pairs(hypotheses, references)
+    metric = BLEU(tokenize=bleu_tokenizer(tgt_lang))
+    result = metric.corpus_score(list(hypotheses), [list(references)])
+    return {"score": result.score, "signature": str(metric.get_signature()), "tokenize": metric.tokenizer.signature(),
+            "count": len(references)}
+
+
+def text_normalizer(english: bool = False):
+    """Whisper's `BasicTextNormalizer` (the original's choice for every language), or its English normalizer."""
+    from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
+
+    # The English normalizer's spelling map ships with Whisper's tokenizer files; without it, it still applies
+    # its number, contraction and symbol rules.
+    return EnglishTextNormalizer({}) if english else BasicTextNormalizer()
+
+
+def error_rate(
+    hypotheses: Sequence[str], references: Sequence[str], language: str, english_normalizer: bool = False
+) -> dict[str, Any]:
+    """WER (or CER for unspaced scripts) after normalization: `{"score", "metric", "count", "skipped_empty"}`.
+
+    Pairs whose reference is empty after normalization cannot be scored and are counted in `skipped_empty`.
+    """
+    import jiwer
+
+    _check_pairs(hypotheses, references)
+    normalize = text_normalizer(english_normalizer and _code(language) == "eng")
+    pairs = [(normalize(h).strip(), normalize(r).strip()) for h, r in zip(hypotheses, references)]
+    kept = [(h, r) for h, r in pairs if r]
+    if not kept:
+        raise ValueError("Every reference is empty after normalization: nothing to score.")
+    use_cer = _code(language) in CER_LANGUAGES
+    hyps, refs = [h for h, _ in kept], [r for _, r in kept]
+    score = jiwer.cer(refs, hyps) if use_cer else jiwer.wer(refs, hyps)
+    return {"score": float(score), "metric": "cer" if use_cer else "wer", "count": len(kept),
+            "skipped_empty": len(pairs) - len(kept)}
+
+
+def score_directions(rows: Iterable[dict[str, Any]], task: str) -> dict[str, Any]:
+    """Score rows `{"src_lang", "tgt_lang", "hypothesis", "reference", ["transcript", "transcript_reference"]}`.
+
+    Returns per-direction results (`"eng-deu": {...}`) and the averages the paper reports: BLEU over all directions,
+    per source language (X->others) and per target; WER per source language and its mean.
+    """
+    task = task.lower()
+    groups: dict[tuple[str, str | None], list[dict]] = defaultdict(list)
+    for row in rows:
+        src = _code(row["src_lang"])
+        tgt = _code(row["tgt_lang"]) if row.get("tgt_lang") else None
+        groups[(src, tgt if task != "asr" else None)].append(row)
+    if not groups:
+        raise ValueError("Nothing to score: no rows.")
+    directions: dict[str, dict[str, Any]] = {}
+    for (src, tgt), items in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        result: dict[str, Any] = {"src_lang": src, "tgt_lang": tgt, "count": len(items)}
+        if task == "asr":
+            result["wer"] = error_rate([r["hypothesis"] for r in items], [r["reference"] for r in items], src)
+        else:
+            result["bleu"] = corpus_bleu([r["hypothesis"] for r in items], [r["reference"] for r in items], tgt)
+            if task == "srt" and all(r.get("transcript_reference") is not None for r in items):
+                result["wer"] = error_rate(
+                    [r.get("transcript") or "" for r in items], [r["transcript_reference"] for r in items], src
+                )
+        directions[src if tgt is None else f"{src}-{tgt}"] = result
+    return {"directions": directions, "averages": averages(directions)}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def averages(directions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """BLEU averaged over all directions, per source (X->others) and per target; WER per source and overall."""
+    bleu = {k: d["bleu"]["score"] for k, d in directions.items() if "bleu" in d}
+    wer_by_src: dict[str, list[float]] = defaultdict(list)
+    for d in directions.values():
+        if "wer" in d:
+            wer_by_src[d["src_lang"]].append(d["wer"]["score"])
+    out: dict[str, Any] = {}
+    if bleu:
+        by_src, by_tgt = defaultdict(list), defaultdict(list)
+        for key, score in bleu.items():
+            src, tgt = key.split("-")
+            by_src[src].append(score)
+            by_tgt[tgt].append(score)
+        out["bleu"] = _mean(list(bleu.values()))
+        out["bleu_by_source"] = {k: _mean(v) for k, v in sorted(by_src.items())}
+        out["bleu_by_target"] = {k: _mean(v) for k, v in sorted(by_tgt.items())}
+    if wer_by_src:
+        per_src = {k: _mean(v) for k, v in sorted(wer_by_src.items())}
+        out["wer_by_source"] = per_src
+        out["wer"] = _mean(list(per_src.values()))
+    return out
+
+
+__all__ = ["corpus_bleu", "error_rate", "bleu_tokenizer", "score_directions", "averages", "CHAR_LEVEL_LANGUAGES",
+           "LANGUAGES"]

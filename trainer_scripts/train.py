@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""Train one curriculum stage of LLM-SRT (ASR -> SMT -> SRT) with Seq2SeqTrainer.
+
+    python trainer_scripts/train.py --recipe trainer_scripts/recipes/asr.yaml \
+        --audio_model openai/whisper-large-v3 --text_model Qwen/Qwen2.5-3B \
+        --train_file data/train.jsonl --eval_file data/dev.jsonl --output_dir runs/asr
+    python trainer_scripts/train.py --recipe trainer_scripts/recipes/smt.yaml --init_from runs/asr ...
+    python trainer_scripts/train.py --recipe trainer_scripts/recipes/srt.yaml --init_from runs/smt [--use_lora] ...
+
+A recipe (YAML) gives the paper's settings for a stage; any flag on the command line overrides it. The same
+command runs under `torchrun --nproc_per_node N` or `accelerate launch` (DDP), and takes `--deepspeed ds.json` or
+`--fsdp ...` through the Trainer. The output folder is a loadable model (remote code, processor, generation config).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import yaml
+from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor  # noqa: E402
+from llm_srt.training import (  # noqa: E402
+    LlmSrtDataCollator,
+    add_input_features,
+    build_compute_metrics,
+    configure_stage,
+    load_rows,
+    select_stage_rows,
+)
+
+
+logger = logging.getLogger("llm_srt.train")
+
+
+@dataclass
+class ModelArguments:
+    init_from: str | None = field(
+        default=None, metadata={"help": "Model folder to start from: the previous stage's output, or an initial model."}
+    )
+    audio_model: str | None = field(
+        default=None, metadata={"help": "Fresh start (first stage): Whisper checkpoint (Hub id or folder)."}
+    )
+    text_model: str | None = field(default=None, metadata={"help": "Fresh start: causal LLM (Hub id or folder)."})
+    num_queries: int = field(default=80, metadata={"help": "Fresh start: learned queries (audio tokens per window)."})
+    mandarin_tag: str = field(default="zho", metadata={"help": "Fresh start: Mandarin's tag, zho or cmn."})
+    use_lora: bool = field(default=False, metadata={"help": "Add and train LoRA on the LLM (SRT stage only)."})
+    lora_r: int = field(default=8)
+    lora_alpha: int = field(default=32)
+    lora_dropout: float = field(default=0.05)
+    lora_target_modules: str = field(default="q_proj,v_proj")
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa or eager."})
+
+
+@dataclass
+class DataArguments:
+    stage: str = field(default=None, metadata={"help": "Curriculum stage: asr, smt or srt.", "choices": ["asr", "smt", "srt"]})
+    train_file: str = field(default=None, metadata={"help": "Training rows: a .jsonl manifest or a datasets folder."})
+    eval_file: str | None = field(default=None, metadata={"help": "Evaluation rows, same format."})
+    audio_base_dir: str | None = field(
+        default=None, metadata={"help": "Folder relative audio paths are under (default: the manifest's folder)."}
+    )
+    max_train_samples: int | None = field(default=None)
+    max_eval_samples: int | None = field(default=None)
+    precompute_features: bool = field(
+        default=False, metadata={"help": "Compute log-mel features once before training (small corpora)."}
+    )
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def parse_args(argv: list[str] | None = None):
+    """Parse flags; `--recipe FILE.yaml` supplies defaults that later flags override."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--recipe" in argv:
+        at = argv.index("--recipe")
+        if at + 1 >= len(argv):
+            raise SystemExit("--recipe needs a YAML file")
+        recipe_path = argv[at + 1]
+        del argv[at:at + 2]
+        if not os.path.isfile(recipe_path):
+            raise SystemExit(f"Recipe not found: {recipe_path}")
+        with open(recipe_path, encoding="utf-8") as handle:
+            recipe = yaml.safe_load(handle) or {}
+        prefix = []
+        for key, value in recipe.items():
+            if isinstance(value, bool):
+                prefix += [f"--{key}", str(value)]
+            elif isinstance(value, list):
+                prefix += [f"--{key}", *map(str, value)]
+            elif value is not None:
+                prefix += [f"--{key}", str(value)]
+        argv = prefix + argv
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "--use_cpu" not in argv and not _has_accelerator():
+        # Without `use_cpu`, Accelerate treats a CPU-only torchrun launch as single-process: every rank would train
+        # its own replica with no gradient sync. Multi-CPU DDP (gloo) needs the flag.
+        argv += ["--use_cpu", "true"]
+    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if data_args.stage is None or data_args.train_file is None:
+        raise SystemExit("--stage and --train_file are required (a recipe sets the stage).")
+    if bool(model_args.init_from) == bool(model_args.audio_model or model_args.text_model):
+        raise SystemExit("Start from --init_from FOLDER, or from --audio_model and --text_model (first stage).")
+    training_args.remove_unused_columns = False  # the collator reads the raw rows
+    return model_args, data_args, training_args
+
+
+def load_model_and_processor(model_args: ModelArguments, dtype=None):
+    """The stage's starting point: a saved model folder, or a fresh model from a Whisper checkpoint and an LLM."""
+    if model_args.init_from:
+        if not os.path.isdir(model_args.init_from) and not model_args.init_from.count("/") == 1:
+            raise FileNotFoundError(f"--init_from: no model folder at {model_args.init_from}")
+        model = LlmSrtForConditionalGeneration.from_pretrained(
+            model_args.init_from, attn_implementation=model_args.attn_implementation, dtype=dtype
+        )
+        processor = LlmSrtProcessor.from_pretrained(model_args.init_from)
+        return model, processor
+    from transformers import AutoTokenizer, WhisperFeatureExtractor
+
+    model = LlmSrtForConditionalGeneration.from_components(
+        model_args.audio_model, model_args.text_model, dtype=dtype, num_queries=model_args.num_queries,
+        mandarin_tag=model_args.mandarin_tag,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(model_args.text_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    processor = LlmSrtProcessor(
+        WhisperFeatureExtractor.from_pretrained(model_args.audio_model),
+        tokenizer,
+        num_audio_tokens=model.config.num_queries,
+        audio_token_id=model.config.audio_token_id,
+        mandarin_tag=model.config.mandarin_tag,
+    )
+    return model, processor
+
+
+def prepare_split(path: str, data_args: DataArguments, processor, limit: int | None):
+    base_dir = data_args.audio_base_dir or (os.path.dirname(os.path.abspath(path)) if os.path.isfile(path) else path)
+    rows = select_stage_rows(load_rows(path), data_args.stage, base_dir=base_dir)
+    if limit is not None:
+        rows = rows.select(range(min(limit, len(rows))))
+    if data_args.precompute_features and "input_features" not in rows.column_names:
+        rows = add_input_features(rows, processor, base_dir=base_dir)
+    return rows, base_dir
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, training_args: Seq2SeqTrainingArguments) -> dict:
+    """Run one stage; returns the final metrics. The output folder holds the loadable model and processor."""
+    set_seed(training_args.seed)
+    import torch
+
+    dtype = torch.bfloat16 if training_args.bf16 else (torch.float16 if training_args.fp16 else None)
+    model, processor = load_model_and_processor(model_args, dtype=None if dtype == torch.float16 else dtype)
+    counts = configure_stage(
+        model, data_args.stage, use_lora=model_args.use_lora,
+        lora_kwargs={"r": model_args.lora_r, "lora_alpha": model_args.lora_alpha,
+                     "lora_dropout": model_args.lora_dropout,
+                     "target_modules": model_args.lora_target_modules.split(",")},
+    )
+    logger.info(f"stage {data_args.stage}: trainable parameters {counts}")
+
+    train_rows, base_dir = prepare_split(data_args.train_file, data_args, processor, data_args.max_train_samples)
+    eval_rows = None
+    if data_args.eval_file:
+        eval_rows, _ = prepare_split(data_args.eval_file, data_args, processor, data_args.max_eval_samples)
+    compute_metrics = None
+    if eval_rows is not None and training_args.predict_with_generate:
+        compute_metrics = build_compute_metrics(processor, data_args.stage, eval_rows)
+
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        data_collator=LlmSrtDataCollator(processor, data_args.stage, base_dir=base_dir),
+        processing_class=processor,
+        compute_metrics=compute_metrics,
+    )
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint:
+            logger.info(f"Resuming from {checkpoint}")
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = dict(result.metrics)
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(training_args.output_dir)
+    if eval_rows is not None:
+        metrics.update(trainer.evaluate())
+    trainer.log_metrics("all", metrics)
+    if trainer.is_world_process_zero():
+        trainer.save_metrics("all", metrics)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    return train(*parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
