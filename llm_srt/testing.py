@@ -68,15 +68,22 @@ def tiny_config(
     projector_intermediate_size: int | None = None,
     tie_word_embeddings: bool = True,
     projector_dropout: float = 0.1,
+    num_heads: int = 2,
+    llm_layers: int = 2,
+    ffn_multiplier: int = 2,
     **config_kwargs,
 ) -> LlmSrtConfig:
-    """Config of a toy LLM-SRT; the LLM vocabulary has spare rows beyond the tokenizer, like Qwen2.5's."""
+    """Config of a toy LLM-SRT; the LLM vocabulary has spare rows beyond the tokenizer, like Qwen2.5's.
+
+    `num_heads` is the encoder's and Q-Former's head count (the LLM has twice as many, half of them for keys and
+    values); `ffn_multiplier` sizes the feed-forward layers of the encoder and the LLM.
+    """
     audio_config = {
         "model_type": "whisper",
         "d_model": encoder_width,
         "encoder_layers": 2,
-        "encoder_attention_heads": 2,
-        "encoder_ffn_dim": 2 * encoder_width,
+        "encoder_attention_heads": num_heads,
+        "encoder_ffn_dim": ffn_multiplier * encoder_width,
         "decoder_layers": 1,
         "decoder_attention_heads": 2,
         "decoder_ffn_dim": 2 * encoder_width,
@@ -89,7 +96,7 @@ def tiny_config(
         "model_type": "blip_2_qformer",
         "hidden_size": qformer_width,
         "num_hidden_layers": 2,
-        "num_attention_heads": 2,
+        "num_attention_heads": num_heads,
         "intermediate_size": 2 * qformer_width,
         "hidden_dropout_prob": projector_dropout,
         "attention_probs_dropout_prob": projector_dropout,
@@ -97,10 +104,10 @@ def tiny_config(
     text_config = {
         "model_type": "qwen2",
         "hidden_size": llm_width,
-        "intermediate_size": 2 * llm_width,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "intermediate_size": ffn_multiplier * llm_width,
+        "num_hidden_layers": llm_layers,
+        "num_attention_heads": 2 * num_heads,
+        "num_key_value_heads": num_heads,
         "vocab_size": tokenizer_size + 8,
         "max_position_embeddings": 1024,
         "tie_word_embeddings": tie_word_embeddings,

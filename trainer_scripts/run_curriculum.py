@@ -1,0 +1,316 @@
+#!/usr/bin/env python
+"""The offline demo: train a tiny LLM-SRT through the curriculum ASR -> SMT -> SRT on CPU and report each stage.
+
+    python trainer_scripts/run_curriculum.py --recipe demo --output_dir runs/demo [--ablation]
+
+What it does, as the paper does at full scale:
+1. speaks the demo corpus with espeak-ng (`make_demo_corpus.py`) and computes log-mel features once;
+2. gives the tiny components what the real ones bring: the Whisper-style encoder is pre-trained with CTC on the
+   transcripts, then frozen ("it already hears"); the tiny Qwen2 LLM is pre-trained on the corpus's text in the
+   three task formats, with the source text standing where the audio embeddings will go, then frozen ("it already
+   translates");
+3. assembles the model with a new Q-Former projector and trains only the projector, one stage at a time, each
+   stage starting from the previous one's output (`trainer_scripts/train.py`, recipes `recipes/demo_*.yaml`);
+4. evaluates every stage on held-out sentences (never seen in training): ASR WER, SMT BLEU, SRT BLEU and WER.
+`--ablation` also runs the curriculum without the ASR, without the SMT and without the SRT stage (paper Table 8).
+Results go to `<output_dir>/results.json` and a Markdown table `<output_dir>/results.md`. The final model
+(`<output_dir>/srt`) loads with `pipeline("speech-translation", model=..., trust_remote_code=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from transformers import HfArgumentParser, set_seed
+
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+from llm_srt import LlmSrtForConditionalGeneration  # noqa: E402
+from llm_srt.evaluation import evaluate_rows  # noqa: E402
+from llm_srt.testing import build_tiny_processor, build_tiny_tokenizer, tiny_config  # noqa: E402
+from trainer_scripts import make_demo_corpus  # noqa: E402
+from trainer_scripts.train import main as train_stage  # noqa: E402
+
+
+logger = logging.getLogger("llm_srt.curriculum")
+
+# name -> sizes and step counts. `demo` is the README's main job; `smoke` only checks that everything runs.
+RECIPES = {
+    "demo": {
+        "languages": "eng,deu,fra", "window_seconds": 3, "num_queries": 16, "width": 128, "num_heads": 4, "llm_layers": 3,
+        "ctc_steps": 1200, "lm_steps": 2000, "stage_steps": {"asr": 800, "smt": 400, "srt": 800},
+        "batch_size": 16, "lm_batch_size": 32, "eval_rows": None,
+    },
+    "smoke": {
+        "languages": "eng,deu", "window_seconds": 3, "num_queries": 8, "width": 32, "num_heads": 2, "llm_layers": 2,
+        "ctc_steps": 5, "lm_steps": 5, "stage_steps": {"asr": 3, "smt": 3, "srt": 3},
+        "batch_size": 4, "lm_batch_size": 4, "eval_rows": 8,
+    },
+}
+CURRICULA = {
+    "full": ("asr", "smt", "srt"),
+    "w/o ASR": ("smt", "srt"),
+    "w/o SMT": ("asr", "srt"),
+    "w/o SRT": ("asr", "smt"),
+}
+
+
+@dataclass
+class CurriculumArguments:
+    recipe: str = field(default="demo", metadata={"help": "demo (about 10 minutes on 2 CPU cores) or smoke."})
+    output_dir: str = field(default="runs/demo", metadata={"help": "Where corpus, stages and results go."})
+    data_dir: str | None = field(default=None, metadata={"help": "Corpus folder (default: <output_dir>/data)."})
+    ablation: bool = field(default=False, metadata={"help": "Also run the curriculum without each stage."})
+    seed: int = field(default=0)
+
+
+# ------------------------------------------------------------------------------------------------------------ data
+def load_split(data_dir: str, split: str) -> list[dict]:
+    with open(os.path.join(data_dir, f"{split}.jsonl"), encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def attach_features(rows: list[dict], processor, data_dir: str) -> list[dict]:
+    """Compute log-mel features once per clip (rows of several directions share a clip)."""
+    from tqdm.auto import tqdm
+
+    from llm_srt.audio_llm_srt import load_audio
+
+    rate = processor.feature_extractor.sampling_rate
+    cache: dict[str, np.ndarray] = {}
+    paths = sorted({r["audio"] for r in rows})
+    for start in tqdm(range(0, len(paths), 64), desc="log-mel features", unit="batch"):
+        chunk = paths[start:start + 64]
+        audio = [load_audio(os.path.join(data_dir, p), target_rate=rate) for p in chunk]
+        for path, feats in zip(chunk, processor.extract_features(audio, rate).numpy()):
+            cache[path] = feats
+    return [{**r, "input_features": cache[r["audio"]]} for r in rows]
+
+
+def save_rows(rows: list[dict], path: str) -> str:
+    import datasets
+
+    datasets.Dataset.from_list(rows).save_to_disk(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- component training
+def pretrain_encoder_ctc(model, train_rows: list[dict], steps: int, batch_size: int, seed: int) -> float:
+    """CTC on characters through the Whisper encoder, so the encoder hears before the adapter is trained."""
+    from tqdm.auto import tqdm
+
+    encoder = model.audio_tower
+    clips = {r["audio"]: r for r in train_rows}  # one row per clip
+    items = list(clips.values())
+    chars = sorted({c for r in items for c in r["transcript"].lower()})
+    index = {c: i + 1 for i, c in enumerate(chars)}  # 0 = blank
+    head = torch.nn.Linear(encoder.config.d_model, len(chars) + 1)
+    params = [*encoder.parameters(), *head.parameters()]
+    encoder.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    generator = np.random.default_rng(seed)
+    encoder.train()
+    loss_value = float("nan")
+    for _ in tqdm(range(steps), desc="encoder CTC pre-training", unit="step"):
+        batch = [items[i] for i in generator.choice(len(items), batch_size, replace=False)]
+        features = torch.stack([torch.as_tensor(r["input_features"]) for r in batch])
+        log_probs = head(encoder(features).last_hidden_state).log_softmax(-1).transpose(0, 1)
+        targets = [torch.tensor([index[c] for c in r["transcript"].lower()]) for r in batch]
+        loss = torch.nn.functional.ctc_loss(
+            log_probs, torch.cat(targets), torch.full((len(batch),), log_probs.shape[0], dtype=torch.long),
+            torch.tensor([len(t) for t in targets]), zero_infinity=True,
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        loss_value = loss.item()
+    encoder.eval()
+    return loss_value
+
+
+def text_task_batch(processor, rows: list[dict], tasks: list[str]) -> dict[str, torch.Tensor]:
+    """Text-only training sequences in the three formats: the source text, right-aligned, fills the audio slots."""
+    q = processor.num_audio_tokens
+    ids, masks, labels = [], [], []
+    for row, task in zip(rows, tasks):
+        data = processor.prepare_text(task, [row["src_lang"]], [row["tgt_lang"] if task != "asr" else None],
+                                      [row["transcript"]], [row["translation"] if task != "asr" else None])
+        seq = data["input_ids"][0]
+        source = processor.tokenizer.encode(row["transcript"])[-q:]
+        seq[q - len(source):q] = source
+        ids.append(seq)
+        masks.append(data["attention_mask"][0])
+        labels.append(data["labels"][0])
+    width = max(len(s) for s in ids)
+    pad = processor.tokenizer.pad_token_id
+    return {
+        "input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in ids]),
+        "attention_mask": torch.tensor([m + [0] * (width - len(m)) for m in masks]),
+        "labels": torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels]),
+    }
+
+
+def pretrain_llm(model, processor, train_rows: list[dict], steps: int, batch_size: int, seed: int) -> float:
+    """Teach the tiny LLM the corpus's languages and the three task formats from text (the audio slots hold text)."""
+    from tqdm.auto import tqdm
+
+    llm = model.language_model
+    llm.requires_grad_(True)
+    optimizer = torch.optim.AdamW(llm.parameters(), lr=1e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 100))
+    generator = np.random.default_rng(seed)
+    llm.train()
+    loss_value = float("nan")
+    for _ in tqdm(range(steps), desc="LLM text pre-training", unit="step"):
+        picks = generator.choice(len(train_rows), batch_size, replace=False)
+        tasks = list(generator.choice(["asr", "smt", "srt"], batch_size))
+        batch = text_task_batch(processor, [train_rows[i] for i in picks], tasks)
+        loss = llm(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        loss_value = loss.item()
+    llm.eval()
+    return loss_value
+
+
+def build_initial_model(recipe: dict, tokenizer, train_rows, work_dir: str, seed: int):
+    """Tiny components, each pre-trained on its own, then frozen; a new projector: what stage I starts from."""
+    width = recipe["width"]
+    config = tiny_config(
+        len(tokenizer), num_queries=recipe["num_queries"], window_seconds=recipe["window_seconds"],
+        encoder_width=width, qformer_width=width, llm_width=width, tie_word_embeddings=True,
+        num_heads=recipe["num_heads"], llm_layers=recipe["llm_layers"], ffn_multiplier=4,
+    )
+    config.text_config.eos_token_id = config.text_config.bos_token_id = tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    model = LlmSrtForConditionalGeneration(config)
+    processor = build_tiny_processor(config, tokenizer)
+    ctc = pretrain_encoder_ctc(model, train_rows, recipe["ctc_steps"], recipe["batch_size"], seed)
+    lm = pretrain_llm(model, processor, train_rows, recipe["lm_steps"], recipe["lm_batch_size"], seed)
+    model.set_trainable()  # freeze encoder and LLM again; projector trainable
+    folder = os.path.join(work_dir, "initial")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder, {"encoder_ctc_loss": ctc, "llm_text_loss": lm}
+
+
+# --------------------------------------------------------------------------------------------------- curriculum
+def run_stages(stages, initial: str, train_data: str, recipe: dict, out_dir: str, seed: int) -> list[str]:
+    """Train each stage from the previous stage's output; returns the stage folders."""
+    folders, previous = [], initial
+    for stage in stages:
+        folder = os.path.join(out_dir, stage)
+        if not os.path.exists(os.path.join(folder, "model.safetensors")):
+            recipe_file = os.path.join(ROOT, "trainer_scripts", "recipes", f"demo_{stage}.yaml")
+            train_stage([
+                "--recipe", recipe_file, "--init_from", previous, "--train_file", train_data,
+                "--output_dir", folder, "--max_steps", str(recipe["stage_steps"][stage]),
+                "--per_device_train_batch_size", str(recipe["batch_size"]), "--seed", str(seed),
+            ])
+        folders.append(folder)
+        previous = folder
+    return folders
+
+
+def evaluate_model(folder: str, test_rows: list[dict]) -> dict:
+    """Held-out scores of one model on the three tasks (greedy decoding)."""
+    from llm_srt import LlmSrtProcessor
+
+    model = LlmSrtForConditionalGeneration.from_pretrained(folder).eval()
+    processor = LlmSrtProcessor.from_pretrained(folder)
+    generate = {"num_beams": 1, "max_new_tokens": 48, "no_repeat_ngram_size": 0}
+    asr_rows = list({r["audio"]: r for r in test_rows}.values())
+    scores = {}
+    with torch.inference_mode():
+        scores["asr_wer"] = evaluate_rows(model, processor, asr_rows, "asr", batch_size=64,
+                                          generate_kwargs=generate)["averages"]["wer"]
+        scores["smt_bleu"] = evaluate_rows(model, processor, test_rows, "smt", batch_size=64,
+                                           generate_kwargs=generate)["averages"]["bleu"]
+        srt = evaluate_rows(model, processor, test_rows, "srt", batch_size=64, generate_kwargs=generate)
+    scores["srt_bleu"] = srt["averages"]["bleu"]
+    scores["srt_wer"] = srt["averages"].get("wer")
+    scores["srt_bleu_by_direction"] = {k: round(v["bleu"]["score"], 1) for k, v in srt["directions"].items()}
+    return scores
+
+
+def markdown_table(results: dict) -> str:
+    lines = ["| model | ASR WER | SMT BLEU | SRT BLEU | SRT WER |", "|---|---|---|---|---|"]
+    for name, s in results.items():
+        lines.append(f"| {name} | {s['asr_wer']:.3f} | {s['smt_bleu']:.1f} | {s['srt_bleu']:.1f} | "
+                     f"{s['srt_wer']:.3f} |" if s.get("srt_wer") is not None else
+                     f"| {name} | {s['asr_wer']:.3f} | {s['smt_bleu']:.1f} | {s['srt_bleu']:.1f} | - |")
+    return "\n".join(lines)
+
+
+def run(args: CurriculumArguments) -> dict:
+    if args.recipe not in RECIPES:
+        raise ValueError(f"Unknown recipe {args.recipe!r}; choose from {sorted(RECIPES)}.")
+    recipe = RECIPES[args.recipe]
+    set_seed(args.seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    started = time.time()
+    data_dir = args.data_dir or os.path.join(args.output_dir, "data")
+    if not os.path.exists(os.path.join(data_dir, "test.jsonl")):
+        make_demo_corpus.make_corpus(make_demo_corpus.CorpusArguments(
+            output_dir=data_dir, languages=recipe["languages"], seed=args.seed))
+    train_rows, test_rows = load_split(data_dir, "train"), load_split(data_dir, "test")
+    if recipe["eval_rows"]:
+        test_rows = test_rows[: recipe["eval_rows"]]
+    texts = {t for r in train_rows for t in (r["transcript"], r["translation"])}
+    tokenizer = build_tiny_tokenizer(sorted(texts), vocab_size=600)
+    feature_processor = build_tiny_processor(
+        tiny_config(len(tokenizer), num_queries=recipe["num_queries"], window_seconds=recipe["window_seconds"]),
+        tokenizer,
+    )
+    train_rows = attach_features(train_rows, feature_processor, data_dir)
+    test_rows = attach_features(test_rows, feature_processor, data_dir)
+    train_data = save_rows(train_rows, os.path.join(args.output_dir, "train_features"))
+
+    initial, pretraining = build_initial_model(recipe, tokenizer, train_rows, args.output_dir, args.seed)
+    results = {"untrained (initial)": evaluate_model(initial, test_rows)}
+    timings = {"setup_s": round(time.time() - started, 1)}
+    curricula = CURRICULA if args.ablation else {"full": CURRICULA["full"]}
+    for name, stages in curricula.items():
+        out_dir = args.output_dir if name == "full" else os.path.join(args.output_dir, "ablation", name.replace("w/o ", "without_"))
+        tick = time.time()
+        folders = run_stages(stages, initial, train_data, recipe, out_dir, args.seed)
+        timings[f"{name}_train_s"] = round(time.time() - tick, 1)
+        if name == "full":
+            for stage, folder in zip(stages, folders):
+                results[f"after {stage.upper()}"] = evaluate_model(folder, test_rows)
+        else:
+            results[f"{name} ({' -> '.join(s.upper() for s in stages)})"] = evaluate_model(folders[-1], test_rows)
+    timings["total_s"] = round(time.time() - started, 1)
+    report = {"recipe": args.recipe, "settings": recipe, "pretraining": pretraining, "results": results,
+              "timings": timings, "held_out_rows": len(test_rows), "arguments": asdict(args)}
+    with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2, ensure_ascii=False)
+    table = markdown_table(results)
+    with open(os.path.join(args.output_dir, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write(table + "\n")
+    print("\nHeld-out results (sentences never seen in training; greedy decoding):\n" + table)
+    print(f"\nTotal time {timings['total_s']:.0f} s. Final model: {os.path.join(args.output_dir, 'srt')}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    (args,) = HfArgumentParser(CurriculumArguments).parse_args_into_dataclasses(args=argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()
