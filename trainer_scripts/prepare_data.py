@@ -1,0 +1,324 @@
+#!/usr/bin/env python
+"""Build LLM-SRT training/evaluation manifests from FLEURS, CoVoST-2 and Common Voice.
+
+    # FLEURS, many-to-many across the 15 languages (pairs share the FLEURS sentence id):
+    python trainer_scripts/prepare_data.py --corpus fleurs --source /data/fleurs --split train --output data/fleurs_train.jsonl
+    python trainer_scripts/prepare_data.py --corpus fleurs --source google/fleurs --streaming --split test --output data/fleurs_test.jsonl
+    # CoVoST-2 (its TSVs, with the Common Voice clips they point to), En->X and X->En:
+    python trainer_scripts/prepare_data.py --corpus covost2 --source /data/covost2 --clips /data/cv/en/clips --split train --output data/covost_train.jsonl
+    # Common Voice, for the ASR stage:
+    python trainer_scripts/prepare_data.py --corpus commonvoice --source /data/cv --split train --output data/cv_train.jsonl
+
+Layouts read from a local folder:
+- FLEURS (as the Hub repo `google/fleurs`, archives extracted): `data/<config>/<split>.tsv` (id, file name, raw
+  transcription, transcription, phonemes, samples, gender) and `data/<config>/audio/<split>/<file name>`;
+  configs `en_us`, `de_de`, ..., `cmn_hans_cn` (see FLEURS_CONFIGS). A Hub id loads with `datasets` instead.
+- CoVoST-2: `covost_v2.<src>_<tgt>.tsv` (path, sentence, translation, client_id, split) in `--source`; clips in
+  `--clips` (default `<source>/clips`).
+- Common Voice: `<source>/<locale>/<split>.tsv` (path, sentence, ...) and `<source>/<locale>/clips/`.
+
+Rows are written in the manifest format of `train.py` (`audio`, `src_lang`, `tgt_lang`, `transcript`,
+`translation`, `key`, `duration`); clips longer than `--max_seconds`, empty texts, undecodable audio and languages
+outside the 15 are dropped and counted. The counts are printed and written to `<output>.stats.json`. With
+`--streaming` (Hub datasets too large for the disk) audio is decoded as it streams and written under
+`<output dir>/audio/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from llm_srt.configuration_llm_srt import LANGUAGES, normalize_language  # noqa: E402
+
+
+FLEURS_CONFIGS = {
+    "deu": "de_de", "eng": "en_us", "fra": "fr_fr", "ind": "id_id", "ita": "it_it", "jpn": "ja_jp", "kor": "ko_kr",
+    "nld": "nl_nl", "por": "pt_br", "rus": "ru_ru", "spa": "es_419", "tha": "th_th", "vie": "vi_vn",
+    "yue": "yue_hant_hk", "zho": "cmn_hans_cn",
+}
+# Common Voice / CoVoST-2 locale codes -> ours.
+CV_LOCALES = {"de": "deu", "en": "eng", "fr": "fra", "id": "ind", "it": "ita", "ja": "jpn", "ko": "kor", "nl": "nld",
+              "pt": "por", "ru": "rus", "es": "spa", "th": "tha", "vi": "vie", "yue": "yue", "zh-CN": "zho",
+              "zh-HK": "yue"}
+SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "dev": "dev", "train": "train", "test": "test"}
+
+
+@dataclass
+class PrepareArguments:
+    corpus: str = field(metadata={"help": "fleurs, covost2 or commonvoice", "choices": ["fleurs", "covost2", "commonvoice"]})
+    source: str = field(metadata={"help": "Local folder in the corpus's layout, or (fleurs) a Hub dataset id."})
+    output: str = field(metadata={"help": "Output manifest (.jsonl) or, with --save_to_disk, a datasets folder."})
+    split: str = field(default="train", metadata={"help": "train, dev (validation) or test."})
+    languages: str = field(default=",".join(LANGUAGES), metadata={"help": "Comma-separated codes (default: all 15)."})
+    tasks: str = field(default="srt", metadata={"help": "fleurs: 'srt' pairs (many-to-many) and/or 'asr' rows."})
+    clips: str | None = field(default=None, metadata={"help": "covost2: folder of the Common Voice clips."})
+    max_seconds: float = field(default=30.0, metadata={"help": "Drop clips longer than this (the encoder window)."})
+    check_audio: bool = field(default=True, metadata={"help": "Open every clip to measure it and drop undecodable ones."})
+    streaming: bool = field(default=False, metadata={"help": "Stream a Hub dataset instead of downloading it."})
+    save_to_disk: bool = field(default=False, metadata={"help": "Write a datasets folder instead of a .jsonl."})
+    max_rows: int | None = field(default=None, metadata={"help": "Stop after this many rows (tries, subsets)."})
+
+
+class Report:
+    """Counts kept rows and each reason for a drop, so nothing is skipped silently."""
+
+    def __init__(self):
+        self.kept = 0
+        self.dropped: Counter = Counter()
+        self.examples: dict[str, str] = {}
+
+    def drop(self, reason: str, what: str) -> None:
+        self.dropped[reason] += 1
+        self.examples.setdefault(reason, what)
+
+    def as_dict(self) -> dict:
+        return {"kept": self.kept, "dropped": dict(self.dropped), "first_dropped": self.examples}
+
+
+def clip_duration(path: str) -> float:
+    """Seconds of audio in a file (header only); raises for an unreadable file."""
+    import soundfile
+
+    info = soundfile.info(path)
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise ValueError("no samples")
+    return info.frames / info.samplerate
+
+
+def checked(
+    path: str, args: PrepareArguments, report: Report, known_seconds: float | None = None
+) -> tuple[bool, float | None]:
+    """(usable, duration): unusable (and counted) when missing, undecodable or too long."""
+    if not os.path.isfile(path):
+        report.drop("missing audio file", path)
+        return False, None
+    seconds = known_seconds
+    if args.check_audio:
+        try:
+            seconds = clip_duration(path)
+        except Exception:  # noqa: BLE001 - any decoder failure means the clip is unusable
+            report.drop("undecodable audio", path)
+            return False, None
+    if seconds is not None and seconds > args.max_seconds:
+        report.drop(f"longer than {args.max_seconds:g} s", path)
+        return False, None
+    return True, seconds
+
+
+def wanted_languages(args: PrepareArguments) -> list[str]:
+    return [normalize_language(code) for code in args.languages.split(",") if code.strip()]
+
+
+# -------------------------------------------------------------------------------------------------------- FLEURS
+def read_fleurs_local(args: PrepareArguments, report: Report) -> dict[str, list[dict]]:
+    """Per language, the utterances of one split of a local FLEURS copy."""
+    split = SPLIT_ALIASES.get(args.split, args.split)
+    by_language = {}
+    for lang in wanted_languages(args):
+        config = FLEURS_CONFIGS[lang]
+        tsv = os.path.join(args.source, "data", config, f"{split}.tsv")
+        if not os.path.isfile(tsv):
+            raise FileNotFoundError(f"FLEURS {lang}: {tsv} not found (expected the google/fleurs layout).")
+        utterances = []
+        with open(tsv, encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, 1):
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) < 6:
+                    report.drop("malformed TSV line", f"{tsv}:{line_no}")
+                    continue
+                sentence_id, file_name, raw_text, _, _, num_samples = fields[:6]
+                text = raw_text.strip()
+                if not text:
+                    report.drop("empty text", f"{tsv}:{line_no}")
+                    continue
+                path = os.path.join(args.source, "data", config, "audio", split, file_name)
+                known = int(num_samples) / 16000 if num_samples.isdigit() else None
+                usable, seconds = checked(path, args, report, known)
+                if not usable:
+                    continue
+                utterances.append({"id": sentence_id, "audio": os.path.abspath(path), "text": text, "duration": seconds,
+                                   "key": f"{config}/{file_name}"})
+        by_language[lang] = utterances
+    return by_language
+
+
+def read_fleurs_hub(args: PrepareArguments, report: Report) -> dict[str, list[dict]]:
+    """Per language, the utterances of a Hub FLEURS dataset (audio written to wav files next to the output)."""
+    import datasets
+    import soundfile
+
+    from llm_srt.audio_llm_srt import load_audio
+
+    split = {"dev": "validation"}.get(SPLIT_ALIASES.get(args.split, args.split), args.split)
+    audio_dir = os.path.join(os.path.dirname(os.path.abspath(args.output)), "audio")
+    by_language = {}
+    for lang in wanted_languages(args):
+        config = FLEURS_CONFIGS[lang]
+        stream = datasets.load_dataset(args.source, config, split=split, streaming=args.streaming)
+        utterances = []
+        for index, row in enumerate(stream):
+            text = (row.get("raw_transcription") or "").strip()
+            if not text:
+                report.drop("empty text", f"{config}/{index}")
+                continue
+            try:
+                audio = load_audio(row["audio"])
+            except Exception:  # noqa: BLE001
+                report.drop("undecodable audio", f"{config}/{index}")
+                continue
+            seconds = len(audio) / 16000
+            if seconds > args.max_seconds:
+                report.drop(f"longer than {args.max_seconds:g} s", f"{config}/{index}")
+                continue
+            path = os.path.join(audio_dir, config, f"{split}_{index:06d}.wav")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            soundfile.write(path, audio, 16000)
+            utterances.append({"id": str(row["id"]), "audio": path, "text": text, "duration": seconds,
+                               "key": f"{config}/{index}"})
+            if args.max_rows and len(utterances) >= args.max_rows:
+                break
+        by_language[lang] = utterances
+    return by_language
+
+
+def fleurs_rows(args: PrepareArguments, report: Report) -> Iterator[dict]:
+    local = os.path.isdir(args.source)
+    by_language = (read_fleurs_local if local else read_fleurs_hub)(args, report)
+    tasks = {t.strip() for t in args.tasks.split(",")}
+    text_by_id = {lang: {} for lang in by_language}
+    for lang, utterances in by_language.items():
+        for u in utterances:
+            text_by_id[lang].setdefault(u["id"], u["text"])
+    for lang, utterances in by_language.items():
+        for u in utterances:
+            base = {"audio": u["audio"], "src_lang": lang, "transcript": u["text"], "duration": u["duration"],
+                    "sentence_id": u["id"]}
+            if "asr" in tasks:
+                yield {**base, "tgt_lang": None, "translation": None, "key": u["key"]}
+            if "srt" in tasks:
+                for tgt in by_language:
+                    if tgt != lang and u["id"] in text_by_id[tgt]:
+                        yield {**base, "tgt_lang": tgt, "translation": text_by_id[tgt][u["id"]],
+                               "key": f"{u['key']}:{tgt}"}
+
+
+# ------------------------------------------------------------------------------------------ CoVoST-2, Common Voice
+def read_tsv(path: str) -> Iterator[dict]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        yield from csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+
+
+def covost_rows(args: PrepareArguments, report: Report) -> Iterator[dict]:
+    clips = args.clips or os.path.join(args.source, "clips")
+    split = SPLIT_ALIASES.get(args.split, args.split)
+    wanted = set(wanted_languages(args))
+    files = sorted(f for f in os.listdir(args.source) if f.startswith("covost_v2.") and f.endswith(".tsv"))
+    if not files:
+        raise FileNotFoundError(f"No covost_v2.<src>_<tgt>.tsv in {args.source}.")
+    for name in files:
+        pair = name[len("covost_v2."):-len(".tsv")]
+        src_locale, tgt_locale = pair.split("_", 1)
+        src, tgt = CV_LOCALES.get(src_locale), CV_LOCALES.get(tgt_locale)
+        if src is None or tgt is None or src not in wanted or tgt not in wanted:
+            report.drop("language outside the selection", name)
+            continue
+        for row in read_tsv(os.path.join(args.source, name)):
+            if row.get("split", split) != split:
+                continue
+            transcript, translation = (row.get("sentence") or "").strip(), (row.get("translation") or "").strip()
+            if not transcript or not translation:
+                report.drop("empty text", f"{name}:{row.get('path')}")
+                continue
+            path = os.path.join(clips, row["path"])
+            usable, seconds = checked(path, args, report)
+            if not usable:
+                continue
+            yield {"audio": os.path.abspath(path), "src_lang": src, "tgt_lang": tgt, "transcript": transcript,
+                   "translation": translation, "duration": seconds, "key": f"covost/{pair}/{row['path']}"}
+
+
+def commonvoice_rows(args: PrepareArguments, report: Report) -> Iterator[dict]:
+    split = SPLIT_ALIASES.get(args.split, args.split)
+    wanted = set(wanted_languages(args))
+    locales = sorted(d for d in os.listdir(args.source) if os.path.isdir(os.path.join(args.source, d)))
+    if not locales:
+        raise FileNotFoundError(f"No Common Voice locale folders in {args.source}.")
+    for locale in locales:
+        lang = CV_LOCALES.get(locale)
+        if lang is None or lang not in wanted:
+            report.drop("language outside the selection", locale)
+            continue
+        tsv = os.path.join(args.source, locale, f"{split}.tsv")
+        if not os.path.isfile(tsv):
+            report.drop(f"no {split}.tsv", locale)
+            continue
+        for row in read_tsv(tsv):
+            text = (row.get("sentence") or "").strip()
+            if not text:
+                report.drop("empty text", f"{locale}:{row.get('path')}")
+                continue
+            path = os.path.join(args.source, locale, "clips", row["path"])
+            usable, seconds = checked(path, args, report)
+            if not usable:
+                continue
+            yield {"audio": os.path.abspath(path), "src_lang": lang, "tgt_lang": None, "transcript": text,
+                   "translation": None, "duration": seconds, "key": f"cv/{locale}/{row['path']}"}
+
+
+READERS = {"fleurs": fleurs_rows, "covost2": covost_rows, "commonvoice": commonvoice_rows}
+
+
+def prepare(args: PrepareArguments) -> dict:
+    """Write the manifest; returns the report (kept and dropped counts by reason)."""
+    from tqdm.auto import tqdm
+
+    if args.corpus != "fleurs" and not os.path.isdir(args.source):
+        raise FileNotFoundError(f"{args.corpus}: no folder at {args.source}.")
+    report = Report()
+    rows = READERS[args.corpus](args, report)
+    if args.max_rows:
+        rows = itertools.islice(rows, args.max_rows)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)) or ".", exist_ok=True)
+    directions: Counter = Counter()
+    if args.save_to_disk:
+        import datasets
+
+        collected = list(tqdm(rows, desc=f"{args.corpus} rows", unit="row"))
+        datasets.Dataset.from_list(collected).save_to_disk(args.output)
+        report.kept = len(collected)
+        directions.update(f"{r['src_lang']}-{r['tgt_lang'] or 'asr'}" for r in collected)
+    else:
+        tmp = args.output + ".partial"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in tqdm(rows, desc=f"{args.corpus} rows", unit="row"):
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                report.kept += 1
+                directions[f"{row['src_lang']}-{row['tgt_lang'] or 'asr'}"] += 1
+        os.replace(tmp, args.output)  # a failed run never leaves a half-written manifest under the final name
+    summary = {**report.as_dict(), "directions": dict(sorted(directions.items()))}
+    with open(args.output.rstrip("/") + ".stats.json", "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2, ensure_ascii=False)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    (args,) = HfArgumentParser(PrepareArguments).parse_args_into_dataclasses(args=argv)
+    summary = prepare(args)
+    print(json.dumps({k: summary[k] for k in ("kept", "dropped")}, ensure_ascii=False))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
