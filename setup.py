@@ -8,6 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["llm_srt", "llm_srt.*"]),
+    package_data={"llm_srt": ["evaluate_metrics/*/*.py", "reference/*.json"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

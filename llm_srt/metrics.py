@@ -138,5 +138,14 @@ def averages(directions: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["corpus_bleu", "error_rate", "bleu_tokenizer", "score_directions", "averages", "CHAR_LEVEL_LANGUAGES",
+def evaluate_module_path(name: str) -> str:
+    """Path of the local `evaluate` module `bleu` or `wer`, for `evaluate.load(path)` without the Hub."""
+    import os
+
+    if name not in ("bleu", "wer"):
+        raise ValueError(f"No LLM-SRT evaluate module {name!r}; choose 'bleu' or 'wer'.")
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "evaluate_metrics", f"llm_srt_{name}")
+
+
+__all__ = ["evaluate_module_path", "corpus_bleu", "error_rate", "bleu_tokenizer", "score_directions", "averages", "CHAR_LEVEL_LANGUAGES",
            "LANGUAGES"]

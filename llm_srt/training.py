@@ -44,6 +44,9 @@ def load_rows(path: str):
     if os.path.isdir(path):
         return datasets.load_from_disk(path)
     if path.endswith((".jsonl", ".json")):
+        with open(path, encoding="utf-8") as handle:
+            if not any(line.strip() for line in handle):  # `datasets` fails obscurely on an empty file
+                raise DataError(f"{path} is empty: no rows.")
         return datasets.load_dataset("json", data_files=path, split="train")
     raise DataError(f"{path}: expected a .jsonl manifest or a datasets folder (save_to_disk).")
 
