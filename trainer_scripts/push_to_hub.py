@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""Upload an LLM-SRT model folder (or a stage's training output) to the Hugging Face Hub, with its model card.
+
+    python trainer_scripts/push_to_hub.py --folder runs/srt --repo_id me/llm-srt-3b [--private] [--revision main] \
+        [--commit_message "..."] [--results eval/results.json] [--dry_run]
+
+The folder must load as an LLM-SRT model (config with `model_type: llm_srt`, weights, processor, remote code).
+Trainer checkpoints, optimizer states and logs are left out. When the folder has no README.md, the card is rendered
+from `model_cards/template.md` (a `results.json` from `evaluate.py` fills the results table). `--dry_run` prints
+what would be uploaded and writes nothing to the Hub.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import string
+import sys
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+TEMPLATE = os.path.join(ROOT, "model_cards", "template.md")
+IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "optimizer.pt", "scheduler.pt", "rng_state*.pth",
+                   "training_args.bin", "*.partial", ".git/**", "__pycache__/**"]
+REQUIRED_FILES = ("config.json", "modeling_llm_srt.py", "configuration_llm_srt.py", "processing_llm_srt.py",
+                  "processor_config.json")
+
+# The paper's results (Tables 3-6, 18) by released size, for the model-index and the card's table.
+PAPER_RESULTS = {
+    "3b": {"base_llm": "Qwen/Qwen2.5-3B", "rows": [
+        ("FLEURS, 15 languages, 210 directions", "google/fleurs", "bleu", 20.6, "avg BLEU X->14 (paper, no LoRA)"),
+        ("FLEURS, 15 languages, 210 directions", "google/fleurs", "bleu", 21.4, "avg BLEU X->14 (paper, with LoRA)"),
+        ("CoVoST-2 En->X", "facebook/covost2", "bleu", 34.3, "avg BLEU En->X (paper, FLEURS-trained)"),
+    ]},
+    "7b": {"base_llm": "Qwen/Qwen2.5-7B", "rows": [
+        ("FLEURS, 12 languages", "google/fleurs", "bleu", 21.4, "avg BLEU X->11 (paper)"),
+        ("CoVoST-2 En->X", "facebook/covost2", "bleu", 36.0, "avg BLEU En->X (paper, FLEURS-trained)"),
+    ]},
+    "32b": {"base_llm": "Qwen/Qwen2.5-32B", "rows": [
+        ("FLEURS, 12 languages", "google/fleurs", "bleu", 24.6, "avg BLEU X->11 (paper)"),
+        ("CoVoST-2 En->X", "facebook/covost2", "bleu", 38.9, "avg BLEU En->X (paper, FLEURS-trained)"),
+    ]},
+}
+
+
+@dataclass
+class PushArguments:
+    folder: str = field(metadata={"help": "Model folder (save_pretrained / train.py output / converter output)."})
+    repo_id: str = field(metadata={"help": "Hub repository, e.g. me/llm-srt-3b."})
+    private: bool = field(default=False)
+    revision: str = field(default="main", metadata={"help": "Branch to upload to (created when missing)."})
+    commit_message: str = field(default="Upload LLM-SRT model")
+    results: str | None = field(default=None, metadata={"help": "evaluate.py results.json for the card's table."})
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: the logged-in one)."})
+    dry_run: bool = field(default=False, metadata={"help": "Only print the files and card that would be uploaded."})
+
+
+def size_of(base_llm: str) -> str | None:
+    for size in PAPER_RESULTS:
+        if base_llm.lower().endswith(f"-{size}"):
+            return size
+    return None
+
+
+def render_card(name: str, repo_id: str, base_llm: str, encoder: str, lora: bool = False,
+                results: dict | None = None) -> str:
+    """The model card (YAML metadata + text) for a model built on `base_llm`."""
+    size = size_of(base_llm)
+    paper_rows = PAPER_RESULTS[size]["rows"] if size else []
+    measured = []
+    if results:
+        avg = results.get("averages", {})
+        if "bleu" in avg:
+            measured.append((f"{results.get('test_file', 'test set')} ({results['task']})", "custom", "bleu",
+                             round(avg["bleu"], 2), "avg BLEU over directions (measured)"))
+        if "wer" in avg:
+            measured.append((f"{results.get('test_file', 'test set')} ({results['task']})", "custom", "wer",
+                             round(avg["wer"], 4), "avg WER/CER (measured)"))
+    rows = measured + paper_rows
+    yaml_rows = []
+    for dataset_name, dataset_type, metric, value, metric_name in rows:
+        yaml_rows += [
+            "  - task: {type: automatic-speech-recognition, name: Speech Translation}",
+            f"    dataset: {{type: {dataset_type}, name: \"{dataset_name}\"}}",
+            f"    metrics:\n    - {{type: {metric}, value: {value}, name: \"{metric_name}\"}}",
+        ]
+    if not yaml_rows:  # a model-index needs at least one result; say plainly there is none yet
+        yaml_rows = ["  - task: {type: automatic-speech-recognition, name: Speech Translation}",
+                     "    dataset: {type: custom, name: \"not evaluated yet\"}",
+                     "    metrics:\n    - {type: bleu, value: 0.0, name: \"not evaluated yet\"}"]
+    table = ["| evaluation | metric | value |", "|---|---|---|"]
+    table += [f"| {d} | {n} | {v} |" for d, _, _, v, n in rows] or ["| not evaluated yet | | |"]
+    template = string.Template(open(TEMPLATE, encoding="utf-8").read())
+    return template.substitute(
+        name=name, title=name, repo_id=repo_id, base_llm=base_llm, encoder=encoder,
+        results_yaml="\n".join(yaml_rows), results_table="\n".join(table),
+        lora_note=" with LoRA (r=8, alpha=32, dropout 0.05 on q_proj, v_proj)" if lora else "",
+        lora_training=", plus LoRA in the SRT stage" if lora else "",
+    )
+
+
+def write_model_card(folder: str, base_llm: str | None = None, encoder: str | None = None, lora: bool | None = None,
+                     repo_id: str | None = None, results: dict | None = None) -> str:
+    """Write `<folder>/README.md` from the template; unspecified facts are read from the folder's config."""
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+        config = json.load(handle)
+    base_llm = base_llm or config.get("text_model_name_or_path") or "Qwen/Qwen2.5-3B"
+    encoder = encoder or config.get("audio_model_name_or_path") or "openai/whisper-large-v3"
+    lora = bool(config.get("lora_config")) if lora is None else lora
+    name = (repo_id or os.path.basename(os.path.abspath(folder))).split("/")[-1]
+    card = render_card(name, repo_id or f"<user>/{name}", base_llm, encoder, lora, results)
+    path = os.path.join(folder, "README.md")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(card)
+    return path
+
+
+def files_to_upload(folder: str) -> list[str]:
+    """Relative paths that would be uploaded (training leftovers excluded)."""
+    out = []
+    for base, dirs, files in os.walk(folder):
+        for name in files:
+            rel = os.path.relpath(os.path.join(base, name), folder)
+            if not any(fnmatch.fnmatch(rel, pattern) for pattern in IGNORE_PATTERNS):
+                out.append(rel)
+    return sorted(out)
+
+
+def check_folder(folder: str) -> None:
+    """Raise when the folder is not a loadable LLM-SRT model."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"No folder {folder}")
+    missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(folder, f))]
+    weights = [f for f in os.listdir(folder) if f.endswith(".safetensors") or f == "model.safetensors.index.json"]
+    if not weights:
+        missing.append("*.safetensors")
+    if missing:
+        raise ValueError(f"{folder} is not a complete LLM-SRT model folder; missing: {', '.join(missing)}")
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+        model_type = json.load(handle).get("model_type")
+    if model_type != "llm_srt":
+        raise ValueError(f"{folder}/config.json has model_type {model_type!r}, not 'llm_srt'.")
+
+
+def push(args: PushArguments, api=None) -> list[str]:
+    """Upload (or, with --dry_run, list) the folder; returns the uploaded relative paths."""
+    check_folder(args.folder)
+    if not os.path.isfile(os.path.join(args.folder, "README.md")):
+        results = None
+        if args.results:
+            with open(args.results, encoding="utf-8") as handle:
+                results = json.load(handle)
+        write_model_card(args.folder, repo_id=args.repo_id, results=results)
+    files = files_to_upload(args.folder)
+    if args.dry_run:
+        print(f"Would upload to {args.repo_id}@{args.revision} ({'private' if args.private else 'public'}):")
+        print("\n".join(f"  {f}" for f in files))
+        return files
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=args.token)
+    api.create_repo(args.repo_id, private=args.private, exist_ok=True, repo_type="model")
+    if args.revision != "main":
+        api.create_branch(args.repo_id, branch=args.revision, exist_ok=True)
+    api.upload_folder(folder_path=args.folder, repo_id=args.repo_id, revision=args.revision,
+                      commit_message=args.commit_message, ignore_patterns=IGNORE_PATTERNS)
+    print(f"Uploaded {len(files)} files to https://huggingface.co/{args.repo_id}/tree/{args.revision}")
+    return files
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses(args=argv)
+    return push(args)
+
+
+if __name__ == "__main__":
+    main()
