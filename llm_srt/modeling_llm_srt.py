@@ -50,6 +50,25 @@ def is_adapter_key(name: str) -> bool:
     return name.startswith("projector.") or ".lora_" in name
 
 
+def state_dict_mismatches(
+    own: dict[str, torch.Tensor], given: dict[str, torch.Tensor], required: set[str]
+) -> list[str]:
+    """What stops `given` from loading into a model whose (loadable) state is `own`: `required` keys it does not
+    fill, keys with no place in `own`, and shape mismatches. Empty when it fits."""
+    missing = sorted(required - set(given))
+    unknown = sorted(set(given) - set(own))
+    wrong = sorted(k for k in set(given) & set(own) if tuple(given[k].shape) != tuple(own[k].shape))
+    problems = []
+    if missing:
+        problems.append(f"parameters not filled: {missing}")
+    if unknown:
+        problems.append(f"keys with no place in the model: {unknown}")
+    if wrong:
+        problems.append("wrong shapes: " + ", ".join(
+            f"{k} {tuple(given[k].shape)} (model {tuple(own[k].shape)})" for k in wrong))
+    return problems
+
+
 @dataclass
 class LlmSrtCausalLMOutput(CausalLMOutputWithPast):
     """Causal LM output plus the projector's audio embeddings of shape `(batch, num_queries, llm_hidden)`."""
@@ -160,16 +179,21 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         text_model_name_or_path: str,
         config: LlmSrtConfig | None = None,
         dtype: torch.dtype | str | None = None,
+        llm_kwargs: dict | None = None,
         **config_kwargs,
     ) -> "LlmSrtForConditionalGeneration":
         """Assemble a model from a Whisper checkpoint and a causal LLM (Hub ids or folders) with a new projector.
 
         This is what the first curriculum stage starts from. `config_kwargs` go to [`LlmSrtConfig`] (for example
-        `num_queries`, `mandarin_tag`, `lora_config`).
+        `num_queries`, `mandarin_tag`, `lora_config`); `llm_kwargs` go to the LLM's `from_pretrained` only (e.g.
+        `device_map`, `quantization_config`).
         """
         load_kwargs = {"dtype": dtype} if dtype is not None else {}
         audio_tower = load_whisper_encoder(audio_model_name_or_path, **load_kwargs)
-        language_model = AutoModelForCausalLM.from_pretrained(text_model_name_or_path, **load_kwargs)
+        llm_kwargs = dict(llm_kwargs or {})
+        if llm_kwargs.get("quantization_config") is not None:
+            llm_kwargs["quantization_config"] = cls.prepare_quantization(llm_kwargs["quantization_config"])
+        language_model = AutoModelForCausalLM.from_pretrained(text_model_name_or_path, **load_kwargs, **llm_kwargs)
         if config is None:
             config = LlmSrtConfig(
                 audio_config=audio_tower.config.to_dict(),
@@ -183,6 +207,10 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         model = cls(config, audio_tower=audio_tower, language_model=language_model)
         if dtype is not None:
             model.projector.to(dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        if llm_kwargs.get("device_map") is not None:  # the LLM is placed; encoder and projector join its first device
+            first = language_model.get_input_embeddings().weight.device
+            model.audio_tower.to(first)
+            model.projector.to(first)
         return model
 
     @staticmethod
@@ -196,9 +224,38 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
             if ours != theirs:
                 raise ValueError(f"The saved config's {name} is {ours} but the loaded component has {theirs}.")
 
+    @staticmethod
+    def prepare_quantization(quantization_config):
+        """Check a bitsandbytes config can run here and keep the encoder and projector out of it (they stay bf16).
+
+        Raises a clear error on a machine without a CUDA GPU or without bitsandbytes, instead of failing deep
+        inside the loader.
+        """
+        if getattr(quantization_config, "quant_method", None) != "bitsandbytes":
+            return quantization_config
+        import importlib.util
+
+        if not torch.cuda.is_available():
+            raise ValueError(
+                "8-bit/4-bit loading (bitsandbytes) needs a CUDA GPU and this machine has none; on CPU load with "
+                "dtype=torch.bfloat16 (or float32) and no quantization_config."
+            )
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError("8-bit/4-bit loading needs bitsandbytes: pip install bitsandbytes")
+        skip = list(quantization_config.llm_int8_skip_modules or [])
+        quantization_config.llm_int8_skip_modules = skip + [m for m in ("audio_tower", "projector", "lm_head")
+                                                            if m not in skip]
+        return quantization_config
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Load a saved model; an adapter-only save loads its encoder and LLM from the references in its config."""
+        """Load a saved model; an adapter-only save loads its encoder and LLM from the references in its config.
+
+        Loading options for small GPUs: `device_map="auto"`, `dtype=torch.bfloat16`, and
+        `quantization_config=BitsAndBytesConfig(load_in_8bit=True)` (or 4-bit) which quantizes the LLM only.
+        """
+        if kwargs.get("quantization_config") is not None:
+            kwargs["quantization_config"] = cls.prepare_quantization(kwargs["quantization_config"])
         config = kwargs.pop("config", None)
         if not isinstance(config, LlmSrtConfig):
             config_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
@@ -224,8 +281,10 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
             local = os.path.join(path, ref) if os.path.isdir(str(path)) else None
             refs[name] = local if local is not None and os.path.isdir(local) else ref
         lora_config, config.lora_config = config.lora_config, None
+        llm_kwargs = {k: kwargs[k] for k in ("device_map", "quantization_config") if kwargs.get(k) is not None}
         model = cls.from_components(
-            refs["audio_model_name_or_path"], refs["text_model_name_or_path"], config=config, dtype=kwargs.get("dtype")
+            refs["audio_model_name_or_path"], refs["text_model_name_or_path"], config=config, dtype=kwargs.get("dtype"),
+            llm_kwargs=llm_kwargs,
         )
         if lora_config is not None:
             model.enable_lora(**lora_config)
@@ -243,18 +302,7 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
     def load_adapter_state_dict(self, state_dict: dict[str, torch.Tensor], source: str = "state dict") -> None:
         """Load projector (and LoRA) weights strictly: every adapter parameter must be filled, nothing else given."""
         own = {k: v for k, v in self.state_dict().items() if is_adapter_key(k)}
-        unexpected = sorted(set(state_dict) - set(own))
-        missing = sorted(set(own) - set(state_dict))
-        wrong_shape = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
-        problems = []
-        if missing:
-            problems.append(f"missing keys: {missing}")
-        if unexpected:
-            problems.append(f"unexpected keys: {unexpected}")
-        if wrong_shape:
-            problems.append(
-                "wrong shapes: " + ", ".join(f"{k} {tuple(state_dict[k].shape)} != {tuple(own[k].shape)}" for k in wrong_shape)
-            )
+        problems = state_dict_mismatches(own, state_dict, required=set(own))
         if problems:
             raise ValueError(f"Cannot load adapter weights from {source}: " + "; ".join(problems))
         self.load_state_dict(state_dict, strict=False)
@@ -484,4 +532,5 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
 
 LlmSrtForConditionalGeneration.register_for_auto_class("AutoModel")
 
-__all__ = ["LlmSrtPreTrainedModel", "LlmSrtForConditionalGeneration", "LlmSrtProjector", "is_adapter_key"]
+__all__ = ["LlmSrtPreTrainedModel", "LlmSrtForConditionalGeneration", "LlmSrtProjector", "is_adapter_key",
+           "state_dict_mismatches"]

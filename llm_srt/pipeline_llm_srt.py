@@ -73,25 +73,13 @@ class SpeechTranslationPipeline(Pipeline):
                 generate_kwargs[name] = kwargs.pop(name)
         if kwargs:
             raise TypeError(f"Unexpected arguments for the speech-translation pipeline: {sorted(kwargs)}.")
-        preprocess = {}
-        if sampling_rate is not None:
-            preprocess["sampling_rate"] = sampling_rate
-        if chunk_length_s is not None:
-            preprocess["chunk_length_s"] = chunk_length_s
-        forward = {}
-        if src_lang is not None:
-            forward["src_lang"] = src_lang
-        if tgt_lang is not None:
-            forward["tgt_lang"] = tgt_lang
-        if task is not None:
-            forward["task"] = task
-        if generate_kwargs:
-            forward["generate_kwargs"] = generate_kwargs
-        postprocess = {}
-        if return_transcript is not None:
-            postprocess["return_transcript"] = return_transcript
-        if return_timestamps is not None:
-            postprocess["return_timestamps"] = return_timestamps
+
+        def given(**values):
+            return {name: value for name, value in values.items() if value is not None}
+
+        preprocess = given(sampling_rate=sampling_rate, chunk_length_s=chunk_length_s)
+        forward = given(src_lang=src_lang, tgt_lang=tgt_lang, task=task, generate_kwargs=generate_kwargs or None)
+        postprocess = given(return_transcript=return_transcript, return_timestamps=return_timestamps)
         return preprocess, forward, postprocess
 
     # ------------------------------------------------------------------------------------------------------- steps
@@ -122,7 +110,7 @@ class SpeechTranslationPipeline(Pipeline):
         processor, model = self.processor, self.model
         windows: list[np.ndarray] = model_inputs["windows"]
         task_name, src, targets = self._resolve_languages(src_lang, tgt_lang, task)
-        features = processor.extract_features(windows, processor.feature_extractor.sampling_rate)
+        features = processor.extract_features(windows, processor.feature_extractor.sampling_rate, device=self.device)
         features = features.to(device=self.device, dtype=next(model.audio_tower.parameters()).dtype)
         audio_embeds = model.get_audio_features(features)
         # Rows: window 0 x every target, window 1 x every target, ...

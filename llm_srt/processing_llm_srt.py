@@ -150,11 +150,17 @@ class LlmSrtProcessor(ProcessorMixin):
             arrays.append(array)
         return arrays
 
-    def extract_features(self, audio: Sequence, sampling_rate: int | None) -> "torch.Tensor":  # noqa: F821
-        """Check the clips and compute padded log-mel features `(batch, mel_bins, frames)` as a torch tensor."""
+    def extract_features(
+        self, audio: Sequence, sampling_rate: int | None, device: str | None = None
+    ) -> "torch.Tensor":  # noqa: F821
+        """Check the clips and compute padded log-mel features `(batch, mel_bins, frames)` as a torch tensor.
+
+        `device` ("cuda", ...) computes the spectrogram there, so feature extraction keeps up with a GPU model.
+        """
         arrays = self._check_audio(audio, sampling_rate)
         features = self.feature_extractor(
-            arrays, sampling_rate=sampling_rate, padding="max_length", return_attention_mask=False, return_tensors="pt"
+            arrays, sampling_rate=sampling_rate, padding="max_length", return_attention_mask=False,
+            return_tensors="pt", device=str(device) if device is not None else "cpu",
         )
         return features["input_features"]
 

@@ -140,7 +140,7 @@ def test_bad_checkpoints_are_refused_naming_the_fault(components, tmp_path):
 
     good = original_checkpoint(48, None)
     attempt({k: v for k, v in good.items() if k != "encoder_projector.norm.bias"},
-            r"does not fill: \['projector.norm.bias'\]")
+            r"parameters not filled: \['projector.norm.bias'\]")
     attempt({**good, "encoder_projector.bogus": torch.zeros(1)}, r"no place in the model: \['projector.bogus'\]")
     attempt({**good, "vision_tower.weight": torch.zeros(1)}, r"cannot be placed in LLM-SRT: \['vision_tower.weight'\]")
     attempt({**good, "encoder_projector.norm.weight": torch.ones(65)},

@@ -300,7 +300,7 @@ def test_adapter_checkpoint_with_wrong_weights_fails_clearly(tiny, tmp_path):
         model.load_adapter_state_dict(broken, source="broken.safetensors")
     extra = {k: v for k, v in model.state_dict().items() if is_adapter_key(k)}
     extra["projector.bogus"] = torch.zeros(1)
-    with pytest.raises(ValueError, match="unexpected keys: \\['projector.bogus'\\]"):
+    with pytest.raises(ValueError, match="keys with no place in the model: \\['projector.bogus'\\]"):
         model.load_adapter_state_dict(extra)
     with pytest.raises(ValueError, match="adapter-only save needs"):
         model.save_pretrained(tmp_path / "x", adapter_only=True)
@@ -345,3 +345,20 @@ def test_remote_code_load_without_package(tiny_folder, clips, tiny):
     assert result.returncode == 0, result.stderr[-3000:]
     got = eval(result.stdout.strip().splitlines()[-1])
     assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_small_gpu_loading_options_on_cpu(tiny, tiny_folder, clips):
+    from transformers import BitsAndBytesConfig
+
+    _, processor = tiny
+    batch = srt_batch(processor, clips[:1])
+    model = AutoModel.from_pretrained(tiny_folder, trust_remote_code=True, device_map="auto", dtype=torch.bfloat16)
+    assert model.device.type == "cpu" and model.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).loss)
+    if not torch.cuda.is_available():  # refused up front, with the reason and the alternative
+        with pytest.raises(ValueError, match="needs a CUDA GPU.*dtype=torch.bfloat16"):
+            AutoModel.from_pretrained(tiny_folder, trust_remote_code=True,
+                                      quantization_config=BitsAndBytesConfig(load_in_8bit=True))
+    config = LlmSrtForConditionalGeneration.prepare_quantization
+    assert config(None) is None

@@ -31,7 +31,7 @@ from transformers import HfArgumentParser
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor  # noqa: E402
-from llm_srt.modeling_llm_srt import is_adapter_key  # noqa: E402
+from llm_srt.modeling_llm_srt import is_adapter_key, state_dict_mismatches  # noqa: E402
 
 
 logger = logging.getLogger("llm_srt.convert")
@@ -126,18 +126,7 @@ def infer_config_kwargs(state: dict[str, torch.Tensor]) -> dict:
 def check_fit(model, mapped: dict[str, torch.Tensor], adapter_only: bool) -> None:
     """Raise listing missing trained parameters, keys the model lacks, and shape mismatches."""
     own = model.state_dict()
-    expected = {k for k in own if is_adapter_key(k)}
-    missing = sorted(expected - set(mapped))
-    unknown = sorted(set(mapped) - set(own))
-    wrong = sorted(k for k in set(mapped) & set(own) if tuple(mapped[k].shape) != tuple(own[k].shape))
-    problems = []
-    if missing:
-        problems.append(f"parameters the checkpoint does not fill: {missing}")
-    if unknown:
-        problems.append(f"keys with no place in the model: {unknown}")
-    if wrong:
-        problems.append("wrong shapes: " + ", ".join(
-            f"{k} {tuple(mapped[k].shape)} (model {tuple(own[k].shape)})" for k in wrong))
+    problems = state_dict_mismatches(own, mapped, required={k for k in own if is_adapter_key(k)})
     if adapter_only and any(not is_adapter_key(k) for k in mapped):
         problems.append("--adapter_only, but the checkpoint holds encoder/LLM weights: "
                         f"{sorted(k for k in mapped if not is_adapter_key(k))[:10]}")

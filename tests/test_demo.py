@@ -1,0 +1,72 @@
+import json
+import os
+import shutil
+
+import pytest
+import soundfile
+
+from trainer_scripts.make_demo_corpus import CorpusArguments, make_corpus, sentence
+
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng (Debian package) not installed")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("demo_corpus"))
+    counts = make_corpus(CorpusArguments(output_dir=folder, languages="eng,deu,fra", held_out=60))
+    return folder, counts
+
+
+def test_lexicon_agreement():
+    assert sentence("eng", 1, 0, 0) == "I see three red cats."
+    assert sentence("deu", 1, 5, 5) == "Ich sehe drei weiße Kühe."
+    assert sentence("fra", 0, 5, 5) == "Je vois deux vaches blanches."  # feminine plural after the noun
+    assert sentence("fra", 0, 5, 0) == "Je vois deux chats blancs."
+    assert sentence("spa", 8, 0, 5) == "Veo diez vacas rojas."
+    with pytest.raises(ValueError, match="no 'jpn'"):
+        sentence("jpn", 0, 0, 0)
+
+
+def test_corpus_has_held_out_sentences_and_16k_audio(corpus):
+    folder, counts = corpus
+    assert counts == {"clips": 972, "synthesized": 972, "train_rows": 264 * 6, "test_rows": 60 * 6}
+    rows = {split: [json.loads(line) for line in open(os.path.join(folder, f"{split}.jsonl"))] for split in ("train", "test")}
+    train_ids = {r["sentence_id"] for r in rows["train"]}
+    test_ids = {r["sentence_id"] for r in rows["test"]}
+    assert len(test_ids) == 60 and not train_ids & test_ids
+    for row in rows["test"][:12]:
+        info = soundfile.info(os.path.join(folder, row["audio"]))
+        assert info.samplerate == 16000 and 0.5 < info.duration < 3.0
+        assert row["audio"].startswith(f"audio/{row['src_lang']}/")
+    assert {(r["src_lang"], r["tgt_lang"]) for r in rows["test"]} == {
+        ("eng", "deu"), ("eng", "fra"), ("deu", "eng"), ("deu", "fra"), ("fra", "eng"), ("fra", "deu")}
+    again = make_corpus(CorpusArguments(output_dir=folder, languages="eng,deu,fra", held_out=60))
+    assert again["synthesized"] == 0  # existing audio is kept
+
+
+def test_bad_corpus_languages():
+    with pytest.raises(ValueError, match="at least two of"):
+        make_corpus(CorpusArguments(output_dir="/tmp/unused", languages="eng,jpn"))
+
+
+def test_curriculum_runs_every_stage_and_ablation(corpus, tmp_path):
+    """The smoke recipe: every stage and every ablation trains, is evaluated and reported (figures are the
+    README's, from the demo recipe)."""
+    from transformers import pipeline
+
+    from trainer_scripts.run_curriculum import main
+
+    folder, _ = corpus
+    report = main(["--recipe", "smoke", "--output_dir", str(tmp_path / "run"), "--data_dir", folder, "--ablation", "true"])
+    assert list(report["results"]) == ["untrained (initial)", "after ASR", "after SMT", "after SRT",
+                                       "w/o ASR (SMT -> SRT)", "w/o SMT (ASR -> SRT)", "w/o SRT (ASR -> SMT)"]
+    for scores in report["results"].values():
+        assert {"asr_wer", "smt_bleu", "srt_bleu", "srt_wer", "srt_bleu_by_direction"} <= set(scores)
+    table = open(tmp_path / "run" / "results.md").read()
+    assert table.count("\n") == 9 and "| after SRT |" in table
+    assert json.load(open(tmp_path / "run" / "results.json"))["recipe"] == "smoke"
+    pipe = pipeline("speech-translation", model=str(tmp_path / "run" / "srt"), trust_remote_code=True)
+    out = pipe(os.path.join(folder, "audio", "eng", "000.wav"), src_lang="eng", tgt_lang="deu",
+               generate_kwargs={"num_beams": 1, "max_new_tokens": 4})
+    assert out["src_lang"] == "eng" and out["tgt_lang"] == "deu" and isinstance(out["text"], str)
