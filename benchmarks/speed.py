@@ -96,6 +96,8 @@ def build_models(preset: str, device: str, dtype: torch.dtype):
         ).eval()
         baseline.projector = PooledProjector(config.audio_config.d_model, config.text_config.hidden_size)
     baseline.to(dtype)
+    for model in (ours, baseline):  # lengths are fixed with min_new_tokens; the default min_length would only warn
+        model.generation_config.min_length = None
     # For the real shapes too the tiny tokenizer stands in: prompts are a few tokens either way.
     return ours, baseline, build_tiny_processor(config, tokenizer), build_tiny_processor(baseline_config, tokenizer)
 
@@ -106,7 +108,8 @@ def sync(device: str) -> None:
 
 
 def timed(fn, device: str, repeats: int):
-    """(median seconds, last result)."""
+    """(median seconds over `repeats` runs after one untimed warm-up run, last result)."""
+    fn()
     times, result = [], None
     for _ in range(repeats):
         sync(device)
