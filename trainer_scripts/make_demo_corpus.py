@@ -63,6 +63,8 @@ DEMO_LANGUAGES = tuple(VOICES)
 
 def sentence(lang: str, number: int, colour: int, animal: int) -> str:
     """The template sentence in `lang` (grammatical agreement included)."""
+    if lang not in VOICES:
+        raise ValueError(f"The demo lexicon has no {lang!r}; choose from {DEMO_LANGUAGES}.")
     num = NUMBERS[lang][number]
     col, ani = COLOURS[colour], ANIMALS[animal]
     if lang == "eng":
@@ -75,7 +77,6 @@ def sentence(lang: str, number: int, colour: int, animal: int) -> str:
     if lang == "spa":
         word, feminine = ani[3]
         return f"Veo {num} {word} {col[3][feminine]}."
-    raise ValueError(f"The demo lexicon has no {lang!r}; choose from {DEMO_LANGUAGES}.")
 
 
 @dataclass
