@@ -195,7 +195,10 @@ class LlmSrtProcessor(ProcessorMixin):
         if kwargs:
             raise TypeError(f"Unexpected arguments: {sorted(kwargs)}.")
         task = normalize_task(task)
-        if audio is not None and (isinstance(audio, np.ndarray) and audio.ndim == 1 or np.isscalar(audio[0])):
+        # One clip (a 1-D array or a list of samples) becomes a batch of one.
+        if audio is not None and len(audio) and (
+            (isinstance(audio, np.ndarray) and audio.ndim == 1) or np.isscalar(audio[0])
+        ):
             audio = [audio]
         if audio is None and task != "smt":
             raise ValueError(f"Task {task!r} needs audio; only 'smt' (text translation) runs without it.")

@@ -199,6 +199,15 @@ def test_bad_audio_raises_naming_the_clip(tiny, clips, audio, message):
         processor([clips[0], audio], task="asr", src_lang="eng", sampling_rate=SR)
 
 
+def test_empty_batch_and_single_clip(tiny, clips):
+    _, processor = tiny
+    with pytest.raises(ValueError, match="The batch is empty"):
+        processor([], task="asr", src_lang="eng", sampling_rate=SR)
+    single = processor(clips[0], task="asr", src_lang="eng", sampling_rate=SR)
+    assert single["input_features"].shape[0] == 1
+    assert torch.equal(single["input_ids"], processor([clips[0]], task="asr", src_lang="eng", sampling_rate=SR)["input_ids"])
+
+
 def test_audio_token_id_must_be_spare(tokenizer):
     from transformers import WhisperFeatureExtractor
 

@@ -90,16 +90,14 @@ def render_card(name: str, repo_id: str, base_llm: str, encoder: str, lora: bool
             f"    dataset: {{type: {dataset_type}, name: \"{dataset_name}\"}}",
             f"    metrics:\n    - {{type: {metric}, value: {value}, name: \"{metric_name}\"}}",
         ]
-    if not yaml_rows:  # a model-index needs at least one result; say plainly there is none yet
-        yaml_rows = ["  - task: {type: automatic-speech-recognition, name: Speech Translation}",
-                     "    dataset: {type: custom, name: \"not evaluated yet\"}",
-                     "    metrics:\n    - {type: bleu, value: 0.0, name: \"not evaluated yet\"}"]
+    # No results yet: no model-index at all (a placeholder score would read as a real one on the Hub).
+    model_index = f"model-index:\n- name: {name}\n  results:\n" + "\n".join(yaml_rows) + "\n" if yaml_rows else ""
     table = ["| evaluation | metric | value |", "|---|---|---|"]
     table += [f"| {d} | {n} | {v} |" for d, _, _, v, n in rows] or ["| not evaluated yet | | |"]
     template = string.Template(open(TEMPLATE, encoding="utf-8").read())
     return template.substitute(
         name=name, title=name, repo_id=repo_id, base_llm=base_llm, encoder=encoder,
-        results_yaml="\n".join(yaml_rows), results_table="\n".join(table),
+        model_index=model_index, results_table="\n".join(table),
         lora_note=" with LoRA (r=8, alpha=32, dropout 0.05 on q_proj, v_proj)" if lora else "",
         lora_training=", plus LoRA in the SRT stage" if lora else "",
     )
