@@ -167,7 +167,7 @@ def test_compare_with_the_papers_table(tiny_folder, test_set, tmp_path, capsys):
     run_evaluate(script_args(tiny_folder, test_set, str(tmp_path / "cmp"), "--compare", PAPER))
     out = capsys.readouterr().out
     paper = json.load(open(PAPER))["bleu"]
-    assert f"| eng-deu |" in out and f"{paper['eng_deu']['llm_srt_3b_v2']:.1f}" in out
+    assert "| eng-deu |" in out and f"{paper['eng_deu']['llm_srt_3b_v2']:.1f}" in out
     assert "mean over 3 directions" in out
 
 

@@ -1,4 +1,3 @@
-import copy
 import os
 import subprocess
 import sys
@@ -6,14 +5,13 @@ import textwrap
 
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import AutoModel, AutoProcessor, LogitsProcessor, LogitsProcessorList
 
 from llm_srt import LlmSrtForConditionalGeneration
 from llm_srt.configuration_llm_srt import LlmSrtConfig, projector_intermediate_size_for
 from llm_srt.modeling_llm_srt import is_adapter_key, load_whisper_encoder
 from llm_srt.processing_llm_srt import IGNORE_INDEX
-from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech
+from llm_srt.testing import build_tiny_model_and_processor
 
 
 SR = 16000
