@@ -38,6 +38,14 @@ def _decode_file(source, name: str) -> tuple[np.ndarray, int]:
     return samples, int(rate)
 
 
+def resolve_path(item: Any, base_dir: str | None) -> Any:
+    """A relative audio path joined to `base_dir` (manifests store paths relative to their folder); other inputs
+    unchanged."""
+    if isinstance(item, str) and base_dir and not os.path.isabs(item):
+        return os.path.join(base_dir, item)
+    return item
+
+
 def to_mono(samples: np.ndarray) -> np.ndarray:
     """Mix a (frames, channels) or (channels, frames) array down to 1-D float32."""
     samples = np.asarray(samples, dtype=np.float32)
@@ -160,4 +168,4 @@ def split_on_silence(
     return windows
 
 
-__all__ = ["AudioInputError", "load_audio", "split_on_silence", "is_silent", "to_mono", "describe_input"]
+__all__ = ["AudioInputError", "load_audio", "resolve_path", "split_on_silence", "is_silent", "to_mono", "describe_input"]

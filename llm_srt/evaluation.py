@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from .audio_llm_srt import load_audio
+from .audio_llm_srt import load_audio, resolve_path
 from .metrics import score_directions
 from .processing_llm_srt import LlmSrtProcessor, normalize_task
 
@@ -41,12 +40,7 @@ def decode_batch(
     if rows[0].get("input_features") is not None:
         features = torch.stack([torch.as_tensor(np.asarray(r["input_features"])) for r in rows])
     else:
-        audio = []
-        for row in rows:
-            item = row["audio"]
-            if isinstance(item, str) and base_dir and not os.path.isabs(item):
-                item = os.path.join(base_dir, item)
-            audio.append(load_audio(item, target_rate=rate))
+        audio = [load_audio(resolve_path(row["audio"], base_dir), target_rate=rate) for row in rows]
         features = processor.extract_features(audio, rate)
     inputs["input_features"] = features.to(device=device, dtype=next(model.audio_tower.parameters()).dtype)
     generated = model.generate(**inputs, **(generate_kwargs or {}))

@@ -32,6 +32,8 @@ from .pipeline_llm_srt import TASK_NAME, SpeechTranslationPipeline  # imported s
 logger = logging.get_logger(__name__)
 
 ADAPTER_WEIGHTS_NAME = "model.safetensors"
+# from_pretrained arguments that say where and how to fetch files, passed on to every file we read ourselves.
+HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only")
 
 # The original's decoding (SPEC "Inference"): beam 5, no 5-gram repeats among generated tokens, 400 new tokens.
 ORIGINAL_GENERATION_KWARGS = {
@@ -258,7 +260,7 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
             kwargs["quantization_config"] = cls.prepare_quantization(kwargs["quantization_config"])
         config = kwargs.pop("config", None)
         if not isinstance(config, LlmSrtConfig):
-            config_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+            config_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
             config = LlmSrtConfig.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
         if not config.adapter_only:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
@@ -268,7 +270,7 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
     def _from_adapter_checkpoint(cls, path, config: LlmSrtConfig, **kwargs) -> "LlmSrtForConditionalGeneration":
         from safetensors.torch import load_file
 
-        hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+        hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         missing_refs = [
             name for name in ("audio_model_name_or_path", "text_model_name_or_path") if not getattr(config, name)
         ]

@@ -17,7 +17,7 @@ import torch
 from transformers import BatchFeature
 from transformers.utils import logging
 
-from .audio_llm_srt import load_audio
+from .audio_llm_srt import load_audio, resolve_path
 from .configuration_llm_srt import normalize_language
 from .metrics import score_directions
 from .processing_llm_srt import IGNORE_INDEX, LlmSrtProcessor, normalize_task
@@ -49,6 +49,14 @@ def load_rows(path: str):
                 raise DataError(f"{path} is empty: no rows.")
         return datasets.load_dataset("json", data_files=path, split="train")
     raise DataError(f"{path}: expected a .jsonl manifest or a datasets folder (save_to_disk).")
+
+
+def default_base_dir(path: str, base_dir: str | None = None) -> str:
+    """The folder relative audio paths of a data file are under: `base_dir` if given, else the manifest's folder
+    (or the datasets folder itself)."""
+    if base_dir:
+        return base_dir
+    return os.path.dirname(os.path.abspath(path)) if os.path.isfile(path) else path
 
 
 def select_stage_rows(dataset, stage: str, base_dir: str | None = None):
@@ -90,7 +98,7 @@ def select_stage_rows(dataset, stage: str, base_dir: str | None = None):
                     raise DataError(f"{where}: {error}") from None
         audio = row.get("audio")
         if isinstance(audio, str) and "input_features" not in columns:
-            path = audio if os.path.isabs(audio) or base_dir is None else os.path.join(base_dir, audio)
+            path = resolve_path(audio, base_dir)
             if not os.path.isfile(path):
                 raise DataError(f"{where}: audio file not found: {path}")
     return kept
@@ -111,10 +119,8 @@ class LlmSrtDataCollator:
         self.base_dir = base_dir
 
     def _audio(self, row: dict[str, Any]) -> np.ndarray:
-        audio = row["audio"]
-        if isinstance(audio, str) and self.base_dir and not os.path.isabs(audio):
-            audio = os.path.join(self.base_dir, audio)
-        return load_audio(audio, target_rate=self.processor.feature_extractor.sampling_rate)
+        rate = self.processor.feature_extractor.sampling_rate
+        return load_audio(resolve_path(row["audio"], self.base_dir), target_rate=rate)
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> BatchFeature:
         data = self.processor.prepare_text(
@@ -142,11 +148,7 @@ def add_input_features(dataset, processor: LlmSrtProcessor, base_dir: str | None
     rate = processor.feature_extractor.sampling_rate
 
     def featurize(batch):
-        audio = []
-        for item in batch["audio"]:
-            if isinstance(item, str) and base_dir and not os.path.isabs(item):
-                item = os.path.join(base_dir, item)
-            audio.append(load_audio(item, target_rate=rate))
+        audio = [load_audio(resolve_path(item, base_dir), target_rate=rate) for item in batch["audio"]]
         return {"input_features": processor.extract_features(audio, rate).numpy()}
 
     return dataset.map(featurize, batched=True, batch_size=32, num_proc=num_proc, desc="log-mel features")
@@ -228,6 +230,7 @@ __all__ = [
     "build_compute_metrics",
     "configure_stage",
     "decode_ids",
+    "default_base_dir",
     "load_rows",
     "select_stage_rows",
     "write_jsonl",

@@ -34,7 +34,7 @@ from llm_srt.configuration_llm_srt import normalize_language  # noqa: E402
 from llm_srt.evaluation import decode_batch  # noqa: E402
 from llm_srt.metrics import score_directions  # noqa: E402
 from llm_srt.processing_llm_srt import normalize_task  # noqa: E402
-from llm_srt.training import load_rows  # noqa: E402
+from llm_srt.training import default_base_dir, load_rows  # noqa: E402
 
 
 REQUIRED = {"asr": ("src_lang", "transcript"), "smt": ("src_lang", "tgt_lang", "transcript", "translation"),
@@ -91,12 +91,13 @@ def select_rows(args: EvaluateArguments) -> list[dict]:
             except ValueError as error:
                 raise ValueError(f"--directions {pair!r}: {error}") from None
     src_keep, tgt_keep = _codes(args.src_langs, "src_langs"), _codes(args.tgt_langs, "tgt_langs")
+    has_translations = any(r.get("tgt_lang") for r in rows)
     selected, seen_asr = [], set()
     for index, row in enumerate(rows):
         where = f"{args.test_file} row {index}" + (f" (key {row['key']})" if row.get("key") else "")
         for name in REQUIRED[task]:
             if row.get(name) in (None, ""):
-                if name in ("tgt_lang", "translation") and task != "asr" and not any(r.get("tgt_lang") for r in rows):
+                if name in ("tgt_lang", "translation") and task != "asr" and not has_translations:
                     raise ValueError(f"{where}: no {name}; this test set has no translations (use --task asr).")
                 if name in ("tgt_lang", "translation") and row.get("tgt_lang") in (None, ""):
                     break  # an ASR-only row in a mixed set: not part of a translation evaluation
@@ -169,8 +170,7 @@ def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: in
     model = LlmSrtForConditionalGeneration.from_pretrained(args.model, dtype=dtype).to(device).eval()
     processor = LlmSrtProcessor.from_pretrained(args.model)
     generate = {k: v for k, v in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens)) if v}
-    base_dir = args.audio_base_dir or (os.path.dirname(os.path.abspath(args.test_file))
-                                       if os.path.isfile(args.test_file) else args.test_file)
+    base_dir = default_base_dir(args.test_file, args.audio_base_dir)
     with open(cache_path, "a", encoding="utf-8") as cache, torch.inference_mode():
         bar = tqdm(total=len(todo), desc=f"decoding {task} (rank {rank})", unit="utt", disable=rank != 0)
         for start in range(0, len(todo), args.batch_size):
@@ -204,6 +204,11 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bleu_by_pair(results: dict) -> dict[tuple[str, str], float]:
+    """BLEU per (source, target) of a results dict."""
+    return {(d["src_lang"], d["tgt_lang"]): d["bleu"]["score"] for d in results["directions"].values() if "bleu" in d}
+
+
 def heatmap(results: dict, path: str) -> str | None:
     """Source x target BLEU matrix as a PNG, language codes on both axes."""
     import matplotlib
@@ -212,7 +217,7 @@ def heatmap(results: dict, path: str) -> str | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    bleu = {(d["src_lang"], d["tgt_lang"]): d["bleu"]["score"] for d in results["directions"].values() if "bleu" in d}
+    bleu = bleu_by_pair(results)
     if not bleu:
         return None
     sources = sorted({s for s, _ in bleu})
@@ -243,7 +248,7 @@ def load_comparison(path: str, system: str) -> dict[tuple[str, str], float]:
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
     if "directions" in data:
-        return {(d["src_lang"], d["tgt_lang"]): d["bleu"]["score"] for d in data["directions"].values() if "bleu" in d}
+        return bleu_by_pair(data)
     table = data.get("bleu")
     if not isinstance(table, dict):
         raise ValueError(f"{path}: neither a results.json nor a paper table with a 'bleu' mapping.")
@@ -257,7 +262,7 @@ def load_comparison(path: str, system: str) -> dict[tuple[str, str], float]:
 
 
 def compare(results: dict, other: dict[tuple[str, str], float], label: str) -> str:
-    ours = {(d["src_lang"], d["tgt_lang"]): d["bleu"]["score"] for d in results["directions"].values() if "bleu" in d}
+    ours = bleu_by_pair(results)
     common = sorted(set(ours) & set(other))
     lines = [f"| direction | ours | {label} | difference |", "|---|---|---|---|"]
     lines += [f"| {s}-{t} | {ours[(s, t)]:.1f} | {other[(s, t)]:.1f} | {ours[(s, t)] - other[(s, t)]:+.1f} |"

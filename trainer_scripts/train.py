@@ -32,6 +32,7 @@ from llm_srt.training import (  # noqa: E402
     add_input_features,
     build_compute_metrics,
     configure_stage,
+    default_base_dir,
     load_rows,
     select_stage_rows,
 )
@@ -146,7 +147,7 @@ def load_model_and_processor(model_args: ModelArguments, dtype=None):
 
 
 def prepare_split(path: str, data_args: DataArguments, processor, limit: int | None):
-    base_dir = data_args.audio_base_dir or (os.path.dirname(os.path.abspath(path)) if os.path.isfile(path) else path)
+    base_dir = default_base_dir(path, data_args.audio_base_dir)
     rows = select_stage_rows(load_rows(path), data_args.stage, base_dir=base_dir)
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
