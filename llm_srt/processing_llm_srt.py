@@ -243,15 +243,15 @@ class LlmSrtProcessor(ProcessorMixin):
         for src, tgt, text, target in zip(src_langs, tgt_langs, transcripts, translations, strict=True):
             prompt = self.build_prompt(task, src, tgt, text)
             answer = self.build_answer(task, src, tgt, text, target)
-            prompt_ids = self.tokenizer.encode(prompt)
-            prompt_blocks.append([self.audio_token_id] * audio_slots + prompt_ids)
-            if answer is None:
-                answer_blocks.append(None)
-            else:
-                # As the original: prompt + answer tokenized as one string, eos appended; the first
-                # len(prompt_ids) tokens count as prompt.
+            prompt_ids, answer_ids = self.tokenizer.encode(prompt), None
+            if answer is not None:
+                # As the original: the input is the joint encode(prompt + answer) + eos, and its first
+                # len(encode(prompt)) positions count as prompt. The answer's first character may merge with the
+                # prompt's last `>` in Qwen's BPE (`>"`), so the joint ids are not encode(prompt) + the rest.
                 full_ids = self.tokenizer.encode(prompt + answer) + [self.tokenizer.eos_token_id]
-                answer_blocks.append(full_ids[len(prompt_ids):])
+                prompt_ids, answer_ids = full_ids[: len(prompt_ids)], full_ids[len(prompt_ids):]
+            prompt_blocks.append([self.audio_token_id] * audio_slots + prompt_ids)
+            answer_blocks.append(answer_ids)
         with_labels = all(block is not None for block in answer_blocks)
         if not with_labels and any(block is not None for block in answer_blocks):
             raise ValueError("Either every example or none must carry its answer (for labels).")
