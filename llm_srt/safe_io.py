@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from typing import IO
@@ -48,6 +49,76 @@ def check_output_file(
         raise OutputExistsError(f"The {what} {path} is a folder; give a file name.")
     if os.path.exists(path) and not overwrite:
         raise OutputExistsError(f"The {what} {path} exists already; pass --overwrite to replace it.")
+
+
+def _is_within(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies inside it (both resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_output_dir(
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    what: str = "output folder",
+    inputs: Iterable[str | os.PathLike] = (),
+) -> None:
+    """Refuse an output folder that holds files while `overwrite` is False, that is a file, or that holds an input.
+
+    An empty or missing folder is always fine. Every entry counts (a `README.md` or a stray checkpoint is as much a
+    user's file as `config.json`), so the message names a few of them.
+
+    Raises:
+        ValueError: the folder is (or contains) one of `inputs`; replacing it would destroy an input.
+        OutputExistsError: the path is a file, or the folder holds files and `overwrite` is not set.
+    """
+    path = os.fspath(path)
+    for source in inputs:
+        if isinstance(source, (str, os.PathLike)) and os.path.exists(source) and _is_within(source, path):
+            raise ValueError(f"The {what} {path} holds the input {os.fspath(source)}: choose another {what}.")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputExistsError(f"The {what} {path} is a file, not a folder.")
+    if os.path.isdir(path) and not overwrite:
+        entries = sorted(os.listdir(path))
+        if entries:
+            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+            raise OutputExistsError(
+                f"The {what} {path} is not empty ({shown}); pass --overwrite to replace it, or choose another folder."
+            )
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary folder beside `path`; on success it replaces `path` as a whole, on error it is removed.
+
+    A run that fails (or is killed) while writing leaves the old folder as it was, never a mix of old and new files.
+    The swap is two renames; were a run killed between them, both folders survive as `.<name>.*` siblings.
+
+    ```python
+    with atomic_dir("llm-srt-3b") as folder:
+        model.save_pretrained(folder)
+    ```
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.dirname(path), os.path.basename(path.rstrip(os.sep))
+    os.makedirs(parent, exist_ok=True)
+    temp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent)
+    try:
+        yield temp
+        # mkdtemp makes the folder 0700; give it the permissions an ordinary makedirs would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o777 & ~umask)
+        if os.path.lexists(path):
+            old = tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=parent)
+            os.rename(path, os.path.join(old, name))
+            os.rename(temp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(temp, path)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -97,4 +168,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-__all__ = ["OutputExistsError", "same_file", "check_output_file", "atomic_write", "positive_int", "positive_float"]
+__all__ = [
+    "OutputExistsError", "same_file", "check_output_file", "check_output_dir", "atomic_write", "atomic_dir",
+    "positive_int", "positive_float",
+]
