@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     translate.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3, ...)")
     translate.add_argument("--model", required=True, help="model folder or Hub id")
-    translate.add_argument("--src", required=True, help="spoken language, e.g. eng")
+    translate.add_argument(
+        "--src", default="auto", help="spoken language, e.g. eng (default: auto, detected from the audio)"
+    )
     translate.add_argument("--tgt", type=_parse_targets, default=None, help="target language(s), comma-separated: deu,fra")
     translate.add_argument("--task", choices=["translate", "transcribe"], default="translate")
     translate.add_argument("--beams", type=int, default=None, help="beam size (default: the model's, 5)")
@@ -50,7 +52,8 @@ def translate(args: argparse.Namespace) -> int:
 
     from .configuration_llm_srt import normalize_language
 
-    normalize_language(args.src)  # fail before loading the model
+    if args.src.strip().lower() != "auto":
+        normalize_language(args.src)  # fail before loading the model
     for target in args.tgt or []:
         normalize_language(target)
     if args.task == "translate" and not args.tgt:
