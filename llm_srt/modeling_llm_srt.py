@@ -18,7 +18,9 @@ from transformers import (
     Blip2QFormerModel,
     GenerationConfig,
     GenerationMixin,
+    LogitsProcessorList,
     PreTrainedModel,
+    SuppressTokensLogitsProcessor,
     WhisperConfig,
 )
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -459,7 +461,14 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
-        if inputs_embeds is None:
+        continuing = cache is not None and cache.get_seq_length() > 0
+        if inputs_embeds is None and continuing:
+            # Tokens after a cached prefix (generate's decode steps) are ordinary tokens, as in the original: audio
+            # slots exist only in the prompt, so a generated id equal to the placeholder is never taken for one.
+            if input_features is not None or audio_embeds is not None:
+                raise ValueError("Audio goes with the prompt, not with tokens that continue a cached sequence.")
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        elif inputs_embeds is None:
             inputs_embeds, audio_embeds = self.embed_inputs(input_ids, input_features, audio_embeds)
         elif input_features is not None or audio_embeds is not None:
             raise ValueError("inputs_embeds already hold the audio: do not pass input_features or audio_embeds too.")
@@ -503,7 +512,8 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
 
         As in the original, the LLM receives only `inputs_embeds` (audio + left-padded prompt), so
         `no_repeat_ngram_size` looks at generated tokens alone: the SRT answer repeats the prompt's tag pair, which
-        must not count as history. Positions are derived from the attention mask, skipping left padding.
+        must not count as history. Positions are derived from the attention mask, skipping left padding. The audio
+        placeholder id (`config.audio_token_id`) is suppressed, and generated ids are always ordinary tokens.
         """
         if labels is not None:
             if input_ids is None:
@@ -526,10 +536,19 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
             # The LLM sees no input_ids, so lengths count new tokens: a caller's max_length (e.g. the trainer's
             # generation_max_length) means max_new_tokens, which would otherwise take precedence at 400.
             kwargs["max_new_tokens"] = kwargs.pop("max_length")
+        # The audio placeholder is a spare embedding row, never an answer token: suppressed last, after any
+        # processors of the caller's, so no output can hold it.
+        logits_processor = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+        logits_processor.append(
+            SuppressTokensLogitsProcessor([self.config.audio_token_id], device=inputs_embeds.device)
+        )
         with warnings.catch_warnings():
             # Transformers warns that n-gram blocking skips the prompt here: that is the original's behaviour.
             warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds.*")
-            return super().generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+            return super().generate(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, logits_processor=logits_processor,
+                **kwargs,
+            )
 
 
 LlmSrtForConditionalGeneration.register_for_auto_class("AutoModel")

@@ -149,6 +149,55 @@ def test_no_repeat_ngram_ignores_the_prompt(tiny, clips):
     assert out[0].tolist() == tags
 
 
+class PreferToken:
+    """A forward hook on the LM head that makes one id win every step by a wide margin."""
+
+    def __init__(self, token_id):
+        self.token_id = token_id
+
+    def __call__(self, module, args, output):
+        output = output.clone()
+        output[..., self.token_id] += 1e4
+        return output
+
+
+@pytest.mark.parametrize("num_beams", [1, 5])
+def test_placeholder_id_is_never_generated(tiny, clips, num_beams):
+    """The audio placeholder is a spare embedding row: even an LLM that prefers it never emits it."""
+    model, processor = tiny
+    audio_id = model.config.audio_token_id
+    batch = srt_batch(processor, clips[:2], with_answers=False)
+    handle = model.get_output_embeddings().register_forward_hook(PreferToken(audio_id))
+    try:
+        with torch.no_grad():
+            assert (model(**batch).logits[:, -1].argmax(-1) == audio_id).all()  # the hook does make it win
+        out = model.generate(**batch, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=5,
+                             min_new_tokens=5, no_repeat_ngram_size=0)
+    finally:
+        handle.remove()
+    assert out.shape[1] == 5 and not (out == audio_id).any()
+
+
+def test_a_continuing_placeholder_id_is_an_ordinary_token(tiny, clips):
+    """After the cached prompt every id is an ordinary token (the original's rule): feeding the placeholder id as a
+    continuation looks up its embedding row instead of being taken for an audio slot."""
+    model, processor = tiny
+    audio_id = model.config.audio_token_id
+    batch = srt_batch(processor, clips[:2], with_answers=False)
+    step = torch.full((2, 1), audio_id)
+    mask = torch.cat([batch["attention_mask"], torch.ones(2, 1, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        ours = model(**batch, use_cache=True)
+        continued = model(input_ids=step, attention_mask=mask, cache=ours.cache, use_cache=True)
+        prefix = model(**batch, use_cache=True)
+        by_hand = model.language_model(
+            inputs_embeds=model.get_input_embeddings()(step), attention_mask=mask, cache=prefix.cache
+        )
+    torch.testing.assert_close(continued.logits, by_hand.logits)
+    with pytest.raises(ValueError, match="Audio goes with the prompt"):
+        model(input_ids=step, attention_mask=mask, cache=continued.cache, input_features=batch["input_features"])
+
+
 def test_text_only_translation(tiny):
     model, processor = tiny
     batch = processor(task="smt", src_lang="eng", tgt_lang="deu", transcript=["hello", "I see"],
@@ -232,8 +281,9 @@ def test_sdpa_matches_eager_and_bf16_runs(tiny_folder, clips, tiny):
     eager = LlmSrtForConditionalGeneration.from_pretrained(tiny_folder, attn_implementation="eager").eval()
     sdpa = LlmSrtForConditionalGeneration.from_pretrained(tiny_folder, attn_implementation="sdpa").eval()
     assert sdpa.language_model.config._attn_implementation == "sdpa"
+    attended = batch["attention_mask"].bool()  # padded positions differ between SDPA and eager by design
     with torch.no_grad():
-        torch.testing.assert_close(sdpa(**batch).logits, eager(**batch).logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(sdpa(**batch).logits[attended], eager(**batch).logits[attended], rtol=1e-4, atol=1e-4)
     bf16 = LlmSrtForConditionalGeneration.from_pretrained(tiny_folder, dtype=torch.bfloat16).eval()
     assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
     with torch.no_grad():
