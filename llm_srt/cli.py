@@ -1,13 +1,31 @@
-"""The `llm-srt` command: translate or transcribe audio files, list the languages."""
+"""The `llm-srt` command: translate or transcribe audio files, list the languages.
+
+Errors a user can make are reported as one line `llm-srt: error: ...` naming the thing at fault, never a Python
+traceback: exit status 2 for bad usage (refused before any work starts), 1 for failed work, 130 when interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS
+from .safe_io import OutputExistsError, check_output_file, new_file_mode, positive_float, positive_int
+
+
+PROG = "llm-srt"
+
+
+class UsageError(ValueError):
+    """A bad command line, found before any work starts: exit status 2."""
+
+
+class WorkError(RuntimeError):
+    """The work could not be done (a model that does not load, every input failing): exit status 1."""
 
 
 def _parse_targets(text: str) -> list[str]:
@@ -15,7 +33,7 @@ def _parse_targets(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llm-srt", description="LLM-SRT speech translation and recognition.")
+    parser = argparse.ArgumentParser(prog=PROG, description="LLM-SRT speech translation and recognition.")
     commands = parser.add_subparsers(dest="command", required=True)
     translate = commands.add_parser(
         "translate", help="translate (or transcribe) audio files; one JSON line per (file, target)"
@@ -27,13 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     translate.add_argument("--tgt", type=_parse_targets, default=None, help="target language(s), comma-separated: deu,fra")
     translate.add_argument("--task", choices=["translate", "transcribe"], default="translate")
-    translate.add_argument("--beams", type=int, default=None, help="beam size (default: the model's, 5)")
-    translate.add_argument("--max-new-tokens", type=int, default=None)
-    translate.add_argument("--batch-size", type=int, default=8, help="audio windows per forward pass")
-    translate.add_argument("--chunk-length", type=float, default=None, help="longest window in seconds (default 30)")
+    translate.add_argument("--beams", type=positive_int, default=None, help="beam size (default: the model's, 5)")
+    translate.add_argument("--max-new-tokens", type=positive_int, default=None)
+    translate.add_argument("--batch-size", type=positive_int, default=8, help="audio windows per forward pass")
+    translate.add_argument("--chunk-length", type=positive_float, default=None,
+                           help="longest window in seconds (default and most: the model's window, 30)")
     translate.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     translate.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     translate.add_argument("--output", default="-", help="JSON-lines output file (default: stdout)")
+    translate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     commands.add_parser("languages", help="list the supported languages")
     return parser
 
@@ -45,64 +65,208 @@ def list_languages(out=sys.stdout) -> None:
     print(f"\nMandarin's tag is {' or '.join(MANDARIN_TAGS)}, whichever the model was trained with.", file=out)
 
 
-def translate(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import pipeline
-
+# ---------------------------------------------------------------------------------------------------- translate
+def check_arguments(args: argparse.Namespace) -> None:
+    """Everything that can be checked without the model; raises UsageError naming the argument at fault."""
     from .configuration_llm_srt import normalize_language
 
-    if args.src.strip().lower() != "auto":
-        normalize_language(args.src)  # fail before loading the model
-    for target in args.tgt or []:
-        normalize_language(target)
+    try:
+        if args.src.strip().lower() != "auto":
+            normalize_language(args.src)
+        for target in args.tgt or []:
+            normalize_language(target)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if args.task == "translate" and not args.tgt:
-        raise ValueError("--tgt is required for --task translate (e.g. --tgt deu,fra).")
-    pipe = pipeline(
-        "speech-translation", model=args.model, trust_remote_code=True, device=args.device,
-        dtype=getattr(torch, args.dtype) if args.dtype else None,
-    )
+        raise UsageError("--tgt is required for --task translate (e.g. --tgt deu,fra).")
+    if args.task == "transcribe" and args.tgt:
+        raise UsageError("--tgt was given with --task transcribe, which has no target language: drop one of them.")
+    missing = [path for path in args.audio if not os.path.isfile(path)]
+    if missing:
+        raise UsageError(f"audio file{'s' if len(missing) > 1 else ''} not found: {', '.join(missing)}")
+    _check_model(args.model)
+    _check_device(args.device)
+    if args.output != "-":
+        inputs = list(args.audio)
+        if os.path.isdir(args.model):  # the model's own files are inputs too
+            inputs += [os.path.join(args.model, name) for name in os.listdir(args.model)]
+        try:
+            check_output_file(args.output, inputs=inputs, overwrite=args.overwrite, what="--output")
+        except (OutputExistsError, ValueError) as error:
+            raise UsageError(str(error)) from None
+
+
+def _check_model(model: str) -> None:
+    if os.path.isdir(model):
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            raise UsageError(f"--model {model} is a folder without config.json: not a saved model.")
+        return
+    if os.path.exists(model):
+        raise UsageError(f"--model {model} is a file; give the model's folder or a Hub id.")
+    # A Hub id is "name" or "owner/name"; anything else can only have been meant as a local folder.
+    if model.startswith((".", "/", "~")) or model.endswith(("/", os.sep)) or model.count("/") > 1 \
+            or (os.sep != "/" and os.sep in model):
+        raise UsageError(f"--model {model}: no such folder.")
+
+
+def _check_device(device: str | None) -> None:
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"--device {device!r} is not a device (cpu, cuda, cuda:1, mps, ...).") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA device is available here; use --device cpu.")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA device(s).")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: MPS is not available here; use --device cpu.")
+
+
+def load_pipeline(args: argparse.Namespace):
+    """The speech-translation pipeline of `--model` (WorkError naming the model when it does not load)."""
+    import torch
+    from transformers import pipeline
+
+    try:
+        return pipeline(
+            "speech-translation", model=args.model, trust_remote_code=True, device=args.device,
+            dtype=getattr(torch, args.dtype) if args.dtype else None,
+        )
+    except Exception as error:  # noqa: BLE001 - whatever the loader raises, name the model and stop
+        where = "" if os.path.isdir(args.model) else " (no such local folder; tried it as a Hub id)"
+        raise WorkError(f"could not load the model {args.model}{where}: {_first_line(error)}") from None
+
+
+def _call_kwargs(args: argparse.Namespace, pipe) -> dict:
     call_kwargs = {"src_lang": args.src, "task": args.task, "batch_size": args.batch_size}
     if args.task == "translate":
         call_kwargs["tgt_lang"] = args.tgt
-    if args.chunk_length:
+    if args.chunk_length is not None:
+        window = _model_window(pipe)
+        if window is not None and args.chunk_length > window:
+            raise UsageError(f"--chunk-length {args.chunk_length:g} is longer than the model's {window:g} s window.")
         call_kwargs["chunk_length_s"] = args.chunk_length
-    generate_kwargs = {k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v}
+    generate_kwargs = {k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens))
+                       if v is not None}
     if generate_kwargs:
         call_kwargs["generate_kwargs"] = generate_kwargs
+    return call_kwargs
+
+
+def _model_window(pipe) -> float | None:
+    try:
+        return float(pipe.processor.feature_extractor.chunk_length)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+class _Output:
+    """Where the JSON lines go: stdout (streamed as they come), or a file written atomically.
+
+    A file is written to `<output>.<random>.partial` beside it, flushed line by line, and renamed over `--output`
+    only when the run ends with at least one result: a run that fails entirely leaves the old file as it was, and an
+    interrupted or crashed one keeps its finished lines in the `.partial` file (named on stderr) instead of losing them.
+    """
+
+    def __init__(self, path: str):
+        self.path, self.lines, self.temp = path, 0, None
+        if path == "-":
+            self.handle = sys.stdout
+        else:
+            folder = os.path.dirname(os.path.abspath(path))
+            os.makedirs(folder, exist_ok=True)
+            fd, self.temp = tempfile.mkstemp(prefix=f"{os.path.basename(path)}.", suffix=".partial", dir=folder)
+            self.handle = os.fdopen(fd, "w", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.handle.flush()
+        self.lines += 1
+
+    def commit(self) -> bool:
+        """Put the file in place; False (and nothing replaced) when no line was written."""
+        if self.temp is None:
+            return self.lines > 0
+        self.handle.close()
+        if not self.lines:
+            os.remove(self.temp)
+            return False
+        os.chmod(self.temp, new_file_mode(self.path))
+        os.replace(self.temp, self.path)
+        return True
+
+    def abandon(self) -> str | None:
+        """After a failure: drop an empty temp file, keep one with results; returns the kept path."""
+        if self.temp is None:
+            return None
+        self.handle.close()
+        if self.lines:
+            return self.temp
+        os.remove(self.temp)
+        return None
+
+
+def translate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    check_arguments(args)
+    pipe = load_pipeline(args)
+    call_kwargs = _call_kwargs(args, pipe)
 
     failures = 0
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    out = _Output(args.output)
     try:
         for path in tqdm(args.audio, desc="translating", unit="file", file=sys.stderr, disable=len(args.audio) < 2):
             try:
                 result = pipe(path, **call_kwargs)
-            except Exception as error:  # one bad file must not lose the others: report it and go on
+            except Exception as error:  # noqa: BLE001 - one bad file must not lose the others: report it, go on
                 failures += 1
-                print(f"llm-srt: error: {path}: {error}", file=sys.stderr)
+                print(f"{PROG}: error: {path}: {_first_line(error)}", file=sys.stderr)
                 continue
             for row in result if isinstance(result, list) else [result]:
-                out.write(json.dumps({"file": path, **row}, ensure_ascii=False) + "\n")
-            out.flush()
-    finally:
-        if out is not sys.stdout:
-            out.close()
+                out.write({"file": path, **row})
+    except BaseException:
+        kept = out.abandon()
+        if kept:
+            print(f"{PROG}: stopped; {args.output} is unchanged, the {out.lines} result line(s) finished so far are "
+                  f"in {kept}", file=sys.stderr)
+        raise
+    out.commit()
+    if failures == len(args.audio):
+        where = "" if args.output == "-" else f"; {args.output} was not written"
+        raise WorkError(f"all {failures} files failed{where}.")
     if failures:
-        print(f"llm-srt: {failures} of {len(args.audio)} files failed; the others were written.", file=sys.stderr)
+        print(f"{PROG}: {failures} of {len(args.audio)} files failed; the others were written.", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+COMMANDS = {"translate": translate, "languages": lambda args: list_languages() or 0}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "languages":
-        list_languages()
-        return 0
+    args = parser.parse_args(argv)  # bad usage the parser can see: its own one-line message, exit 2
     try:
-        return translate(args)
-    except (ValueError, FileNotFoundError, OSError) as error:
-        print(f"llm-srt: error: {error}", file=sys.stderr)
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: error: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, OutputExistsError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # noqa: BLE001 - failed work: one line, no traceback
+        print(f"{PROG}: error: {_first_line(error)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -87,6 +87,20 @@ def check_output_dir(
             )
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def new_file_mode(path: str | os.PathLike) -> int:
+    """The permissions a file written at `path` should get: the replaced file's, else what `open` would give."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary folder beside `path`; on success it replaces `path` as a whole, on error it is removed.
@@ -106,9 +120,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
     try:
         yield temp
         # mkdtemp makes the folder 0700; give it the permissions an ordinary makedirs would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o777 & ~umask)
+        os.chmod(temp, 0o777 & ~_umask())
         if os.path.lexists(path):
             old = tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=parent)
             os.rename(path, os.path.join(old, name))
@@ -139,6 +151,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             yield file
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temp, new_file_mode(path))  # mkstemp makes it 0600
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -168,7 +181,24 @@ def positive_float(text: str) -> float:
     return value
 
 
+def set_argument_types(parser: argparse.ArgumentParser, **types) -> argparse.ArgumentParser:
+    """Give the named arguments of a built parser their argparse `type` (HfArgumentParser takes it from the
+    dataclass annotation and ignores one in the field's metadata), so a bad value is refused by the parser itself:
+
+    ```python
+    parser = set_argument_types(HfArgumentParser(Arguments), max_seconds=positive_float, max_rows=positive_int)
+    ```
+    """
+    by_dest = {action.dest: action for action in parser._actions}
+    for dest, kind in types.items():
+        if dest not in by_dest:
+            raise KeyError(f"{parser.prog} has no argument {dest!r}")
+        by_dest[dest].type = kind
+    return parser
+
+
 __all__ = [
     "OutputExistsError", "same_file", "check_output_file", "check_output_dir", "atomic_write", "atomic_dir",
+    "new_file_mode", "set_argument_types",
     "positive_int", "positive_float",
 ]

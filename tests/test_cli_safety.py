@@ -1,0 +1,258 @@
+"""Bad input and faults at the `llm-srt` command line and in the shared `safe_io` helpers.
+
+What a user can rely on (docs/bad_input.md): an existing output is never replaced without --overwrite, an output is
+never written over an input, a failed or interrupted run leaves the old output as it was, and every user error is one
+line `llm-srt...: error: ...` (exit 2 for bad usage, 1 for failed work) without a Python traceback.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import soundfile
+
+from llm_srt import cli
+from llm_srt.safe_io import OutputExistsError, atomic_dir, atomic_write, check_output_dir, check_output_file
+from llm_srt.testing import synthetic_speech
+
+
+SR = 16000
+FAST = ["--beams", "1", "--max-new-tokens", "3"]
+
+
+@pytest.fixture
+def wavs(tmp_path):
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"clip{i}.wav"
+        soundfile.write(path, synthetic_speech(0.6, seed=i), SR)
+        paths.append(str(path))
+    return paths
+
+
+def run_cli(capsys, *argv):
+    """(exit status, stdout, stderr) of `llm-srt argv` run in-process, argparse's SystemExit included."""
+    try:
+        status = cli.main([str(a) for a in argv])
+    except SystemExit as stop:
+        status = stop.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(err, *names):
+    """A single `...: error: ...` line naming each of `names`, no traceback (progress bars may come before it)."""
+    lines = [line for line in err.splitlines() if ": error: " in line]
+    assert "Traceback" not in err, err
+    assert len(lines) == 1, err
+    for name in names:
+        assert name in lines[0], (name, err)
+
+
+class FakePipeline:
+    """Stands in for the speech-translation pipeline: echoes the file, fails on 'bad' files, can be interrupted."""
+
+    def __init__(self, interrupt_at=None):
+        self.calls, self.interrupt_at = 0, interrupt_at
+
+    def __call__(self, path, **kwargs):
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        if "bad" in os.path.basename(path):
+            raise ValueError(f"{path}: could not decode the audio")
+        return {"text": f"text of {os.path.basename(path)}", "src_lang": kwargs["src_lang"]}
+
+
+@pytest.fixture
+def fake_pipe(monkeypatch):
+    def install(**kwargs):
+        pipe = FakePipeline(**kwargs)
+        monkeypatch.setattr(cli, "load_pipeline", lambda args: pipe)
+        return pipe
+    return install
+
+
+@pytest.fixture
+def model_dir(tmp_path_factory):
+    """A folder that passes the CLI's up-front model check (the fake pipeline never reads it)."""
+    folder = tmp_path_factory.mktemp("model")
+    (folder / "config.json").write_text("{}")
+    return str(folder)
+
+
+# ------------------------------------------------------------------------------------------------- the parser
+@pytest.mark.parametrize("argv, name", [
+    (["--beams", "0"], "--beams"), (["--beams", "-2"], "--beams"), (["--max-new-tokens", "0"], "--max-new-tokens"),
+    (["--batch-size", "0"], "--batch-size"), (["--batch-size", "two"], "--batch-size"),
+    (["--chunk-length", "0"], "--chunk-length"), (["--chunk-length", "-5"], "--chunk-length"),
+    (["--chunk-length", "nan"], "--chunk-length"), (["--dtype", "float8"], "--dtype"),
+    (["--task", "summarise"], "--task"),
+])
+def test_nonsensical_values_are_refused_by_the_parser(capsys, argv, name):
+    status, _, err = run_cli(capsys, "translate", "a.wav", "--model", "m", "--src", "eng", "--tgt", "deu", *argv)
+    assert status == 2
+    assert_one_line_error(err, name)
+
+
+# ------------------------------------------------------------------------------------ usage errors: exit 2, early
+def test_usage_errors_are_one_line_naming_the_fault(capsys, tmp_path, wavs, fake_pipe, model_dir):
+    pipe = fake_pipe()
+    base = ["translate", wavs[0], "--model", model_dir]
+    cases = [
+        ([*base, "--src", "klingon", "--tgt", "deu"], ["klingon"]),
+        ([*base, "--src", "eng", "--tgt", "deu,xx"], ["'xx'"]),
+        ([*base, "--src", "eng"], ["--tgt"]),
+        ([*base, "--src", "eng", "--tgt", "deu", "--task", "transcribe"], ["--tgt", "transcribe"]),
+        (["translate", str(tmp_path / "missing.wav"), wavs[1], "--model", model_dir, "--src", "eng", "--tgt",
+          "deu"], ["missing.wav"]),
+        (["translate", wavs[0], "--model", str(tmp_path / "no_such_model"), "--src", "eng", "--tgt", "deu"],
+         ["no_such_model"]),
+        ([*base, "--src", "eng", "--tgt", "deu", "--device", "toaster"], ["--device", "toaster"]),
+    ]
+    for argv, names in cases:
+        status, out, err = run_cli(capsys, *argv)
+        assert status == 2, argv
+        assert out == ""
+        assert_one_line_error(err, *names)
+    assert pipe.calls == 0  # all refused before any work
+
+
+def test_a_missing_model_folder_through_the_real_entry_point_has_no_traceback(tmp_path, wavs):
+    result = subprocess.run(
+        [sys.executable, "-m", "llm_srt.cli", "translate", wavs[0], "--model", str(tmp_path / "gone" / "model"),
+         "--src", "eng", "--tgt", "deu"], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("llm-srt: error: ") and "gone" in result.stderr
+
+
+def test_a_chunk_length_beyond_the_model_window_is_refused_before_any_file(capsys, tiny_folder, wavs, tmp_path):
+    out = tmp_path / "out.jsonl"
+    status, _, err = run_cli(capsys, "translate", *wavs, "--model", tiny_folder, "--src", "eng", "--tgt", "deu",
+                             "--chunk-length", "45", "--output", out, *FAST)
+    assert status == 2
+    assert_one_line_error(err, "--chunk-length", "window")
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+def test_an_existing_output_is_kept_unless_overwrite(capsys, tiny_folder, wavs, tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text("my earlier results\n")
+    status, _, err = run_cli(capsys, "translate", *wavs, "--model", tiny_folder, "--src", "eng", "--tgt", "deu",
+                             "--output", out, *FAST)
+    assert status == 2
+    assert_one_line_error(err, str(out), "--overwrite")
+    assert out.read_text() == "my earlier results\n"
+
+    status, _, err = run_cli(capsys, "translate", *wavs, "--model", tiny_folder, "--src", "eng", "--tgt", "deu,fra",
+                             "--output", out, "--overwrite", *FAST)
+    assert status == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["file"], r["tgt_lang"]) for r in rows] == [(w, t) for w in wavs for t in ("deu", "fra")]
+    assert sorted(os.listdir(tmp_path)) == sorted(["out.jsonl", *map(os.path.basename, wavs)])  # no temp files left
+
+
+def test_an_output_that_is_an_input_is_refused_even_with_overwrite(capsys, wavs, tmp_path, fake_pipe, model_dir):
+    pipe = fake_pipe()
+    before = open(wavs[1], "rb").read()
+    status, _, err = run_cli(capsys, "translate", *wavs, "--model", model_dir, "--src", "eng", "--tgt", "deu",
+                             "--output", wavs[1], "--overwrite")
+    assert status == 2 and pipe.calls == 0
+    assert_one_line_error(err, wavs[1], "input")
+    assert open(wavs[1], "rb").read() == before
+
+
+def test_when_every_input_fails_the_old_output_is_untouched(capsys, tmp_path, fake_pipe, model_dir):
+    fake_pipe()
+    bad = [tmp_path / "bad1.wav", tmp_path / "bad2.wav"]
+    for path in bad:
+        path.write_bytes(b"not audio")
+    out = tmp_path / "out.jsonl"
+    out.write_text("keep me\n")
+    status, _, err = run_cli(capsys, "translate", *bad, "--model", model_dir, "--src", "eng", "--tgt", "deu",
+                             "--output", out, "--overwrite")
+    assert status == 1
+    assert "bad1.wav" in err and "bad2.wav" in err and "Traceback" not in err
+    assert "not written" in err
+    assert out.read_text() == "keep me\n"
+    assert sorted(os.listdir(tmp_path)) == ["bad1.wav", "bad2.wav", "out.jsonl"]
+
+
+def test_some_failures_still_write_the_others_with_exit_1(capsys, tmp_path, wavs, fake_pipe, model_dir):
+    fake_pipe()
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"x")
+    out = tmp_path / "sub" / "out.jsonl"
+    status, _, err = run_cli(capsys, "translate", wavs[0], bad, wavs[1], "--model", model_dir, "--src", "eng",
+                             "--tgt", "deu", "--output", out)
+    assert status == 1 and "1 of 3 files failed" in err
+    assert [json.loads(line)["file"] for line in out.read_text().splitlines()] == [wavs[0], wavs[1]]
+
+
+def test_an_interrupted_run_keeps_the_old_output_and_saves_what_was_done(capsys, tmp_path, wavs, fake_pipe, model_dir):
+    fake_pipe(interrupt_at=2)
+    out = tmp_path / "out.jsonl"
+    out.write_text("old\n")
+    status, _, err = run_cli(capsys, "translate", *wavs, "--model", model_dir, "--src", "eng", "--tgt", "deu",
+                             "--output", out, "--overwrite")
+    assert status == 130 and "Traceback" not in err and "interrupted" in err
+    assert out.read_text() == "old\n"
+    partial = [f for f in os.listdir(tmp_path) if f.endswith(".partial")]
+    assert len(partial) == 1 and partial[0] in err
+    assert [json.loads(line)["file"] for line in open(tmp_path / partial[0])] == [wavs[0]]
+
+
+def test_stdout_streams_one_line_per_file(capsys, tmp_path, wavs, fake_pipe, model_dir):
+    fake_pipe()
+    status, out, _ = run_cli(capsys, "translate", *wavs, "--model", model_dir, "--src", "eng", "--tgt", "deu")
+    assert status == 0
+    assert [json.loads(line)["file"] for line in out.splitlines()] == wavs
+
+
+# ------------------------------------------------------------------------------------------------ safe_io
+def test_check_output_dir(tmp_path):
+    check_output_dir(tmp_path / "new")  # missing: fine
+    check_output_dir(tmp_path)  # empty: fine
+    (tmp_path / "README.md").write_text("mine")
+    with pytest.raises(OutputExistsError, match="README.md.*--overwrite"):
+        check_output_dir(tmp_path)
+    check_output_dir(tmp_path, overwrite=True)
+    with pytest.raises(ValueError, match="holds the input"):
+        check_output_dir(tmp_path, overwrite=True, inputs=[tmp_path / "README.md"])
+    with pytest.raises(OutputExistsError, match="is a file"):
+        check_output_dir(tmp_path / "README.md", overwrite=True)
+
+
+def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as folder:
+            open(os.path.join(folder, "new.txt"), "w").write("half")
+            raise RuntimeError("killed")
+    assert os.listdir(target) == ["old.txt"] and os.listdir(tmp_path) == ["model"]
+    with atomic_dir(target) as folder:
+        open(os.path.join(folder, "new.txt"), "w").write("new")
+    assert os.listdir(target) == ["new.txt"] and os.listdir(tmp_path) == ["model"]
+
+
+def test_atomic_write_keeps_the_old_file_on_failure_and_its_permissions(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text("old")
+    os.chmod(path, 0o644)
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as handle:
+            handle.write("half")
+            raise RuntimeError
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["out.json"]
+    with atomic_write(path) as handle:
+        handle.write("new")
+    assert path.read_text() == "new" and oct(os.stat(path).st_mode & 0o777) == "0o644"
+    with pytest.raises(ValueError, match="is also an input"):
+        check_output_file(path, inputs=[str(path)], overwrite=True)
