@@ -7,6 +7,10 @@ import os
 from typing import Any
 
 import numpy as np
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
 
 
 SILENCE_PEAK = 1e-3  # peak amplitude below which a window is treated as silence (-60 dBFS)
@@ -46,38 +50,162 @@ def resolve_path(item: Any, base_dir: str | None) -> Any:
     return item
 
 
+MIN_SAMPLING_RATE = 1_000  # below this (e.g. `16` for 16 kHz) a rate is a unit mistake, not audio
+MAX_SAMPLING_RATE = 384_000  # the highest rate common audio interfaces record at
+MAX_CHANNELS = 8  # a 2-D array is (channels, frames) or (frames, channels) with at most this many channels
+
+
+def check_sampling_rate(rate: Any, name: str) -> int:
+    """`rate` as an int number of Hz, or an `AudioInputError` naming `name`.
+
+    Python and numpy integers and whole floats (`16000.0`) are accepted; strings, bools, fractions (`44.1`, the
+    rate in kHz) and rates outside 1 kHz..384 kHz are refused.
+    """
+    if rate is None:
+        raise AudioInputError(f"{name}: a sampling_rate is required for raw audio arrays, got None.")
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise AudioInputError(
+            f"{name}: sampling_rate must be a number of Hz, got {type(rate).__name__} {rate!r}."
+        )
+    finite = bool(np.isfinite(rate))
+    hint = f" (a rate in kHz? pass {round(float(rate) * 1000)})" if finite and 0 < rate < MIN_SAMPLING_RATE else ""
+    if not finite or float(rate) != int(rate):
+        raise AudioInputError(f"{name}: sampling_rate must be a whole number of Hz, got {rate!r}{hint}.")
+    if not MIN_SAMPLING_RATE <= int(rate) <= MAX_SAMPLING_RATE:
+        raise AudioInputError(
+            f"{name}: sampling_rate must be between {MIN_SAMPLING_RATE} and {MAX_SAMPLING_RATE} Hz, got "
+            f"{int(rate)} Hz{hint}."
+        )
+    return int(rate)
+
+
+def _pcm_to_float(samples: np.ndarray, name: str) -> np.ndarray:
+    """Integer PCM -> float32 in [-1, 1), scaled by the PCM width the values hold.
+
+    8- and 16-bit containers are their own width (unsigned ones are centred: uint8 128 -> 0). Wider containers
+    (a Python list of int16 samples arrives as int64) are read as 16-bit when every value fits 16 bits, else as
+    32-bit; values beyond 32 bits, and unsigned containers wider than 16 bits, are refused.
+    """
+    dtype = samples.dtype
+    if dtype in (np.int8, np.int16):
+        return (samples / float(2 ** (8 * dtype.itemsize - 1))).astype(np.float32)
+    if dtype in (np.uint8, np.uint16):
+        half = 2 ** (8 * dtype.itemsize - 1)
+        return ((samples.astype(np.float64) - half) / half).astype(np.float32)
+    if np.issubdtype(dtype, np.unsignedinteger):
+        raise AudioInputError(
+            f"{name}: unsigned {dtype} samples are ambiguous (unsigned PCM is 8- or 16-bit); convert them to float "
+            "in [-1, 1] or to signed integer PCM."
+        )
+    low, high = int(samples.min()), int(samples.max())
+    if -(2**15) <= low and high < 2**15:
+        width = 16
+    elif -(2**31) <= low and high < 2**31:
+        width = 32
+    else:
+        raise AudioInputError(
+            f"{name}: integer samples reach {low if -low > high else high}, beyond 32-bit PCM; pass float samples "
+            "in [-1, 1] or integer PCM of at most 32 bits."
+        )
+    if width == 16 and dtype.itemsize > 2:
+        logger.info(f"{name}: {dtype} samples all fit 16 bits: read as 16-bit PCM.")
+    return (samples / float(2 ** (width - 1))).astype(np.float32)
+
+
+def as_float_mono(samples: Any, name: str, channel_axis: int | None = None) -> np.ndarray:
+    """Decoded samples of one clip -> 1-D float32: the one normalisation the pipeline and the processor share.
+
+    Accepts a numpy array, a torch tensor (any float dtype, bfloat16 included) or a list of numbers. Integer PCM is
+    scaled by its width (see `_pcm_to_float`), float16/float64 become float32, and bool, complex and non-numeric
+    samples are refused. A 2-D array is one multi-channel clip, mixed down to mono: `channel_axis` when the layout
+    is known (decoded files), else the axis of at most `MAX_CHANNELS` (8), so `(2, N)` and soundfile's `(N, 2)` both
+    work; a 2-D array whose layout cannot be told (both axes or neither up to 8) is refused, since a batch is a list
+    of clips.
+
+    Raises:
+        AudioInputError: naming `name`.
+    """
+    if hasattr(samples, "detach"):  # torch: numpy has no bfloat16, so widen half types first
+        samples = samples.detach().cpu()
+        if samples.is_floating_point() and samples.element_size() < 4:
+            samples = samples.float()
+        samples = samples.numpy()
+    try:
+        samples = np.asarray(samples)
+    except ValueError:  # ragged nested lists
+        raise AudioInputError(f"{name}: audio samples must be numbers in one array, got ragged sequences.") from None
+    dtype = samples.dtype
+    if dtype == np.bool_:
+        raise AudioInputError(f"{name}: audio samples must be numbers, got bool values.")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise AudioInputError(f"{name}: audio samples must be real numbers, got complex dtype {dtype}.")
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        got = "ragged or mixed values" if dtype == object else f"dtype {dtype}"
+        raise AudioInputError(f"{name}: audio samples must be numbers in one array, got {got}.")
+    if samples.ndim not in (1, 2):
+        raise AudioInputError(
+            f"{name}: audio must be 1-D samples or 2-D (channels, frames) / (frames, channels), got shape "
+            f"{samples.shape}; pass a batch as a list of clips."
+        )
+    if samples.size == 0:
+        raise AudioInputError(f"{name} is empty (0 samples).")
+    if samples.ndim == 2 and channel_axis is None:
+        rows, cols = samples.shape
+        if 1 in (rows, cols):
+            channel_axis = 0 if rows == 1 else 1
+        elif rows <= MAX_CHANNELS < cols:
+            channel_axis = 0
+        elif cols <= MAX_CHANNELS < rows:
+            channel_axis = 1
+        elif rows <= MAX_CHANNELS and cols <= MAX_CHANNELS:
+            raise AudioInputError(
+                f"{name}: 2-D audio of shape {samples.shape} is ambiguous (channels or frames?); pass 1-D samples."
+            )
+        else:
+            raise AudioInputError(
+                f"{name}: 2-D audio of shape {samples.shape} is not (channels, frames) or (frames, channels) with at "
+                f"most {MAX_CHANNELS} channels; pass a batch as a list of clips."
+            )
+    if np.issubdtype(dtype, np.integer):
+        samples = _pcm_to_float(samples, name)
+    else:
+        samples = samples.astype(np.float32, copy=False)
+    if samples.ndim == 2:
+        samples = samples.mean(axis=channel_axis, dtype=np.float64).astype(np.float32)
+    if not np.isfinite(samples).all():
+        raise AudioInputError(f"{name} contains NaN or infinite samples.")
+    return samples
+
+
 def to_mono(samples: np.ndarray) -> np.ndarray:
-    """Mix a (frames, channels) or (channels, frames) array down to 1-D float32."""
-    samples = np.asarray(samples, dtype=np.float32)
-    if samples.ndim == 1:
-        return samples
-    if samples.ndim != 2:
-        raise AudioInputError(f"audio must be 1-D or 2-D (channels), got shape {samples.shape}.")
-    channel_axis = 0 if samples.shape[0] < samples.shape[1] else 1
-    return samples.mean(axis=channel_axis).astype(np.float32)
+    """Mix a (frames, channels) or (channels, frames) array down to 1-D float32 (see `as_float_mono`)."""
+    return as_float_mono(samples, describe_input(samples))
 
 
 def load_audio(item: Any, sampling_rate: int | None = None, target_rate: int = 16000) -> np.ndarray:
     """Any supported input -> mono float32 samples at `target_rate`.
 
-    Supported: a file path, raw file bytes, a 1-D/2-D numpy array or torch tensor (with `sampling_rate`), a
-    `{"array"|"raw", "sampling_rate"}` dict (a decoded `datasets` Audio row), a `{"path"|"bytes"}` dict (undecoded),
-    or a `datasets`/torchcodec `AudioDecoder`.
+    Supported: a file path, raw file bytes, a 1-D/2-D numpy array, torch tensor or list of samples (with
+    `sampling_rate`), a `{"array"|"raw", "sampling_rate"}` dict (a decoded `datasets` Audio row), a
+    `{"path"|"bytes"}` dict (undecoded), or a `datasets`/torchcodec `AudioDecoder`. Arrays are normalised by
+    [`as_float_mono`] (integer PCM scaled by its width, channels mixed down).
 
     Raises:
-        AudioInputError: naming the input, for missing or corrupt files, missing/zero rates, empty or NaN audio.
+        AudioInputError: naming the input, for missing or corrupt files, missing or implausible rates (outside
+            1 kHz..384 kHz, not a whole number of Hz), unusable sample types or layouts, empty or NaN audio.
         FileNotFoundError: for a path that does not exist.
     """
     name = describe_input(item)
+    channel_axis = None
     if isinstance(item, (str, os.PathLike)):
         path = os.fspath(item)
         if path.startswith(("http://", "https://")):
             raise AudioInputError(f"{path}: URLs are not fetched; download the file first.")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Audio file not found: {path}")
-        samples, rate = _decode_file(path, path)
+        (samples, rate), channel_axis = _decode_file(path, path), 1
     elif isinstance(item, (bytes, bytearray)):
-        samples, rate = _decode_file(io.BytesIO(item), name)
+        (samples, rate), channel_axis = _decode_file(io.BytesIO(item), name), 1
     elif isinstance(item, dict):
         if "array" in item or "raw" in item:
             samples = item["array"] if "array" in item else item["raw"]
@@ -90,33 +218,17 @@ def load_audio(item: Any, sampling_rate: int | None = None, target_rate: int = 1
             raise AudioInputError(f"{name}: an audio dict needs 'array' and 'sampling_rate', 'bytes' or 'path'.")
     elif hasattr(item, "get_all_samples"):  # datasets >= 4 decodes Audio columns to torchcodec AudioDecoders
         decoded = item.get_all_samples()
-        samples, rate = np.asarray(decoded.data, dtype=np.float32), int(decoded.sample_rate)
-    else:
-        if hasattr(item, "detach"):
-            item = item.detach().cpu().numpy()
-        if not isinstance(item, np.ndarray):
-            raise AudioInputError(f"{name}: unsupported audio input type {type(item).__name__}.")
+        samples, rate, channel_axis = decoded.data, decoded.sample_rate, 0
+    elif hasattr(item, "detach") or isinstance(item, (np.ndarray, list, tuple)):
         samples, rate = item, sampling_rate
-    if rate is None or not rate or rate <= 0:
-        raise AudioInputError(f"{name}: a positive sampling_rate is required for raw audio arrays, got {rate!r}.")
-    samples = np.asarray(samples)
-    if samples.size == 0:
-        raise AudioInputError(f"{name}: the audio is empty (0 samples).")
-    if not np.issubdtype(samples.dtype, np.floating):
-        if np.issubdtype(samples.dtype, np.integer):  # PCM integers -> [-1, 1]
-            samples = samples / float(np.iinfo(samples.dtype).max)
-        else:
-            raise AudioInputError(f"{name}: audio samples must be numbers, got dtype {samples.dtype}.")
-    try:
-        mono = to_mono(samples)
-    except AudioInputError as error:
-        raise AudioInputError(f"{name}: {error}") from None
-    if not np.isfinite(mono).all():
-        raise AudioInputError(f"{name}: the audio contains NaN or infinite samples.")
-    if int(rate) != target_rate:
+    else:
+        raise AudioInputError(f"{name}: unsupported audio input type {type(item).__name__}.")
+    rate = check_sampling_rate(rate, name)
+    mono = as_float_mono(samples, name, channel_axis=channel_axis)
+    if rate != target_rate:
         import librosa
 
-        mono = librosa.resample(mono, orig_sr=int(rate), target_sr=target_rate).astype(np.float32)
+        mono = librosa.resample(mono, orig_sr=rate, target_sr=target_rate).astype(np.float32)
     return mono
 
 
@@ -168,4 +280,4 @@ def split_on_silence(
     return windows
 
 
-__all__ = ["AudioInputError", "load_audio", "resolve_path", "split_on_silence", "is_silent", "to_mono", "describe_input"]
+__all__ = ["AudioInputError", "load_audio", "as_float_mono", "check_sampling_rate", "resolve_path", "split_on_silence", "is_silent", "to_mono", "describe_input"]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
+
+import numbers
 
 import numpy as np
 from transformers import BatchFeature, ProcessorMixin
 from transformers.utils import logging
 
+from .audio_llm_srt import as_float_mono, check_sampling_rate, describe_input
 from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS, language_tag, normalize_language
 
 
@@ -36,6 +40,19 @@ def _per_example(value: Any, batch_size: int, name: str) -> list:
     if len(values) != batch_size:
         raise ValueError(f"Got {len(values)} values for {name} but the batch has {batch_size} examples.")
     return values
+
+
+def _undecoded_kind(clip: Any) -> str | None:
+    """What an audio input the pipeline decodes but the processor does not is ("a file path", ...), else None."""
+    if isinstance(clip, (str, os.PathLike)):
+        return "a file path"
+    if isinstance(clip, (bytes, bytearray, memoryview)):
+        return "file bytes"
+    if isinstance(clip, dict):
+        return "a dict"
+    if hasattr(clip, "get_all_samples"):
+        return "an audio decoder"
+    return None
 
 
 class LlmSrtProcessor(ProcessorMixin):
@@ -121,26 +138,48 @@ class LlmSrtProcessor(ProcessorMixin):
         return transcript + self.tag(src_lang) + self.tag(tgt_lang) + translation
 
     # ------------------------------------------------------------------------------------------------------ audio
-    def _check_audio(self, audio: Sequence, sampling_rate: int | None) -> list[np.ndarray]:
+    @staticmethod
+    def _audio_batch(audio: Any) -> list:
+        """The clips of `audio`. A batch is a list (or tuple) of clips; anything else is one clip: a 1-D array or
+        tensor, a 2-D multi-channel one (`(channels, frames)` or `(frames, channels)`, mixed down), or a list of
+        numbers."""
+        if isinstance(audio, (list, tuple)):
+            if len(audio) and isinstance(audio[0], (numbers.Number, np.number, np.bool_)):
+                return [audio]  # a list of samples
+            return list(audio)
+        return [audio]
+
+    def _check_audio(self, audio: Any, sampling_rate: int | None) -> list[np.ndarray]:
+        """The clips of `audio` as mono float32 arrays, with the pipeline's normalisation ([`as_float_mono`]).
+
+        Only decoded samples at the feature extractor's rate are taken: file paths, file bytes and audio dicts are
+        refused with a pointer to `load_audio` (which decodes, resamples and mixes down) and the pipeline.
+        """
         expected_rate = self.feature_extractor.sampling_rate
         if sampling_rate is None:
             raise ValueError(f"Pass sampling_rate= with the audio; the model expects {expected_rate} Hz.")
+        sampling_rate = check_sampling_rate(sampling_rate, "audio")
         if sampling_rate != expected_rate:
             raise ValueError(
                 f"Audio sampled at {sampling_rate} Hz, but the model expects {expected_rate} Hz: resample it first "
-                "(the speech-translation pipeline resamples for you)."
+                "(llm_srt.load_audio(array, sampling_rate=...) or the speech-translation pipeline resample for you)."
             )
         max_samples = int(self.feature_extractor.chunk_length * expected_rate)
         arrays = []
-        for index, clip in enumerate(audio):
-            array = np.asarray(clip, dtype=np.float32)
+        for index, clip in enumerate(self._audio_batch(audio)):
             where = f"audio[{index}]"
-            if array.ndim != 1:
-                raise ValueError(f"{where} must be mono 1-D samples, got shape {array.shape}.")
-            if array.size == 0:
-                raise ValueError(f"{where} is empty (0 samples).")
-            if not np.isfinite(array).all():
-                raise ValueError(f"{where} contains NaN or infinite samples.")
+            undecoded = _undecoded_kind(clip)
+            if undecoded:
+                raise ValueError(
+                    f"{where} is {undecoded} ({describe_input(clip)}); the processor takes decoded samples at "
+                    f"{expected_rate} Hz: decode it with llm_srt.load_audio(...) (which also resamples and mixes "
+                    "down), or use the speech-translation pipeline, which takes files directly."
+                )
+            if not (hasattr(clip, "detach") or isinstance(clip, (np.ndarray, list, tuple))):
+                raise ValueError(
+                    f"{where} is a {type(clip).__name__}, not a clip: pass a 1-D array of samples, or a list of them."
+                )
+            array = as_float_mono(clip, where)
             if array.size > max_samples:
                 raise ValueError(
                     f"{where} lasts {array.size / expected_rate:.1f} s, longer than the model's "
@@ -151,15 +190,16 @@ class LlmSrtProcessor(ProcessorMixin):
         return arrays
 
     def extract_features(
-        self, audio: Sequence, sampling_rate: int | None, device: str | None = None
+        self, audio: Any, sampling_rate: int | None, device: str | None = None
     ) -> "torch.Tensor":  # noqa: F821
-        """Check the clips and compute padded log-mel features `(batch, mel_bins, frames)` as a torch tensor.
+        """Check the clips (one clip or a list, as in `__call__`) and compute padded log-mel features
+        `(batch, mel_bins, frames)` as a torch tensor.
 
         `device` ("cuda", ...) computes the spectrogram there, so feature extraction keeps up with a GPU model.
         """
         arrays = self._check_audio(audio, sampling_rate)
         features = self.feature_extractor(
-            arrays, sampling_rate=sampling_rate, padding="max_length", return_attention_mask=False,
+            arrays, sampling_rate=self.feature_extractor.sampling_rate, padding="max_length", return_attention_mask=False,
             return_tensors="pt", device=str(device) if device is not None else "cpu",
         )
         return features["input_features"]
@@ -181,7 +221,11 @@ class LlmSrtProcessor(ProcessorMixin):
         """Prepare a batch for `forward` (with `labels` when the answers are given) or `generate`.
 
         Args:
-            audio: one 1-D float array of 16 kHz samples or a list of them; None for text-only translation (smt).
+            audio: one clip or a list of clips of 16 kHz samples; None for text-only translation (smt). A clip is a
+                1-D numpy array, torch tensor or list of numbers, or a 2-D multi-channel one (`(channels, frames)`
+                or `(frames, channels)` with at most 8 channels) that is mixed down to mono: a 2-D array is never a
+                batch. Integer PCM is scaled by its width, half-precision is converted (the pipeline's rules,
+                [`as_float_mono`]). Files, bytes and audio dicts are refused: decode them with `load_audio`.
             task: `"asr"`, `"smt"` or `"srt"` (also `"transcribe"`, `"translate"`).
             src_lang / tgt_lang: one language for the batch or one per example (codes, ISO 639-1 or names).
             transcript: the source text; in the prompt for smt, the target for asr and the first part of srt's.
@@ -195,11 +239,8 @@ class LlmSrtProcessor(ProcessorMixin):
         if kwargs:
             raise TypeError(f"Unexpected arguments: {sorted(kwargs)}.")
         task = normalize_task(task)
-        # One clip (a 1-D array or a list of samples) becomes a batch of one.
-        if audio is not None and len(audio) and (
-            (isinstance(audio, np.ndarray) and audio.ndim == 1) or np.isscalar(audio[0])
-        ):
-            audio = [audio]
+        if audio is not None:
+            audio = self._audio_batch(audio)  # one clip becomes a batch of one
         if audio is None and task != "smt":
             raise ValueError(f"Task {task!r} needs audio; only 'smt' (text translation) runs without it.")
         if audio is not None:

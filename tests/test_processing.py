@@ -189,7 +189,8 @@ def test_bad_requests_raise_clear_errors(tiny, clips, kwargs, message):
     [
         (np.zeros(0, dtype=np.float32), r"audio\[1\] is empty"),
         (np.full(1600, np.nan, dtype=np.float32), r"audio\[1\] contains NaN"),
-        (np.zeros((2, 1600), dtype=np.float32), r"audio\[1\] must be mono"),
+        # a 2-D array is one multi-channel clip (mixed down; see test_bad_input_audio.py); 3-D is refused
+        (np.zeros((2, 2, 1600), dtype=np.float32), r"audio\[1\]: audio must be 1-D samples or 2-D"),
         (np.zeros(SR * 3, dtype=np.float32), r"audio\[1\] lasts 3.0 s, longer than the model's 2 s window.*pipeline"),
     ],
 )
