@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .audio_llm_srt import load_audio, resolve_path
-from .metrics import score_directions
+from .metrics import score_directions, split_srt_response
 from .processing_llm_srt import LlmSrtProcessor, normalize_task
 
 
@@ -53,10 +53,13 @@ def decode_batch(
         result = {"key": row.get("key"), "src_lang": row["src_lang"], "tgt_lang": row.get("tgt_lang"), "raw": out["raw"]}
         if task == "asr":
             result.update(hypothesis=out["transcript"], reference=row["transcript"])
-        else:
+        elif task == "smt":
             result.update(hypothesis=out["translation"], reference=row["translation"])
-        if task == "srt":
-            result.update(transcript=out["transcript"] or "", transcript_reference=row["transcript"])
+        else:  # scored by the original's split rule, not the pipeline's richer one (paper-comparable numbers)
+            pair = processor.tag(row["src_lang"]) + processor.tag(row["tgt_lang"])
+            transcript, translation = split_srt_response(out["raw"], pair)
+            result.update(hypothesis=translation, reference=row["translation"], transcript=transcript,
+                          transcript_reference=row["transcript"])
         results.append(result)
     return results
 

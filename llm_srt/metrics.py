@@ -50,6 +50,18 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], tgt_lang: 
             "count": len(references)}
 
 
+def split_srt_response(response: str, tag_pair: str) -> tuple[str, str]:
+    """(transcript, translation) of an SRT response by the original scorer's rule (`eval/test_metric_n.py`).
+
+    Split on the prompt's tag pair `<|src|><|tgt|>` only when that gives exactly two parts; otherwise the whole
+    response counts as the transcript and the text after the last `|>` as the translation. Both are stripped.
+    """
+    parts = response.split(tag_pair)
+    if len(parts) == 2:
+        return parts[0].strip(), parts[1].strip()
+    return response.strip(), response.split("|>")[-1].strip()
+
+
 def text_normalizer(english: bool = False):
     """Whisper's `BasicTextNormalizer` (the original's choice for every language), or its English normalizer."""
     from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer

@@ -47,33 +47,102 @@ def original_rows(src, tgt, transcript, translation):
     }
 
 
-@pytest.mark.parametrize("task", ["asr", "smt", "srt"])
-@pytest.mark.parametrize("inference", [False, True])
-def test_batch_matches_original_dataset_and_collator(tiny, clips, task, inference):
-    _, processor = tiny
+def assert_matches_original(processor, clips, task, rows, inference):
+    """The processor's batch equals the original dataset + collator on `rows` of (src, tgt, transcript, translation)."""
     tok = processor.tokenizer
-    rows = [("eng", "deu", "I see three red cats.", "Ich sehe drei rote Katzen."),
-            ("fra", "zho", "Je vois", "我看到三只红色的猫。"),
-            ("jpn", "eng", "赤い猫が三匹見えます。", "I see three red cats and two blue dogs.")]
     examples = []
     for src, tgt, transcript, translation in rows:
-        prompt, answer = original_rows(src, tgt, transcript, translation)[task]
+        tags = (processor.tag(src)[2:-2], processor.tag(tgt)[2:-2])
+        prompt, answer = original_rows(*tags, transcript, translation)[task]
         examples.append(original_example(tok, prompt, answer, processor.num_audio_tokens, inference))
     ids, masks, labels = original_collate(tok, examples)
     expected_ids = torch.tensor(ids)
     expected_ids[expected_ids == -1] = processor.audio_token_id
 
+    audio = [clips[i % len(clips)] for i in range(len(rows))]
     batch = processor(
-        clips, task=task, src_lang=[r[0] for r in rows], tgt_lang=[r[1] for r in rows],
+        audio, task=task, src_lang=[r[0] for r in rows], tgt_lang=[r[1] for r in rows],
         transcript=None if (inference and task != "smt") else [r[2] for r in rows],
         translation=None if inference else [r[3] for r in rows], sampling_rate=SR,
     )
-    assert torch.equal(batch["input_ids"], expected_ids)
+    assert batch["input_ids"].tolist() == expected_ids.tolist()
     assert torch.equal(batch["attention_mask"], torch.tensor(masks))
     if inference:
         assert "labels" not in batch
     else:
-        assert torch.equal(batch["labels"], torch.tensor(labels))
+        assert batch["labels"].tolist() == labels
+    return batch
+
+
+@pytest.mark.parametrize("task", ["asr", "smt", "srt"])
+@pytest.mark.parametrize("inference", [False, True])
+def test_batch_matches_original_dataset_and_collator(tiny, clips, task, inference):
+    rows = [("eng", "deu", "I see three red cats.", "Ich sehe drei rote Katzen."),
+            ("fra", "zho", "Je vois", "我看到三只红色的猫。"),
+            ("jpn", "eng", "赤い猫が三匹見えます。", "I see three red cats and two blue dogs.")]
+    assert_matches_original(tiny[1], clips, task, rows, inference)
+
+
+# Qwen2.5's BPE merges these answer-initial characters with the prompt's last `>` (`>"`, `>(`, `>\n`, ...).
+MERGING_STARTS = ['"', "'", "(", "-", ".", ",", "[", "\n"]
+
+
+@pytest.mark.parametrize("start", MERGING_STARTS)
+@pytest.mark.parametrize("task", ["asr", "smt", "srt"])
+def test_answers_starting_with_a_merging_character_keep_it(tiny, clips, task, start):
+    """SPEC "label boundary": the input is the joint encode(prompt + answer); nothing of the answer is dropped."""
+    _, processor = tiny
+    tok = processor.tokenizer
+    rows = [("eng", "deu", f'{start}Yes," he said.', f'{start}Ja," sagte er.'),
+            ("eng", "fra", f"{start}laughs) hello", f"{start}rires) bonjour"),
+            ("deu", "eng", "kurz", "short")]
+    prompt = processor.build_prompt(task, "eng", "deu", rows[0][2])
+    answer = processor.build_answer(task, "eng", "deu", rows[0][2], rows[0][3])
+    prompt_ids = tok.encode(prompt)
+    assert tok.encode(prompt + answer)[: len(prompt_ids)] != prompt_ids  # the boundary merge this test is about
+    batch = assert_matches_original(processor, clips, task, rows, inference=False)
+    for row, (src, tgt, transcript, translation) in enumerate(rows):
+        attended = batch["input_ids"][row][batch["attention_mask"][row].bool()]
+        text = tok.decode([i for i in attended.tolist() if i != processor.audio_token_id])
+        prompt = processor.build_prompt(task, src, tgt, transcript)
+        assert text == prompt + processor.build_answer(task, src, tgt, transcript, translation) + tok.eos_token
+
+
+@pytest.mark.parametrize("ending", [".", "?", "。", " ", "ฉันเห็นแมว", "고양이"])
+@pytest.mark.parametrize("task", ["smt", "srt"])
+def test_transcript_endings_tokenize_the_tags_as_the_original(tiny, clips, task, ending):
+    """A transcript ending in `.`, `?`, `。`, a space, Thai or Korean changes how the tag pair after it tokenizes
+    (`.<`, `Ġ<|`); the processor reproduces the original's joint tokenization in prompt (smt) and answer (srt)."""
+    rows = [("eng", "deu", f"I see three cats{ending}", "Ich sehe drei Katzen."),
+            ("tha", "kor", f"ฉันเห็น{ending}", "고양이가 보여요"),
+            ("kor", "zho", f"고양이{ending}", "我看到猫。")]
+    for inference in (False, True):
+        assert_matches_original(tiny[1], clips, task, rows, inference)
+
+
+SCRIPTS = {
+    "deu": "Größe über Straße, „sagte“ er.", "eng": "I see three red cats.", "fra": "Où êtes-vous ? « Ici ! »",
+    "ind": "Saya melihat tiga kucing.", "ita": "Perché è così? Sì.", "jpn": "赤い猫が三匹見えます。",
+    "kor": "빨간 고양이 세 마리가 보여요.", "nld": "Ik zie drie rode katten.", "por": "Eu vejo três gatos, não?",
+    "rus": "Я вижу трёх красных котов.", "spa": "¿Dónde están? ¡Aquí!", "tha": "ฉันเห็นแมวสีแดงสามตัว",
+    "vie": "Tôi thấy ba con mèo đỏ.", "yue": "我見到三隻紅色嘅貓。", "zho": "我看到三只红色的猫。",
+}
+
+
+@pytest.mark.parametrize("mandarin_tag", ["zho", "cmn"])
+@pytest.mark.parametrize("task", ["asr", "smt", "srt"])
+def test_every_languages_script_matches_the_original(tokenizer, clips, task, mandarin_tag):
+    from llm_srt.testing import build_tiny_processor, tiny_config
+
+    processor = build_tiny_processor(tiny_config(len(tokenizer), mandarin_tag=mandarin_tag), tokenizer)
+    codes = list(SCRIPTS)
+    rows = [(src, codes[(i + 5) % len(codes)], SCRIPTS[src], SCRIPTS[codes[(i + 5) % len(codes)]])
+            for i, src in enumerate(codes)]
+    rows.append(("cmn", "zh", SCRIPTS["zho"], SCRIPTS["zho"]))  # Mandarin by its other names
+    for inference in (False, True):
+        batch = assert_matches_original(processor, clips, task, rows, inference)
+    text = processor.tokenizer.decode(batch["input_ids"][-1][batch["attention_mask"][-1].bool()][processor.num_audio_tokens:])
+    assert text.startswith(f"<|{mandarin_tag}|>") or f"<|{mandarin_tag}|><|{mandarin_tag}|>" in text
 
 
 def test_prompts_are_the_papers(tiny):

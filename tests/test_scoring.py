@@ -1,0 +1,63 @@
+"""SRT outputs are scored by the original scorer's split rule (eval/test_metric_n.py)."""
+
+import pytest
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from llm_srt.evaluation import decode_batch
+from llm_srt.metrics import split_srt_response
+
+
+PAIR = "<|eng|><|deu|>"
+
+
+@pytest.mark.parametrize(
+    "response,expected",
+    [
+        # one tag pair: transcript before it, translation after it
+        (f" I see cats. {PAIR} Ich sehe Katzen. ", ("I see cats.", "Ich sehe Katzen.")),
+        # none: the whole response is the transcript, and the text after the last `|>` the translation
+        ("I see cats<|eng|> Ich sehe", ("I see cats<|eng|> Ich sehe", "Ich sehe")),
+        ("no tags at all", ("no tags at all", "no tags at all")),
+        # two: not split either; the translation is what follows the last `|>`
+        (f"I see{PAIR}Ich sehe{PAIR}Katzen", (f"I see{PAIR}Ich sehe{PAIR}Katzen", "Katzen")),
+    ],
+)
+def test_original_split_rule(response, expected):
+    assert split_srt_response(response, PAIR) == expected
+
+
+class ForceSequence(LogitsProcessor):
+    """Makes greedy decoding emit `sequence` token by token (then eos)."""
+
+    def __init__(self, sequence, eos):
+        self.sequence = list(sequence) + [eos]
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1]
+        scores = scores.clone()
+        scores[:, self.sequence[min(step, len(self.sequence) - 1)]] += 1e4
+        return scores
+
+
+@pytest.mark.parametrize(
+    "response,hypothesis,transcript",
+    [
+        (f"I see cats{PAIR}Ich sehe Katzen", "Ich sehe Katzen", "I see cats"),
+        ("I see cats|> Katzen", "Katzen", "I see cats|> Katzen"),
+        (f"I see{PAIR}Ich{PAIR}Katzen", "Katzen", f"I see{PAIR}Ich{PAIR}Katzen"),
+    ],
+)
+def test_evaluation_scores_srt_with_the_original_rule(tiny, clips, response, hypothesis, transcript):
+    model, processor = tiny
+    tokens = processor.tokenizer.encode(response)
+    force = ForceSequence(tokens, processor.eos_token_id)
+    rows = [{"key": "k0", "src_lang": "eng", "tgt_lang": "deu", "transcript": "ref", "translation": "Ref",
+             "audio": {"array": clips[0], "sampling_rate": 16000}}]
+    out = decode_batch(model, processor, rows, "srt", generate_kwargs={
+        "num_beams": 1, "max_new_tokens": len(tokens) + 1, "no_repeat_ngram_size": 0,
+        "logits_processor": LogitsProcessorList([force])})
+    assert out[0]["raw"] == response
+    assert (out[0]["hypothesis"], out[0]["transcript"]) == (hypothesis, transcript)
+    # The pipeline's richer view of the same text keeps `well_formed` / `raw`.
+    richer = processor.split_srt_output(response, "eng", "deu")
+    assert richer["raw"] == response and richer["well_formed"] == (response.count(PAIR) >= 1)
