@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -124,6 +125,32 @@ def projector_intermediate_size_for(llm_dim: int) -> int:
     return 2560
 
 
+def check_model_location(path: str | os.PathLike) -> None:
+    """Refuse a local model path that does not exist with `model folder not found: <path>`.
+
+    Without this, a mistyped folder reaches the Hub client, which answers "Repo id must be in the form ...". A
+    `PathLike`, or a string that cannot be a Hub repo id (absolute, `./x`, `a/b/c`, ...), is a local path.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        NotADirectoryError: the path is a file, not a model folder.
+    """
+    text = os.fspath(path)
+    if os.path.isdir(text):
+        return
+    if os.path.isfile(text):
+        raise NotADirectoryError(f"model folder expected, got a file: {text}")
+    if not isinstance(path, os.PathLike):
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(text)
+            return  # `name` or `namespace/name`: left to the Hub
+        except HFValidationError:
+            pass
+    raise FileNotFoundError(f"model folder not found: {text}")
+
+
 class LlmSrtConfig(PreTrainedConfig):
     r"""Configuration of [`LlmSrtForConditionalGeneration`].
 
@@ -194,6 +221,22 @@ class LlmSrtConfig(PreTrainedConfig):
         if self.lora_config is not None:
             self.lora_config = {**DEFAULT_LORA_CONFIG, **self.lora_config}
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "LlmSrtConfig":
+        """Load a saved config; a missing folder and a config.json that parses but is not an LLM-SRT config (wrong
+        types, bad values) are errors naming the folder or the file."""
+        check_model_location(pretrained_model_name_or_path)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except OSError:
+            raise  # missing or unparsable files: transformers names them
+        except (TypeError, ValueError, AttributeError, KeyError) as error:
+            path = os.fspath(pretrained_model_name_or_path)
+            where = os.path.join(path, "config.json") if os.path.isdir(path) else f"config.json of {path}"
+            raise ValueError(
+                f"{where}: not a valid LLM-SRT config ({type(error).__name__}: {error}); save or download it again."
+            ) from error
+
     @property
     def chunk_length_s(self) -> float:
         """Longest audio one window holds, in seconds (30 for Whisper-large-v3)."""
@@ -215,4 +258,4 @@ class LlmSrtConfig(PreTrainedConfig):
 
 LlmSrtConfig.register_for_auto_class()
 
-__all__ = ["LlmSrtConfig", "LANGUAGES", "normalize_language", "language_tag"]
+__all__ = ["LlmSrtConfig", "check_model_location", "LANGUAGES", "normalize_language", "language_tag"]

@@ -11,6 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import (
@@ -27,7 +28,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from transformers.utils import cached_file, logging
 
-from .configuration_llm_srt import DEFAULT_LORA_CONFIG, LlmSrtConfig
+from .configuration_llm_srt import DEFAULT_LORA_CONFIG, LlmSrtConfig, check_model_location
 from .pipeline_llm_srt import TASK_NAME, SpeechTranslationPipeline  # imported so saves carry the pipeline code
 
 
@@ -71,6 +72,59 @@ def state_dict_mismatches(
         problems.append("wrong shapes: " + ", ".join(
             f"{k} {tuple(given[k].shape)} (model {tuple(own[k].shape)})" for k in wrong))
     return problems
+
+
+def unreadable_safetensors(folder: str) -> list[str]:
+    """The `.safetensors` files in `folder` whose header cannot be read (truncated or corrupt)."""
+    from safetensors import SafetensorError, safe_open
+
+    bad = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            path = os.path.join(folder, name)
+            try:
+                with safe_open(path, framework="pt"):
+                    pass
+            except (SafetensorError, OSError):
+                bad.append(path)
+    return bad
+
+
+def corrupt_weights_error(where: str, error: Exception) -> OSError:
+    """The error to raise for weights safetensors cannot read: names the file (the library's message does not)."""
+    return OSError(
+        f"{where}: cannot read the weights, the file is truncated or corrupt ({error}); save or download it again."
+    )
+
+
+def _check_generate_kwargs(kwargs: dict, generation_config: GenerationConfig) -> None:
+    """Refuse decoding settings that transformers would fail on obscurely (`num_beams=0` is a ZeroDivisionError).
+
+    Looks at `kwargs` first, then `kwargs["generation_config"]`, then the model's `generation_config`.
+
+    Raises:
+        ValueError: naming the setting and its value.
+    """
+    config = kwargs.get("generation_config") or generation_config
+
+    def value(name):
+        return kwargs[name] if name in kwargs else getattr(config, name, None)
+
+    def is_int(number) -> bool:
+        return isinstance(number, (int, np.integer)) and not isinstance(number, (bool, np.bool_))
+
+    for name, minimum in (("num_beams", 1), ("num_return_sequences", 1), ("max_new_tokens", 1),
+                          ("min_new_tokens", 0), ("no_repeat_ngram_size", 0), ("num_beam_groups", 1)):
+        number = value(name)
+        if number is not None and (not is_int(number) or number < minimum):
+            kind = "a positive integer" if minimum == 1 else "an integer >= 0"
+            raise ValueError(f"{name} must be {kind}, got {number!r}.")
+    beams, returned = value("num_beams") or 1, value("num_return_sequences") or 1
+    if not value("do_sample") and returned > beams:
+        raise ValueError(f"num_return_sequences ({returned}) cannot exceed num_beams ({beams}) without sampling.")
+    penalty = value("repetition_penalty")
+    if penalty is not None and not (isinstance(penalty, (int, float)) and penalty > 0):
+        raise ValueError(f"repetition_penalty must be a positive number, got {penalty!r}.")
 
 
 @dataclass
@@ -258,15 +312,23 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         Loading options for small GPUs: `device_map="auto"`, `dtype=torch.bfloat16`, and
         `quantization_config=BitsAndBytesConfig(load_in_8bit=True)` (or 4-bit) which quantizes the LLM only.
         """
+        check_model_location(pretrained_model_name_or_path)
         if kwargs.get("quantization_config") is not None:
             kwargs["quantization_config"] = cls.prepare_quantization(kwargs["quantization_config"])
         config = kwargs.pop("config", None)
         if not isinstance(config, LlmSrtConfig):
             config_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
             config = LlmSrtConfig.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
-        if not config.adapter_only:
+        if config.adapter_only:
+            return cls._from_adapter_checkpoint(pretrained_model_name_or_path, config, **kwargs)
+        from safetensors import SafetensorError
+
+        try:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
-        return cls._from_adapter_checkpoint(pretrained_model_name_or_path, config, **kwargs)
+        except SafetensorError as error:
+            path = os.fspath(pretrained_model_name_or_path)
+            bad = unreadable_safetensors(path) if os.path.isdir(path) else []
+            raise corrupt_weights_error(", ".join(bad) or f"the weights of {path}", error) from error
 
     @classmethod
     def _from_adapter_checkpoint(cls, path, config: LlmSrtConfig, **kwargs) -> "LlmSrtForConditionalGeneration":
@@ -292,8 +354,13 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         )
         if lora_config is not None:
             model.enable_lora(**lora_config)
+        from safetensors import SafetensorError
+
         weights_file = cached_file(path, ADAPTER_WEIGHTS_NAME, **hub_kwargs)
-        state_dict = load_file(weights_file)
+        try:
+            state_dict = load_file(weights_file)
+        except SafetensorError as error:
+            raise corrupt_weights_error(weights_file, error) from error
         model.load_adapter_state_dict(state_dict, source=weights_file)
         try:
             model.generation_config = GenerationConfig.from_pretrained(path, **hub_kwargs)

@@ -1,0 +1,317 @@
+"""Bad and unusual audio, processor and model-loading inputs: scaled, mixed, converted, or refused with a clear error."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from llm_srt.audio_llm_srt import AudioInputError, as_float_mono, check_sampling_rate, load_audio
+from llm_srt.testing import synthetic_speech
+
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return synthetic_speech(0.5, seed=11)
+
+
+# ------------------------------------------------------------------------------------------------- integer PCM
+def test_int16_is_scaled_by_its_width():
+    pcm = np.array([-32768, -16384, 0, 16384, 32767], dtype=np.int16)
+    expected = pcm.astype(np.float32) / 32768
+    np.testing.assert_array_equal(load_audio(pcm, sampling_rate=SR), expected)
+
+
+@pytest.mark.parametrize("container", [list, lambda v: np.array(v), lambda v: np.array(v, dtype=np.int32),
+                                       lambda v: torch.tensor(v)])
+def test_int16_samples_in_a_wider_container_are_read_as_16_bit(container):
+    # A Python list of int16 samples becomes an int64 array; scaling by int64's maximum made it silence.
+    values = [-32768, -1000, 0, 1000, 32767] * 100
+    expected = np.asarray(values, dtype=np.float32) / 32768
+    np.testing.assert_allclose(load_audio({"array": container(values), "sampling_rate": SR}), expected, rtol=1e-6)
+    np.testing.assert_allclose(as_float_mono(container(values), "x"), expected, rtol=1e-6)
+
+
+def test_32_bit_pcm_is_scaled_by_2_pow_31():
+    pcm = np.array([-(2**31), -(2**30), 0, 2**30, 2**31 - 1], dtype=np.int64)
+    expected = pcm.astype(np.float64) / 2**31
+    np.testing.assert_allclose(as_float_mono(pcm, "x"), expected.astype(np.float32))
+    np.testing.assert_allclose(as_float_mono(pcm.astype(np.int32), "x"), expected.astype(np.float32))
+
+
+def test_integers_beyond_32_bit_are_refused():
+    with pytest.raises(AudioInputError, match="clip.*beyond 32-bit PCM.*float"):
+        as_float_mono(np.array([0, 2**40], dtype=np.int64), "clip")
+    with pytest.raises(AudioInputError, match="beyond 32-bit PCM"):
+        load_audio({"array": [0, 2**33], "sampling_rate": SR})
+
+
+def test_unsigned_8_bit_is_centred_and_signed_8_bit_scaled():
+    np.testing.assert_array_equal(as_float_mono(np.array([0, 64, 128, 192, 255], dtype=np.uint8), "x"),
+                                  np.array([-1, -0.5, 0, 0.5, 127 / 128], dtype=np.float32))
+    np.testing.assert_array_equal(as_float_mono(np.array([-128, 0, 64, 127], dtype=np.int8), "x"),
+                                  np.array([-1, 0, 0.5, 127 / 128], dtype=np.float32))
+    np.testing.assert_array_equal(as_float_mono(np.array([0, 32768, 65535], dtype=np.uint16), "x"),
+                                  np.array([-1, 0, 32767 / 32768], dtype=np.float32))
+
+
+@pytest.mark.parametrize("samples, message", [
+    (np.array([True, False] * 100), "bool"),
+    (np.ones(200, dtype=np.complex64), "complex"),
+    (np.array(["a", "b"]), "dtype <U1"),
+    ([0.1, "x"], "numbers"),
+    (np.ones(200, dtype=np.uint64), "unsigned"),
+    ([[0.1, 0.2], [0.3]], "numbers"),
+])
+def test_non_numeric_samples_are_refused(samples, message):
+    with pytest.raises(AudioInputError, match=f"clip.*{message}"):
+        as_float_mono(samples, "clip")
+
+
+def test_half_precision_is_converted(speech):
+    ours = load_audio(speech, sampling_rate=SR)
+    for form in (torch.from_numpy(speech).to(torch.bfloat16), torch.from_numpy(speech).half(),
+                 speech.astype(np.float16), torch.from_numpy(speech).requires_grad_()):
+        out = load_audio(form, sampling_rate=SR)
+        assert out.dtype == np.float32 and out.shape == ours.shape
+        np.testing.assert_allclose(out, ours, atol=1e-2)
+
+
+# -------------------------------------------------------------------------------------------------- rates
+@pytest.mark.parametrize("rate, message", [
+    (16, "between 1000 and 384000 Hz, got 16 Hz.*pass 16000"),
+    (44.1, "whole number of Hz, got 44.1.*pass 44100"),
+    ("16000", "a number of Hz, got str '16000'"),
+    (10**6, "1000000 Hz"),
+    (True, "True"),
+    (float("nan"), "nan"),
+    (-8000, "-8000"),
+])
+def test_implausible_sampling_rates_are_refused(speech, rate, message):
+    with pytest.raises(AudioInputError, match=message):
+        load_audio(speech, sampling_rate=rate)
+    with pytest.raises(AudioInputError, match=message):
+        load_audio({"array": speech, "sampling_rate": rate})
+
+
+def test_numpy_and_whole_float_rates_are_fine(speech):
+    expected = load_audio(speech, sampling_rate=SR)
+    for rate in (np.int64(SR), np.int32(SR), float(SR), np.float64(SR)):
+        assert check_sampling_rate(rate, "x") == SR and type(check_sampling_rate(rate, "x")) is int
+        np.testing.assert_array_equal(load_audio(speech, sampling_rate=rate), expected)
+
+
+# ----------------------------------------------------------------------------------------------- channels
+def test_channel_layouts(speech):
+    left, right = speech, speech[::-1].copy()
+    mono = (left + right) / 2
+    for layout in (np.stack([left, right]), np.stack([left, right], axis=1)):
+        np.testing.assert_allclose(as_float_mono(layout, "x"), mono, rtol=1e-6)
+        np.testing.assert_allclose(load_audio(layout, sampling_rate=SR), mono, rtol=1e-6)
+    np.testing.assert_array_equal(as_float_mono(speech[None, :], "x"), speech)
+    np.testing.assert_array_equal(as_float_mono(speech[:, None], "x"), speech)
+    six = np.tile(speech, (6, 1))
+    np.testing.assert_allclose(as_float_mono(six, "x"), speech, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((20, 1600), r"shape \(20, 1600\).*at most 8 channels.*list of clips"),
+    ((4, 6), r"shape \(4, 6\).*ambiguous"),
+    ((2, 3, 1600), r"1-D .* or 2-D"),
+    ((), r"1-D .* or 2-D"),
+])
+def test_unrecognised_layouts_are_refused(shape, message):
+    with pytest.raises(AudioInputError, match=f"clip.*{message}"):
+        as_float_mono(np.zeros(shape, dtype=np.float32), "clip")
+
+
+# ------------------------------------------------------------------------------------------------ processor
+def features(processor, audio, **kwargs):
+    return processor(audio, task="asr", src_lang="eng", sampling_rate=kwargs.pop("sampling_rate", SR),
+                     **kwargs)["input_features"]
+
+
+def test_processor_mixes_stereo_to_one_clip(tiny, speech):
+    _, processor = tiny
+    right = speech[::-1].copy()
+    expected = features(processor, [(speech + right) / 2])
+    for stereo in (np.stack([speech, right]), np.stack([speech, right], axis=1), torch.from_numpy(np.stack([speech, right]))):
+        got = features(processor, stereo)
+        assert got.shape[0] == 1  # one clip, not a batch of 2 (or of N two-sample clips)
+        torch.testing.assert_close(got, expected)
+    batch = features(processor, [np.stack([speech, right], axis=1), speech])
+    assert batch.shape[0] == 2
+    torch.testing.assert_close(batch[:1], expected)
+
+
+def test_processor_normalises_like_the_pipeline(tiny, speech):
+    _, processor = tiny
+    pcm = np.round(speech * 20000).astype(np.int16)
+    forms = {
+        "int16": pcm,
+        "int16 list": pcm.tolist(),
+        "int64": pcm.astype(np.int64),
+        "uint8": (np.round(speech * 100) + 128).astype(np.uint8),
+        "bfloat16": torch.from_numpy(speech).to(torch.bfloat16),
+        "float16": speech.astype(np.float16),
+        "stereo (N, 2)": np.stack([speech, speech * 0.5], axis=1),
+    }
+    for name, form in forms.items():
+        expected = features(processor, [load_audio(form, sampling_rate=SR)])
+        torch.testing.assert_close(features(processor, form), expected, msg=name)
+        torch.testing.assert_close(features(processor, [form]), expected, msg=name)
+    # scaled, not cast: int16 PCM gives the features of the float clip
+    torch.testing.assert_close(features(processor, pcm), features(processor, pcm / 32768), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("rate, message", [
+    ("16000", "a number of Hz, got str '16000'"), (44.1, "whole number"), (16, "16 Hz"), (8000, "8000 Hz.*16000 Hz.*resample"),
+])
+def test_processor_refuses_bad_rates(tiny, speech, rate, message):
+    _, processor = tiny
+    with pytest.raises(ValueError, match=message):
+        features(processor, speech, sampling_rate=rate)
+
+
+def test_processor_accepts_numpy_integer_rate(tiny, speech):
+    _, processor = tiny
+    torch.testing.assert_close(features(processor, speech, sampling_rate=np.int64(SR)), features(processor, speech))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: str(tmp / "clip.wav"), r"audio\[0\] is a file path.*load_audio.*pipeline"),
+    (lambda tmp: tmp / "clip.wav", r"audio\[0\] is a file path"),
+    (lambda tmp: (tmp / "clip.wav").read_bytes(), r"audio\[0\] is file bytes.*load_audio.*pipeline"),
+    (lambda tmp: {"array": np.zeros(1600, dtype=np.float32), "sampling_rate": SR}, r"audio\[0\] is a dict.*load_audio"),
+    (lambda tmp: {"path": str(tmp / "clip.wav"), "bytes": None}, r"audio\[0\] is a dict"),
+])
+def test_processor_refuses_undecoded_inputs_pointing_to_load_audio(tiny, speech, tmp_path, make, message):
+    import soundfile
+
+    _, processor = tiny
+    soundfile.write(tmp_path / "clip.wav", speech, SR)
+    with pytest.raises(ValueError, match=message):
+        features(processor, make(tmp_path))
+    with pytest.raises(ValueError, match=message.replace("0", "1", 1)):
+        features(processor, [speech, make(tmp_path)])
+
+
+@pytest.mark.parametrize("audio, message", [
+    (np.zeros((20, 1600), dtype=np.float32), r"audio\[0\].*shape \(20, 1600\).*list of clips"),
+    (np.zeros((2, 2, 1600), dtype=np.float32), r"audio\[0\].*1-D"),
+    (np.array([True, False] * 800), r"audio\[0\].*bool"),
+    ([np.zeros(1600, dtype=np.float32), "x"], r"audio\[1\] is a file path"),
+    ([np.zeros(1600, dtype=np.float32), 3], r"audio\[1\].*clip"),
+])
+def test_processor_refuses_unclear_arrays(tiny, audio, message):
+    _, processor = tiny
+    with pytest.raises(ValueError, match=message):
+        features(processor, audio)
+
+
+# ---------------------------------------------------------------------------------------------- model loading
+def test_missing_model_folder_is_named(tmp_path):
+    from llm_srt import LlmSrtConfig, LlmSrtForConditionalGeneration
+
+    for path in (str(tmp_path / "nope"), "./no/such/model", tmp_path / "nope"):
+        with pytest.raises(FileNotFoundError, match=f"model folder not found: {str(path)}"):
+            LlmSrtForConditionalGeneration.from_pretrained(path)
+        with pytest.raises(FileNotFoundError, match="model folder not found"):
+            LlmSrtConfig.from_pretrained(path)
+
+
+def test_truncated_weights_name_the_file(tiny, tmp_path):
+    from llm_srt import LlmSrtForConditionalGeneration
+
+    model, _ = tiny
+    model.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    for cut in (len(data) // 2, 40):
+        weights.write_bytes(data[:cut])
+        with pytest.raises(OSError, match=f"{weights}.*truncated or corrupt"):
+            LlmSrtForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_truncated_adapter_weights_name_the_file(tiny, tmp_path):
+    from transformers import WhisperModel
+
+    from llm_srt import LlmSrtForConditionalGeneration
+
+    model, _ = tiny
+    WhisperModel(model.config.audio_config).save_pretrained(tmp_path / "whisper")
+    model.language_model.save_pretrained(tmp_path / "llm")
+    model.config.audio_model_name_or_path, previous_audio = str(tmp_path / "whisper"), model.config.audio_model_name_or_path
+    model.config.text_model_name_or_path, previous_text = str(tmp_path / "llm"), model.config.text_model_name_or_path
+    try:
+        model.save_pretrained(tmp_path / "adapter", adapter_only=True)
+    finally:
+        model.config.audio_model_name_or_path, model.config.text_model_name_or_path = previous_audio, previous_text
+    weights = tmp_path / "adapter" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(OSError, match=f"{weights}.*truncated or corrupt"):
+        LlmSrtForConditionalGeneration.from_pretrained(tmp_path / "adapter")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda config: [],
+    lambda config: {**config, "text_config": 5},
+    lambda config: {**config, "audio_config": "whisper"},
+    lambda config: {**config, "num_queries": "eighty"},
+    lambda config: {**config, "num_queries": -1},
+])
+def test_corrupt_config_names_the_file(tiny, tmp_path, edit):
+    from llm_srt import LlmSrtConfig, LlmSrtForConditionalGeneration
+
+    model, _ = tiny
+    model.config.save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(edit(json.loads(config_file.read_text()))))
+    for load in (LlmSrtConfig.from_pretrained, LlmSrtForConditionalGeneration.from_pretrained):
+        with pytest.raises(ValueError, match=f"{config_file}: not a valid LLM-SRT config"):
+            load(tmp_path)
+
+
+def test_unparsable_config_names_the_file(tiny, tmp_path):
+    from llm_srt import LlmSrtConfig
+
+    model, _ = tiny
+    model.config.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "llm_srt", ')
+    with pytest.raises(OSError, match=str(tmp_path / "config.json")):
+        LlmSrtConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_beams": 0}, "num_beams must be a positive integer, got 0"),
+    ({"num_beams": -2}, "num_beams must be a positive integer, got -2"),
+    ({"num_beams": 2.5}, "num_beams must be a positive integer, got 2.5"),
+    ({"num_return_sequences": 0}, "num_return_sequences"),
+    ({"num_beams": 2, "num_return_sequences": 3}, "num_return_sequences.*3.*num_beams.*2"),
+    ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
+])
+def test_bad_generation_arguments_are_refused(tiny, kwargs, message):
+    from transformers import GenerationConfig
+
+    from llm_srt.modeling_llm_srt import _check_generate_kwargs
+
+    model, _ = tiny
+    _check_generate_kwargs({"num_beams": 1, "max_new_tokens": 6, "num_return_sequences": 1}, model.generation_config)
+    _check_generate_kwargs({}, model.generation_config)  # the original's defaults are fine
+    with pytest.raises(ValueError, match=message):
+        _check_generate_kwargs(kwargs, model.generation_config)
+    with pytest.raises(ValueError, match=message):  # the same through a generation_config object
+        _check_generate_kwargs({"generation_config": GenerationConfig(**{**model.generation_config.to_dict(), **kwargs})},
+                               model.generation_config)
+
+
+@pytest.mark.xfail(strict=True, raises=(ZeroDivisionError, RuntimeError, AssertionError),
+                   reason="generate (the lead's) does not call _check_generate_kwargs yet; drop this mark when it does")
+def test_generate_refuses_num_beams_0(tiny, speech):
+    model, processor = tiny
+    batch = processor([speech], task="asr", src_lang="eng", sampling_rate=SR)
+    with pytest.raises(ValueError, match="num_beams must be a positive integer, got 0"):
+        model.generate(**batch, max_new_tokens=2, num_beams=0)

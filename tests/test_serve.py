@@ -1,0 +1,329 @@
+"""`llm-srt serve`: the OpenAI-compatible server, run in-process on 127.0.0.1 and called with the real `openai` client."""
+
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+
+pytest.importorskip("fastapi")
+openai = pytest.importorskip("openai")
+
+from llm_srt.serve import ServerThread, create_app  # noqa: E402
+from llm_srt.testing import synthetic_speech  # noqa: E402
+
+
+# openai 3.x marks audio.translations deprecated; it is the endpoint under test
+pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+
+SR = 16000
+MAX_NEW_TOKENS = 6
+NAME = "tiny"
+
+
+def wav_bytes(audio: np.ndarray, rate: int = SR) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def clip(seconds: float, seed: int) -> tuple[np.ndarray, bytes]:
+    """A speech-like clip as the server will see it (16-bit PCM round trip) and its wav bytes."""
+    data = wav_bytes(synthetic_speech(seconds, seed=seed, pause_every=0.9))
+    return soundfile.read(io.BytesIO(data), dtype="float32")[0], data
+
+
+@pytest.fixture(scope="module")
+def server(tiny_folder):
+    app = create_app(tiny_folder, served_model_name=NAME, max_batch_size=16, max_wait_ms=5, max_file_mb=1,
+                     max_new_tokens=MAX_NEW_TOKENS)
+    with ServerThread(app) as running:
+        running.state = app.state.server
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    # max_retries=0: the client would otherwise resend requests answered with 5xx
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture
+def count_generate(server, monkeypatch):
+    """Record every `generate` call of the served model: (batch rows, kwargs)."""
+    model = server.state.model
+    original = model.generate
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append((kwargs["input_ids"].shape[0], kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", counting)
+    return calls
+
+
+def direct(server, audio: np.ndarray, task: str, src: str, tgt: str | None = None) -> dict:
+    """What the model itself decodes for one window, through the processor (no server)."""
+    model, processor = server.state.model, server.state.processor
+    inputs = processor(audio, task=task, src_lang=src, tgt_lang=tgt, sampling_rate=SR)
+    with torch.inference_mode():
+        ids = model.generate(**inputs, num_beams=1, do_sample=False, max_new_tokens=MAX_NEW_TOKENS)
+    return processor.post_process(ids, task=task, src_lang=src, tgt_lang=tgt)[0]
+
+
+SHORT, SHORT_WAV = clip(1.3, seed=1)  # one window (the tiny model's window is 2 s)
+LONG, LONG_WAV = clip(4.5, seed=2)  # three windows
+
+
+# ------------------------------------------------------------------------------------------------------- endpoints
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list().data] == [NAME]
+    import httpx2
+
+    health = httpx2.get(server.url + "/health").json()
+    assert health["status"] == "ok" and health["model"] == NAME
+
+
+def test_transcription_is_the_models_own_output(server, client):
+    result = client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="en")
+    assert result.text == direct(server, SHORT, "asr", "eng")["transcript"]
+    assert result.text  # the random tiny model still emits tokens
+    assert result.usage.seconds == pytest.approx(1.3, abs=1e-3)
+
+
+def test_translation_into_english_by_default_and_into_another_language(server, client):
+    into_english = client.audio.translations.create(model=NAME, file=("a.wav", SHORT_WAV),
+                                                    extra_body={"language": "de"})
+    expected = direct(server, SHORT, "srt", "deu", "eng")
+    assert into_english.text == expected["translation"]
+    assert into_english.target_language == "eng" and into_english.language == "deu"
+    assert into_english.transcript == (expected["transcript"] or "")
+    into_french = client.audio.translations.create(model=NAME, file=("a.wav", SHORT_WAV),
+                                                   extra_body={"language": "eng", "target_language": "fr"})
+    assert into_french.text == direct(server, SHORT, "srt", "eng", "fra")["translation"]
+    assert into_french.target_language == "fra"
+
+
+def test_several_targets_come_back_as_a_list(server, client):
+    several = client.audio.translations.create(
+        model=NAME, file=("a.wav", SHORT_WAV), extra_body={"language": "eng", "target_language": "deu,jpn, eng"}
+    )
+    assert [t["target_language"] for t in several.translations] == ["deu", "jpn", "eng"]
+    for entry in several.translations:
+        alone = client.audio.translations.create(
+            model=NAME, file=("a.wav", SHORT_WAV),
+            extra_body={"language": "eng", "target_language": entry["target_language"]},
+        )
+        assert entry["text"] == alone.text
+    # eng -> eng is the transcript
+    assert several.translations[2]["text"] == direct(server, SHORT, "asr", "eng")["transcript"]
+    # the client's list form (target_language[]) means the same
+    as_list = client.audio.translations.create(
+        model=NAME, file=("a.wav", SHORT_WAV), extra_body={"language": "eng", "target_language": ["deu", "jpn", "eng"]}
+    )
+    assert as_list.translations == several.translations
+
+
+def test_every_response_format_of_long_audio(server, client):
+    def ask(fmt):
+        return client.audio.transcriptions.create(model=NAME, file=("long.wav", LONG_WAV), language="eng",
+                                                  response_format=fmt)
+
+    verbose = ask("verbose_json")
+    segments = verbose.segments
+    assert len(segments) == 3 and verbose.language == "english" and verbose.duration == pytest.approx(4.5, abs=1e-3)
+    assert segments[0].start == 0 and segments[-1].end == pytest.approx(4.5, abs=1e-3)
+    assert all(a.end == b.start and a.end - a.start <= 2 for a, b in zip(segments, segments[1:]))  # window times
+    for segment in segments:  # each window is the model's output on that window alone
+        window = LONG[int(round(segment.start * SR)):int(round(segment.end * SR))]
+        assert segment.text == direct(server, window, "asr", "eng")["transcript"]
+    text = " ".join(s.text for s in segments if s.text)
+    assert verbose.text == text and ask("json").text == text and ask("text") == text
+
+    def clock(seconds, separator):
+        millis = int(round(seconds * 1000))
+        return f"{millis // 3600000:02d}:{millis // 60000 % 60:02d}:{millis // 1000 % 60:02d}{separator}{millis % 1000:03d}"
+
+    cues = [s for s in segments if s.text]
+    srt = "".join(f"{n}\n{clock(s.start, ',')} --> {clock(s.end, ',')}\n{s.text}\n\n" for n, s in enumerate(cues, 1))
+    assert ask("srt") == srt
+    vtt = "WEBVTT\n\n" + "".join(f"{clock(s.start, '.')} --> {clock(s.end, '.')}\n{s.text}\n\n" for s in cues)
+    assert ask("vtt") == vtt
+
+
+def test_streaming_sends_one_delta_per_window_then_done(client):
+    events = list(client.audio.transcriptions.create(model=NAME, file=("long.wav", LONG_WAV), language="eng",
+                                                     stream=True))
+    assert [e.type for e in events[:-1]] == ["transcript.text.delta"] * (len(events) - 1)
+    assert events[-1].type == "transcript.text.done"
+    full = client.audio.transcriptions.create(model=NAME, file=("long.wav", LONG_WAV), language="eng")
+    assert "".join(e.delta for e in events[:-1]) == events[-1].text == full.text
+    assert len(events) >= 3  # several windows -> several deltas
+
+
+def test_silent_audio_is_answered_without_the_model(client, count_generate):
+    result = client.audio.transcriptions.create(model=NAME, file=("quiet.wav", wav_bytes(np.zeros(SR))),
+                                                language="eng", response_format="verbose_json")
+    assert result.text == "" and result.segments == [] and count_generate == []
+
+
+# ---------------------------------------------------------------------------------------------------------- errors
+def error_of(call) -> tuple[int, dict]:
+    with pytest.raises(openai.APIStatusError) as caught:
+        call()
+    return caught.value.status_code, caught.value.body
+
+
+def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(client):
+    def transcribe(file=("a.wav", SHORT_WAV), **kwargs):
+        return lambda: client.audio.transcriptions.create(file=file, **{"model": NAME, "language": "en", **kwargs})
+
+    cases = {
+        "bad file": (transcribe(file=("a.wav", b"this is not audio")), 400, "file", "invalid_file"),
+        "empty file": (transcribe(file=("a.wav", b"")), 400, "file", "empty_file"),
+        "too large": (transcribe(file=("a.wav", b"\0" * (1024 * 1024 + 1))), 413, "file", "file_too_large"),
+        "unknown language": (transcribe(language="klingon"), 400, "language", "unsupported_language"),
+        "unknown model": (transcribe(model="whisper-1"), 404, "model", "model_not_found"),
+        "bad format": (transcribe(response_format="docx"), 400, "response_format", "invalid_value"),
+        "no language": (transcribe(language=openai.omit), 400, "language", "language_required"),
+        "unknown target": (lambda: client.audio.translations.create(
+            model=NAME, file=("a.wav", SHORT_WAV), extra_body={"language": "en", "target_language": "deu,elvish"}),
+            400, "target_language", "unsupported_language"),
+        "several targets as text": (lambda: client.audio.translations.create(
+            model=NAME, file=("a.wav", SHORT_WAV), response_format="srt",
+            extra_body={"language": "en", "target_language": "deu,fra"}), 400, "target_language", "invalid_value"),
+    }
+    for name, (call, status, param, code) in cases.items():
+        got_status, body = error_of(call)
+        assert (got_status, body["param"], body["code"]) == (status, param, code), name
+        assert body["type"] == "invalid_request_error" and body["message"], name
+    assert "klingon" in error_of(cases["unknown language"][0])[1]["message"]
+    assert "language" in error_of(cases["no language"][0])[1]["message"]
+    assert client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="en").text
+
+
+# -------------------------------------------------------------------------------------------------------- batching
+def hold_worker(server, expected_jobs: int, send):
+    """Run `send()` in a thread while the worker is held, and release it once `expected_jobs` windows have been
+    queued (so they are batched whatever the machine's speed); returns what `send` returned."""
+    batcher = server.state.batcher
+    before = batcher.stats["submitted"]
+    result = {}
+    with batcher.model_lock:  # the worker takes its first batch, then waits here
+        thread = threading.Thread(target=lambda: result.setdefault("value", send()))
+        thread.start()
+        deadline = time.monotonic() + 120  # a safety net against a hang, not a timing assertion
+        while batcher.stats["submitted"] - before < expected_jobs and time.monotonic() < deadline:
+            time.sleep(0.01)
+    thread.join()
+    return result["value"]
+
+
+REQUESTS = [  # (seconds, seed, endpoint, language, target) - transcriptions and translations, 1-3 windows each
+    (0.8 + 0.25 * i, 10 + i, "translations" if i % 2 else "transcriptions", ["eng", "deu", "fra"][i % 3],
+     ["jpn", "eng", "spa", "deu,kor"][i % 4] if i % 2 else None)
+    for i in range(16)
+]
+
+
+def send(client, request):
+    seconds, seed, endpoint, language, target = request
+    data = clip(seconds, seed)[1]
+    extra = {"language": language}
+    if target:
+        extra["target_language"] = target
+    api = client.audio.translations if endpoint == "translations" else client.audio.transcriptions
+    result = api.create(model=NAME, file=("clip.wav", data), response_format="verbose_json", extra_body=extra)
+    return result.to_dict()
+
+
+def test_concurrent_requests_are_batched_and_each_equals_its_single_answer(server, client, count_generate):
+    singles = [send(client, request) for request in REQUESTS]
+    single_calls = len(count_generate)
+    assert single_calls >= len(REQUESTS)
+    count_generate.clear()
+    windows = sum(len(s["segments"]) if "segments" in s else len(s["translations"][0]["segments"]) for s in singles)
+
+    def send_all():
+        with ThreadPoolExecutor(16) as pool:
+            return list(pool.map(lambda r: send(client, r), REQUESTS))
+
+    together = hold_worker(server, windows, send_all)
+    assert together == singles
+    assert 1 <= len(count_generate) < len(REQUESTS)
+    assert max(rows for rows, _ in count_generate) > 1
+    assert all(rows <= 16 for rows, _ in count_generate)  # --max-batch-size counts rows
+
+
+def test_a_request_that_fails_inside_a_batch_fails_alone(server, client, count_generate, monkeypatch):
+    processor = server.state.processor
+    poison = processor.prepare_text("srt", ["eng"], ["kor"], [None], [None])["input_ids"][0]
+    generate = server.state.model.generate
+
+    def failing(*args, **kwargs):
+        if any(row[-len(poison):].tolist() == poison for row in kwargs["input_ids"]):
+            raise RuntimeError("poisoned row")
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(server.state.model, "generate", failing)
+    good = [REQUESTS[0], REQUESTS[1], REQUESTS[2]]
+    singles = [send(client, request) for request in good]
+    bad = (1.0, 99, "translations", "eng", "kor")
+
+    def send_all():
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(send, client, request) for request in good + [bad]]
+            return [f.result() if f.exception() is None else f.exception() for f in futures]
+
+    results = hold_worker(server, 4, send_all)
+    assert results[:3] == singles
+    assert isinstance(results[3], openai.InternalServerError)
+    assert "poisoned row" in results[3].body["message"]
+
+
+def test_requests_with_other_settings_are_not_batched_together(server, client, count_generate):
+    temperatures = (0, 0.8, 0, 0.8)
+
+    def send_all():
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(client.audio.transcriptions.create, model=NAME, file=("a.wav", SHORT_WAV),
+                                   language="en", temperature=t) for t in temperatures]
+            return [f.result().text for f in futures]
+
+    greedy = direct(server, SHORT, "asr", "eng")["transcript"]
+    count_generate.clear()
+    texts = hold_worker(server, 4, send_all)
+    assert texts[0] == texts[2] == greedy
+    rows_by_kind = {True: 0, False: 0}
+    for rows, kwargs in count_generate:
+        rows_by_kind[kwargs["do_sample"]] += rows
+    assert rows_by_kind == {True: 2, False: 2}  # a mixed batch would put 3 rows under one kind
+    assert any(kwargs.get("temperature") == 0.8 for _, kwargs in count_generate if kwargs["do_sample"])
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+def test_cli_serve_arguments(tiny_folder, capsys):
+    from llm_srt.cli import build_parser
+
+    args = build_parser().parse_args(["serve", tiny_folder, "--max-batch-size", "4", "--max-wait-ms", "0"])
+    assert (args.command, args.model, args.max_batch_size, args.max_wait_ms, args.host) == (
+        "serve", tiny_folder, 4, 0.0, "127.0.0.1")
+    for bad in (["--max-batch-size", "0"], ["--max-wait-ms", "-1"], ["--port", "70000"], ["--max-file-mb", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(["serve", tiny_folder, *bad])
+        assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_cli_serve_refuses_a_missing_model(tmp_path, capsys):
+    from llm_srt.cli import main
+
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llm-srt: error:") and "missing" in err and "Traceback" not in err
