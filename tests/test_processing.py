@@ -285,3 +285,28 @@ def test_audio_token_id_must_be_spare(tokenizer):
 
     with pytest.raises(ValueError, match="can emit"):
         LlmSrtProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer, audio_token_id=5)
+
+
+def test_demo_tokenizer_never_merges_across_the_prompt():
+    """The offline demo keeps its own small BPE: its joint prompt + answer encodings split at the prompt exactly, so
+    the demo's figures (README) do not depend on the label-boundary rule."""
+    import itertools
+
+    from llm_srt.testing import build_tiny_processor, build_tiny_tokenizer, tiny_config
+    from trainer_scripts.make_demo_corpus import sentence
+
+    languages = ["eng", "deu", "fra"]
+    grid = list(itertools.product(range(9), range(6), range(6)))
+    tokenizer = build_tiny_tokenizer(sorted({sentence(l, *g) for l in languages for g in grid}), vocab_size=600)
+    processor = build_tiny_processor(tiny_config(len(tokenizer)), tokenizer)
+    checked = 0
+    for src, tgt in itertools.permutations(languages, 2):
+        for g in grid:
+            transcript, translation = sentence(src, *g), sentence(tgt, *g)
+            for task in ("asr", "smt", "srt"):
+                prompt = processor.build_prompt(task, src, tgt, transcript)
+                answer = processor.build_answer(task, src, tgt, transcript, translation)
+                prompt_ids = tokenizer.encode(prompt)
+                assert tokenizer.encode(prompt + answer)[: len(prompt_ids)] == prompt_ids, (task, prompt, answer)
+                checked += 1
+    assert checked == 5832
