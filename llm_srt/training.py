@@ -7,8 +7,10 @@ rows (Common Voice) have no `tgt_lang`/`translation`. A precomputed `input_featu
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,23 +34,247 @@ STAGE_FIELDS = {"asr": ("src_lang", "transcript"), "smt": ("src_lang", "tgt_lang
 
 
 class DataError(ValueError):
-    """A data row that cannot be used; the message names the row and the field."""
+    """A data row that cannot be used; the message names the file, the row and the field."""
+
+
+# Fields of a row and what each may hold (None: absent). Keys are strings (whole numbers are read as strings).
+TEXT_FIELDS = ("src_lang", "tgt_lang", "transcript", "translation")
+AUDIO_EXPECTED = "expected an audio file path (or an array with its sampling_rate)"
+_KINDS = {str: "a string", int: "a number", float: "a number", bool: "true/false", list: "a list", dict: "an object"}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def _shown(value: Any) -> str:
+    """A value as a message shows it: short, and its kind when that is the problem."""
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    return _kind(value)
+
+
+def _json_rows(path: str) -> tuple[list[dict], list[str]]:
+    """The rows of a JSON-lines file (or a JSON array) and where each is ("line 3", "item 3"); blank lines skipped.
+
+    Raises `DataError` naming the line for text that is not JSON, or a row that is not an object.
+    """
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    if not text.strip():  # `datasets` fails obscurely on an empty file
+        raise DataError(f"{path} is empty: no rows.")
+    if path.endswith(".json") and text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}: not valid JSON ({error}).") from None
+        labels = [f"item {i + 1}" for i in range(len(items))]
+    else:
+        items, labels = [], []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path} line {number}: not valid JSON ({error.msg}, column {error.colno}).") from None
+            labels.append(f"line {number}")
+    for item, label in zip(items, labels):
+        if not isinstance(item, dict):
+            raise DataError(f"{path} {label}: expected a JSON object (one row), got {_kind(item)}.")
+    return items, labels
+
+
+def _columns(path: str, rows: list[dict], labels: list[str]) -> dict[str, list]:
+    """Rows -> columns for `datasets`, refusing (by line and field) a value of the wrong kind, or a field whose kind
+    changes between rows (Arrow cannot store it)."""
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    columns = {name: [] for name in names}
+    first_kind: dict[str, tuple[str, str]] = {}
+    for row, label in zip(rows, labels):
+        if isinstance(row.get("key"), int) and not isinstance(row.get("key"), bool):
+            row["key"] = str(row["key"])
+        where = f"{path} {label}" + (f" (key {row['key']})" if isinstance(row.get("key"), str) else "")
+        for name in names:
+            value = row.get(name)
+            columns[name].append(value)
+            if value is None:
+                continue
+            if name in TEXT_FIELDS or name == "key":
+                if not isinstance(value, str):
+                    raise DataError(f"{where}, field {name!r}: expected a string, got {_shown(value)}.")
+                continue
+            if name == "audio" and not isinstance(value, (str, dict)):
+                raise DataError(f"{where}, field 'audio': {AUDIO_EXPECTED}, got {_shown(value)}.")
+            kind = _kind(value)
+            seen = first_kind.setdefault(name, (kind, label))
+            if seen[0] != kind:
+                raise DataError(f"{where}, field {name!r}: {kind}, but {seen[0]} on {seen[1]}; a field holds one "
+                                "kind of value in every row.")
+    return columns
 
 
 def load_rows(path: str):
-    """Load a manifest (`.jsonl`/`.json`) or a `save_to_disk` folder as a `datasets.Dataset`."""
+    """Load a manifest (`.jsonl`/`.json`) or a `save_to_disk` folder as a `datasets.Dataset`.
+
+    Manifest lines are parsed here, so malformed JSON and values of the wrong kind are named by line and field.
+    """
     import datasets
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"Data not found: {path}")
     if os.path.isdir(path):
-        return datasets.load_from_disk(path)
+        try:
+            return datasets.load_from_disk(path)
+        except FileNotFoundError as error:
+            raise DataError(f"{path}: not a datasets folder (save_to_disk): {error}") from None
     if path.endswith((".jsonl", ".json")):
-        with open(path, encoding="utf-8") as handle:
-            if not any(line.strip() for line in handle):  # `datasets` fails obscurely on an empty file
-                raise DataError(f"{path} is empty: no rows.")
-        return datasets.load_dataset("json", data_files=path, split="train")
+        rows, labels = _json_rows(path)
+        try:
+            return datasets.Dataset.from_dict(_columns(path, rows, labels))
+        except DataError:
+            raise
+        except Exception as error:  # pyarrow's ArrowInvalid / ArrowTypeError: nested values of mixed kinds
+            raise DataError(f"{path}: the rows cannot form one table ({error}).") from None
     raise DataError(f"{path}: expected a .jsonl manifest or a datasets folder (save_to_disk).")
+
+
+def row_labels(source: str | None, count: int) -> list[str]:
+    """Where each row of a data file is, for messages: `line N` of a JSON-lines file, else `row N` (1-based)."""
+    if source and os.path.isfile(source) and source.endswith((".jsonl", ".json")):
+        try:
+            _, labels = _json_rows(source)
+        except (DataError, OSError):
+            labels = []
+        if len(labels) == count:
+            return labels
+    return [f"row {i + 1}" for i in range(count)]
+
+
+def audio_seconds(path: str) -> float:
+    """A file's duration from its header (`soundfile.info`: frames / sample rate), without decoding it."""
+    import soundfile
+
+    info = soundfile.info(path)
+    if not info.samplerate or info.samplerate <= 0:
+        raise ValueError(f"sample rate {info.samplerate}")
+    return info.frames / info.samplerate
+
+
+class RowChecker:
+    """Checks rows one at a time: kinds of values, languages, audio (readable, within the window), duplicate keys.
+
+    Every message names the file, the row and the field: `train.jsonl line 3 (key u2), field 'audio': ...`.
+
+    Args:
+        source: the data file or folder (named in messages).
+        base_dir: folder relative audio paths are under.
+        max_seconds: the model's audio window (clips longer than it are refused); None: not checked.
+        check_audio: whether to check the `audio` field (False when precomputed `input_features` replace it).
+    """
+
+    def __init__(self, source: str, base_dir: str | None = None, max_seconds: float | None = None,
+                 check_audio: bool = True):
+        self.source, self.base_dir, self.max_seconds, self.check_audio = source, base_dir, max_seconds, check_audio
+        self.keys: dict[str, str] = {}
+        self._durations: dict[str, float | str] = {}  # path -> seconds, or why it cannot be read
+
+    def where(self, row: dict[str, Any], label: str) -> str:
+        key = row.get("key")
+        return f"{self.source} {label}" + (f" (key {key})" if key not in (None, "") else "")
+
+    def __call__(self, row: dict[str, Any], label: str, needed: Sequence[str] = ()) -> None:
+        """Check `row` (at `label`); `needed` fields must be non-empty. Raises `DataError`."""
+        where = self.where(row, label)
+        key = row.get("key")
+        if key is not None:
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise DataError(f"{where}, field 'key': expected a string, got {_shown(key)}.")
+            key = str(key)
+            if key in self.keys:
+                raise DataError(f"{where}, field 'key': duplicate key {key!r}, also on {self.keys[key]}.")
+            self.keys[key] = label
+        for name in TEXT_FIELDS:
+            value = row.get(name)
+            if value is None or (value == "" and name not in needed):
+                if name in needed:
+                    raise DataError(f"{where}, field {name!r}: missing (needed here).")
+                continue
+            if not isinstance(value, str):
+                raise DataError(f"{where}, field {name!r}: expected a string, got {_shown(value)}.")
+            if not value.strip():
+                raise DataError(f"{where}, field {name!r}: empty.")
+            if name.endswith("_lang"):
+                try:
+                    normalize_language(value)
+                except ValueError as error:
+                    raise DataError(f"{where}, field {name!r}: {error}") from None
+        if self.check_audio:
+            problem = self._audio_problem(row.get("audio"))
+            if problem:
+                raise DataError(f"{where}, field 'audio': {problem}")
+
+    def _audio_problem(self, audio: Any) -> str | None:
+        seconds: float | str
+        if isinstance(audio, str):
+            if not audio.strip():
+                return "empty path."
+            if audio.startswith(("http://", "https://")):
+                return f"{audio}: URLs are not fetched; download the file first."
+            path = resolve_path(audio, self.base_dir)
+            if path not in self._durations:
+                if not os.path.isfile(path):
+                    self._durations[path] = f"audio file not found: {path}"
+                else:
+                    try:
+                        self._durations[path] = audio_seconds(path)
+                    except Exception as error:  # soundfile: LibsndfileError / RuntimeError for unreadable files
+                        self._durations[path] = f"cannot read {path} as audio ({str(error).strip() or type(error).__name__})."
+            seconds, name = self._durations[path], path
+        elif isinstance(audio, dict):
+            if audio.get("array") is not None:
+                rate = audio.get("sampling_rate")
+                if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+                    return f"an audio array needs a positive sampling_rate, got {_shown(rate)}."
+                shape = np.shape(audio["array"])
+                seconds, name = (max(shape) if shape else 0) / rate, "the audio array"
+            elif audio.get("bytes") is not None:
+                import soundfile
+
+                try:
+                    info = soundfile.info(io.BytesIO(bytes(audio["bytes"])))
+                    seconds = info.frames / info.samplerate
+                except Exception as error:
+                    seconds = f"cannot read the audio bytes ({str(error).strip()})."
+                name = audio.get("path") or "the audio bytes"
+            elif audio.get("path") is not None:
+                return self._audio_problem(audio["path"])
+            else:
+                return "an audio object needs 'array' and 'sampling_rate', 'bytes' or 'path'."
+        else:
+            return f"{AUDIO_EXPECTED}, got {_shown(audio)}."
+        if isinstance(seconds, str):
+            return seconds
+        if seconds <= 0:
+            return f"{name} is empty (0 samples)."
+        if self.max_seconds and seconds > self.max_seconds:
+            return (f"{name} lasts {seconds:.1f} s, longer than the model's {self.max_seconds:g} s window; split it "
+                    "(prepare_data.py drops such clips).")
+        return None
+
+
+def _audio_column_undecoded(dataset):
+    """The dataset with an `Audio` column left undecoded (path/bytes), so checking reads headers only."""
+    import datasets
+
+    feature = dataset.features.get("audio")
+    if isinstance(feature, datasets.Audio) and feature.decode:
+        return dataset.cast_column("audio", datasets.Audio(decode=False))
+    return dataset
 
 
 def default_base_dir(path: str, base_dir: str | None = None) -> str:
@@ -59,49 +285,134 @@ def default_base_dir(path: str, base_dir: str | None = None) -> str:
     return os.path.dirname(os.path.abspath(path)) if os.path.isfile(path) else path
 
 
-def select_stage_rows(dataset, stage: str, base_dir: str | None = None):
-    """Keep the rows a stage can use and check them.
+def select_stage_rows(dataset, stage: str, base_dir: str | None = None, source: str | None = None,
+                      max_seconds: float | None = None):
+    """Keep the rows a stage can use and check every one of them before training.
 
-    Rows lacking a translation are dropped from the SMT/SRT stages (counted and logged: ASR-only corpora). Rows
-    with a language outside the 15, an empty transcript or translation, or a missing audio file raise `DataError`.
+    Rows lacking a translation are dropped from the SMT/SRT stages (counted and logged: ASR-only corpora). A value
+    of the wrong kind, a language outside the 15, an empty text, a duplicate key, or audio that is missing,
+    unreadable or longer than `max_seconds` (the model's window) raise `DataError` naming `source` (the data file),
+    the row (`line N` of a manifest) and the field. Audio is checked from file headers, not decoded.
     """
+    from tqdm.auto import tqdm
+
     stage = normalize_task(stage)
     needed = STAGE_FIELDS[stage]
+    source = source or "the data"
     columns = set(dataset.column_names)
     missing_columns = [f for f in needed if f not in columns]
     if missing_columns:
-        raise DataError(f"The data has no {', '.join(missing_columns)} column(s), needed by the {stage} stage.")
-    has_audio = "input_features" in columns or "audio" in columns
-    if not has_audio:
-        raise DataError("The data has neither an 'audio' nor an 'input_features' column.")
-
-    def usable(row) -> bool:
-        return all(row.get(f) not in (None, "") for f in needed if f in ("tgt_lang", "translation"))
-
-    kept = dataset.filter(usable)
+        raise DataError(f"{source} has no {', '.join(missing_columns)} column(s), needed by the {stage} stage.")
+    has_features = "input_features" in columns
+    if not has_features and "audio" not in columns:
+        raise DataError(f"{source} has neither an 'audio' nor an 'input_features' column.")
+    check_columns = [c for c in ("key", "audio", *TEXT_FIELDS) if c in columns and not (c == "audio" and has_features)]
+    view = _audio_column_undecoded(dataset.select_columns(check_columns))
+    labels = row_labels(source, len(dataset))
+    check = RowChecker(source, base_dir=base_dir, max_seconds=max_seconds, check_audio=not has_features)
+    kept = []
+    rows = tqdm(view, total=len(view), desc=f"checking {os.path.basename(source)}", unit="row",
+                disable=len(view) < 1000)
+    for index, row in enumerate(rows):
+        usable = all(row.get(f) not in (None, "") for f in needed if f in ("tgt_lang", "translation"))
+        check(row, labels[index], needed=needed if usable else ("src_lang", "transcript"))
+        if usable:
+            kept.append(index)
     dropped = len(dataset) - len(kept)
     if dropped:
         logger.warning(f"{stage}: dropped {dropped} of {len(dataset)} rows without a translation (ASR-only rows).")
-    if len(kept) == 0:
-        raise DataError(f"No row of the data is usable for the {stage} stage.")
-    check_columns = [c for c in ("key", "audio", *needed) if c in columns and c != "input_features"]
-    for index, row in enumerate(kept.select_columns(check_columns)):
-        where = f"row {index}" + (f" (key {row['key']})" if row.get("key") else "")
-        for field in needed:
-            value = row.get(field)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                raise DataError(f"{where}: empty {field}.")
-            if field.endswith("_lang"):
-                try:
-                    normalize_language(value)
-                except ValueError as error:
-                    raise DataError(f"{where}: {error}") from None
-        audio = row.get("audio")
-        if isinstance(audio, str) and "input_features" not in columns:
-            path = resolve_path(audio, base_dir)
-            if not os.path.isfile(path):
-                raise DataError(f"{where}: audio file not found: {path}")
-    return kept
+    if not kept:
+        raise DataError(f"No row of {source} is usable for the {stage} stage.")
+    return dataset.select(kept) if dropped else dataset
+
+
+# ---------------------------------------------------------------------------------------- output folder, resume
+# What `Trainer._save_checkpoint` writes, in order: the model (weights, config), then optimizer/scheduler/RNG
+# state, and `trainer_state.json` last. A checkpoint is complete when its state parses and its weights exist.
+TRAINER_STATE_NAME = "trainer_state.json"
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
+# Files whose presence at the top of an output folder means it holds a finished model.
+FINISHED_MODEL_FILES = ("config.json", *WEIGHTS_FILES)
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_problem(folder: str) -> str | None:
+    """Why a `checkpoint-N` folder cannot be resumed from (a run killed while writing it), or None if complete."""
+    state = os.path.join(folder, TRAINER_STATE_NAME)
+    if not os.path.isfile(state):
+        return f"no {TRAINER_STATE_NAME} (the Trainer writes it last)"
+    try:
+        with open(state, encoding="utf-8") as handle:
+            json.load(handle)
+    except (OSError, ValueError):
+        return f"{TRAINER_STATE_NAME} is cut short"
+    entries = os.listdir(folder)
+    has_weights = any(name in entries for name in WEIGHTS_FILES) or any(
+        name.startswith(("pytorch_model_fsdp", "global_step")) for name in entries  # FSDP / DeepSpeed layouts
+    ) or any(os.path.isfile(os.path.join(folder, name, "adapter_model.safetensors")) for name in entries)
+    return None if has_weights else "no model weights"
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest complete `checkpoint-N` in `output_dir`; partial ones (newer) are skipped with a warning naming
+    them. None when there is none (or no folder)."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = sorted(((int(m.group(1)), name) for name in os.listdir(output_dir)
+                    if (m := _CHECKPOINT.match(name)) and os.path.isdir(os.path.join(output_dir, name))), reverse=True)
+    for _, name in steps:
+        folder = os.path.join(output_dir, name)
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        logger.warning(f"Skipping the partial checkpoint {folder}: {problem}; a run stopped while saving it.")
+    return None
+
+
+def plan_output_dir(output_dir: str, overwrite: bool = False, inputs: Sequence[str] = ()) -> str | None:
+    """Check a training `--output_dir` and return the checkpoint to resume from (None: start afresh).
+
+    - an output folder that is one of `inputs` (the starting model) is refused, whatever `overwrite` says;
+    - a folder holding a finished model (`config.json`, weights) is refused unless `overwrite`;
+    - otherwise the newest complete checkpoint is resumed from (`overwrite` starts afresh instead);
+    - a folder with other files and no checkpoint to resume from is refused unless `overwrite`.
+
+    Raises:
+        ValueError: the output folder is an input.
+        OutputExistsError: the folder holds a model or other files and `overwrite` is not set.
+    """
+    from .safe_io import OutputExistsError, same_file
+
+    for source in inputs:
+        if source and os.path.exists(source) and os.path.exists(output_dir) and same_file(source, output_dir):
+            raise ValueError(f"--output_dir {output_dir} is the --init_from model: a stage's output goes to a new folder.")
+    if not os.path.exists(output_dir):
+        return None
+    if not os.path.isdir(output_dir):
+        raise OutputExistsError(f"--output_dir {output_dir} is a file, not a folder.")
+    entries = sorted(os.listdir(output_dir))
+    finished = [name for name in FINISHED_MODEL_FILES if name in entries]
+    if finished and not overwrite:
+        raise OutputExistsError(
+            f"--output_dir {output_dir} holds a finished model ({', '.join(finished)}); pass "
+            "--overwrite_output_dir true to train again and replace it, or choose another folder."
+        )
+    if overwrite:
+        if entries:
+            logger.warning(f"--overwrite_output_dir: training from scratch into {output_dir}; files there are replaced.")
+        return None
+    checkpoint = last_complete_checkpoint(output_dir)
+    if checkpoint:
+        return checkpoint
+    others = [name for name in entries if not _CHECKPOINT.match(name) and name != "runs"]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise OutputExistsError(
+            f"--output_dir {output_dir} is not empty ({shown}) and holds no checkpoint to resume from; pass "
+            "--overwrite_output_dir true to train into it anyway, or choose another folder."
+        )
+    return None
 
 
 class LlmSrtDataCollator:
@@ -232,6 +543,11 @@ __all__ = [
     "decode_ids",
     "default_base_dir",
     "load_rows",
+    "RowChecker",
+    "checkpoint_problem",
+    "last_complete_checkpoint",
+    "plan_output_dir",
+    "row_labels",
     "select_stage_rows",
     "write_jsonl",
 ]

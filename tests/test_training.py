@@ -176,12 +176,13 @@ def test_bad_data_rows_fail_clearly(tmp_path):
         bad = tmp_path / "bad.jsonl"
         bad.write_text("".join(json.dumps(r) + "\n" for r in broken))
         with pytest.raises(DataError, match=message):
-            select_stage_rows(load_rows(str(bad)), stage, base_dir=str(tmp_path))
+            select_stage_rows(load_rows(str(bad)), stage, base_dir=str(tmp_path), source=str(bad))
 
-    check(lambda r: r[1].update(audio="gone.wav"), "row 1 \\(key u1\\): audio file not found: .*gone.wav")
-    check(lambda r: r[2].update(tgt_lang="klingon"), "row 2 \\(key u2\\): Unsupported language 'klingon'")
-    check(lambda r: r[0].update(transcript="  "), "row 0 \\(key u0\\): empty transcript")
-    check(lambda r: r[0].update(src_lang="xx"), "Unsupported language 'xx'", stage="asr")
+    where = ".*bad.jsonl line"
+    check(lambda r: r[1].update(audio="gone.wav"), f"{where} 2 \\(key u1\\), field 'audio': audio file not found: .*gone.wav")
+    check(lambda r: r[2].update(tgt_lang="klingon"), f"{where} 3 \\(key u2\\), field 'tgt_lang': Unsupported language 'klingon'")
+    check(lambda r: r[0].update(transcript="  "), f"{where} 1 \\(key u0\\), field 'transcript': empty")
+    check(lambda r: r[0].update(src_lang="xx"), "field 'src_lang': Unsupported language 'xx'", stage="asr")
     with pytest.raises(FileNotFoundError, match="nothing.jsonl"):
         load_rows(str(tmp_path / "nothing.jsonl"))
 

@@ -21,24 +21,27 @@ from dataclasses import dataclass, field
 
 import yaml
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor  # noqa: E402
+from llm_srt.safe_io import OutputExistsError  # noqa: E402
 from llm_srt.training import (  # noqa: E402
     LlmSrtDataCollator,
     add_input_features,
     build_compute_metrics,
+    checkpoint_problem,
     configure_stage,
     default_base_dir,
     load_rows,
+    plan_output_dir,
     select_stage_rows,
 )
 
 
 logger = logging.getLogger("llm_srt.train")
+PROG = "train.py"
 
 
 @dataclass
@@ -59,6 +62,17 @@ class ModelArguments:
     lora_target_modules: str = field(default="q_proj,v_proj")
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa or eager."})
 
+    def __post_init__(self):
+        _at_least(self, 1, "num_queries", "lora_r")
+        if not self.lora_alpha > 0:
+            raise ValueError(f"--lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.mandarin_tag not in ("zho", "cmn"):
+            raise ValueError(f"--mandarin_tag must be zho or cmn, got {self.mandarin_tag!r}")
+        if not [m for m in self.lora_target_modules.split(",") if m.strip()]:
+            raise ValueError("--lora_target_modules names no module")
+
 
 @dataclass
 class DataArguments:
@@ -73,6 +87,22 @@ class DataArguments:
     precompute_features: bool = field(
         default=False, metadata={"help": "Compute log-mel features once before training (small corpora)."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an --output_dir that holds a finished model or other files, replacing them "
+                          "(and not resuming from its checkpoints). Without it such a folder is refused."},
+    )
+
+    def __post_init__(self):
+        _at_least(self, 1, "max_train_samples", "max_eval_samples")
+
+
+def _at_least(args, minimum: int, *names: str) -> None:
+    """Refuse (ValueError, shown by the parser) numeric flags below `minimum`; None means unset."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name} must be >= {minimum}, got {value}")
 
 
 def _has_accelerator() -> bool:
@@ -82,18 +112,28 @@ def _has_accelerator() -> bool:
 
 
 def parse_args(argv: list[str] | None = None):
-    """Parse flags; `--recipe FILE.yaml` supplies defaults that later flags override."""
+    """Parse flags; `--recipe FILE.yaml` supplies defaults that later flags override.
+
+    Bad usage (an unknown flag, a value out of range, a missing recipe) ends as `train.py: error: ...`, exit 2.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments))
+    parser.prog = PROG
     if "--recipe" in argv:
         at = argv.index("--recipe")
         if at + 1 >= len(argv):
-            raise SystemExit("--recipe needs a YAML file")
+            parser.error("--recipe needs a YAML file")
         recipe_path = argv[at + 1]
         del argv[at:at + 2]
         if not os.path.isfile(recipe_path):
-            raise SystemExit(f"Recipe not found: {recipe_path}")
-        with open(recipe_path, encoding="utf-8") as handle:
-            recipe = yaml.safe_load(handle) or {}
+            parser.error(f"--recipe: no file at {recipe_path}")
+        try:
+            with open(recipe_path, encoding="utf-8") as handle:
+                recipe = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as error:
+            parser.error(f"--recipe {recipe_path}: not valid YAML ({str(error).splitlines()[0]})")
+        if not isinstance(recipe, dict):
+            parser.error(f"--recipe {recipe_path}: expected a mapping of flag names to values")
         prefix = []
         for key, value in recipe.items():
             if isinstance(value, bool):
@@ -107,12 +147,22 @@ def parse_args(argv: list[str] | None = None):
         # Without `use_cpu`, Accelerate treats a CPU-only torchrun launch as single-process: every rank would train
         # its own replica with no gradient sync. Multi-CPU DDP (gloo) needs the flag.
         argv += ["--use_cpu", "true"]
-    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # __post_init__ checks, ours and the Trainer's
+        parser.error(str(error).strip().splitlines()[0])
     if data_args.stage is None or data_args.train_file is None:
-        raise SystemExit("--stage and --train_file are required (a recipe sets the stage).")
+        parser.error("--stage and --train_file are required (a recipe sets the stage).")
     if bool(model_args.init_from) == bool(model_args.audio_model or model_args.text_model):
-        raise SystemExit("Start from --init_from FOLDER, or from --audio_model and --text_model (first stage).")
+        parser.error("start from --init_from FOLDER, or from --audio_model and --text_model (first stage).")
+    for flag, path in (("--train_file", data_args.train_file), ("--eval_file", data_args.eval_file)):
+        if path and not os.path.exists(path):
+            parser.error(f"{flag}: no data at {path}")
+    if model_args.use_lora and data_args.stage != "srt":
+        parser.error("--use_lora is for --stage srt (the paper adds LoRA in the SRT stage only).")
+    if model_args.init_from and not os.path.isdir(model_args.init_from) and (
+            os.path.exists(model_args.init_from) or model_args.init_from.count("/") != 1):
+        parser.error(f"--init_from: no model folder at {model_args.init_from}")
     training_args.remove_unused_columns = False  # the collator reads the raw rows
     return model_args, data_args, training_args
 
@@ -146,35 +196,81 @@ def load_model_and_processor(model_args: ModelArguments, dtype=None):
     return model, processor
 
 
-def prepare_split(path: str, data_args: DataArguments, processor, limit: int | None):
+def audio_window(model_args: ModelArguments) -> float:
+    """The model's audio window in seconds (its feature extractor's `chunk_length`), read without the weights."""
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor.from_pretrained(model_args.init_from or model_args.audio_model).chunk_length
+
+
+def check_split(path: str, data_args: DataArguments, window: float, limit: int | None):
+    """Load a data file, check every row (kinds, languages, audio headers against `window`, duplicate keys) and
+    keep the stage's rows. Returns (rows, base_dir)."""
     base_dir = default_base_dir(path, data_args.audio_base_dir)
-    rows = select_stage_rows(load_rows(path), data_args.stage, base_dir=base_dir)
+    rows = select_stage_rows(load_rows(path), data_args.stage, base_dir=base_dir, source=path, max_seconds=window)
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
-    if data_args.precompute_features and "input_features" not in rows.column_names:
-        rows = add_input_features(rows, processor, base_dir=base_dir)
     return rows, base_dir
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, training_args: Seq2SeqTrainingArguments) -> dict:
-    """Run one stage; returns the final metrics. The output folder holds the loadable model and processor."""
+def prepare_split(rows, base_dir: str, data_args: DataArguments, processor):
+    """Precompute log-mel features when asked (rows already checked)."""
+    if data_args.precompute_features and "input_features" not in rows.column_names:
+        rows = add_input_features(rows, processor, base_dir=base_dir)
+    return rows
+
+
+def resume_point(data_args: DataArguments, training_args: Seq2SeqTrainingArguments,
+                 model_args: ModelArguments) -> str | bool | None:
+    """The checkpoint to resume from: `--resume_from_checkpoint`, else the newest complete one in `--output_dir`
+    (partial ones skipped and named). Refuses an output folder holding a finished model (or the input model)."""
+    checkpoint = plan_output_dir(training_args.output_dir, overwrite=data_args.overwrite_output_dir,
+                                 inputs=[model_args.init_from] if model_args.init_from else ())
+    explicit = training_args.resume_from_checkpoint
+    if explicit not in (None, "", False):
+        if isinstance(explicit, str) and explicit.lower() not in ("true", "false"):
+            if not os.path.isdir(explicit):
+                raise FileNotFoundError(f"--resume_from_checkpoint: no checkpoint folder at {explicit}")
+            problem = checkpoint_problem(explicit)
+            if problem:
+                raise ValueError(f"--resume_from_checkpoint {explicit}: a partial checkpoint ({problem}).")
+            return explicit
+        return checkpoint  # `true`: the newest complete checkpoint, as found above
+    return checkpoint
+
+
+class UsageError(ValueError):
+    """Bad usage found after parsing (an output folder that would be replaced, a checkpoint that is not one)."""
+
+
+def setup(model_args: ModelArguments, data_args: DataArguments, training_args: Seq2SeqTrainingArguments):
+    """Everything before the first step: the output folder (never replaced without `--overwrite_output_dir`), the
+    checkpoint to resume from, the model, and every data row checked. Returns (trainer, checkpoint, eval_rows)."""
     set_seed(training_args.seed)
     import torch
 
+    try:
+        checkpoint = resume_point(data_args, training_args, model_args)
+    except (ValueError, OSError) as error:
+        raise UsageError(str(error)) from None
+    # Rows before the model: a bad row is named in seconds, not at the step that reaches it.
+    window = audio_window(model_args)
+    train_rows, base_dir = check_split(data_args.train_file, data_args, window, data_args.max_train_samples)
+    eval_rows = eval_base_dir = None
+    if data_args.eval_file:
+        eval_rows, eval_base_dir = check_split(data_args.eval_file, data_args, window, data_args.max_eval_samples)
     dtype = torch.bfloat16 if training_args.bf16 else (torch.float16 if training_args.fp16 else None)
     model, processor = load_model_and_processor(model_args, dtype=None if dtype == torch.float16 else dtype)
+    train_rows = prepare_split(train_rows, base_dir, data_args, processor)
+    if eval_rows is not None:
+        eval_rows = prepare_split(eval_rows, eval_base_dir, data_args, processor)
     counts = configure_stage(
         model, data_args.stage, use_lora=model_args.use_lora,
         lora_kwargs={"r": model_args.lora_r, "lora_alpha": model_args.lora_alpha,
                      "lora_dropout": model_args.lora_dropout,
-                     "target_modules": model_args.lora_target_modules.split(",")},
+                     "target_modules": [m.strip() for m in model_args.lora_target_modules.split(",") if m.strip()]},
     )
     logger.info(f"stage {data_args.stage}: trainable parameters {counts}")
-
-    train_rows, base_dir = prepare_split(data_args.train_file, data_args, processor, data_args.max_train_samples)
-    eval_rows = None
-    if data_args.eval_file:
-        eval_rows, _ = prepare_split(data_args.eval_file, data_args, processor, data_args.max_eval_samples)
     compute_metrics = None
     if eval_rows is not None and training_args.predict_with_generate:
         compute_metrics = build_compute_metrics(processor, data_args.stage, eval_rows)
@@ -188,16 +284,19 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: S
         processing_class=processor,
         compute_metrics=compute_metrics,
     )
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
-        if checkpoint:
-            logger.info(f"Resuming from {checkpoint}")
+    return trainer, checkpoint, eval_rows
+
+
+def run(trainer: Seq2SeqTrainer, checkpoint: str | None, eval_rows) -> dict:
+    """Train (resuming from `checkpoint`), save the model and processor, evaluate; returns the final metrics."""
+    training_args = trainer.args
+    if checkpoint:
+        logger.info(f"Resuming from {checkpoint}")
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(result.metrics)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
-        processor.save_pretrained(training_args.output_dir)
+        trainer.processing_class.save_pretrained(training_args.output_dir)
     if eval_rows is not None:
         metrics.update(trainer.evaluate())
     trainer.log_metrics("all", metrics)
@@ -206,9 +305,30 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: S
     return metrics
 
 
+def train(model_args: ModelArguments, data_args: DataArguments, training_args: Seq2SeqTrainingArguments) -> dict:
+    """Run one stage; returns the final metrics. The output folder holds the loadable model and processor."""
+    return run(*setup(model_args, data_args, training_args))
+
+
 def main(argv: list[str] | None = None) -> dict:
+    """Parse, check and train. A user error found before the first step ends as one line `train.py: error: ...`:
+    exit 2 for bad usage (flags, an output folder that would be replaced), 1 for data or a model that cannot be
+    used. Failures during training itself keep their traceback."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    return train(*parse_args(argv))
+    args = parse_args(argv)
+    try:
+        prepared = setup(*args)
+    except UsageError as error:
+        _fail(error, 2)
+    except (ValueError, OSError) as error:  # DataError, AudioInputError, a model folder that does not load
+        _fail(error, 1)
+    return run(*prepared)
+
+
+def _fail(error: BaseException, status: int):
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
 
 
 if __name__ == "__main__":
