@@ -11,13 +11,18 @@ import argparse
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 
 class OutputExistsError(FileExistsError):
     """An output that exists already and would be replaced without `--overwrite`."""
+
+
+class UsageError(ValueError):
+    """A bad command line, found before any work starts (exit status 2 in `run_reporting_errors`)."""
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -197,8 +202,40 @@ def set_argument_types(parser: argparse.ArgumentParser, **types) -> argparse.Arg
     return parser
 
 
+def one_line(error: BaseException) -> str:
+    """An exception as one line: our own messages whole, a library's with its type when that says more."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    if not isinstance(error, (ValueError, OSError, RuntimeError)) or not text:
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text
+
+
+def run_reporting_errors(
+    prog: str, work: Callable[[], object], usage_errors: tuple[type[BaseException], ...] = ()
+) -> int:
+    """Run a command's `work()` and turn its errors into one line `prog: error: ...` on stderr, no traceback.
+
+    Returns the exit status: `work()`'s when it returns an int, else 0; 2 for bad usage (`UsageError`, `OutputExistsError`, `usage_errors`), 130 when
+    interrupted, 1 for any other failure. Set `LLM_SRT_TRACEBACK=1` to see the traceback of a failure instead.
+    """
+    try:
+        status = work()
+        return status if isinstance(status, int) and not isinstance(status, bool) else 0
+    except KeyboardInterrupt:
+        print(f"{prog}: error: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, OutputExistsError, *usage_errors) as error:
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 - failed work: one line naming it, not a traceback
+        if os.environ.get("LLM_SRT_TRACEBACK"):
+            raise
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return 1
+
+
 __all__ = [
-    "OutputExistsError", "same_file", "check_output_file", "check_output_dir", "atomic_write", "atomic_dir",
-    "new_file_mode", "set_argument_types",
+    "OutputExistsError", "UsageError", "same_file", "check_output_file", "check_output_dir", "atomic_write", "atomic_dir",
+    "new_file_mode", "set_argument_types", "one_line", "run_reporting_errors",
     "positive_int", "positive_float",
 ]

@@ -16,8 +16,16 @@ from transformers import (
 )
 
 from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech
-from trainer_scripts.convert_original_checkpoint import ConversionError, main as convert
+from llm_srt.safe_io import OutputExistsError, UsageError
+from trainer_scripts import convert_original_checkpoint as converter
+from trainer_scripts.convert_original_checkpoint import ConversionError, parse_args
 from trainer_scripts.push_to_hub import PushArguments, files_to_upload, push
+from trainer_scripts.push_to_hub import main as push_main
+
+
+def convert(argv):
+    """Parse and convert, raising what the conversion raises (`converter.main` turns it into an exit status)."""
+    return converter.convert(parse_args(argv))
 
 
 SR = 16000
@@ -154,9 +162,79 @@ def test_bad_checkpoints_are_refused_naming_the_fault(components, tmp_path):
     with pytest.raises(ConversionError, match="needs pickled code"):
         convert(["--checkpoint", str(tmp_path / "pickled.pt"), "--encoder", whisper_dir, "--llm", llm_dir,
                  "--output_dir", str(tmp_path / "out")])
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
+    with pytest.raises(UsageError, match="nope.pt"):
         convert(["--checkpoint", str(tmp_path / "nope.pt"), "--encoder", whisper_dir, "--llm", llm_dir,
                  "--output_dir", str(tmp_path / "out")])
+
+
+def conversion_args(components, tmp_path, out, *extra):
+    whisper_dir, llm_dir, _ = components
+    if not (tmp_path / "llm_srt.pt").exists():
+        torch.save(original_checkpoint(48, None), tmp_path / "llm_srt.pt")
+    return ["--checkpoint", str(tmp_path / "llm_srt.pt"), "--encoder", whisper_dir, "--llm", llm_dir,
+            "--output_dir", str(out), "--dtype", "float32", "--qformer_heads", "2", *extra]
+
+
+def snapshot(folder):
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+def test_converter_keeps_a_folder_that_holds_files_unless_overwrite(components, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")  # no config.json: still a user's folder
+    (out / "model.safetensors").write_bytes(b"my weights")
+    before = snapshot(out)
+    assert converter.main(conversion_args(components, tmp_path, out)) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Traceback" not in err and "README.md" in err and "--overwrite" in err
+    assert snapshot(out) == before
+
+    assert converter.main(conversion_args(components, tmp_path, out, "--overwrite", "true")) == 0
+    after = snapshot(out)
+    assert "config.json" in after and after["README.md"] != b"my notes" and after["model.safetensors"] != b"my weights"
+    assert sorted(os.listdir(tmp_path)) == ["llm_srt.pt", "mine"]  # no temporary folder left beside it
+
+
+def test_a_conversion_failing_midway_leaves_the_old_folder_whole(components, tmp_path, monkeypatch):
+    import trainer_scripts.push_to_hub as push_to_hub
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "README.md").write_text("old card")
+    (out / "config.json").write_text("{}")
+    before = snapshot(out)
+
+    def fail(*args, **kwargs):  # the weights and processor are written by now
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(push_to_hub, "write_model_card", fail)
+    with pytest.raises(OSError, match="No space"):
+        convert(conversion_args(components, tmp_path, out, "--overwrite", "true"))
+    assert snapshot(out) == before
+    assert sorted(os.listdir(tmp_path)) == ["llm_srt.pt", "model"]
+
+
+def test_converter_refuses_bad_usage_before_loading(components, tmp_path, capsys):
+    whisper_dir, llm_dir, _ = components
+    llm_before = snapshot(llm_dir)
+    # An output folder that is one of the inputs is refused even with --overwrite.
+    assert converter.main(conversion_args(components, tmp_path, llm_dir, "--overwrite", "true")) == 2
+    assert "holds the input" in capsys.readouterr().err
+    assert snapshot(llm_dir) == llm_before
+    for extra, name in ((["--dtype", "float8"], "--dtype"), (["--qformer_heads", "0"], "--qformer_heads"),
+                        (["--max_shard_size", "5XB"], "--max_shard_size"), (["--mandarin_tag", "man"], "--mandarin_tag"),
+                        (["--lora_alpha", "-1"], "--lora_alpha")):
+        with pytest.raises(SystemExit) as stop:
+            converter.main(conversion_args(components, tmp_path, tmp_path / "o", *extra))
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and name in err and "Traceback" not in err, err
+    args = conversion_args(components, tmp_path, tmp_path / "o")
+    args[args.index("--encoder") + 1] = str(tmp_path / "no" / "whisper")
+    assert converter.main(args) == 2
+    err = capsys.readouterr().err
+    assert "--encoder" in err and "no such folder" in err
+    assert not (tmp_path / "o").exists()
 
 
 class PickledThing:
@@ -222,3 +300,65 @@ def test_release_cards_are_rendered_and_valid():
         data = card.data.to_dict()
         assert data["base_model"][1].startswith("Qwen/Qwen2.5-") and data["license"] == "cc-by-nc-sa-4.0"
         assert card.data.eval_results and all(r.metric_value > 0 for r in card.data.eval_results)
+
+
+def model_copy(tiny_folder, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_folder, folder)
+    return folder
+
+
+def write_results(tmp_path, bleu=21.37):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"task": "srt", "test_file": "fleurs_test.jsonl", "averages": {"bleu": bleu}}))
+    return path
+
+
+def test_push_results_are_never_silently_ignored(tiny_folder, tmp_path, capsys):
+    folder = model_copy(tiny_folder, tmp_path)
+    (folder / "README.md").write_text("---\nlicense: mit\n---\nMy own card.\n")
+    results = write_results(tmp_path)
+    hub = RecordingHub()
+    with pytest.raises(UsageError, match="--overwrite_card"):
+        push(PushArguments(folder=str(folder), repo_id="me/x", results=str(results)), api=hub)
+    assert hub.calls == [] and (folder / "README.md").read_text().endswith("My own card.\n")
+    assert push_main(["--folder", str(folder), "--repo_id", "me/x", "--results", str(results), "--dry_run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("push_to_hub: error: ") and "README.md" in err and "Traceback" not in err
+
+    push(PushArguments(folder=str(folder), repo_id="me/x", results=str(results), overwrite_card=True), api=hub)
+    assert ModelCard.load(str(folder / "README.md")).data.eval_results[0].metric_value == 21.37
+    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
+
+
+def test_push_names_a_missing_or_invalid_results_file(tiny_folder, tmp_path, capsys):
+    folder = model_copy(tiny_folder, tmp_path)
+    (tmp_path / "broken.json").write_text('{"task": "srt", "averages": {"bleu": 21.3,}}')
+    (tmp_path / "other.json").write_text('{"bleu": 3}')
+    (tmp_path / "words.json").write_text('{"task": "srt", "averages": {"bleu": "high"}}')
+    for name, message in (("gone.json", "no such file"), ("broken.json", "not valid JSON: .*line 1"),
+                          ("other.json", "not an evaluate.py results.json"), ("words.json", "not numbers: bleu")):
+        with pytest.raises(ValueError, match=message):
+            push(PushArguments(folder=str(folder), repo_id="me/x", results=str(tmp_path / name)), api=RecordingHub())
+        assert push_main(["--folder", str(folder), "--repo_id", "me/x", "--results", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert name in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (folder / "README.md").exists()  # nothing written on the way
+
+
+def test_push_dry_run_writes_nothing_and_bad_ids_or_configs_are_named(tiny_folder, tmp_path, capsys):
+    folder = model_copy(tiny_folder, tmp_path)
+    before = snapshot(folder)
+    files = push(PushArguments(folder=str(folder), repo_id="me/x", results=str(write_results(tmp_path)),
+                               dry_run=True))
+    assert "README.md" in files and snapshot(folder) == before
+    out = capsys.readouterr().out
+    assert "README.md (generated card)" in out and "21.37" in out
+    assert push_main(["--folder", str(folder), "--repo_id", "me/bad name!", "--dry_run"]) == 2
+    assert "--repo_id" in capsys.readouterr().err
+    (folder / "config.json").write_text('{"model_type": "llm_srt",')
+    assert push_main(["--folder", str(folder), "--repo_id", "me/x", "--dry_run"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json is not valid JSON" in err and "Traceback" not in err

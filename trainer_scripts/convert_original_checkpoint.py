@@ -13,6 +13,11 @@ SLAM-LLM wrapper (`encoder_projector.*`, with LoRA `llm.base_model.model.*.lora_
 never used by the queries) are dropped and reported; any other key that cannot be placed, any parameter left
 unfilled and any shape mismatch stops the conversion with the list. The output folder holds the config,
 safetensors weights (sharded), processor files, the original decoding settings, the remote code and a model card.
+
+A folder that already holds files is refused unless `--overwrite` (which replaces the folder as a whole); the
+output is written to a temporary folder beside it and moved into place at the end, so a failed or killed run leaves
+the old folder as it was. Errors are one line `convert_original_checkpoint: error: ...` (exit 2 for bad usage, 1
+for a checkpoint that does not convert).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+import argparse
+
 import torch
 from transformers import HfArgumentParser
 
@@ -32,8 +39,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor  # noqa: E402
 from llm_srt.modeling_llm_srt import is_adapter_key, state_dict_mismatches  # noqa: E402
+from llm_srt.safe_io import (  # noqa: E402
+    UsageError,
+    atomic_dir,
+    check_output_dir,
+    positive_int,
+    run_reporting_errors,
+    set_argument_types,
+)
 
 
+PROG = "convert_original_checkpoint"
 logger = logging.getLogger("llm_srt.convert")
 
 PREFIXES = (("encoder_projector.", "projector."), ("llm.base_model.model.", "language_model."),
@@ -51,16 +67,58 @@ class ConvertArguments:
     checkpoint: str = field(metadata={"help": "Original LLM-SRT checkpoint (.pt)."})
     encoder: str = field(metadata={"help": "Whisper checkpoint: Hub id (openai/whisper-large-v3) or folder."})
     llm: str = field(metadata={"help": "LLM: Hub id (Qwen/Qwen2.5-3B) or folder."})
-    output_dir: str = field(metadata={"help": "Folder to write the converted model to (must not hold a model)."})
+    output_dir: str = field(metadata={"help": "Folder to write the converted model to (empty or new, unless "
+                                                  "--overwrite)."})
     lora: bool = field(default=False, metadata={"help": "The checkpoint holds LoRA weights (the paper's V2 model)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (not stored in checkpoints; paper: 32)."})
     adapter_only: bool = field(default=False, metadata={"help": "Write only projector/LoRA weights; reference the rest."})
-    dtype: str = field(default="bfloat16", metadata={"help": "bfloat16 (as released), float16 or float32."})
-    mandarin_tag: str = field(default="zho", metadata={"help": "Mandarin's tag in the prompts it was trained with."})
+    dtype: str = field(default="bfloat16", metadata={"help": "bfloat16 (as released), float16 or float32.",
+                                                     "choices": ["bfloat16", "float16", "float32"]})
+    mandarin_tag: str = field(default="zho", metadata={"help": "Mandarin's tag in the prompts it was trained with.",
+                                                       "choices": ["zho", "cmn"]})
     qformer_heads: int = field(default=12, metadata={"help": "Q-Former attention heads (not in the weights; the "
                                                       "original's Blip2QFormerConfig() has 12)."})
-    max_shard_size: str = field(default="5GB")
+    max_shard_size: str = field(default="5GB", metadata={"help": "Largest weight file, e.g. 5GB or 500MB."})
     model_card: bool = field(default=True, metadata={"help": "Write README.md (the model card)."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace a --output_dir that already holds files "
+                                                              "(the whole folder)."})
+
+
+def shard_size(text: str) -> str:
+    """argparse type: a size such as 5GB, 500MB or a number of bytes."""
+    from transformers.utils.hub import convert_file_size_to_int
+
+    try:
+        value = convert_file_size_to_int(text if not text.isdigit() else int(text))
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"expected a size such as 5GB or 500MB, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 bytes, got {text!r}")
+    return text
+
+
+def parse_args(argv: list[str] | None = None) -> ConvertArguments:
+    """The command line as `ConvertArguments`; bad values are refused by the parser (exit 2)."""
+    parser = set_argument_types(HfArgumentParser(ConvertArguments, prog=PROG), lora_alpha=positive_int,
+                                qformer_heads=positive_int, max_shard_size=shard_size)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    return args
+
+
+def check_arguments(args: ConvertArguments) -> None:
+    """What can be checked before loading anything: inputs exist, the output folder may be written."""
+    if not os.path.isfile(args.checkpoint):
+        raise UsageError(f"--checkpoint {args.checkpoint}: no such file.")
+    for flag, value in (("--encoder", args.encoder), ("--llm", args.llm)):
+        if not os.path.isdir(value) and (os.path.exists(value) or _looks_local(value)):
+            raise UsageError(f"{flag} {value}: no such folder (give a model folder or a Hub id).")
+    check_output_dir(args.output_dir, overwrite=args.overwrite, what="--output_dir",
+                     inputs=[args.checkpoint, args.encoder, args.llm])
+
+
+def _looks_local(name: str) -> bool:
+    """Whether a model name can only be a local path (a Hub id is `name` or `owner/name`)."""
+    return name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1
 
 
 def read_original_checkpoint(path: str) -> dict[str, torch.Tensor]:
@@ -136,8 +194,10 @@ def check_fit(model, mapped: dict[str, torch.Tensor], adapter_only: bool) -> Non
 
 def convert(args: ConvertArguments) -> str:
     """Convert and write the model folder; returns its path."""
-    if os.path.exists(os.path.join(args.output_dir, "config.json")):
-        raise FileExistsError(f"{args.output_dir} already holds a model; choose an empty folder.")
+    try:
+        check_arguments(args)
+    except ValueError as error:  # an output folder that holds an input
+        raise UsageError(str(error)) from None
     state = read_original_checkpoint(args.checkpoint)
     inferred = infer_config_kwargs(state)
     if bool(inferred.get("lora")) != args.lora:
@@ -165,12 +225,15 @@ def convert(args: ConvertArguments) -> str:
     model.eval()
 
     processor = build_processor(args, model)
-    model.save_pretrained(args.output_dir, adapter_only=args.adapter_only, max_shard_size=args.max_shard_size)
-    processor.save_pretrained(args.output_dir)
-    if args.model_card:
-        from trainer_scripts.push_to_hub import write_model_card
+    # Written beside the target and moved into place whole: a failure leaves the old folder (or none) as it was.
+    with atomic_dir(args.output_dir) as folder:
+        model.save_pretrained(folder, adapter_only=args.adapter_only, max_shard_size=args.max_shard_size)
+        processor.save_pretrained(folder)
+        if args.model_card:
+            from trainer_scripts.push_to_hub import write_model_card
 
-        write_model_card(args.output_dir, base_llm=args.llm, encoder=args.encoder, lora=args.lora)
+            write_model_card(folder, base_llm=args.llm, encoder=args.encoder, lora=args.lora,
+                             name=os.path.basename(os.path.abspath(args.output_dir)))
     logger.warning(f"Converted {len(mapped)} tensors into {args.output_dir}")
     return args.output_dir
 
@@ -194,16 +257,12 @@ def build_processor(args: ConvertArguments, model) -> LlmSrtProcessor:
     )
 
 
-def main(argv: list[str] | None = None) -> str:
+def main(argv: list[str] | None = None) -> int:
+    """The command: exit status 0, 2 for bad usage, 1 for a checkpoint that does not convert, 130 interrupted."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    (args,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv)
-    try:
-        return convert(args)
-    except (ConversionError, FileNotFoundError, FileExistsError) as error:
-        if __name__ == "__main__":
-            raise SystemExit(f"convert_original_checkpoint: {error}") from None
-        raise
+    args = parse_args(argv)
+    return run_reporting_errors(PROG, lambda: convert(args) and 0)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

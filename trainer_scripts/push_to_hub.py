@@ -6,8 +6,10 @@
 
 The folder must load as an LLM-SRT model (config with `model_type: llm_srt`, weights, processor, remote code).
 Trainer checkpoints, optimizer states and logs are left out. When the folder has no README.md, the card is rendered
-from `model_cards/template.md` (a `results.json` from `evaluate.py` fills the results table). `--dry_run` prints
-what would be uploaded and writes nothing to the Hub.
+from `model_cards/template.md` (a `results.json` from `evaluate.py` fills the results table). A folder that has a
+README.md keeps it: `--results` is then refused unless `--overwrite_card` (re-render the card with the results,
+replacing README.md). `--dry_run` prints what would be uploaded and the card, and writes nothing, neither to the Hub
+nor to the folder. Errors are one line `push_to_hub: error: ...` (exit 2 for bad usage, 1 for a failed upload).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from transformers import HfArgumentParser
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
+from llm_srt.safe_io import UsageError, atomic_write, run_reporting_errors  # noqa: E402
+
+
+PROG = "push_to_hub"
 TEMPLATE = os.path.join(ROOT, "model_cards", "template.md")
 IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "optimizer.pt", "scheduler.pt", "rng_state*.pth",
                    "training_args.bin", "*.partial", ".git/**", "__pycache__/**"]
@@ -57,6 +63,8 @@ class PushArguments:
     revision: str = field(default="main", metadata={"help": "Branch to upload to (created when missing)."})
     commit_message: str = field(default="Upload LLM-SRT model")
     results: str | None = field(default=None, metadata={"help": "evaluate.py results.json for the card's table."})
+    overwrite_card: bool = field(default=False, metadata={"help": "Re-render README.md (with --results) even though "
+                                                                   "the folder has one; replaces it."})
     token: str | None = field(default=None, metadata={"help": "Hub token (default: the logged-in one)."})
     dry_run: bool = field(default=False, metadata={"help": "Only print the files and card that would be uploaded."})
 
@@ -103,20 +111,55 @@ def render_card(name: str, repo_id: str, base_llm: str, encoder: str, lora: bool
     )
 
 
-def write_model_card(folder: str, base_llm: str | None = None, encoder: str | None = None, lora: bool | None = None,
-                     repo_id: str | None = None, results: dict | None = None) -> str:
-    """Write `<folder>/README.md` from the template; unspecified facts are read from the folder's config."""
-    with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
-        config = json.load(handle)
+def model_card_for(folder: str, base_llm: str | None = None, encoder: str | None = None, lora: bool | None = None,
+                   repo_id: str | None = None, results: dict | None = None, name: str | None = None) -> str:
+    """The card of a model folder; unspecified facts are read from the folder's config."""
+    config = read_json(os.path.join(folder, "config.json"))
     base_llm = base_llm or config.get("text_model_name_or_path") or "Qwen/Qwen2.5-3B"
     encoder = encoder or config.get("audio_model_name_or_path") or "openai/whisper-large-v3"
     lora = bool(config.get("lora_config")) if lora is None else lora
-    name = (repo_id or os.path.basename(os.path.abspath(folder))).split("/")[-1]
-    card = render_card(name, repo_id or f"<user>/{name}", base_llm, encoder, lora, results)
+    name = (repo_id or name or os.path.basename(os.path.abspath(folder))).split("/")[-1]
+    return render_card(name, repo_id or f"<user>/{name}", base_llm, encoder, lora, results)
+
+
+def write_model_card(folder: str, base_llm: str | None = None, encoder: str | None = None, lora: bool | None = None,
+                     repo_id: str | None = None, results: dict | None = None, name: str | None = None) -> str:
+    """Write `<folder>/README.md` (atomically) from the template; `name` defaults to the folder's."""
+    card = model_card_for(folder, base_llm, encoder, lora, repo_id, results, name)
     path = os.path.join(folder, "README.md")
-    with open(path, "w", encoding="utf-8") as handle:
+    with atomic_write(path) as handle:
         handle.write(card)
     return path
+
+
+def read_json(path: str) -> dict:
+    """A JSON object from `path`; the error names the file (and the line of a syntax error)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object.")
+    return data
+
+
+def read_results(path: str) -> dict:
+    """An `evaluate.py` results.json, checked for what the card uses (`task`, numeric `averages`)."""
+    if not os.path.isfile(path):
+        raise UsageError(f"--results {path}: no such file.")
+    results = read_json(path)
+    averages = results.get("averages")
+    if not isinstance(results.get("task"), str) or not isinstance(averages, dict):
+        raise ValueError(f"--results {path} is not an evaluate.py results.json (needs 'task' and 'averages').")
+    scores = {k: averages.get(k) for k in ("bleu", "wer") if k in averages}
+    bad = [k for k, v in scores.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+    if not scores or bad:
+        raise ValueError(f"--results {path}: 'averages' needs a numeric 'bleu' or 'wer'"
+                         + (f"; not numbers: {', '.join(bad)}" if bad else "") + ".")
+    return results
 
 
 def files_to_upload(folder: str) -> list[str]:
@@ -140,26 +183,50 @@ def check_folder(folder: str) -> None:
         missing.append("*.safetensors")
     if missing:
         raise ValueError(f"{folder} is not a complete LLM-SRT model folder; missing: {', '.join(missing)}")
-    with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
-        model_type = json.load(handle).get("model_type")
+    model_type = read_json(os.path.join(folder, "config.json")).get("model_type")
     if model_type != "llm_srt":
         raise ValueError(f"{folder}/config.json has model_type {model_type!r}, not 'llm_srt'.")
 
 
+def check_repo_id(repo_id: str) -> None:
+    """Refuse a malformed Hub repository id before anything is uploaded."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise UsageError(f"--repo_id {repo_id!r} is not a Hub repository id (owner/name): "
+                         f"{str(error).splitlines()[0]}") from None
+
+
 def push(args: PushArguments, api=None) -> list[str]:
     """Upload (or, with --dry_run, list) the folder; returns the uploaded relative paths."""
+    check_repo_id(args.repo_id)
     check_folder(args.folder)
-    if not os.path.isfile(os.path.join(args.folder, "README.md")):
-        results = None
-        if args.results:
-            with open(args.results, encoding="utf-8") as handle:
-                results = json.load(handle)
-        write_model_card(args.folder, repo_id=args.repo_id, results=results)
+    results = read_results(args.results) if args.results else None
+    has_card = os.path.isfile(os.path.join(args.folder, "README.md"))
+    if has_card and results is not None and not args.overwrite_card:
+        raise UsageError(
+            f"{args.folder}/README.md exists, so --results {args.results} would not reach the card: pass "
+            "--overwrite_card to re-render it with these results (replaces README.md), or drop --results and "
+            "edit the card yourself.")
+    card = None
+    if not has_card or args.overwrite_card:
+        card = model_card_for(args.folder, repo_id=args.repo_id, results=results)
     files = files_to_upload(args.folder)
-    if args.dry_run:
+    if args.dry_run:  # nothing written, not even the card: a later real push must see the folder as it is
+        if card is not None:
+            files = sorted(set(files) | {"README.md"})
         print(f"Would upload to {args.repo_id}@{args.revision} ({'private' if args.private else 'public'}):")
-        print("\n".join(f"  {f}" for f in files))
+        print("\n".join(f"  {f}" + (" (generated card)" if f == "README.md" and card is not None else "")
+                        for f in files))
+        if card is not None:
+            print("\n--- README.md ---\n" + card)
         return files
+    if card is not None:
+        with atomic_write(os.path.join(args.folder, "README.md")) as handle:
+            handle.write(card)
+        files = files_to_upload(args.folder)
     if api is None:
         from huggingface_hub import HfApi
 
@@ -173,10 +240,11 @@ def push(args: PushArguments, api=None) -> list[str]:
     return files
 
 
-def main(argv: list[str] | None = None) -> list[str]:
-    (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses(args=argv)
-    return push(args)
+def main(argv: list[str] | None = None) -> int:
+    """The command: exit status 0, 2 for bad usage, 1 for a failed upload, 130 interrupted."""
+    (args,) = HfArgumentParser(PushArguments, prog=PROG).parse_args_into_dataclasses(args=argv)
+    return run_reporting_errors(PROG, lambda: push(args) and 0, usage_errors=(FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
