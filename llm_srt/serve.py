@@ -755,24 +755,24 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Run `llm-srt serve` until interrupted; errors are one `llm-srt: error: ...` line (2: bad model or setup)."""
-    import sys
-
+    """Run `llm-srt serve` until interrupted. Errors are raised with one-line messages for the CLI to print."""
     try:
         import uvicorn
-
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401 - form uploads
+    except ImportError as error:
+        raise RuntimeError(f"llm-srt serve needs FastAPI, uvicorn and python-multipart ({error}): "
+                           "pip install 'llm-srt[serve]'") from None
+    try:
         app = create_app(
             args.model, served_model_name=args.served_model_name, max_batch_size=args.max_batch_size,
             max_wait_ms=args.max_wait_ms, max_file_mb=args.max_file_mb, max_new_tokens=args.max_new_tokens,
             num_beams=args.num_beams, device=args.device, dtype=args.dtype,
         )
-    except ImportError:
-        print("llm-srt: error: llm-srt serve needs FastAPI and uvicorn: pip install 'llm-srt[serve]'.",
-              file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as error:
-        print(f"llm-srt: error: {args.model}: {error}".replace("\n", " "), file=sys.stderr)
-        return 2
+    except Exception as error:  # noqa: BLE001 - whatever the loader raises, name the model and stop
+        where = "" if os.path.isdir(args.model) else " (no such local folder; tried it as a Hub id)"
+        message = " ".join(str(error).split()) or type(error).__name__
+        raise RuntimeError(f"could not load the model {args.model}{where}: {message}") from None
     logger.warning(f"Serving {app.state.server.settings.served_model_name!r} on http://{args.host}:{args.port}/v1")
     uvicorn.run(app, host=args.host, port=args.port)
     return 0
