@@ -14,14 +14,19 @@ import tempfile
 from collections.abc import Sequence
 
 from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS
-from .safe_io import OutputExistsError, check_output_file, new_file_mode, positive_float, positive_int
+from .safe_io import (
+    OutputExistsError,
+    UsageError,
+    check_output_file,
+    new_file_mode,
+    one_line,
+    positive_float,
+    positive_int,
+    run_reporting_errors,
+)
 
 
 PROG = "llm-srt"
-
-
-class UsageError(ValueError):
-    """A bad command line, found before any work starts: exit status 2."""
 
 
 class WorkError(RuntimeError):
@@ -55,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--output", default="-", help="JSON-lines output file (default: stdout)")
     translate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     commands.add_parser("languages", help="list the supported languages")
+    from . import serve  # `llm-srt serve`; FastAPI is imported only when it runs
+
+    serve.add_parser(commands)
     from . import serve  # `llm-srt serve`; FastAPI is imported only when it runs
 
     serve.add_parser(commands)
@@ -142,7 +150,7 @@ def load_pipeline(args: argparse.Namespace):
         )
     except Exception as error:  # noqa: BLE001 - whatever the loader raises, name the model and stop
         where = "" if os.path.isdir(args.model) else " (no such local folder; tried it as a Hub id)"
-        raise WorkError(f"could not load the model {args.model}{where}: {_first_line(error)}") from None
+        raise WorkError(f"could not load the model {args.model}{where}: {one_line(error)}") from None
 
 
 def _call_kwargs(args: argparse.Namespace, pipe) -> dict:
@@ -229,7 +237,7 @@ def translate(args: argparse.Namespace) -> int:
                 result = pipe(path, **call_kwargs)
             except Exception as error:  # noqa: BLE001 - one bad file must not lose the others: report it, go on
                 failures += 1
-                print(f"{PROG}: error: {path}: {_first_line(error)}", file=sys.stderr)
+                print(f"{PROG}: error: {path}: {one_line(error)}", file=sys.stderr)
                 continue
             for row in result if isinstance(result, list) else [result]:
                 out.write({"file": path, **row})
@@ -248,12 +256,17 @@ def translate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
-
-
 COMMANDS = {"translate": translate, "languages": lambda args: list_languages() or 0}
+
+
+def serve(args: argparse.Namespace) -> int:
+    """`llm-srt serve MODEL`: the OpenAI-compatible server (llm_srt/serve.py)."""
+    from .serve import run_cli
+
+    return run_cli(args)
+
+
+COMMANDS["serve"] = serve
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -269,17 +282,7 @@ COMMANDS["serve"] = serve
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad usage the parser can see: its own one-line message, exit 2
-    try:
-        return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: error: interrupted", file=sys.stderr)
-        return 130
-    except (UsageError, OutputExistsError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    except Exception as error:  # noqa: BLE001 - failed work: one line, no traceback
-        print(f"{PROG}: error: {_first_line(error)}", file=sys.stderr)
-        return 1
+    return run_reporting_errors(PROG, lambda: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":
