@@ -5,7 +5,7 @@ import pytest
 import soundfile
 
 from llm_srt.testing import synthetic_speech
-from trainer_scripts.prepare_data import main as prepare
+from trainer_scripts.prepare_data import build as prepare
 
 
 SR = 16000
@@ -101,3 +101,140 @@ def test_output_loads_for_training(tmp_path):
              "--output", str(out)])
     data = load_rows(str(out))
     assert len(select_stage_rows(data, "srt")) == 3 and len(select_stage_rows(data, "asr")) == 8
+
+
+# ----------------------------------------------------------------------------------- bad input and faults
+from trainer_scripts.prepare_data import main as prepare_command  # noqa: E402
+
+
+def status_of(capsys, argv):
+    """(exit status, stderr) of the command, argparse's own refusals included."""
+    try:
+        status = prepare_command([str(a) for a in argv])
+    except SystemExit as stop:
+        status = stop.code
+    return status, capsys.readouterr().err
+
+
+def one_error_line(err, *names):
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    for name in names:
+        assert name in lines[0], (name, err)
+
+
+def make_cv(root, tsv_text=None):
+    wav(str(root / "en" / "clips" / "1.wav"))
+    header = "client_id\tpath\tsentence\tup_votes\n"
+    (root / "en" / "train.tsv").write_text(tsv_text or header + "c\t1.wav\tHello there\t2\n")
+
+
+def test_bad_arguments_are_refused_by_the_parser(tmp_path, capsys):
+    make_fleurs(tmp_path / "fleurs")
+    base = ["--corpus", "fleurs", "--source", tmp_path / "fleurs", "--output", tmp_path / "o.jsonl"]
+    for extra, names in ((["--tasks", "foo"], ["--tasks", "foo", "srt"]), (["--tasks", "srt,tts"], ["tts"]),
+                         (["--languages", "eng,xx"], ["--languages", "'xx'"]), (["--languages", ","], ["--languages"]),
+                         (["--max_seconds", "0"], ["--max_seconds"]), (["--max_rows", "0"], ["--max_rows"]),
+                         (["--corpus", "librispeech"], ["--corpus"])):
+        status, err = status_of(capsys, [*base, *extra])
+        assert status == 2, extra
+        one_error_line(err, *names)
+    make_cv(tmp_path / "cv")
+    status, err = status_of(capsys, ["--corpus", "commonvoice", "--source", tmp_path / "cv", "--tasks", "srt",
+                                     "--output", tmp_path / "o.jsonl"])
+    assert status == 2
+    one_error_line(err, "--tasks", "commonvoice")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_run_that_keeps_nothing_fails_saying_why(tmp_path, capsys):
+    cv = tmp_path / "cv"
+    make_cv(cv, "client_id\tpath\tsentence\tup_votes\nc\tgone.wav\tMissing\t1\nc\t1.wav\t\t1\n")
+    out = tmp_path / "cv.jsonl"
+    status, err = status_of(capsys, ["--corpus", "commonvoice", "--source", cv, "--output", out])
+    assert status == 1
+    one_error_line(err, "0 rows", "1 missing audio file", "gone.wav", "1 empty text")
+    assert not out.exists() and not os.path.exists(str(out) + ".stats.json")
+
+
+def test_tsv_faults_name_the_file_and_the_column_or_line(tmp_path, capsys):
+    covost = tmp_path / "covost"
+    os.makedirs(covost)
+    wav(str(tmp_path / "clips" / "1.wav"))
+    (covost / "covost_v2.en_de.tsv").write_text("file\tsentence\ttranslation\tsplit\n1.wav\tHi\tHallo\ttrain\n")
+    status, err = status_of(capsys, ["--corpus", "covost2", "--source", covost, "--clips", tmp_path / "clips",
+                                     "--output", tmp_path / "o.jsonl"])
+    assert status == 1
+    one_error_line(err, "covost_v2.en_de.tsv", "'path'")
+
+    cv = tmp_path / "cv"
+    make_cv(cv, "client_id\tpath\tsentence\nc\t1.wav\tHello there\nc\n")  # line 3 is cut short
+    summary = prepare(["--corpus", "commonvoice", "--source", str(cv), "--output", str(tmp_path / "cv.jsonl")])
+    assert summary["kept"] == 1 and summary["dropped"] == {"malformed TSV line": 1}
+    assert summary["first_dropped"]["malformed TSV line"].endswith("train.tsv:3")
+
+    (cv / "en" / "train.tsv").write_bytes(b"client_id\tpath\tsentence\nc\t1.wav\t\xff\xfe bad\n")
+    status, err = status_of(capsys, ["--corpus", "commonvoice", "--source", cv, "--output", tmp_path / "cv2.jsonl"])
+    assert status == 1
+    one_error_line(err, "train.tsv", "UTF-8")
+
+
+def test_existing_outputs_and_inputs_are_never_replaced(tmp_path, capsys):
+    cv = tmp_path / "cv"
+    make_cv(cv)
+    out = tmp_path / "cv.jsonl"
+    out.write_text("my manifest\n")
+    status, err = status_of(capsys, ["--corpus", "commonvoice", "--source", cv, "--output", out])
+    assert status == 2
+    one_error_line(err, str(out), "--overwrite")
+    assert out.read_text() == "my manifest\n"
+
+    tsv = cv / "en" / "train.tsv"
+    before = tsv.read_text()
+    status, err = status_of(capsys, ["--corpus", "commonvoice", "--source", cv, "--output", tsv, "--overwrite"])
+    assert status == 2
+    one_error_line(err, "input")
+    assert tsv.read_text() == before
+
+    assert status_of(capsys, ["--corpus", "commonvoice", "--source", cv, "--output", out, "--overwrite"])[0] == 0
+    assert [r["transcript"] for r in read(out)] == ["Hello there"]
+    assert sorted(os.listdir(tmp_path)) == ["cv", "cv.jsonl", "cv.jsonl.stats.json"]  # no temporary files
+
+
+def test_a_run_failing_midway_leaves_the_old_manifest(tmp_path, capsys):
+    covost = tmp_path / "covost"
+    os.makedirs(covost)
+    wav(str(tmp_path / "clips" / "1.wav"))
+    good = "path\tsentence\ttranslation\tclient_id\tsplit\n1.wav\tHello\tHallo\tc\ttrain\n"
+    (covost / "covost_v2.en_de.tsv").write_text(good)
+    (covost / "covost_v2.en_fr.tsv").write_text("sentence\ttranslation\n")  # read second, after rows were written
+    out = tmp_path / "covost.jsonl"
+    out.write_text("old\n")
+    status, err = status_of(capsys, ["--corpus", "covost2", "--source", covost, "--clips", tmp_path / "clips",
+                                     "--output", out, "--overwrite"])
+    assert status == 1
+    one_error_line(err, "covost_v2.en_fr.tsv")
+    assert out.read_text() == "old\n"
+    assert sorted(os.listdir(tmp_path)) == ["clips", "covost", "covost.jsonl"]
+
+
+def test_hub_audio_goes_to_a_folder_of_the_manifest_own(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    def fake_hub(source, config, split, streaming):
+        return [{"id": 1, "raw_transcription": f"{config} one", "audio": {"array": synthetic_speech(0.3), "sampling_rate": SR}}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_hub)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for out in (first, second):
+        prepare(["--corpus", "fleurs", "--source", "google/fleurs", "--languages", "eng,deu", "--tasks", "asr",
+                 "--output", str(out)])
+    audio_a, audio_b = {r["audio"] for r in read(first)}, {r["audio"] for r in read(second)}
+    assert not audio_a & audio_b and all(os.path.isfile(p) for p in audio_a | audio_b)
+    os.remove(first)
+    os.remove(str(first) + ".stats.json")
+    status, err = status_of(capsys, ["--corpus", "fleurs", "--source", "google/fleurs", "--tasks", "asr",
+                                     "--languages", "eng", "--output", first])
+    assert status == 2  # its old clips are still there: refused without --overwrite
+    one_error_line(err, "a.jsonl.audio", "--overwrite")

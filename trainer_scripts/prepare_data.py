@@ -18,15 +18,23 @@ Layouts read from a local folder:
 - Common Voice: `<source>/<locale>/<split>.tsv` (path, sentence, ...) and `<source>/<locale>/clips/`.
 
 Rows are written in the manifest format of `train.py` (`audio`, `src_lang`, `tgt_lang`, `transcript`,
-`translation`, `key`, `duration`); clips longer than `--max_seconds`, empty texts, undecodable audio and languages
-outside the 15 are dropped and counted. The counts are printed and written to `<output>.stats.json`. With
-`--streaming` (Hub datasets too large for the disk) audio is decoded as it streams and written under
-`<output dir>/audio/`.
+`translation`, `key`, `duration`); clips longer than `--max_seconds`, empty texts, undecodable audio, lines cut
+short and languages outside the 15 are dropped and counted. The counts are printed and written to
+`<output>.stats.json`. A Hub dataset's audio (`--streaming` too) is decoded as it streams and written under
+`<output>.audio/`, a folder of this manifest's own (refused when it holds files, unless `--overwrite`), so two
+manifests never overwrite each other's clips.
+
+Bad input: an existing output is refused without `--overwrite` and an input is never overwritten; the manifest and
+its stats are written to temporary files renamed into place at the end, so a failed or killed run leaves the old
+ones as they were; a run that keeps no row fails with the drop counts; a TSV without a needed column, or not UTF-8,
+is named. Errors are one line `prepare_data: error: ...` (exit 2 for bad usage, 1 for data that cannot be used).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
+import glob
 import itertools
 import json
 import os
@@ -41,6 +49,24 @@ from transformers import HfArgumentParser
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from llm_srt.configuration_llm_srt import LANGUAGES, normalize_language  # noqa: E402
+from llm_srt.safe_io import (  # noqa: E402
+    UsageError,
+    atomic_dir,
+    atomic_write,
+    check_output_dir,
+    check_output_file,
+    positive_float,
+    positive_int,
+    run_reporting_errors,
+    set_argument_types,
+)
+
+
+PROG = "prepare_data"
+TASKS = ("srt", "asr")
+# The rows each corpus can give: FLEURS either or both, CoVoST-2 translation pairs, Common Voice transcripts.
+CORPUS_TASKS = {"fleurs": {"srt", "asr"}, "covost2": {"srt"}, "commonvoice": {"asr"}}
+TSV_COLUMNS = {"covost2": ("path", "sentence", "translation"), "commonvoice": ("path", "sentence")}
 
 
 FLEURS_CONFIGS = {
@@ -62,13 +88,49 @@ class PrepareArguments:
     output: str = field(metadata={"help": "Output manifest (.jsonl) or, with --save_to_disk, a datasets folder."})
     split: str = field(default="train", metadata={"help": "train, dev (validation) or test."})
     languages: str = field(default=",".join(LANGUAGES), metadata={"help": "Comma-separated codes (default: all 15)."})
-    tasks: str = field(default="srt", metadata={"help": "fleurs: 'srt' pairs (many-to-many) and/or 'asr' rows."})
+    tasks: str | None = field(default=None, metadata={"help": "fleurs: 'srt' pairs (many-to-many) and/or 'asr' rows, "
+                                                             "comma-separated (default srt; covost2 gives srt, "
+                                                             "commonvoice asr)."})
     clips: str | None = field(default=None, metadata={"help": "covost2: folder of the Common Voice clips."})
     max_seconds: float = field(default=30.0, metadata={"help": "Drop clips longer than this (the encoder window)."})
     check_audio: bool = field(default=True, metadata={"help": "Open every clip to measure it and drop undecodable ones."})
     streaming: bool = field(default=False, metadata={"help": "Stream a Hub dataset instead of downloading it."})
     save_to_disk: bool = field(default=False, metadata={"help": "Write a datasets folder instead of a .jsonl."})
     max_rows: int | None = field(default=None, metadata={"help": "Stop after this many rows (tries, subsets)."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing output (and its stats file)."})
+
+
+class DataError(ValueError):
+    """An input file that cannot be read as the corpus's layout; the message names the file."""
+
+
+def task_list(text: str) -> str:
+    """argparse type: comma-separated tasks out of TASKS."""
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise argparse.ArgumentTypeError(f"unknown task(s) {', '.join(map(repr, unknown)) or repr(text)}; "
+                                         f"choose from {', '.join(TASKS)} (comma-separated)")
+    return ",".join(tasks)
+
+
+def language_list(text: str) -> str:
+    """argparse type: comma-separated supported languages, at least one."""
+    codes = [code.strip() for code in text.split(",") if code.strip()]
+    if not codes:
+        raise argparse.ArgumentTypeError("no language given")
+    try:
+        return ",".join(normalize_language(code) for code in codes)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def parse_args(argv: list[str] | None = None) -> PrepareArguments:
+    """The command line as `PrepareArguments`; bad values are refused by the parser (exit 2)."""
+    parser = set_argument_types(HfArgumentParser(PrepareArguments, prog=PROG), tasks=task_list,
+                                languages=language_list, max_seconds=positive_float, max_rows=positive_int)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    return args
 
 
 class Report:
@@ -132,8 +194,8 @@ def read_fleurs_local(args: PrepareArguments, report: Report) -> dict[str, list[
         if not os.path.isfile(tsv):
             raise FileNotFoundError(f"FLEURS {lang}: {tsv} not found (expected the google/fleurs layout).")
         utterances = []
-        with open(tsv, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, 1):
+        with open(tsv, encoding="utf-8", errors="strict") as handle:
+            for line_no, line in _lines(handle, tsv):
                 fields = line.rstrip("\n").split("\t")
                 if len(fields) < 6:
                     report.drop("malformed TSV line", f"{tsv}:{line_no}")
@@ -154,6 +216,16 @@ def read_fleurs_local(args: PrepareArguments, report: Report) -> dict[str, list[
     return by_language
 
 
+def _lines(handle, path: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text file; a decoding error names the file and the line."""
+    line_no = 0
+    try:
+        for line_no, line in enumerate(handle, 1):
+            yield line_no, line
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text near line {line_no + 1} ({error.reason}).") from None
+
+
 def read_fleurs_hub(args: PrepareArguments, report: Report) -> dict[str, list[dict]]:
     """Per language, the utterances of a Hub FLEURS dataset (audio written to wav files next to the output)."""
     import datasets
@@ -162,7 +234,7 @@ def read_fleurs_hub(args: PrepareArguments, report: Report) -> dict[str, list[di
     from llm_srt.audio_llm_srt import load_audio
 
     split = {"dev": "validation"}.get(SPLIT_ALIASES.get(args.split, args.split), args.split)
-    audio_dir = os.path.join(os.path.dirname(os.path.abspath(args.output)), "audio")
+    audio_dir = hub_audio_dir(args)
     by_language = {}
     for lang in wanted_languages(args):
         config = FLEURS_CONFIGS[lang]
@@ -196,7 +268,7 @@ def read_fleurs_hub(args: PrepareArguments, report: Report) -> dict[str, list[di
 def fleurs_rows(args: PrepareArguments, report: Report) -> Iterator[dict]:
     local = os.path.isdir(args.source)
     by_language = (read_fleurs_local if local else read_fleurs_hub)(args, report)
-    tasks = {t.strip() for t in args.tasks.split(",")}
+    tasks = set((args.tasks or "srt").split(","))
     text_by_id = {lang: {} for lang in by_language}
     for lang, utterances in by_language.items():
         for u in utterances:
@@ -215,9 +287,23 @@ def fleurs_rows(args: PrepareArguments, report: Report) -> Iterator[dict]:
 
 
 # ------------------------------------------------------------------------------------------ CoVoST-2, Common Voice
-def read_tsv(path: str) -> Iterator[dict]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        yield from csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+def read_tsv(path: str, required: tuple[str, ...], report: Report) -> Iterator[dict]:
+    """The rows of a TSV with a header; a missing column is an error naming the file, a short line is counted."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            columns = reader.fieldnames or []
+            missing = [c for c in required if c not in columns]
+            if missing:
+                raise DataError(f"{path}: no {', '.join(map(repr, missing))} column (its columns: "
+                                f"{', '.join(columns) or 'none, the file is empty'}).")
+            for row in reader:
+                if any(row.get(c) is None for c in required):  # the line ends before these columns
+                    report.drop("malformed TSV line", f"{path}:{reader.line_num}")
+                    continue
+                yield row
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}).") from None
 
 
 def covost_rows(args: PrepareArguments, report: Report) -> Iterator[dict]:
@@ -234,7 +320,7 @@ def covost_rows(args: PrepareArguments, report: Report) -> Iterator[dict]:
         if src is None or tgt is None or src not in wanted or tgt not in wanted:
             report.drop("language outside the selection", name)
             continue
-        for row in read_tsv(os.path.join(args.source, name)):
+        for row in read_tsv(os.path.join(args.source, name), TSV_COLUMNS["covost2"], report):
             if row.get("split", split) != split:
                 continue
             transcript, translation = (row.get("sentence") or "").strip(), (row.get("translation") or "").strip()
@@ -264,7 +350,7 @@ def commonvoice_rows(args: PrepareArguments, report: Report) -> Iterator[dict]:
         if not os.path.isfile(tsv):
             report.drop(f"no {split}.tsv", locale)
             continue
-        for row in read_tsv(tsv):
+        for row in read_tsv(tsv, TSV_COLUMNS["commonvoice"], report):
             text = (row.get("sentence") or "").strip()
             if not text:
                 report.drop("empty text", f"{locale}:{row.get('path')}")
@@ -284,41 +370,109 @@ def prepare(args: PrepareArguments) -> dict:
     """Write the manifest; returns the report (kept and dropped counts by reason)."""
     from tqdm.auto import tqdm
 
-    if args.corpus != "fleurs" and not os.path.isdir(args.source):
-        raise FileNotFoundError(f"{args.corpus}: no folder at {args.source}.")
+    check_arguments(args)
     report = Report()
     rows = READERS[args.corpus](args, report)
     if args.max_rows:
         rows = itertools.islice(rows, args.max_rows)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)) or ".", exist_ok=True)
     directions: Counter = Counter()
+    stats_path = stats_file(args)
     if args.save_to_disk:
         import datasets
 
         collected = list(tqdm(rows, desc=f"{args.corpus} rows", unit="row"))
-        datasets.Dataset.from_list(collected).save_to_disk(args.output)
         report.kept = len(collected)
+        check_kept(args, report)
+        with atomic_dir(args.output) as folder:
+            datasets.Dataset.from_list(collected).save_to_disk(folder)
         directions.update(f"{r['src_lang']}-{r['tgt_lang'] or 'asr'}" for r in collected)
     else:
-        tmp = args.output + ".partial"
-        with open(tmp, "w", encoding="utf-8") as handle:
+        # Written beside the output and renamed at the end: a failed run leaves the old manifest as it was.
+        with atomic_write(args.output) as handle:
             for row in tqdm(rows, desc=f"{args.corpus} rows", unit="row"):
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 report.kept += 1
                 directions[f"{row['src_lang']}-{row['tgt_lang'] or 'asr'}"] += 1
-        os.replace(tmp, args.output)  # a failed run never leaves a half-written manifest under the final name
+            check_kept(args, report)  # raising here removes the temporary file; nothing is replaced
     summary = {**report.as_dict(), "directions": dict(sorted(directions.items()))}
-    with open(args.output.rstrip("/") + ".stats.json", "w", encoding="utf-8") as handle:
+    with atomic_write(stats_path) as handle:
         json.dump(summary, handle, indent=2, ensure_ascii=False)
     return summary
 
 
-def main(argv: list[str] | None = None) -> dict:
-    (args,) = HfArgumentParser(PrepareArguments).parse_args_into_dataclasses(args=argv)
+def hub_audio_dir(args: PrepareArguments) -> str:
+    """Where a Hub dataset's decoded clips go: a folder named after the manifest, so manifests never share clips."""
+    return os.path.abspath(args.output).rstrip(os.sep) + ".audio"
+
+
+def stats_file(args: PrepareArguments) -> str:
+    return os.path.abspath(args.output).rstrip(os.sep) + ".stats.json"
+
+
+def input_files(args: PrepareArguments) -> list[str]:
+    """The TSV files this run reads (an output must never replace one of them)."""
+    split = SPLIT_ALIASES.get(args.split, args.split)
+    if args.corpus == "fleurs":
+        return [os.path.join(args.source, "data", FLEURS_CONFIGS[lang], f"{split}.tsv")
+                for lang in wanted_languages(args)]
+    if args.corpus == "covost2":
+        return glob.glob(os.path.join(glob.escape(args.source), "covost_v2.*.tsv"))
+    return glob.glob(os.path.join(glob.escape(args.source), "*", f"{split}.tsv"))
+
+
+def check_arguments(args: PrepareArguments) -> None:
+    """Refuse, before reading anything, what the parser cannot see: tasks the corpus cannot give, a missing
+    source folder, an output that exists (without --overwrite) or is one of the inputs."""
+    if args.tasks and not set(args.tasks.split(",")) <= CORPUS_TASKS[args.corpus]:
+        raise UsageError(f"--tasks {args.tasks}: {args.corpus} gives only {', '.join(sorted(CORPUS_TASKS[args.corpus]))} "
+                         "rows.")
+    if not os.path.isdir(args.source) and (args.corpus != "fleurs" or os.path.exists(args.source)
+                                           or args.source.startswith((".", "/", "~")) or args.source.count("/") > 1):
+        raise UsageError(f"--source {args.source}: no such folder"
+                         + ("." if args.corpus != "fleurs" else " (nor a Hub dataset id such as google/fleurs)."))
+    if args.clips is not None and not os.path.isdir(args.clips):
+        raise UsageError(f"--clips {args.clips}: no such folder.")
+    inputs = [path for path in input_files(args) if os.path.exists(path)] if os.path.isdir(args.source) else []
+    try:
+        if args.save_to_disk:
+            check_output_dir(args.output, overwrite=args.overwrite, what="--output", inputs=inputs)
+        else:
+            check_output_file(args.output, inputs=inputs, overwrite=args.overwrite, what="--output")
+        check_output_file(stats_file(args), inputs=inputs, overwrite=args.overwrite, what="stats file")
+        if args.corpus == "fleurs" and not os.path.isdir(args.source):
+            check_output_dir(hub_audio_dir(args), overwrite=args.overwrite, what="audio folder")
+    except ValueError as error:  # the output is an input
+        raise UsageError(str(error)) from None
+
+
+def check_kept(args: PrepareArguments, report: Report) -> None:
+    """A run that keeps no row is a failure: say why, with the drop counts and a first example of each."""
+    if report.kept:
+        return
+    if report.dropped:
+        why = "; ".join(f"{count} {reason} (e.g. {report.examples[reason]})"
+                        for reason, count in report.dropped.most_common())
+    else:
+        why = f"no row of split {args.split!r} in {args.source} for the languages {args.languages}"
+    raise DataError(f"kept 0 rows, nothing written: {why}.")
+
+
+def _prepare_and_print(args: PrepareArguments) -> dict:
     summary = prepare(args)
     print(json.dumps({k: summary[k] for k in ("kept", "dropped")}, ensure_ascii=False))
     return summary
 
 
+def build(argv: list[str] | None = None) -> dict:
+    """Parse the command line and write the manifest; returns the summary, raises what goes wrong."""
+    return _prepare_and_print(parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command: exit status 0, 2 for bad usage, 1 for data that cannot be used, 130 interrupted."""
+    args = parse_args(argv)
+    return run_reporting_errors(PROG, lambda: _prepare_and_print(args) and 0)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
