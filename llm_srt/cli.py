@@ -63,9 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     from . import serve  # `llm-srt serve`; FastAPI is imported only when it runs
 
     serve.add_parser(commands)
-    from . import serve  # `llm-srt serve`; FastAPI is imported only when it runs
-
-    serve.add_parser(commands)
     return parser
 
 
@@ -257,16 +254,6 @@ def translate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"translate": translate, "languages": lambda args: list_languages() or 0}
-
-
-def serve(args: argparse.Namespace) -> int:
-    """`llm-srt serve MODEL`: the OpenAI-compatible server (llm_srt/serve.py)."""
-    from .serve import run_cli
-
-    return run_cli(args)
-
-
-COMMANDS["serve"] = serve
 
 
 def serve(args: argparse.Namespace) -> int:
