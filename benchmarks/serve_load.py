@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""Load test of `llm-srt serve`: requests/s and latency for 1, 4 and 16 concurrent clients.
+
+    python benchmarks/serve_load.py                       # a tiny random model (speed.py's tiny shapes), CPU
+    python benchmarks/serve_load.py --model runs/demo/srt --manifest runs/demo/data/test.jsonl   # the demo model
+    python benchmarks/serve_load.py --model path/to/model --device cuda --requests 64
+
+Starts the server in this process on 127.0.0.1 (a free port), then sends the same set of requests (transcriptions
+and translations of synthetic speech, through OpenAI's Python client) with 1 client at a time - the requests sent
+one after another, the baseline - and with N concurrent clients. For each level it prints requests/s, p50/p95
+latency, the speed-up over one at a time and how many `generate` calls served the requests (batching). Every answer
+is checked against the one-at-a-time answer of the same request. Results go to a JSON file.
+"""
+
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import soundfile
+import torch
+from transformers import HfArgumentParser
+
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+from llm_srt.serve import ServerThread, create_app  # noqa: E402
+from llm_srt.testing import save_tiny_model, synthetic_speech  # noqa: E402
+
+
+# speed.py's tiny preset: the real 30 s window and 80 audio queries, toy widths
+TINY_SHAPES = {"num_queries": 80, "window_seconds": 30, "encoder_width": 64, "qformer_width": 64, "llm_width": 128,
+               "num_heads": 4, "llm_layers": 4, "ffn_multiplier": 4}
+TARGETS = ["deu", "fra", "jpn", "spa"]
+
+
+@dataclass
+class LoadArguments:
+    model: str | None = field(default=None, metadata={"help": "Model folder; default: a tiny random model."})
+    concurrency: str = field(default="1,4,16", metadata={"help": "Concurrent clients per level (1 = baseline)."})
+    requests: int = field(default=32, metadata={"help": "Requests per level (the same set at every level)."})
+    seconds: float = field(default=4.0, metadata={"help": "Length of each request's synthetic audio."})
+    manifest: str | None = field(default=None, metadata={
+        "help": "JSON lines with audio (relative to the file), src_lang, tgt_lang (e.g. the demo's test.jsonl): "
+                "requests from its rows instead of synthetic speech."})
+    max_new_tokens: int = field(default=16, metadata={"help": "Tokens generated per window."})
+    max_batch_size: int = field(default=16, metadata={"help": "The server's --max-batch-size."})
+    max_wait_ms: float = field(default=10.0, metadata={"help": "The server's --max-wait-ms."})
+    device: str | None = field(default=None, metadata={"help": "cpu (default) or cuda."})
+    dtype: str | None = field(default=None, metadata={"help": "float32 (default), bfloat16 or float16."})
+    output: str = field(default=os.path.join(ROOT, "benchmarks", "results", "serve_load.json"),
+                        metadata={"help": "JSON results file ('' for none)."})
+
+
+def make_requests(count: int, seconds: float, manifest: str | None = None) -> list[dict]:
+    """Half transcriptions, half translations, each of its own audio (synthetic speech or a manifest's rows)."""
+    rows = []
+    if manifest:
+        with open(manifest, encoding="utf-8") as handle:
+            rows = [json.loads(line) for line in handle if line.strip()]
+        if not rows:
+            raise ValueError(f"{manifest} has no rows.")
+    requests = []
+    for i in range(count):
+        if rows:
+            row = rows[i % len(rows)]
+            with open(os.path.join(os.path.dirname(os.path.abspath(manifest)), row["audio"]), "rb") as handle:
+                wav, src, tgt = handle.read(), row["src_lang"], row["tgt_lang"]
+        else:
+            buffer = io.BytesIO()
+            soundfile.write(buffer, synthetic_speech(seconds, seed=i, pause_every=0.9), 16000, format="WAV",
+                            subtype="PCM_16")
+            wav, src, tgt = buffer.getvalue(), "eng", TARGETS[(i // 2) % len(TARGETS)]
+        request = {"endpoint": "translations" if i % 2 else "transcriptions", "wav": wav, "extra": {"language": src}}
+        if i % 2:
+            request["extra"]["target_language"] = tgt
+        requests.append(request)
+    return requests
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def run(args: LoadArguments) -> dict:
+    """Serve, send every level's requests, and return the measurements (also printed as a table)."""
+    import warnings
+
+    import openai
+
+    warnings.filterwarnings("ignore", message="deprecated", category=DeprecationWarning)  # audio.translations
+    with tempfile.TemporaryDirectory() as scratch:
+        model = args.model or save_tiny_model(os.path.join(scratch, "tiny"), seed=0, **TINY_SHAPES)
+        app = create_app(model, served_model_name="bench", max_batch_size=args.max_batch_size,
+                         max_wait_ms=args.max_wait_ms, max_new_tokens=args.max_new_tokens, device=args.device,
+                         dtype=args.dtype)
+    server = app.state.server
+    requests = make_requests(args.requests, args.seconds, args.manifest)
+    levels = [int(n) for n in args.concurrency.split(",")]
+    rows, answers = [], {}
+    with ServerThread(app) as running:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=600)
+
+        def send(index: int) -> tuple[str, float]:
+            request = requests[index]
+            api = client.audio.translations if request["endpoint"] == "translations" else client.audio.transcriptions
+            start = time.perf_counter()
+            result = api.create(model="bench", file=("clip.wav", request["wav"]), extra_body=request["extra"])
+            return result.text, time.perf_counter() - start
+
+        for index in range(min(2, len(requests))):  # warm-up: first-call allocations and caches
+            send(index)
+        for clients in levels:
+            batches_before = server.batcher.stats["batches"]
+            rows_before = server.batcher.stats["rows"]
+            start = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                results = list(pool.map(send, range(len(requests))))
+            wall = time.perf_counter() - start
+            texts, latencies = [r[0] for r in results], [r[1] for r in results]
+            answers.setdefault("baseline", texts)
+            batches = server.batcher.stats["batches"] - batches_before
+            rows.append({
+                "clients": clients, "requests": len(requests), "seconds": round(wall, 3),
+                "requests_per_s": round(len(requests) / wall, 3),
+                "p50_latency_s": round(percentile(latencies, 50), 3),
+                "p95_latency_s": round(percentile(latencies, 95), 3),
+                "generate_calls": batches,
+                "rows_per_call": round((server.batcher.stats["rows"] - rows_before) / max(batches, 1), 2),
+                "same_answers_as_one_at_a_time": texts == answers["baseline"],
+            })
+    base = rows[0]["requests_per_s"]
+    for row in rows:
+        row["speedup"] = round(row["requests_per_s"] / base, 2)
+    report = {
+        "model": args.model or "tiny random model (benchmarks/speed.py's tiny shapes: 30 s window, 80 queries)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "device": str(server.batcher.device), "settings": asdict(args), "rows": rows,
+    }
+    print(f"model: {report['model']} on {report['device']} ({report['machine']})")
+    audio = f"the rows of {args.manifest}" if args.manifest else f"{args.seconds:g} s synthetic speech"
+    print(f"{args.requests} requests of {audio} (half transcriptions, half translations), "
+          f"{args.max_new_tokens} new tokens max, --max-batch-size {args.max_batch_size} --max-wait-ms "
+          f"{args.max_wait_ms:g}")
+    print("| clients | requests/s | p50 latency (s) | p95 latency (s) | speed-up | generate calls | rows/call | same answers |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['clients']}{' (one at a time)' if row['clients'] == 1 else ''} | {row['requests_per_s']:.2f} | "
+              f"{row['p50_latency_s']:.2f} | {row['p95_latency_s']:.2f} | {row['speedup']:.2f}x | "
+              f"{row['generate_calls']} | {row['rows_per_call']:.1f} | {'yes' if row['same_answers_as_one_at_a_time'] else 'NO'} |")
+    return report
+
+
+def main() -> None:
+    (args,) = HfArgumentParser(LoadArguments).parse_args_into_dataclasses()
+    report = run(args)
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+            handle.write("\n")
+        print(f"results: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
