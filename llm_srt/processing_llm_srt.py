@@ -177,7 +177,7 @@ class LlmSrtProcessor(ProcessorMixin):
                 )
             if not (hasattr(clip, "detach") or isinstance(clip, (np.ndarray, list, tuple))):
                 raise ValueError(
-                    f"{where} is a {type(clip).__name__}, not a clip: pass a 1-D array of samples, or a list of them."
+                    f"{where} is of type {type(clip).__name__}, not a clip: pass a 1-D array of samples, or a list of them."
                 )
             array = as_float_mono(clip, where)
             if array.size > max_samples:

@@ -117,6 +117,12 @@ def test_channel_layouts(speech):
     np.testing.assert_allclose(as_float_mono(six, "x"), speech, rtol=1e-6)
 
 
+@pytest.mark.parametrize("item", [5, None, object()])
+def test_other_objects_are_refused(item):
+    with pytest.raises(AudioInputError, match="unsupported audio input type"):
+        load_audio(item, sampling_rate=SR)
+
+
 @pytest.mark.parametrize("shape, message", [
     ((20, 1600), r"shape \(20, 1600\).*at most 8 channels.*list of clips"),
     ((4, 6), r"shape \(4, 6\).*ambiguous"),
@@ -204,7 +210,8 @@ def test_processor_refuses_undecoded_inputs_pointing_to_load_audio(tiny, speech,
     (np.zeros((2, 2, 1600), dtype=np.float32), r"audio\[0\].*1-D"),
     (np.array([True, False] * 800), r"audio\[0\].*bool"),
     ([np.zeros(1600, dtype=np.float32), "x"], r"audio\[1\] is a file path"),
-    ([np.zeros(1600, dtype=np.float32), 3], r"audio\[1\].*clip"),
+    ([np.zeros(1600, dtype=np.float32), 3], r"audio\[1\] is of type int, not a clip"),
+    ([np.zeros(1600, dtype=np.float32), None], r"audio\[1\] is of type NoneType, not a clip"),
 ])
 def test_processor_refuses_unclear_arrays(tiny, audio, message):
     _, processor = tiny
@@ -262,6 +269,7 @@ def test_truncated_adapter_weights_name_the_file(tiny, tmp_path):
     lambda config: {**config, "audio_config": "whisper"},
     lambda config: {**config, "num_queries": "eighty"},
     lambda config: {**config, "num_queries": -1},
+    lambda config: {**config, "text_config": {**config["text_config"], "model_type": "no-such-model"}},
 ])
 def test_corrupt_config_names_the_file(tiny, tmp_path, edit):
     from llm_srt import LlmSrtConfig, LlmSrtForConditionalGeneration
