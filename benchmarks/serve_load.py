@@ -28,7 +28,7 @@ import torch
 from transformers import HfArgumentParser
 
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, ROOT)
 
 from llm_srt.serve import ServerThread, create_app  # noqa: E402
@@ -142,7 +142,8 @@ def run(args: LoadArguments) -> dict:
     report = {
         "model": args.model or "tiny random model (benchmarks/speed.py's tiny shapes: 30 s window, 80 queries)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
-        "device": str(server.batcher.device), "settings": asdict(args), "rows": rows,
+        "device": str(server.batcher.device),
+        "settings": {k: v for k, v in asdict(args).items() if k != "output"}, "rows": rows,
     }
     print(f"model: {report['model']} on {report['device']} ({report['machine']})")
     audio = f"the rows of {args.manifest}" if args.manifest else f"{args.seconds:g} s synthetic speech"
