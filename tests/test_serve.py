@@ -352,3 +352,18 @@ def test_load_benchmark_runs_and_reports_every_level(tiny_folder, tmp_path, caps
             assert row["requests_per_s"] > 0 and row["p95_latency_s"] >= row["p50_latency_s"] > 0
         assert report["rows"][0]["generate_calls"] == 3  # one at a time: one call per request
     assert "| clients | requests/s |" in capsys.readouterr().out
+
+
+def test_language_omitted_is_detected_where_the_model_can(server, client, monkeypatch):
+    seen = []
+
+    def detect_language(input_features):
+        seen.append(tuple(input_features.shape))
+        return [{"language": "deu", "probability": 0.9, "supported": True}]
+
+    monkeypatch.setattr(server.state.model, "detect_language", detect_language, raising=False)
+    detected = client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), response_format="verbose_json")
+    given = client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="de",
+                                               response_format="verbose_json")
+    assert detected.language == "german" and detected.to_dict() == given.to_dict()
+    assert len(seen) == 1 and seen[0][0] == 1  # one window's features
