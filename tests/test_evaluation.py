@@ -172,21 +172,27 @@ def test_compare_with_the_papers_table(tiny_folder, test_set, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "mutate, extra, message",
+    "mutate, extra, status, message",
     [
-        (None, ("--directions", "eng-klingon"), "--directions 'eng-klingon': Unsupported language 'klingon'"),
-        (None, ("--tgt_langs", "ara"), "--tgt_langs: Unsupported language 'ara'"),
-        (lambda rows: [], (), "is empty"),
+        (None, ("--directions", "eng-klingon"), 2, "--directions 'eng-klingon': Unsupported language 'klingon'"),
+        (None, ("--tgt_langs", "ara"), 2, "--tgt_langs: Unsupported language 'ara'"),
+        (lambda rows: [], (), 1, "is empty"),
         (lambda rows: [{k: v for k, v in r.items() if k != "translation"} if i == 4 else r for i, r in enumerate(rows)],
-         (), "row 4 \\(key c1-zho\\): missing reference field 'translation'"),
-        (None, ("--directions", "deu-eng"), "No test row matches"),
+         (), 1, "t.jsonl line 5 \\(key c1-zho\\), field 'translation': missing reference, needed for --task srt"),
+        (None, ("--directions", "deu-eng"), 2, "No test row matches"),
     ],
 )
-def test_bad_requests(tiny_folder, test_set, tmp_path, mutate, extra, message):
+def test_bad_requests(tiny_folder, test_set, tmp_path, capsys, mutate, extra, status, message):
+    import re
+
     path = test_set
     if mutate is not None:
         rows = mutate([json.loads(line) for line in open(test_set, encoding="utf-8")])
         path = str(tmp_path / "t.jsonl")
         open(path, "w", encoding="utf-8").write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    with pytest.raises(ValueError, match=message):
-        run_evaluate(script_args(tiny_folder, path, str(tmp_path / "o"), *extra))
+    with pytest.raises(SystemExit) as raised:
+        run_evaluate(script_args(tiny_folder, path, str(tmp_path / "o"), "--audio_base_dir", os.path.dirname(test_set),
+                                 *extra))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert raised.value.code == status and len(err) == 1 and err[0].startswith("evaluate.py: error: ")
+    assert re.search(message, err[0]), err[0]

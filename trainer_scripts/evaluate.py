@@ -10,10 +10,18 @@ Outputs in `--output_dir`: `hypotheses.<task>.rank<N>.jsonl` (written as it goes
 resumes where it stopped), `hypotheses.<task>.jsonl` (merged, in test-set order), `results.json` (per direction:
 BLEU with its sacreBLEU signature, WER/CER, counts; averages over all directions, per source and per target),
 `results.md` and `bleu_heatmap.png` (source x target).
+
+Every test row is checked before decoding (kinds, languages, audio headers against the model's window, duplicate
+keys); errors name the file, the line and the field. A cache's first line is the fingerprint of what produced it
+(the model's files, the task, the generation settings, the dtype): a cache of another model or other settings is
+refused, or with `--overwrite true` discarded for a fresh one, never reused. Existing results are replaced only with
+`--overwrite true`; reports are written atomically. User errors end as one line `evaluate.py: error: ...`, exit 2
+for bad usage, 1 for failed work.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -30,11 +38,19 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
+from llm_srt.audio_llm_srt import resolve_path  # noqa: E402
 from llm_srt.configuration_llm_srt import normalize_language  # noqa: E402
 from llm_srt.evaluation import decode_batch  # noqa: E402
 from llm_srt.metrics import score_directions  # noqa: E402
 from llm_srt.processing_llm_srt import normalize_task  # noqa: E402
-from llm_srt.training import default_base_dir, load_rows  # noqa: E402
+from llm_srt.safe_io import OutputExistsError, atomic_write  # noqa: E402
+from llm_srt.training import DataError, RowChecker, default_base_dir, load_rows, row_labels  # noqa: E402
+
+
+PROG = "evaluate.py"
+DTYPES = ("bfloat16", "float16", "float32")
+# Written at the end, results.json last: its presence marks a finished evaluation.
+REPORTS = ("results.md", "bleu_heatmap.png", "results.json")
 
 
 REQUIRED = {"asr": ("src_lang", "transcript"), "smt": ("src_lang", "tgt_lang", "transcript", "translation"),
@@ -60,6 +76,27 @@ class EvaluateArguments:
     english_normalizer: bool = field(default=False, metadata={"help": "Whisper's English normalizer for English WER."})
     compare: str | None = field(default=None, metadata={"help": "Another results.json, or the paper's table."})
     compare_system: str = field(default="llm_srt_3b_v2", metadata={"help": "System column of a paper table."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace existing results in --output_dir, and discard caches of another model or other "
+                          "settings (a fresh cache). Without it both are refused."},
+    )
+
+    def __post_init__(self):
+        try:
+            self.task = normalize_task(self.task)
+        except ValueError:
+            raise ValueError(f"--task must be asr, smt or srt, got {self.task!r}") from None
+        for name in ("batch_size", "num_beams", "max_new_tokens", "max_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+
+class UsageError(ValueError):
+    """Bad usage found after parsing: a path that names nothing, outputs that would be replaced."""
 
 
 # ------------------------------------------------------------------------------------------------------ selection
@@ -69,39 +106,61 @@ def _codes(text: str | None, what: str) -> set[str] | None:
     try:
         return {normalize_language(code) for code in text.split(",") if code.strip()}
     except ValueError as error:
-        raise ValueError(f"--{what}: {error}") from None
+        raise UsageError(f"--{what}: {error}") from None
 
 
-def select_rows(args: EvaluateArguments) -> list[dict]:
-    """The test rows of the requested task and directions, checked; each with a stable `key`."""
+def audio_window(model: str) -> float | None:
+    """The model's audio window in seconds (its feature extractor's `chunk_length`), read without the weights."""
+    from transformers import WhisperFeatureExtractor
+
+    try:
+        return WhisperFeatureExtractor.from_pretrained(model).chunk_length
+    except (OSError, ValueError) as error:
+        raise OSError(f"--model {model}: cannot read its feature extractor ({' '.join(str(error).split())})") from None
+
+
+def select_rows(args: EvaluateArguments, max_seconds: float | None = None) -> list[dict]:
+    """The test rows of the requested task and directions, each checked (see `RowChecker`; duplicate keys are
+    refused naming both rows); each with a stable `key`."""
     task = normalize_task(args.task)
     data = load_rows(args.test_file)
+    if "audio" in data.column_names and "input_features" not in data.column_names:
+        import datasets
+
+        if isinstance(data.features.get("audio"), datasets.Audio):
+            data = data.cast_column("audio", datasets.Audio(decode=False))  # decoded when batched, not here
     rows = [dict(r) for r in data]
     if not rows:
-        raise ValueError(f"The test set {args.test_file} is empty.")
+        raise DataError(f"The test set {args.test_file} is empty.")
+    labels = row_labels(args.test_file, len(rows))
+    keys = RowChecker(args.test_file, check_audio=False)
+    for row, label in zip(rows, labels):  # every row's kinds, languages and key, selected or not
+        keys(row, label)
+    audio_check = RowChecker(args.test_file, base_dir=default_base_dir(args.test_file, args.audio_base_dir),
+                             max_seconds=max_seconds, check_audio="input_features" not in data.column_names)
     wanted_pairs = None
     if args.directions:
         wanted_pairs = set()
         for pair in args.directions.split(","):
             src, sep, tgt = pair.strip().replace("_", "-").partition("-")
             if not sep:
-                raise ValueError(f"--directions: {pair!r} is not of the form src-tgt (e.g. eng-deu).")
+                raise UsageError(f"--directions: {pair!r} is not of the form src-tgt (e.g. eng-deu).")
             try:
                 wanted_pairs.add((normalize_language(src), normalize_language(tgt)))
             except ValueError as error:
-                raise ValueError(f"--directions {pair!r}: {error}") from None
+                raise UsageError(f"--directions {pair!r}: {error}") from None
     src_keep, tgt_keep = _codes(args.src_langs, "src_langs"), _codes(args.tgt_langs, "tgt_langs")
     has_translations = any(r.get("tgt_lang") for r in rows)
-    selected, seen_asr = [], set()
-    for index, row in enumerate(rows):
-        where = f"{args.test_file} row {index}" + (f" (key {row['key']})" if row.get("key") else "")
+    selected, seen_asr, used = [], set(), set(keys.keys)
+    for index, (row, label) in enumerate(zip(rows, labels)):
+        where = keys.where(row, label)
         for name in REQUIRED[task]:
             if row.get(name) in (None, ""):
                 if name in ("tgt_lang", "translation") and task != "asr" and not has_translations:
-                    raise ValueError(f"{where}: no {name}; this test set has no translations (use --task asr).")
+                    raise DataError(f"{where}: no {name}; this test set has no translations (use --task asr).")
                 if name in ("tgt_lang", "translation") and row.get("tgt_lang") in (None, ""):
                     break  # an ASR-only row in a mixed set: not part of a translation evaluation
-                raise ValueError(f"{where}: missing reference field {name!r} needed for --task {task}.")
+                raise DataError(f"{where}, field {name!r}: missing reference, needed for --task {task}.")
         else:
             src = normalize_language(row["src_lang"])
             tgt = normalize_language(row["tgt_lang"]) if task != "asr" else None
@@ -114,15 +173,91 @@ def select_rows(args: EvaluateArguments) -> list[dict]:
                 if clip in seen_asr:
                     continue
                 seen_asr.add(clip)
-            row.update(src_lang=src, tgt_lang=tgt, key=str(row.get("key") or index))
             if "audio" not in row and "input_features" not in row:
-                raise ValueError(f"{where}: no audio.")
+                raise DataError(f"{where}, field 'audio': missing.")
+            audio_check(row, label)
+            key = row.get("key")
+            if key in (None, ""):  # a row without a key gets its position, unless another row's key took it
+                key = str(index)
+                if key in used:
+                    raise DataError(f"{where}, field 'key': missing, and {key!r} (its position) is another row's "
+                                    "key; give every row a key.")
+                used.add(key)
+            row.update(src_lang=src, tgt_lang=tgt, key=str(key))
             selected.append(row)
     if args.max_rows:
         selected = selected[: args.max_rows]
     if not selected:
-        raise ValueError("No test row matches the requested task and directions.")
+        raise UsageError("No test row matches the requested task and directions.")
     return selected
+
+
+# --------------------------------------------------------------------------------------------------- fingerprint
+_HASHED_BELOW = 16 * 2**20  # files smaller than this (configs, tokenizer) are hashed; weights by size and mtime
+
+
+def model_fingerprint(model: str) -> dict:
+    """What identifies a model: its folder and the contents of its files (a Hub id: the id)."""
+    if not os.path.isdir(model):
+        return {"model": model}
+    files = {}
+    for name in sorted(os.listdir(model)):
+        path = os.path.join(model, name)
+        if not os.path.isfile(path):
+            continue
+        stat = os.stat(path)
+        if stat.st_size < _HASHED_BELOW:
+            with open(path, "rb") as handle:
+                files[name] = "sha256:" + hashlib.sha256(handle.read()).hexdigest()[:16]
+        else:
+            files[name] = f"size:{stat.st_size},mtime:{stat.st_mtime_ns}"
+    fingerprint = {"model": os.path.abspath(model), "files": files}
+    try:
+        with open(os.path.join(model, "config.json"), encoding="utf-8") as handle:
+            fingerprint["mandarin_tag"] = json.load(handle).get("mandarin_tag")
+    except (OSError, ValueError):
+        pass
+    return fingerprint
+
+
+def cache_fingerprint(args: EvaluateArguments) -> dict:
+    """The fingerprint stored in (and required of) every cache: the model and the settings behind a hypothesis."""
+    return {**model_fingerprint(args.model), "task": normalize_task(args.task), "num_beams": args.num_beams,
+            "max_new_tokens": args.max_new_tokens, "dtype": args.dtype}
+
+
+def fingerprint_differences(old: dict | None, new: dict) -> str:
+    """What differs between two fingerprints, for a message."""
+    if not old:
+        return "it has no fingerprint (written by an older version)"
+    names = []
+    for name in new.keys() | old.keys():
+        if name == "files":
+            changed = sorted(f for f in old.get("files", {}).keys() | new.get("files", {}).keys()
+                             if old.get("files", {}).get(f) != new.get("files", {}).get(f))
+            if changed:
+                names.append("model files (" + ", ".join(changed[:4]) + ("..." if len(changed) > 4 else "") + ")")
+        elif old.get(name) != new.get(name):
+            names.append(f"{name} {old.get(name)!r} -> {new.get(name)!r}")
+    return "; ".join(sorted(names))
+
+
+def row_input(row: dict, base_dir: str | None, task: str) -> str:
+    """A digest of what a row feeds the model (audio file, languages, SMT's transcript): a cached hypothesis is
+    reused only for the same input under the same key."""
+    audio = row.get("audio")
+    if isinstance(audio, dict):
+        audio = audio.get("path") or hashlib.sha256(repr(sorted(audio.items())).encode()).hexdigest()
+    if isinstance(audio, str):
+        path = resolve_path(audio, base_dir)
+        try:
+            stat = os.stat(path)
+            audio = [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            audio = os.path.abspath(path)
+    parts = [audio if "input_features" not in row else "features", row["src_lang"], row.get("tgt_lang"),
+             row.get("transcript") if task == "smt" else None]
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
 
 
 # -------------------------------------------------------------------------------------------------- distribution
@@ -135,34 +270,80 @@ def distributed() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), world
 
 
-def read_cache(path: str) -> dict[str, dict]:
-    done = {}
+def read_cache(path: str) -> tuple[dict | None, dict[str, dict]]:
+    """(fingerprint, decoded rows by key) of a cache file; later lines win. Lines cut by a kill are skipped."""
+    fingerprint, done = None, {}
     if os.path.exists(path):
         with open(path, encoding="utf-8") as handle:
-            for line in handle:
+            for number, line in enumerate(handle):
                 line = line.strip()
                 if line:
                     try:
                         item = json.loads(line)
                     except json.JSONDecodeError:
                         continue  # a line cut by a kill: that row is decoded again
-                    done[item["key"]] = item
-    return done
+                    if number == 0 and isinstance(item, dict) and "fingerprint" in item:
+                        fingerprint = item["fingerprint"]
+                    elif isinstance(item, dict) and "key" in item:
+                        done[item["key"]] = item
+    return fingerprint, done
 
 
-def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: int) -> None:
-    """Decode this process's rows that no cache holds yet, appending each batch to this rank's cache file."""
+def cache_files(output_dir: str, task: str) -> list[str]:
+    """Every rank's cache of `task` in `output_dir` (any world size's)."""
+    if not os.path.isdir(output_dir):
+        return []
+    return [os.path.join(output_dir, name) for name in sorted(os.listdir(output_dir))
+            if name.startswith(f"hypotheses.{task}.rank") and name.endswith(".jsonl")]
+
+
+def check_output_dir(args: EvaluateArguments, fingerprint: dict) -> list[str]:
+    """Refuse (`UsageError`) what would replace a user's work without `--overwrite`: finished results, or caches of
+    another model or other settings. Returns the stale caches that `--overwrite` discards (a fresh cache)."""
+    task = normalize_task(args.task)
+    out = args.output_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--output_dir {out} is a file, not a folder.")
+    stale, matching = [], []
+    for path in cache_files(out, task):
+        old, done = read_cache(path)
+        if old == fingerprint:
+            matching.append(path)
+        elif done:  # a header cut short with no rows is nothing to keep
+            stale.append((path, fingerprint_differences(old, fingerprint)))
+        else:
+            stale.append((path, None))
+    if args.overwrite:
+        return [path for path, _ in stale]
+    if os.path.exists(os.path.join(out, "results.json")):
+        raise UsageError(f"{os.path.join(out, 'results.json')} exists already; pass --overwrite true to replace it "
+                         "(its caches are reused when the model and settings match), or choose another --output_dir.")
+    for path, why in stale:
+        if why:
+            raise UsageError(f"{out} holds hypotheses of another evaluation ({os.path.basename(path)}: {why}); pass "
+                             "--overwrite true to discard them and start a fresh cache, or choose another --output_dir.")
+    leftovers = [name for name in (f"hypotheses.{task}.jsonl", *REPORTS) if os.path.exists(os.path.join(out, name))]
+    if leftovers and not matching:
+        raise UsageError(f"{out} holds {', '.join(leftovers)} of another evaluation; pass --overwrite true to replace "
+                         "them, or choose another --output_dir.")
+    return [path for path, _ in stale]  # only caches with no rows are left here
+
+
+def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: int, fingerprint: dict) -> None:
+    """Decode this process's rows that no cache holds yet, appending each batch to this rank's cache file (its first
+    line is `fingerprint`)."""
     from tqdm.auto import tqdm
 
     from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor
 
     task = normalize_task(args.task)
+    base_dir = default_base_dir(args.test_file, args.audio_base_dir)
     cache_path = os.path.join(args.output_dir, f"hypotheses.{task}.rank{rank}.jsonl")
-    done = set()
-    for name in os.listdir(args.output_dir):  # any rank's earlier work counts (the world size may have changed)
-        if name.startswith(f"hypotheses.{task}.rank"):
-            done |= set(read_cache(os.path.join(args.output_dir, name)))
-    todo = [r for i, r in enumerate(rows) if i % world == rank and r["key"] not in done]
+    done = {}
+    for path in cache_files(args.output_dir, task):  # any rank's earlier work counts (the world size may change)
+        done.update(read_cache(path)[1])
+    todo = [r for i, r in enumerate(rows) if i % world == rank
+            and done.get(r["key"], {}).get("input") != row_input(r, base_dir, task)]
     if not todo:
         return
     device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
@@ -170,12 +351,17 @@ def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: in
     model = LlmSrtForConditionalGeneration.from_pretrained(args.model, dtype=dtype).to(device).eval()
     processor = LlmSrtProcessor.from_pretrained(args.model)
     generate = {k: v for k, v in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens)) if v}
-    base_dir = default_base_dir(args.test_file, args.audio_base_dir)
-    with open(cache_path, "a", encoding="utf-8") as cache, torch.inference_mode():
+    fresh = read_cache(cache_path)[0] != fingerprint  # none yet, or a header cut short: start the file again
+    with open(cache_path, "w" if fresh else "a", encoding="utf-8") as cache, torch.inference_mode():
+        if fresh:
+            cache.write(json.dumps({"fingerprint": fingerprint}, ensure_ascii=False) + "\n")
+            cache.flush()
         bar = tqdm(total=len(todo), desc=f"decoding {task} (rank {rank})", unit="utt", disable=rank != 0)
         for start in range(0, len(todo), args.batch_size):
             batch = todo[start:start + args.batch_size]
-            for result in decode_batch(model, processor, batch, task, base_dir=base_dir, generate_kwargs=generate):
+            results = decode_batch(model, processor, batch, task, base_dir=base_dir, generate_kwargs=generate)
+            for row, result in zip(batch, results):
+                result["input"] = row_input(row, base_dir, task)
                 cache.write(json.dumps(result, ensure_ascii=False) + "\n")
             cache.flush()
             bar.update(len(batch))
@@ -238,15 +424,21 @@ def heatmap(results: dict, path: str) -> str | None:
     ax.set_title(f"{results['task'].upper()} BLEU")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, dpi=120, format="png")
     plt.close(fig)
     return path
 
 
 def load_comparison(path: str, system: str) -> dict[tuple[str, str], float]:
     """BLEU per (src, tgt) from one of our results.json or from the paper's table (`{"bleu": {"deu_eng": {...}}}`)."""
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--compare {path}: not valid JSON ({error}).") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--compare {path}: neither a results.json nor a paper table.")
     if "directions" in data:
         return bleu_by_pair(data)
     table = data.get("bleu")
@@ -275,48 +467,103 @@ def compare(results: dict, other: dict[tuple[str, str], float], label: str) -> s
     return "\n".join(lines)
 
 
+def check_usage(args: EvaluateArguments) -> None:
+    """Paths that name nothing are bad usage, found before any work (`UsageError`, `FileNotFoundError`)."""
+    if not os.path.exists(args.test_file):
+        raise FileNotFoundError(f"Data not found: {args.test_file}")
+    if not os.path.isdir(args.model) and (os.path.exists(args.model) or args.model.count("/") != 1
+                                          or args.model.startswith((".", "~"))):
+        raise UsageError(f"--model: no model folder at {args.model}")
+    if args.compare and not os.path.isfile(args.compare):
+        raise UsageError(f"--compare: no file at {args.compare}")
+    if args.audio_base_dir and not os.path.isdir(args.audio_base_dir):
+        raise UsageError(f"--audio_base_dir: no folder at {args.audio_base_dir}")
+
+
 def evaluate(args: EvaluateArguments) -> dict | None:
-    """Decode (resuming from the caches) and, on rank 0, merge and report. Returns the results on rank 0."""
+    """Check, decode (resuming from the caches) and, on rank 0, merge and report. Returns the results on rank 0."""
     task = normalize_task(args.task)
-    rows = select_rows(args)
-    os.makedirs(args.output_dir, exist_ok=True)
+    check_usage(args)
+    fingerprint = cache_fingerprint(args)
+    stale = check_output_dir(args, fingerprint)
+    comparison = load_comparison(args.compare, args.compare_system) if args.compare else None
+    rows = select_rows(args, max_seconds=audio_window(args.model))
     rank, world = distributed()
-    decode_shard(args, rows, rank, world)
+    if rank == 0:
+        os.makedirs(args.output_dir, exist_ok=True)
+        for path in stale:
+            print(f"{PROG}: starting a fresh cache: removed {path} (another model or other settings).", file=sys.stderr)
+            os.remove(path)
+    if world > 1:
+        torch.distributed.barrier()
+    decode_shard(args, rows, rank, world, fingerprint)
     if world > 1:
         torch.distributed.barrier()
     if rank != 0:
         return None
+    base_dir = default_base_dir(args.test_file, args.audio_base_dir)
+    wanted = {r["key"]: row_input(r, base_dir, task) for r in rows}
     merged = {}
-    for name in sorted(os.listdir(args.output_dir)):
-        if name.startswith(f"hypotheses.{task}.rank"):
-            merged.update(read_cache(os.path.join(args.output_dir, name)))
-    missing = [r["key"] for r in rows if r["key"] not in merged]
+    for path in cache_files(args.output_dir, task):
+        for key, item in read_cache(path)[1].items():
+            if key in wanted and item.get("input") == wanted[key]:  # the same input, under this fingerprint
+                merged[key] = item
+    missing = [key for key in wanted if key not in merged]
     if missing:
         raise RuntimeError(f"{len(missing)} rows were not decoded (first: {missing[0]}); run again to resume.")
-    ordered = [merged[r["key"]] for r in rows]
-    with open(os.path.join(args.output_dir, f"hypotheses.{task}.jsonl"), "w", encoding="utf-8") as handle:
+    ordered = [refresh_references({k: v for k, v in merged[r["key"]].items() if k != "input"}, r, task) for r in rows]
+    with atomic_write(os.path.join(args.output_dir, f"hypotheses.{task}.jsonl")) as handle:
         handle.writelines(json.dumps(item, ensure_ascii=False) + "\n" for item in ordered)
     scores = score_directions(ordered, task)
-    results = {"task": task, "model": args.model, "test_file": args.test_file, "rows": len(ordered), **scores}
-    with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=2, ensure_ascii=False)
+    results = {"task": task, "model": args.model, "test_file": args.test_file, "rows": len(ordered),
+               "fingerprint": fingerprint, **scores}
     report = markdown(results)
-    with open(os.path.join(args.output_dir, "results.md"), "w", encoding="utf-8") as handle:
+    with atomic_write(os.path.join(args.output_dir, "results.md")) as handle:
         handle.write(report)
     heatmap(results, os.path.join(args.output_dir, "bleu_heatmap.png"))
+    with atomic_write(os.path.join(args.output_dir, "results.json")) as handle:  # last: marks the run finished
+        json.dump(results, handle, indent=2, ensure_ascii=False)
     print(report)
-    if args.compare:
-        print(compare(results, load_comparison(args.compare, args.compare_system), os.path.basename(args.compare)))
+    if comparison is not None:
+        print(compare(results, comparison, os.path.basename(args.compare)))
     return results
 
 
+def refresh_references(item: dict, row: dict, task: str) -> dict:
+    """A cached hypothesis with the test set's current references (they are not inputs: fixing one needs no decode)."""
+    if task == "asr":
+        item["reference"] = row["transcript"]
+    else:
+        item["reference"] = row["translation"]
+    if task == "srt":
+        item["transcript_reference"] = row.get("transcript")
+    return item
+
+
 def main(argv: list[str] | None = None) -> dict | None:
-    (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
+    """Parse and evaluate. User errors end as one line `evaluate.py: error: ...`: exit 2 for bad usage (flags, paths
+    that name nothing, outputs that would be replaced), 1 for failed work (bad rows, a model that does not load)."""
+    parser = HfArgumentParser(EvaluateArguments)
+    parser.prog = PROG
+    try:
+        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # __post_init__ checks
+        parser.error(str(error))
     try:
         return evaluate(args)
+    except (UsageError, OutputExistsError, FileNotFoundError) as error:
+        _fail(error, 2)
+    except (ValueError, OSError, RuntimeError) as error:  # DataError, AudioInputError, unreadable model files
+        _fail(error, 1)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _fail(error: BaseException, status: int):
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
 
 
 if __name__ == "__main__":

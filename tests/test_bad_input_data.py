@@ -1,0 +1,246 @@
+"""Bad input and faults in training and evaluation: nothing a user has is lost, nothing is silently wrong, bad rows
+are named before the first step, a partial checkpoint is skipped, a cache is never reused for another model."""
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import soundfile
+
+from llm_srt.testing import save_tiny_model, synthetic_speech
+from llm_srt.training import DataError, load_rows, select_stage_rows
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SR = 16000
+
+
+def write_rows(path, rows, raw_lines=None):
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    for at, text in (raw_lines or {}).items():
+        lines[at] = text
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return str(path)
+
+
+def corpus_rows(folder, n=3, seconds=0.6):
+    rows = []
+    for i in range(n):
+        soundfile.write(folder / f"u{i}.wav", synthetic_speech(seconds, seed=i), SR)
+        rows.append({"audio": f"u{i}.wav", "src_lang": "eng", "tgt_lang": "deu", "transcript": f"I see {i} cats",
+                     "translation": f"Ich sehe {i} Katzen", "key": f"u{i}"})
+    return rows
+
+
+def train_args(init, train_file, out, *extra, steps=1):
+    return ["--recipe", os.path.join(ROOT, "trainer_scripts", "recipes", "asr.yaml"), "--init_from", init,
+            "--train_file", train_file, "--output_dir", out, "--max_steps", str(steps), "--bf16", "false",
+            "--per_device_train_batch_size", "2", "--eval_strategy", "no", "--save_strategy", "no",
+            "--warmup_steps", "0", "--dataloader_num_workers", "0", "--report_to", "none", "--seed", "0", *extra]
+
+
+@pytest.fixture(scope="module")
+def init_model(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("init"))
+
+
+def exit_of(main, argv, capsys):
+    """Run a script's main; return (exit status, stderr)."""
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    return raised.value.code, capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- late failure: bad rows
+@pytest.mark.parametrize(
+    "line, change, raw, message",
+    [
+        (2, {"audio": None}, None, "line 2 \\(key u1\\), field 'audio': expected an audio file path .*got null"),
+        (3, {"audio": 7}, None, "line 3 \\(key u2\\), field 'audio': expected an audio file path .*got 7"),
+        (1, {"transcript": 5}, None, "line 1 \\(key u0\\), field 'transcript': expected a string, got 5"),
+        (2, {"translation": ["a"]}, None, "line 2 \\(key u1\\), field 'translation': expected a string, got a list"),
+        (3, {"tgt_lang": "klingon"}, None, "line 3 \\(key u2\\), field 'tgt_lang': Unsupported language 'klingon'"),
+        (2, {"key": "u0"}, None, "line 2 \\(key u0\\), field 'key': duplicate key 'u0', also on line 1"),
+        (2, {"audio": "long.wav"}, None, "line 2 \\(key u1\\), field 'audio': .*long.wav lasts 3.0 s, longer than"
+                                         " the model's 2 s window"),
+        (3, {"audio": "junk.wav"}, None, "line 3 \\(key u2\\), field 'audio': cannot read .*junk.wav"),
+        (2, None, '{"audio": "u1.wav", "src_lang": ', "line 2: not valid JSON"),
+    ],
+)
+def test_bad_rows_are_named_before_the_first_step(init_model, tmp_path, monkeypatch, capsys, line, change, raw,
+                                                  message):
+    import transformers
+
+    from trainer_scripts.train import main
+
+    rows = corpus_rows(tmp_path)
+    soundfile.write(tmp_path / "long.wav", synthetic_speech(3.0, seed=9), SR)  # the tiny model's window is 2 s
+    (tmp_path / "junk.wav").write_bytes(b"RIFF not really a wave file")
+    if change:
+        rows[line - 1].update(change)
+    path = write_rows(tmp_path / "train.jsonl", rows, {line - 1: raw} if raw else None)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started on bad data")
+
+    monkeypatch.setattr(transformers.Seq2SeqTrainer, "train", no_training)
+    status, err = exit_of(main, train_args(init_model, path, str(tmp_path / "out"), "--stage", "srt"), capsys)
+    assert status == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: ") and "Traceback" not in err
+    assert f"{path} " in last or f"{path}:" in last
+    import re
+
+    assert re.search(message, last), last
+
+
+def test_blank_lines_are_skipped_and_line_numbers_stay_true(tmp_path):
+    rows = corpus_rows(tmp_path)
+    rows[2]["src_lang"] = "xx"
+    path = tmp_path / "gaps.jsonl"
+    path.write_text(json.dumps(rows[0]) + "\n\n" + json.dumps(rows[1]) + "\n" + json.dumps(rows[2]) + "\n")
+    with pytest.raises(DataError, match="gaps.jsonl line 4 \\(key u2\\), field 'src_lang': Unsupported language"):
+        select_stage_rows(load_rows(str(path)), "asr", base_dir=str(tmp_path), source=str(path))
+
+
+def test_mixed_asr_rows_still_drop_from_translation_stages(tmp_path):
+    rows = corpus_rows(tmp_path)
+    rows[1].update(tgt_lang=None, translation=None)
+    path = write_rows(tmp_path / "mixed.jsonl", rows)
+    assert len(select_stage_rows(load_rows(path), "srt", base_dir=str(tmp_path), source=path)) == 2
+    assert len(select_stage_rows(load_rows(path), "asr", base_dir=str(tmp_path), source=path)) == 3
+
+
+# ------------------------------------------------------------------------------ data loss: a finished model folder
+def test_a_finished_model_in_output_dir_is_not_replaced(init_model, tmp_path, capsys):
+    from trainer_scripts.train import main
+
+    path = write_rows(tmp_path / "train.jsonl", corpus_rows(tmp_path))
+    out = tmp_path / "finished"
+    shutil.copytree(init_model, out)
+    before = {name: (out / name).read_bytes() for name in os.listdir(out) if (out / name).is_file()}
+    status, err = exit_of(main, train_args(init_model, path, str(out)), capsys)
+    assert status == 2 and "Traceback" not in err
+    assert str(out) in err and "finished model" in err and "--overwrite_output_dir" in err
+    assert {name: (out / name).read_bytes() for name in before} == before and sorted(os.listdir(out)) == sorted(before)
+    # the input model folder is never an output, whatever the flags
+    status, err = exit_of(main, train_args(init_model, path, init_model, "--overwrite_output_dir", "true"), capsys)
+    assert status == 2 and "--init_from" in err
+
+
+def test_numeric_arguments_are_refused_by_the_parser(init_model, tmp_path, capsys):
+    from trainer_scripts.train import main
+
+    path = write_rows(tmp_path / "train.jsonl", corpus_rows(tmp_path))
+    for flag, value in (("--max_train_samples", "0"), ("--lora_r", "0"), ("--lora_dropout", "1.5")):
+        status, err = exit_of(main, train_args(init_model, path, str(tmp_path / "o"), flag, value), capsys)
+        assert status == 2 and flag in err and "Traceback" not in err, err
+
+
+# ------------------------------------------------------------------------------ resume past a partial checkpoint
+def test_rerun_resumes_from_the_newest_complete_checkpoint(init_model, tmp_path, caplog, capsys):
+    from trainer_scripts.train import main
+
+    path = write_rows(tmp_path / "train.jsonl", corpus_rows(tmp_path, n=2))
+    out = tmp_path / "run"
+    main(train_args(init_model, path, str(out), "--save_strategy", "steps", "--save_steps", "1", steps=2))
+    # A kill while checkpoint-2 was being written: its weights and state are missing, and no final model exists.
+    for name in os.listdir(out / "checkpoint-2"):
+        if name != "config.json":
+            os.remove(out / "checkpoint-2" / name)
+    for name in os.listdir(out):
+        if os.path.isfile(out / name):
+            os.remove(out / name)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        main(train_args(init_model, path, str(out), "--save_strategy", "steps", "--save_steps", "1", steps=2))
+    assert f"Skipping the partial checkpoint {out / 'checkpoint-2'}" in caplog.text
+    assert f"Resuming from {out / 'checkpoint-1'}" in caplog.text
+    state = json.load(open(out / "checkpoint-2" / "trainer_state.json"))
+    assert state["global_step"] == 2 and os.path.isfile(out / "model.safetensors")
+
+
+def test_last_complete_checkpoint_reads_the_files_written_last(tmp_path, caplog):
+    from llm_srt.training import last_complete_checkpoint
+
+    for step in (1, 2, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"x")
+    for step in (1, 2):
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text('{"global_step": %d}' % step)
+    (tmp_path / "checkpoint-10" / "trainer_state.json").write_text('{"global_st')  # cut short
+    with caplog.at_level(logging.WARNING):
+        assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+    assert "checkpoint-10" in caplog.text
+    assert last_complete_checkpoint(str(tmp_path / "missing")) is None
+
+
+# ------------------------------------------------------------------------------------------------- evaluate.py
+def eval_args(model, test_file, out, *extra):
+    return ["--model", model, "--test_file", test_file, "--output_dir", out, "--task", "smt", "--batch_size", "4",
+            "--num_beams", "1", "--max_new_tokens", "4", *extra]
+
+
+@pytest.fixture(scope="module")
+def eval_set(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evalset")
+    return write_rows(folder / "test.jsonl", corpus_rows(folder))
+
+
+def test_a_second_model_does_not_reuse_the_first_models_hypotheses(eval_set, tmp_path, capsys):
+    from trainer_scripts.evaluate import main
+
+    first, second = save_tiny_model(tmp_path / "m1", seed=1), save_tiny_model(tmp_path / "m2", seed=2)
+    out = str(tmp_path / "eval")
+    main(eval_args(first, eval_set, out))
+    reference = main(eval_args(second, eval_set, str(tmp_path / "fresh")))
+    hypotheses = [json.loads(line)["hypothesis"] for line in open(os.path.join(out, "hypotheses.smt.jsonl"))]
+    status, err = exit_of(main, eval_args(second, eval_set, out), capsys)
+    assert status == 2 and "Traceback" not in err and out in err and "--overwrite" in err
+    # refused: the first model's results and hypotheses are kept as they were
+    assert json.load(open(os.path.join(out, "results.json")))["model"] == first
+    assert [json.loads(line)["hypothesis"] for line in open(os.path.join(out, "hypotheses.smt.jsonl"))] == hypotheses
+    # the same model with other generation settings is another fingerprint as well
+    os.remove(os.path.join(out, "results.json"))
+    status, err = exit_of(main, eval_args(first, eval_set, out, "--max_new_tokens", "3"), capsys)
+    assert status == 2 and "max_new_tokens" in err
+    results = main(eval_args(second, eval_set, out, "--overwrite", "true"))
+    assert results["model"] == second and results["directions"] == reference["directions"]
+    assert [json.loads(line)["hypothesis"] for line in open(os.path.join(out, "hypotheses.smt.jsonl"))] == [
+        json.loads(line)["hypothesis"] for line in open(tmp_path / "fresh" / "hypotheses.smt.jsonl")]
+
+
+def test_evaluate_refuses_duplicate_keys_naming_both_rows(tiny_folder, tmp_path, capsys):
+    from trainer_scripts.evaluate import main
+
+    rows = corpus_rows(tmp_path)
+    rows[2]["key"] = "u0"
+    path = write_rows(tmp_path / "dup.jsonl", rows)
+    status, err = exit_of(main, eval_args(tiny_folder, path, str(tmp_path / "o")), capsys)
+    assert status == 1 and "Traceback" not in err
+    assert f"{path} line 3 (key u0), field 'key': duplicate key 'u0', also on line 1" in err
+    assert not os.path.exists(tmp_path / "o" / "results.json")
+
+
+@pytest.mark.parametrize("flag, value", [("--batch_size", "0"), ("--num_beams", "0"), ("--max_new_tokens", "-1"),
+                                         ("--max_rows", "0"), ("--dtype", "float8"), ("--task", "xyz")])
+def test_evaluate_refuses_invalid_arguments(tiny_folder, eval_set, tmp_path, capsys, flag, value):
+    from trainer_scripts.evaluate import main
+
+    status, err = exit_of(main, eval_args(tiny_folder, eval_set, str(tmp_path / "o"), flag, value), capsys)
+    assert status == 2 and flag in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_evaluate_user_errors_are_one_line_without_traceback(tiny_folder, tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "trainer_scripts", "evaluate.py"),
+           *eval_args(tiny_folder, str(tmp_path / "missing.jsonl"), str(tmp_path / "o"))]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"evaluate.py: error: Data not found: {tmp_path / 'missing.jsonl'}"
