@@ -576,13 +576,15 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
 
         Given a training batch (`labels` set, as `Seq2SeqTrainer(predict_with_generate=True)` passes it), the
         answers are cut off first: the processor left-pads every prompt block to one width, so the columns before
-        the first labelled one are exactly the inference batch.
+        the first labelled one are the prompts (as the original's training rows hold them: where Qwen's BPE merged
+        the answer's first character into the prompt's last token, that token stays merged).
 
         As in the original, the LLM receives only `inputs_embeds` (audio + left-padded prompt), so
         `no_repeat_ngram_size` looks at generated tokens alone: the SRT answer repeats the prompt's tag pair, which
         must not count as history. Positions are derived from the attention mask, skipping left padding. The audio
         placeholder id (`config.audio_token_id`) is suppressed, and generated ids are always ordinary tokens.
         """
+        _check_generate_kwargs(kwargs, self.generation_config)
         if labels is not None:
             if input_ids is None:
                 raise ValueError("labels are only understood together with input_ids (a training batch).")
