@@ -316,8 +316,6 @@ def test_bad_generation_arguments_are_refused(tiny, kwargs, message):
                                model.generation_config)
 
 
-@pytest.mark.xfail(strict=True, raises=(ZeroDivisionError, RuntimeError, AssertionError),
-                   reason="generate (the lead's) does not call _check_generate_kwargs yet; drop this mark when it does")
 def test_generate_refuses_num_beams_0(tiny, speech):
     model, processor = tiny
     batch = processor([speech], task="asr", src_lang="eng", sampling_rate=SR)
