@@ -173,6 +173,9 @@ class LlmSrtConfig(PreTrainedConfig):
             from; required for an adapter-only checkpoint.
         adapter_only (`bool`, defaults to False): the saved weights hold only the trained parts (projector, LoRA);
             the encoder and LLM are loaded from the two references above.
+        language_detector_languages (`list[str]`, *optional*): set when Whisper's decoder (language detection for
+            `src_lang="auto"`) is part of the model: the Whisper language codes of its output rows. When None, the
+            decoder is loaded from `audio_model_name_or_path` on first use.
     """
 
     model_type = "llm_srt"
@@ -198,6 +201,7 @@ class LlmSrtConfig(PreTrainedConfig):
     audio_model_name_or_path: str | None = None
     text_model_name_or_path: str | None = None
     adapter_only: bool = False
+    language_detector_languages: list[str] | None = None
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 

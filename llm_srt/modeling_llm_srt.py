@@ -30,6 +30,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from transformers.utils import cached_file, logging
 
 from .configuration_llm_srt import DEFAULT_LORA_CONFIG, LlmSrtConfig, check_model_location
+from .language_detection_llm_srt import LanguageDetectionMixin, LlmSrtLanguageDetector
 from .pipeline_llm_srt import TASK_NAME, SpeechTranslationPipeline  # imported so saves carry the pipeline code
 
 
@@ -172,7 +173,7 @@ class LlmSrtPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     input_modalities = ("audio", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["WhisperEncoderLayer", "Blip2QFormerLayer", "Qwen2DecoderLayer"]
+    _no_split_modules = ["WhisperEncoderLayer", "WhisperDecoderLayer", "Blip2QFormerLayer", "Qwen2DecoderLayer"]
     _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = False  # the Q-Former has no flash-attention path
@@ -192,7 +193,7 @@ def load_whisper_encoder(name_or_path: str, **kwargs) -> WhisperEncoder:
     )
 
 
-class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
+class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin, LanguageDetectionMixin):
     """LLM-SRT for ASR, text translation (SMT) and speech translation (SRT), selected by the processor's prompts.
 
     `forward` computes the LLM's loss on the answer tokens (labels are -100 elsewhere); `generate` decodes with the
@@ -213,6 +214,9 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         )
         if config.lora_config is not None:
             self._inject_lora(config.lora_config)
+        if config.language_detector_languages:  # Whisper's decoder saved with the model, for src_lang="auto"
+            self.language_detector = LlmSrtLanguageDetector(config.audio_config, config.language_detector_languages)
+            self.language_detector.requires_grad_(False)
         self.post_init()
         self.generation_config = self.default_generation_config(config)
         self.set_trainable()
@@ -264,6 +268,8 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
         else:
             cls._check_component_shapes(config, audio_tower.config, language_model.config)
         model = cls(config, audio_tower=audio_tower, language_model=language_model)
+        if config.language_detector_languages:  # an adapter-only save: the detector comes from the Whisper checkpoint
+            model.load_language_detector(audio_model_name_or_path, save_with_model=True)
         if dtype is not None:
             model.projector.to(dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)
         if llm_kwargs.get("device_map") is not None:  # the LLM is placed; encoder and projector join its first device
@@ -453,8 +459,13 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Module:
         return self.language_model.get_output_embeddings()
 
-    def get_audio_features(self, input_features: torch.FloatTensor) -> torch.FloatTensor:
-        """Log-mel features `(batch, mel_bins, frames)` -> audio embeddings `(batch, num_queries, llm_hidden)`."""
+    def get_audio_features(
+        self, input_features: torch.FloatTensor, return_encoder_states: bool = False
+    ) -> torch.FloatTensor | tuple[torch.FloatTensor, torch.FloatTensor]:
+        """Log-mel features `(batch, mel_bins, frames)` -> audio embeddings `(batch, num_queries, llm_hidden)`.
+
+        With `return_encoder_states`, returns `(audio_embeds, encoder_hidden_states)`: the encoder output serves
+        [`detect_language`] too, so the encoder runs once."""
         expected = (self.config.audio_config.num_mel_bins, self.config.audio_config.max_source_positions * 2)
         if input_features.dim() != 3 or tuple(input_features.shape[1:]) != expected:
             raise ValueError(
@@ -463,7 +474,8 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin):
             )
         input_features = input_features.to(dtype=self.audio_tower.conv1.weight.dtype)
         encoder_states = self.audio_tower(input_features).last_hidden_state
-        return self.projector(encoder_states.to(self.projector.query.dtype))
+        audio_embeds = self.projector(encoder_states.to(self.projector.query.dtype))
+        return (audio_embeds, encoder_states) if return_encoder_states else audio_embeds
 
     def embed_inputs(
         self,

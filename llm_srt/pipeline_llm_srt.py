@@ -1,18 +1,29 @@
-"""`pipeline("speech-translation")`: speech translation and recognition with LLM-SRT, long audio and many targets."""
+"""`pipeline("speech-translation")`: speech translation and recognition with LLM-SRT, long audio and many targets.
+
+A `ChunkPipeline`, as Transformers' ASR pipeline: `preprocess` loads one input and yields its windows (the last one
+marked `is_last`), windows of consecutive inputs are batched `batch_size` at a time for `_forward`, and `postprocess`
+joins one input's windows. Inputs may be a single item, a list, a generator, a `KeyDataset`, a `datasets` column
+(`ds["audio"]`) or a `datasets.Dataset` (rows with an `"audio"` column): lists give a list, iterables are consumed
+lazily and give results in order as they complete.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import collections
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
-from transformers import AutoModelForSpeechSeq2Seq, Pipeline
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+from transformers import AutoModelForSpeechSeq2Seq
+from transformers.pipelines.base import ChunkPipeline
 from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
 
-from .audio_llm_srt import AudioInputError, describe_input, is_silent, load_audio, split_on_silence
-from .configuration_llm_srt import normalize_language
+from .audio_llm_srt import describe_input, is_silent, load_audio, split_on_silence
+from .configuration_llm_srt import LANGUAGES, normalize_language
+from .language_detection_llm_srt import FROM_WHISPER, LanguageDetectionUnavailable, whisper_language_name
 from .processing_llm_srt import normalize_task
 
 
@@ -21,29 +32,47 @@ logger = logging.get_logger(__name__)
 TASK_NAME = "speech-translation"
 # Targets written without spaces between sentences when windows are joined.
 UNSPACED_LANGUAGES = {"jpn", "zho", "yue", "tha"}
+AUTO = "auto"
+AUDIO_KEYS = ("array", "raw", "bytes", "path")
 
 
-class SpeechTranslationPipeline(Pipeline):
+def is_auto(language: Any) -> bool:
+    """Whether a `src_lang` asks for detection: `None` or `"auto"`."""
+    return language is None or (isinstance(language, str) and language.strip().lower() == AUTO)
+
+
+class SpeechTranslationPipeline(ChunkPipeline):
     """Translate (or transcribe) speech with LLM-SRT.
 
     ```python
     from transformers import pipeline
+    from transformers.pipelines.pt_utils import KeyDataset
 
     pipe = pipeline("speech-translation", model="path/or/repo", trust_remote_code=True)
     pipe("talk.wav", src_lang="eng", tgt_lang="deu")                 # {"text", "transcript", "src_lang", "tgt_lang"}
     pipe("talk.wav", src_lang="eng", tgt_lang=["deu", "fra", "jpn"])  # one audio, three targets, one LLM batch
-    pipe(array, sampling_rate=8000, src_lang="eng", task="transcribe")
+    pipe("talk.wav", src_lang="auto", tgt_lang="deu")                 # the spoken language detected (Whisper's way)
+    for out in pipe(KeyDataset(ds, "audio"), src_lang="eng", tgt_lang="deu", batch_size=16):  # lazy, in order
+        ...
     ```
 
-    Inputs: a file path, file bytes, a numpy array or torch tensor (with `sampling_rate`), a `datasets` Audio row
-    (`{"array", "sampling_rate"}`), or a list of these. Audio is mixed down to mono and resampled to 16 kHz. Audio
-    longer than `chunk_length_s` (default: the model's 30 s window) is split at pauses into windows that are
-    translated as one batch and joined in order. Silent windows are skipped without running the LLM.
+    Inputs: a file path, file bytes, a numpy array or torch tensor (with `sampling_rate`), a `datasets` Audio value
+    (`{"array", "sampling_rate"}`, `{"path", "bytes"}` or a decoder), a `datasets` row (a dict with an `"audio"`
+    key), or a list, generator, `KeyDataset`, `datasets` column or `datasets.Dataset` of these. Audio is mixed down
+    to mono and resampled to 16 kHz. Audio longer than `chunk_length_s` (default: the model's 30 s window) is split
+    at pauses into windows that are translated and joined in order. Silent windows are skipped without running the
+    model; a silent input gives an empty result.
 
-    Call arguments: `src_lang`, `tgt_lang` (a language or a list), `task` (`"translate"`: speech translation, the
-    default; `"transcribe"`: recognition), `return_transcript` (default True), `return_timestamps` (per-window
-    results under `"chunks"`), `chunk_length_s`, `sampling_rate` (for arrays), `batch_size` (audio windows per
-    forward pass), `generate_kwargs` (e.g. `num_beams`, `max_new_tokens`; also accepted directly).
+    Call arguments: `src_lang` (a language, or `"auto"`/None: detected from the encoder output with Whisper's
+    decoder, see [`LlmSrtForConditionalGeneration.detect_language`]; one language per input by majority vote over
+    its windows, or per window with `language_per_window=True`; `unsupported_language="warn"` (default) or
+    `"error"` when Whisper hears a language outside the 15), `tgt_lang` (a language or a list), `task`
+    (`"translate"`: speech translation, the default; `"transcribe"`: recognition), `return_transcript` (default
+    True), `return_timestamps` (per-window results under `"chunks"`), `chunk_length_s`, `sampling_rate` (for
+    arrays), `batch_size` (audio windows per forward pass, across inputs), `num_workers` (background workers that
+    decode audio and compute features ahead), `streamer` (a `TextStreamer`-like object for greedy decoding of a
+    single-target, single-window call), `generate_kwargs` (e.g. `num_beams`, `max_new_tokens`; also accepted
+    directly). With detection, results also hold `language_probability`.
     """
 
     _load_processor = True
@@ -65,6 +94,9 @@ class SpeechTranslationPipeline(Pipeline):
         chunk_length_s: float | None = None,
         sampling_rate: int | None = None,
         generate_kwargs: dict | None = None,
+        streamer: Any = None,
+        language_per_window: bool | None = None,
+        unsupported_language: str | None = None,
         **kwargs,
     ):
         generate_kwargs = dict(generate_kwargs or {})
@@ -73,18 +105,85 @@ class SpeechTranslationPipeline(Pipeline):
                 generate_kwargs[name] = kwargs.pop(name)
         if kwargs:
             raise TypeError(f"Unexpected arguments for the speech-translation pipeline: {sorted(kwargs)}.")
+        if streamer is not None:
+            generate_kwargs["streamer"] = streamer
+        if unsupported_language not in (None, "warn", "error"):
+            raise ValueError(f"unsupported_language must be 'warn' or 'error', got {unsupported_language!r}.")
 
         def given(**values):
             return {name: value for name, value in values.items() if value is not None}
 
         preprocess = given(sampling_rate=sampling_rate, chunk_length_s=chunk_length_s)
-        forward = given(src_lang=src_lang, tgt_lang=tgt_lang, task=task, generate_kwargs=generate_kwargs or None)
+        forward = given(src_lang=src_lang, tgt_lang=tgt_lang, task=task, generate_kwargs=generate_kwargs or None,
+                        language_per_window=language_per_window, unsupported_language=unsupported_language)
         postprocess = given(return_transcript=return_transcript, return_timestamps=return_timestamps)
         return preprocess, forward, postprocess
 
+    # -------------------------------------------------------------------------------------------------------- call
+    def __call__(self, inputs, *args, **kwargs):
+        """Run on one input, a list (returns a list) or an iterable (returns a lazy iterator of results, in order);
+        see the class docstring for the arguments."""
+        inputs, single = self._as_pipeline_inputs(inputs)
+        if isinstance(inputs, list) and not inputs:
+            self._sanitize_parameters(**{k: v for k, v in kwargs.items() if k not in ("batch_size", "num_workers")})
+            return []
+        if kwargs.get("batch_size") is not None and kwargs["batch_size"] < 1:
+            raise ValueError(f"batch_size must be at least 1, got {kwargs['batch_size']}.")
+        outputs = super().__call__(inputs, *args, **kwargs)
+        return outputs[0] if single else outputs
+
+    @staticmethod
+    def _as_pipeline_inputs(inputs) -> tuple[Any, bool]:
+        """What the base class iterates, and whether the call was for one input. `datasets` columns and datasets
+        become indexable torch datasets (lazy, and `num_workers` can prefetch them in order)."""
+        try:
+            import datasets
+        except ImportError:  # pragma: no cover - datasets is a dependency of the training extras only
+            datasets = None
+        if datasets is not None:
+            column_type = getattr(datasets, "Column", None)
+            if column_type is not None and isinstance(inputs, column_type):
+                return _Indexable(inputs), False
+            if isinstance(inputs, datasets.Dataset):
+                return _Indexable(inputs), False
+            if isinstance(inputs, datasets.IterableDataset):
+                return (row for row in inputs), False
+        if isinstance(inputs, tuple):
+            return list(inputs), False
+        if isinstance(inputs, (list, Dataset)) or isinstance(inputs, Iterator):
+            if isinstance(inputs, Iterator) and not hasattr(inputs, "send"):
+                inputs = (item for item in inputs)  # the base class streams generators: make any iterator one
+            return inputs, False
+        return _Single([inputs]), True
+
+    def get_iterator(
+        self, inputs, num_workers: int, batch_size: int, preprocess_params, forward_params, postprocess_params
+    ):
+        """Inputs -> (background workers) windows with features -> batches of `batch_size` windows -> `_forward`
+        -> windows regrouped per input -> `postprocess`. Every stage is lazy and keeps the order."""
+        forward_params = self._resolve(forward_params)
+        postprocess_params = {**postprocess_params, "task": forward_params["task"],
+                              "targets": forward_params["targets"], "single_target": forward_params["single_target"],
+                              "forward_params": forward_params}
+        name_inputs = not isinstance(inputs, _Single)
+        if isinstance(inputs, Dataset) or isinstance(inputs, list):
+            windows = _WindowedInputs(inputs, self._windows_of, preprocess_params, name_inputs)
+        else:
+            if num_workers > 1:
+                logger.info("A generator is read by one background worker (num_workers=1), so its order is kept.")
+                num_workers = 1
+            windows = _WindowedStream(inputs, self._windows_of, preprocess_params)
+        loader = DataLoader(windows, batch_size=1, collate_fn=_only, num_workers=num_workers)
+        batches = _batch_windows(loader, batch_size)
+        per_input = _regroup(self.forward(batch, **forward_params) for batch in batches)
+        return PipelineIterator(per_input, self.postprocess, postprocess_params)
+
     # ------------------------------------------------------------------------------------------------------- steps
-    def preprocess(self, inputs: Any, sampling_rate: int | None = None, chunk_length_s: float | None = None) -> dict:
-        """Load one input and split it into windows: `{"windows": [arrays], "spans": [(start_s, end_s)]}`."""
+    def preprocess(self, inputs: Any, sampling_rate: int | None = None, chunk_length_s: float | None = None):
+        """Load one input and yield its windows: `input_features` (None when silent), `span` in seconds, and
+        `is_last` on the input's last window."""
+        if isinstance(inputs, dict) and "audio" in inputs and not any(key in inputs for key in ("array", "raw")):
+            inputs = inputs["audio"]  # a datasets row
         rate = self.processor.feature_extractor.sampling_rate
         audio = load_audio(inputs, sampling_rate=sampling_rate, target_rate=rate)
         window_seconds = float(self.processor.feature_extractor.chunk_length)
@@ -92,52 +191,109 @@ class SpeechTranslationPipeline(Pipeline):
         if not 0 < chunk <= window_seconds:
             raise ValueError(f"chunk_length_s must be in (0, {window_seconds:g}] (the model's window), got {chunk}.")
         spans = split_on_silence(audio, rate, chunk)
-        return {
-            "windows": [audio[start:end] for start, end in spans],
-            "spans": [(start / rate, end / rate) for start, end in spans],
-            "duration": len(audio) / rate,
-        }
+        for index, (start, end) in enumerate(spans):
+            window = audio[start:end]
+            silent = is_silent(window)
+            yield {
+                # Computed here, in the background workers when num_workers > 0, on CPU.
+                "input_features": None if silent else self.processor.extract_features([window], rate),
+                "span": (start / rate, end / rate),
+                "window": index,
+                "is_last": index == len(spans) - 1,
+            }
+
+    def _windows_of(self, item: Any, index: int | None, params: dict) -> list[dict]:
+        """All windows of one input; errors name the input (its position in a batch)."""
+        try:
+            return list(self.preprocess(item, **params))
+        except (ValueError, FileNotFoundError) as error:
+            if index is None:
+                raise
+            raise type(error)(f"input {index} ({describe_input(item)}): {error}") from None
 
     def _forward(
         self,
-        model_inputs: dict,
-        src_lang: str | None = None,
-        tgt_lang: str | Sequence[str] | None = None,
-        task: str = "translate",
+        model_inputs: list[dict],
+        task: str = "srt",
+        src_lang: str = "eng",
+        targets: Sequence[str] = (),
         generate_kwargs: dict | None = None,
-    ) -> dict:
-        """Encode each window once, then decode every (window, target) pair in one `generate` batch."""
-        processor, model = self.processor, self.model
-        windows: list[np.ndarray] = model_inputs["windows"]
-        task_name, src, targets = self._resolve_languages(src_lang, tgt_lang, task)
-        features = processor.extract_features(windows, processor.feature_extractor.sampling_rate, device=self.device)
-        features = features.to(device=self.device, dtype=next(model.audio_tower.parameters()).dtype)
-        audio_embeds = model.get_audio_features(features)
-        # Rows: window 0 x every target, window 1 x every target, ...
-        rows = [(w, tgt) for w in range(len(windows)) for tgt in targets]
-        text = processor.prepare_text(
-            task_name, [src] * len(rows), [tgt for _, tgt in rows], [None] * len(rows), [None] * len(rows)
-        )
-        input_ids = torch.tensor(text["input_ids"], device=self.device)
-        attention_mask = torch.tensor(text["attention_mask"], device=self.device)
-        generated = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            audio_embeds=audio_embeds.repeat_interleave(len(targets), dim=0),
-            **(generate_kwargs or {}),
-        )
-        decoded = processor.post_process(
-            generated, task=task_name, src_lang=src, tgt_lang=[tgt for _, tgt in rows] if task_name == "srt" else None
-        )
-        return {"rows": rows, "decoded": decoded}
+        language_per_window: bool = False,
+        unsupported_language: str = "warn",
+        **unused,
+    ) -> list[dict]:
+        """Encode the batch's windows once; detect languages when asked; decode every (window, target) pair whose
+        source language is known in one `generate` batch. Windows of an input split across batches with a
+        per-input vote wait (with their audio embeddings) for `postprocess`, which has all of them."""
+        model = self.model
+        windows = [dict(window) for window in model_inputs]
+        spoken = [i for i, window in enumerate(windows) if window["input_features"] is not None]
+        auto = is_auto(src_lang)
+        if spoken:
+            features = torch.cat([windows[i]["input_features"] for i in spoken]).to(self.device)
+            audio_embeds, encoder_states = model.get_audio_features(features, return_encoder_states=True)
+            detections = model.detect_language(encoder_hidden_states=encoder_states) if auto else [None] * len(spoken)
+            for i, embeds, detection in zip(spoken, audio_embeds, detections):
+                windows[i].update(audio_embeds=embeds, detection=detection)
+        for window in windows:
+            window["silent"] = window.pop("input_features") is None
+            window.setdefault("audio_embeds", None)
+            window.setdefault("detection", None)
+            window["decoded"] = None
+        if auto:
+            languages = self._languages_in_batch(windows, language_per_window)
+        else:
+            languages = {i: src_lang for i in spoken}
+        ready = [i for i in spoken if languages.get(i) is not None]
+        if ready:
+            decoded = self._decode([windows[i]["audio_embeds"] for i in ready], [languages[i] for i in ready],
+                                   task, targets, generate_kwargs)
+            for i, result in zip(ready, decoded):
+                windows[i]["decoded"] = result
+                windows[i]["src_lang"] = languages[i]
+        for i in ready:
+            windows[i]["audio_embeds"] = None  # done with: do not carry it to postprocess
+        return windows
 
-    def postprocess(self, model_outputs: dict, return_transcript: bool = True, return_timestamps: bool = False):
+    def postprocess(
+        self,
+        model_outputs: list[dict],
+        return_transcript: bool = True,
+        return_timestamps: bool = False,
+        task: str = "srt",
+        targets: Sequence[str] = (),
+        single_target: bool = True,
+        forward_params: dict | None = None,
+    ):
         """Join each target's windows in order; one dict per target (a list when several targets were asked)."""
-        task, src, targets = model_outputs["task"], model_outputs["src_lang"], model_outputs["targets"]
-        spans, results_by_window = model_outputs["spans"], model_outputs["results_by_window"]
+        windows = sorted(model_outputs, key=lambda w: w["window"])
+        forward_params = forward_params or {}
+        src = forward_params.get("src_lang")
+        detected = None
+        if is_auto(src):
+            detected = self._vote([w["detection"] for w in windows if w["detection"] is not None])
+            waiting = [w for w in windows if w["audio_embeds"] is not None]
+            if waiting:  # an input whose windows came in several batches: decode them now with the vote
+                language = detected["language"]
+                if forward_params.get("language_per_window"):
+                    languages = [w["detection"]["language"] for w in waiting]
+                else:
+                    languages = [language] * len(waiting)
+                with torch.no_grad():
+                    decoded = self._decode([w["audio_embeds"].to(self.device) for w in waiting], languages, task,
+                                           targets, forward_params.get("generate_kwargs"))
+                for window, result, lang in zip(waiting, decoded, languages):
+                    window.update(decoded=result, src_lang=lang, audio_embeds=None)
+            if detected is not None:
+                self._check_supported(detected, forward_params.get("unsupported_language", "warn"))
+                logger.info(f"Detected source language: {detected['language']} "
+                            f"(probability {detected['probability']:.2f}).")
+            src = detected["language"] if detected is not None else None
+        else:
+            src = normalize_language(src)
         outputs = []
         for tgt in targets:
-            pieces = [results_by_window[w].get(tgt) for w in range(len(spans))]
+            pieces = [None if w["decoded"] is None else w["decoded"].get(tgt) for w in windows]
             transcripts = [p["transcript"] for p in pieces if p is not None and p.get("transcript")]
             translations = [p["translation"] for p in pieces if p is not None and p.get("translation")]
             transcript = self._join(transcripts, src)
@@ -146,89 +302,219 @@ class SpeechTranslationPipeline(Pipeline):
                 "src_lang": src,
                 "tgt_lang": None if task == "asr" else tgt,
             }
+            if is_auto(forward_params.get("src_lang")):
+                output["language_probability"] = None if detected is None else detected["probability"]
             if return_transcript:
                 output["transcript"] = transcript
             if return_timestamps:
-                output["chunks"] = [
-                    {"timestamp": span, "text": "" if p is None else (p.get("transcript") if task == "asr" else p.get("translation")) or "",
-                     "transcript": "" if p is None else p.get("transcript") or ""}
-                    for span, p in zip(spans, pieces)
-                ]
+                output["chunks"] = []
+                for window, piece in zip(windows, pieces):
+                    chunk = {
+                        "timestamp": window["span"],
+                        "text": "" if piece is None else (piece.get("transcript") if task == "asr"
+                                                          else piece.get("translation")) or "",
+                        "transcript": "" if piece is None else piece.get("transcript") or "",
+                    }
+                    if window["detection"] is not None:
+                        chunk["src_lang"] = window.get("src_lang")
+                        chunk["detected_language"] = window["detection"]["language"]
+                        chunk["language_probability"] = window["detection"]["probability"]
+                    output["chunks"].append(chunk)
             outputs.append(output)
-        return outputs[0] if len(outputs) == 1 and model_outputs["single_target"] else outputs
-
-    # -------------------------------------------------------------------------------------------------------- call
-    def __call__(self, inputs, batch_size: int | None = None, **kwargs):
-        """Run on one input or a list of inputs; see the class docstring for the arguments."""
-        preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
-        preprocess_params = {**self._preprocess_params, **preprocess_params}
-        forward_params = {**self._forward_params, **forward_params}
-        postprocess_params = {**self._postprocess_params, **postprocess_params}
-        batch_size = batch_size or self._batch_size or 1
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-        task, src, targets = self._resolve_languages(
-            forward_params.get("src_lang"), forward_params.get("tgt_lang"), forward_params.get("task", "translate")
-        )
-        tgt_arg = forward_params.get("tgt_lang")
-        single_target = task == "asr" or isinstance(tgt_arg, str)
-        single_input = not isinstance(inputs, (list, tuple))
-        items = [inputs] if single_input else list(inputs)
-
-        prepared = []
-        for index, item in enumerate(items):
-            try:
-                prepared.append(self.preprocess(item, **preprocess_params))
-            except (AudioInputError, FileNotFoundError, ValueError) as error:
-                where = "" if single_input else f"input {index} ({describe_input(item)}): "
-                raise type(error)(f"{where}{error}") from None
-
-        # Every non-silent window of every input, batched `batch_size` windows at a time.
-        work = []
-        for index, item in enumerate(prepared):
-            silent = [is_silent(window) for window in item["windows"]]
-            if all(silent):
-                logger.warning(f"Input {index} is silent: returning an empty result without running the model.")
-            work.extend((index, w) for w, quiet in enumerate(silent) if not quiet)
-        results = [[{} for _ in item["windows"]] for item in prepared]
-        for start in range(0, len(work), batch_size):
-            chunk = work[start:start + batch_size]
-            out = self.forward({"windows": [prepared[i]["windows"][w] for i, w in chunk]}, **forward_params)
-            for (window_index, tgt), decoded in zip(out["rows"], out["decoded"]):
-                owner, w = chunk[window_index]
-                results[owner][w][tgt] = decoded
-
-        outputs = [
-            self.postprocess(
-                {"task": task, "src_lang": src, "targets": targets, "single_target": single_target,
-                 "spans": item["spans"], "results_by_window": results[index]},
-                **postprocess_params,
-            )
-            for index, item in enumerate(prepared)
-        ]
-        return outputs[0] if single_input else outputs
+        if all(w["silent"] for w in windows):
+            logger.warning("An input is silent: returning an empty result without running the model.")
+        return outputs[0] if len(outputs) == 1 and single_target else outputs
 
     # ----------------------------------------------------------------------------------------------------- helpers
-    def _resolve_languages(self, src_lang, tgt_lang, task) -> tuple[str, str, list[str]]:
-        task_name = normalize_task(task or "translate")
+    def _resolve(self, forward_params: dict) -> dict:
+        """Check task and languages once per call (before any input is read) and resolve them."""
+        params = dict(forward_params)
+        task_name = normalize_task(params.pop("task", None) or "translate")
         if task_name == "smt":
             raise ValueError("The speech-translation pipeline runs 'translate' (speech) or 'transcribe'.")
-        if src_lang is None:
-            raise ValueError("Pass src_lang=, the language spoken in the audio (e.g. 'eng').")
-        src = normalize_language(src_lang)
+        src = params.pop("src_lang", None)
+        tgt_lang = params.pop("tgt_lang", None)
+        if is_auto(src):
+            src = AUTO
+            self.model.get_language_detector()  # fails now, with how to enable it, rather than mid-iteration
+        else:
+            src = normalize_language(src)
         if task_name == "asr":
-            return task_name, src, [src]
-        if tgt_lang is None:
-            raise ValueError("Pass tgt_lang= (one language or a list) for speech translation, or task='transcribe'.")
-        targets = [tgt_lang] if isinstance(tgt_lang, str) else list(tgt_lang)
-        if not targets:
-            raise ValueError("tgt_lang is an empty list.")
-        targets = list(dict.fromkeys(normalize_language(t) for t in targets))
-        return task_name, src, targets
+            targets, single_target = ["asr"], True
+        else:
+            if tgt_lang is None:
+                raise ValueError("Pass tgt_lang= (one language or a list) for speech translation, or task='transcribe'.")
+            targets = [tgt_lang] if isinstance(tgt_lang, str) else list(tgt_lang)
+            if not targets:
+                raise ValueError("tgt_lang is an empty list.")
+            targets = list(dict.fromkeys(normalize_language(t) for t in targets))
+            single_target = isinstance(tgt_lang, str)
+        generate_kwargs = dict(params.pop("generate_kwargs", None) or {})
+        if generate_kwargs.get("streamer") is not None:
+            if len(targets) > 1 or generate_kwargs.get("num_beams", self.model.generation_config.num_beams) != 1:
+                raise ValueError(
+                    "streamer= streams greedy decoding of one target: pass num_beams=1 and a single tgt_lang."
+                )
+        return {"task": task_name, "src_lang": src, "targets": targets, "single_target": single_target,
+                "generate_kwargs": generate_kwargs, "language_per_window": bool(params.pop("language_per_window", False)),
+                "unsupported_language": params.pop("unsupported_language", None) or "warn"}
+
+    def _decode(self, audio_embeds: list[torch.Tensor], src_langs: list[str], task: str, targets: Sequence[str],
+                generate_kwargs: dict | None) -> list[dict]:
+        """One `generate` batch over every (window, target) pair; returns per window `{target: decoded}` (the key
+        is `"asr"` for transcription). The audio embeddings of a window are repeated over its targets."""
+        processor = self.processor
+        rows = [(w, tgt) for w in range(len(audio_embeds)) for tgt in targets]
+        row_src = [src_langs[w] for w, _ in rows]
+        row_tgt = [None if task == "asr" else tgt for _, tgt in rows]
+        if (generate_kwargs or {}).get("streamer") is not None and len(rows) > 1:
+            raise ValueError(
+                f"streamer= streams one sequence, but this batch decodes {len(rows)} (windows x targets): use "
+                "batch_size=1, one target and audio of one window."
+            )
+        text = processor.prepare_text(task, row_src, row_tgt, [None] * len(rows), [None] * len(rows))
+        embeds = torch.stack(audio_embeds).repeat_interleave(len(targets), dim=0)
+        generated = self.model.generate(
+            input_ids=torch.tensor(text["input_ids"], device=self.device),
+            attention_mask=torch.tensor(text["attention_mask"], device=self.device),
+            audio_embeds=embeds.to(self.device),
+            **(generate_kwargs or {}),
+        )
+        decoded = processor.post_process(generated, task=task, src_lang=row_src,
+                                         tgt_lang=row_tgt if task == "srt" else None)
+        results = [{} for _ in audio_embeds]
+        for (w, tgt), result in zip(rows, decoded):
+            results[w][tgt] = result
+        return results
+
+    def _languages_in_batch(self, windows: list[dict], per_window: bool) -> dict[int, str]:
+        """Source language of each window of the batch that can be decoded now: per window, or the vote of its
+        input when all of the input's windows are in this batch (windows of one input are consecutive)."""
+        if per_window:
+            return {i: w["detection"]["language"] for i, w in enumerate(windows) if w["detection"] is not None}
+        languages, group = {}, []
+        for i, window in enumerate(windows):
+            group.append(i)
+            if window["is_last"]:
+                complete = windows[group[0]]["window"] == 0
+                vote = self._vote([windows[j]["detection"] for j in group if windows[j]["detection"] is not None])
+                if complete and vote is not None:
+                    languages.update({j: vote["language"] for j in group if windows[j]["detection"] is not None})
+                group = []
+        return languages
 
     @staticmethod
-    def _join(parts: list[str], language: str) -> str:
+    def _vote(detections: list[dict]) -> dict | None:
+        """One language for an input: the most frequent per-window choice (ties: the larger summed probability);
+        its probability is the mean over the windows of that language's probability."""
+        if not detections:
+            return None
+        counts = collections.Counter(d["language"] for d in detections)
+        mass = collections.defaultdict(float)
+        for detection in detections:
+            for code, p in detection["probabilities"].items():
+                mass[code] += p
+        language = max(counts, key=lambda code: (counts[code], mass[code]))
+        unsupported = [d for d in detections if not d["supported"]]
+        return {
+            "language": language,
+            "probability": mass[language] / len(detections),
+            "unsupported": collections.Counter(d["whisper_language"] for d in unsupported).most_common(1)[0][0]
+            if 2 * len(unsupported) > len(detections) else None,
+            "whisper_probability": max((d["whisper_probability"] for d in unsupported), default=None),
+        }
+
+    @staticmethod
+    def _check_supported(detected: dict, policy: str) -> None:
+        """Whisper heard a language outside the 15 (in most windows): warn and go on with the most likely
+        supported one, or raise with `unsupported_language="error"`."""
+        heard = detected.get("unsupported")
+        if heard is None:
+            return
+        message = (
+            f"Whisper hears {whisper_language_name(heard)} ({heard}), which LLM-SRT does not support "
+            f"(supported: {', '.join(LANGUAGES)}); "
+        )
+        if policy == "error":
+            raise ValueError(message + "pass src_lang= to choose the language, or unsupported_language='warn'.")
+        logger.warning(message + f"using the most likely supported language, {detected['language']} "
+                                 f"(probability {detected['probability']:.2f} among them). Pass src_lang= to override.")
+
+    @staticmethod
+    def _join(parts: list[str], language: str | None) -> str:
         return ("" if language in UNSPACED_LANGUAGES else " ").join(p.strip() for p in parts if p.strip())
+
+
+# ------------------------------------------------------------------------------------------------ iteration stages
+class _Single(list):
+    """A one-input call (errors do not name a position)."""
+
+
+class _Indexable(Dataset):
+    """A `datasets` column or dataset as a torch map-style dataset (rows read on demand, by index)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        if index >= len(self.data):
+            raise IndexError(index)
+        return self.data[index]
+
+
+class _WindowedInputs(Dataset):
+    """Input `i` -> its windows (map-style: several workers prefetch in order)."""
+
+    def __init__(self, inputs, windows_of, params: dict, name_inputs: bool):
+        self.inputs, self.windows_of, self.params, self.name_inputs = inputs, windows_of, params, name_inputs
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> list[dict]:
+        return self.windows_of(self.inputs[index], index if self.name_inputs else None, self.params)
+
+
+class _WindowedStream(IterableDataset):
+    """A generator's inputs -> their windows, read as they are needed."""
+
+    def __init__(self, inputs: Iterable, windows_of, params: dict):
+        self.inputs, self.windows_of, self.params = inputs, windows_of, params
+
+    def __iter__(self):
+        for index, item in enumerate(self.inputs):
+            yield self.windows_of(item, index, self.params)
+
+
+def _only(items: list):
+    return items[0]
+
+
+def _batch_windows(per_input: Iterable[list[dict]], batch_size: int) -> Iterator[list[dict]]:
+    """Windows of consecutive inputs, `batch_size` at a time (the last batch may be smaller)."""
+    batch = []
+    for windows in per_input:
+        for window in windows:
+            batch.append(window)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _regroup(batches: Iterable[list[dict]]) -> Iterator[list[dict]]:
+    """Processed windows -> one list per input (closed by its `is_last` window)."""
+    windows = []
+    for batch in batches:
+        for window in batch:
+            windows.append(window)
+            if window["is_last"]:
+                yield windows
+                windows = []
 
 
 if TASK_NAME not in PIPELINE_REGISTRY.supported_tasks:  # remote-code copies of this module need not re-register
@@ -236,4 +522,4 @@ if TASK_NAME not in PIPELINE_REGISTRY.supported_tasks:  # remote-code copies of 
         TASK_NAME, pipeline_class=SpeechTranslationPipeline, pt_model=AutoModelForSpeechSeq2Seq, type="multimodal"
     )
 
-__all__ = ["SpeechTranslationPipeline", "TASK_NAME"]
+__all__ = ["SpeechTranslationPipeline", "TASK_NAME", "is_auto"]
