@@ -21,7 +21,7 @@ from transformers.utils import logging
 
 from .audio_llm_srt import load_audio, resolve_path
 from .configuration_llm_srt import normalize_language
-from .metrics import score_directions
+from .metrics import score_directions, split_srt_response
 from .processing_llm_srt import IGNORE_INDEX, LlmSrtProcessor, normalize_task
 
 
@@ -512,8 +512,9 @@ def build_compute_metrics(
                 scored.append({"src_lang": row["src_lang"], "hypothesis": text.strip(), "reference": row["transcript"]})
                 continue
             if task == "srt":
-                parts = processor.split_srt_output(text, row["src_lang"], row["tgt_lang"])
-                hypothesis, transcript = parts["translation"], parts["transcript"] or ""
+                # The original scorer's split rule, as evaluate.py scores (see metrics.split_srt_response).
+                pair = processor.tag(row["src_lang"]) + processor.tag(row["tgt_lang"])
+                transcript, hypothesis = split_srt_response(text, pair)
             else:
                 hypothesis, transcript = text.strip(), None
             scored.append({"src_lang": row["src_lang"], "tgt_lang": row["tgt_lang"], "hypothesis": hypothesis,

@@ -61,3 +61,21 @@ def test_evaluation_scores_srt_with_the_original_rule(tiny, clips, response, hyp
     # The pipeline's richer view of the same text keeps `well_formed` / `raw`.
     richer = processor.split_srt_output(response, "eng", "deu")
     assert richer["raw"] == response and richer["well_formed"] == (response.count(PAIR) >= 1)
+
+
+def test_trainer_metrics_score_srt_with_the_original_rule(tokenizer):
+    """The trainer's compute_metrics splits as evaluate.py does: with two tag pairs the translation is the text
+    after the last `|>` (BLEU 100 against that reference); the pipeline's split would take the middle part."""
+    from types import SimpleNamespace
+
+    from llm_srt.testing import build_tiny_processor, tiny_config
+    from llm_srt.training import build_compute_metrics
+
+    processor = build_tiny_processor(tiny_config(len(tokenizer)), tokenizer)
+    translation = "Ich sehe drei rote Katzen und zwei blaue Hunde"
+    rows = [{"src_lang": "eng", "tgt_lang": "deu", "transcript": "I see", "translation": translation}]
+    response = f"I see{PAIR}Sie sind{PAIR}{translation}"
+    predictions = [tokenizer.encode(response) + [tokenizer.eos_token_id]]
+    metrics = build_compute_metrics(processor, "srt", rows)(SimpleNamespace(predictions=predictions))
+    bleu = [v for k, v in metrics.items() if "bleu" in k.lower()]
+    assert bleu and all(v == pytest.approx(100.0) for v in bleu), metrics
