@@ -228,6 +228,9 @@ class LlmSrtProcessor(ProcessorMixin):
                 [`as_float_mono`]). Files, bytes and audio dicts are refused: decode them with `load_audio`.
             task: `"asr"`, `"smt"` or `"srt"` (also `"transcribe"`, `"translate"`).
             src_lang / tgt_lang: one language for the batch or one per example (codes, ISO 639-1 or names).
+                `src_lang="auto"`: the language is to be detected, so no prompt can be written yet: only
+                `input_features` are returned; `model.detect_language(input_features)` gives the languages to call
+                the processor with (the speech-translation pipeline does both steps).
             transcript: the source text; in the prompt for smt, the target for asr and the first part of srt's.
             translation: the target text for smt and srt.
             sampling_rate: the audio's rate; must be the feature extractor's (16000).
@@ -251,8 +254,13 @@ class LlmSrtProcessor(ProcessorMixin):
             raise ValueError("Nothing to process: pass audio, or a transcript for text translation.")
         if batch_size == 0:
             raise ValueError("The batch is empty.")
+        if isinstance(src_lang, str) and src_lang.strip().lower() == "auto":
+            if audio is None:
+                raise ValueError("src_lang='auto' detects the language from audio; text translation needs src_lang.")
+            features = self.extract_features(audio, sampling_rate)
+            return BatchFeature(data={"input_features": features}, tensor_type=return_tensors)
         if src_lang is None:
-            raise ValueError(f"Pass src_lang (one of: {', '.join(LANGUAGES)}).")
+            raise ValueError(f"Pass src_lang (one of: {', '.join(LANGUAGES)}, or 'auto' to detect it).")
         src_langs = _per_example(src_lang, batch_size, "src_lang")
         tgt_langs = _per_example(tgt_lang, batch_size, "tgt_lang")
         transcripts = _per_example(transcript, batch_size, "transcript")

@@ -356,6 +356,12 @@ def test_auto_detects_the_language_from_the_whisper_checkpoint(auto_pipe, speech
     assert list(detection["probabilities"])[0] == "eng" and len(detection["probabilities"]) == 15
     (restricted,) = auto_pipe.model.detect_language(features, languages=["deu", "French"])
     assert set(restricted["probabilities"]) == {"deu", "fra"}
+    # the processor accepts "auto": features only, then the prompt with the detected language
+    inputs = auto_pipe.processor(speech, sampling_rate=SR, src_lang="auto", tgt_lang="fra")
+    assert set(inputs) == {"input_features"} and torch.equal(inputs["input_features"], features)
+    languages = [d["language"] for d in auto_pipe.model.detect_language(inputs["input_features"])]
+    inputs = auto_pipe.processor(speech, sampling_rate=SR, src_lang=languages, tgt_lang="fra")
+    assert auto_pipe.processor.tag("eng") in auto_pipe.processor.decode(inputs["input_ids"][0])
 
 
 def test_auto_runs_the_encoder_once_per_window(auto_pipe, varied_clips):
