@@ -6,12 +6,14 @@
 What it does, as the paper does at full scale:
 1. speaks the demo corpus with espeak-ng (`make_demo_corpus.py`) and computes log-mel features once;
 2. gives the tiny components what the real ones bring: the Whisper-style encoder is pre-trained with CTC on the
-   transcripts, then frozen ("it already hears"); the tiny Qwen2 LLM is pre-trained on the corpus's text in the
+   transcripts, then frozen ("it already hears"), and a one-layer Whisper decoder is taught language detection on
+   the encoder's output, as Whisper's decoder knows it (`src_lang="auto"`); the tiny Qwen2 LLM is pre-trained on the corpus's text in the
    three task formats, with the source text standing where the audio embeddings will go, then frozen ("it already
    translates");
 3. assembles the model with a new Q-Former projector and trains only the projector, one stage at a time, each
    stage starting from the previous one's output (`trainer_scripts/train.py`, recipes `recipes/demo_*.yaml`);
-4. evaluates every stage on held-out sentences (never seen in training): ASR WER, SMT BLEU, SRT BLEU and WER.
+4. evaluates every stage on held-out sentences (never seen in training): ASR WER, SMT BLEU, SRT BLEU and WER, and
+   the language detection accuracy on the held-out clips.
 `--ablation` also runs the curriculum without the ASR, without the SMT and without the SRT stage (paper Table 8).
 Results go to `<output_dir>/results.json` and a Markdown table `<output_dir>/results.md`. The final model
 (`<output_dir>/srt`) loads with `pipeline("speech-translation", model=..., trust_remote_code=True)`.
@@ -48,18 +50,18 @@ RECIPES = {
     "demo": {
         "languages": "eng,deu,fra", "window_seconds": 3, "num_queries": 16, "width": 128, "num_heads": 4, "llm_layers": 3,
         "ctc_steps": 1200, "lm_steps": 2000, "stage_steps": {"asr": 800, "smt": 400, "srt": 800},
-        "batch_size": 16, "lm_batch_size": 32, "eval_rows": None,
+        "batch_size": 16, "lm_batch_size": 32, "eval_rows": None, "lid_steps": 300,
     },
     # quick: the demo with fewer steps and a subset of the test set, for CI's check that the curriculum learns.
     "quick": {
         "languages": "eng,deu,fra", "window_seconds": 3, "num_queries": 16, "width": 128, "num_heads": 4,
         "llm_layers": 3, "ctc_steps": 600, "lm_steps": 1000, "stage_steps": {"asr": 400, "smt": 200, "srt": 400},
-        "batch_size": 16, "lm_batch_size": 32, "eval_rows": 120,
+        "batch_size": 16, "lm_batch_size": 32, "eval_rows": 120, "lid_steps": 300,
     },
     "smoke": {
         "languages": "eng,deu", "window_seconds": 3, "num_queries": 8, "width": 32, "num_heads": 2, "llm_layers": 2,
         "ctc_steps": 5, "lm_steps": 5, "stage_steps": {"asr": 3, "smt": 3, "srt": 3},
-        "batch_size": 4, "lm_batch_size": 4, "eval_rows": 8,
+        "batch_size": 4, "lm_batch_size": 4, "eval_rows": 8, "lid_steps": 3,
     },
 }
 CURRICULA = {
@@ -145,6 +147,57 @@ def pretrain_encoder_ctc(model, train_rows: list[dict], steps: int, batch_size: 
     return loss_value
 
 
+@torch.no_grad()
+def encode_clips(encoder, rows: list[dict], batch_size: int = 64) -> torch.Tensor:
+    """The (frozen) encoder's output for each row's clip, `(rows, frames, d_model)`."""
+    states = []
+    for start in range(0, len(rows), batch_size):
+        features = torch.stack([torch.as_tensor(r["input_features"]) for r in rows[start:start + batch_size]])
+        states.append(encoder(features).last_hidden_state)
+    return torch.cat(states)
+
+
+def pretrain_language_detector(model, train_rows: list[dict], steps: int, batch_size: int, seed: int) -> float:
+    """Teach a one-layer Whisper decoder language detection on the pre-trained, frozen encoder's output, as
+    Whisper's decoder predicts the language token after <|startoftranscript|>; it is saved with the model.
+
+    Its own random streams (torch and numpy) leave every other part of the demo exactly as without it."""
+    from tqdm.auto import tqdm
+
+    from llm_srt.language_detection_llm_srt import WHISPER_CODES, LlmSrtLanguageDetector
+
+    clips = list({r["audio"]: r for r in train_rows}.values())
+    languages = sorted({r["src_lang"] for r in clips})
+    states = encode_clips(model.audio_tower.eval(), clips)
+    labels = torch.tensor([languages.index(r["src_lang"]) for r in clips])
+    generator = np.random.default_rng(seed + 1)
+    loss_value = float("nan")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed + 1)
+        detector = LlmSrtLanguageDetector(model.config.audio_config, [WHISPER_CODES[code] for code in languages])
+        detector.train().requires_grad_(True)
+        optimizer = torch.optim.AdamW(detector.parameters(), lr=1e-3)
+        for _ in tqdm(range(steps), desc="language detection pre-training", unit="step"):
+            picks = torch.as_tensor(generator.choice(len(clips), min(batch_size, len(clips)), replace=False))
+            loss = torch.nn.functional.cross_entropy(detector(states[picks]), labels[picks])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss_value = loss.item()
+    model.set_language_detector(detector.eval(), save_with_model=True)
+    return loss_value
+
+
+def language_detection_accuracy(model, rows: list[dict]) -> float:
+    """Share of the held-out clips whose detected language (`model.detect_language`) is the spoken one."""
+    clips = list({r["audio"]: r for r in rows}.values())
+    features = torch.stack([torch.as_tensor(r["input_features"]) for r in clips])
+    detected = []
+    for start in range(0, len(clips), 64):
+        detected += [d["language"] for d in model.detect_language(features[start:start + 64])]
+    return sum(d == r["src_lang"] for d, r in zip(detected, clips)) / len(clips)
+
+
 def text_task_batch(processor, rows: list[dict], tasks: list[str]) -> dict[str, torch.Tensor]:
     """Text-only training sequences in the three formats: the source text, right-aligned, fills the audio slots."""
     q = processor.num_audio_tokens
@@ -206,12 +259,13 @@ def build_initial_model(recipe: dict, tokenizer, train_rows, work_dir: str, seed
     model = LlmSrtForConditionalGeneration(config)
     processor = build_tiny_processor(config, tokenizer)
     ctc = pretrain_encoder_ctc(model, train_rows, recipe["ctc_steps"], recipe["batch_size"], seed)
+    lid = pretrain_language_detector(model, train_rows, recipe["lid_steps"], 32, seed)
     lm = pretrain_llm(model, processor, train_rows, recipe["lm_steps"], recipe["lm_batch_size"], seed)
     model.set_trainable()  # freeze encoder and LLM again; projector trainable
     folder = os.path.join(work_dir, "initial")
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    return folder, {"encoder_ctc_loss": ctc, "llm_text_loss": lm}
+    return folder, {"encoder_ctc_loss": ctc, "language_detection_loss": lid, "llm_text_loss": lm}
 
 
 # --------------------------------------------------------------------------------------------------- curriculum
@@ -250,15 +304,16 @@ def evaluate_model(folder: str, test_rows: list[dict]) -> dict:
     scores["srt_bleu"] = srt["averages"]["bleu"]
     scores["srt_wer"] = srt["averages"].get("wer")
     scores["srt_bleu_by_direction"] = {k: round(v["bleu"]["score"], 1) for k, v in srt["directions"].items()}
+    scores["language_id_accuracy"] = language_detection_accuracy(model, test_rows)
     return scores
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| model | ASR WER | SMT BLEU | SRT BLEU | SRT WER |", "|---|---|---|---|---|"]
+    lines = ["| model | ASR WER | SMT BLEU | SRT BLEU | SRT WER | language ID |", "|---|---|---|---|---|---|"]
     for name, s in results.items():
-        lines.append(f"| {name} | {s['asr_wer']:.3f} | {s['smt_bleu']:.1f} | {s['srt_bleu']:.1f} | "
-                     f"{s['srt_wer']:.3f} |" if s.get("srt_wer") is not None else
-                     f"| {name} | {s['asr_wer']:.3f} | {s['smt_bleu']:.1f} | {s['srt_bleu']:.1f} | - |")
+        srt_wer = f"{s['srt_wer']:.3f}" if s.get("srt_wer") is not None else "-"
+        lid = f"{s['language_id_accuracy']:.3f}" if s.get("language_id_accuracy") is not None else "-"
+        lines.append(f"| {name} | {s['asr_wer']:.3f} | {s['smt_bleu']:.1f} | {s['srt_bleu']:.1f} | {srt_wer} | {lid} |")
     return "\n".join(lines)
 
 
