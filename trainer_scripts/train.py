@@ -26,7 +26,6 @@ from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArgume
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor  # noqa: E402
-from llm_srt.safe_io import OutputExistsError  # noqa: E402
 from llm_srt.training import (  # noqa: E402
     LlmSrtDataCollator,
     add_input_features,
