@@ -433,3 +433,11 @@ def test_detector_saved_with_the_model_loads_as_remote_code(tokenizer, whisper_f
     assert loaded.model.has_language_detector
     result = loaded(speech, sampling_rate=SR, src_lang="auto", tgt_lang="fra", generate_kwargs=GEN)
     assert result["src_lang"] == "deu"
+    clip = tmp_path / "talk.wav"
+    soundfile.write(clip, speech, SR)
+    cmd = [sys.executable, "-m", "llm_srt.cli", "translate", str(clip), "--model", str(tmp_path / "model"),
+           "--tgt", "fra", "--beams", "1", "--max-new-tokens", "4"]  # no --src: detected
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    (row,) = [json.loads(line) for line in run.stdout.splitlines()]
+    assert row["src_lang"] == "deu" and row["tgt_lang"] == "fra" and row["language_probability"] > 0.9
