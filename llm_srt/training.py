@@ -421,7 +421,8 @@ class LlmSrtDataCollator:
     Args:
         processor: the model's processor.
         task: the stage, `asr`, `smt` or `srt`.
-        base_dir: folder that relative audio paths are relative to.
+        base_dir: folder that relative audio paths are relative to, unless a row names its own in an
+            `audio_base_dir` field (train and eval manifests may live in different folders: see `tag_base_dir`).
     """
 
     def __init__(self, processor: LlmSrtProcessor, task: str, base_dir: str | None = None):
@@ -431,7 +432,7 @@ class LlmSrtDataCollator:
 
     def _audio(self, row: dict[str, Any]) -> np.ndarray:
         rate = self.processor.feature_extractor.sampling_rate
-        return load_audio(resolve_path(row["audio"], self.base_dir), target_rate=rate)
+        return load_audio(resolve_path(row["audio"], row.get("audio_base_dir") or self.base_dir), target_rate=rate)
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> BatchFeature:
         data = self.processor.prepare_text(
@@ -452,6 +453,14 @@ class LlmSrtDataCollator:
                 audio, self.processor.feature_extractor.sampling_rate
             )
         return BatchFeature(batch)
+
+
+def tag_base_dir(dataset, base_dir: str | None):
+    """Give every row an `audio_base_dir` field, so the collator resolves its relative audio paths against its
+    own manifest's folder, whichever split (train or eval) it comes from."""
+    if not base_dir or "audio" not in dataset.column_names or "audio_base_dir" in dataset.column_names:
+        return dataset
+    return dataset.add_column("audio_base_dir", [base_dir] * len(dataset))
 
 
 def add_input_features(dataset, processor: LlmSrtProcessor, base_dir: str | None = None, num_proc: int | None = None):
@@ -543,6 +552,7 @@ __all__ = [
     "configure_stage",
     "decode_ids",
     "default_base_dir",
+    "tag_base_dir",
     "load_rows",
     "RowChecker",
     "checkpoint_problem",

@@ -216,3 +216,25 @@ def test_collator_resamples_files_and_names_bad_audio(tiny, tmp_path):
         collator([{"audio": {"array": audio, "sampling_rate": None}, "src_lang": "eng", "transcript": "hi"}])
     with pytest.raises(FileNotFoundError, match="missing.wav"):
         collator([{"audio": "missing.wav", "src_lang": "eng", "transcript": "hi"}])
+
+
+def test_eval_manifest_in_another_folder_finds_its_audio(tiny, tmp_path):
+    """Train and eval manifests in different folders, with relative audio paths: one collator (the Trainer's)
+    resolves each row against its own manifest's folder."""
+    from datasets import Dataset
+
+    from llm_srt.training import tag_base_dir
+
+    _, processor = tiny
+    (tmp_path / "train").mkdir()
+    (tmp_path / "eval").mkdir()
+    soundfile.write(tmp_path / "train" / "a.wav", synthetic_speech(0.5, seed=1), SR, subtype="FLOAT")
+    soundfile.write(tmp_path / "eval" / "b.wav", synthetic_speech(0.5, seed=2), SR, subtype="FLOAT")
+    train = tag_base_dir(Dataset.from_list([{"audio": "a.wav", "src_lang": "eng", "transcript": "a"}]),
+                         str(tmp_path / "train"))
+    evaluation = tag_base_dir(Dataset.from_list([{"audio": "b.wav", "src_lang": "eng", "transcript": "b"}]),
+                              str(tmp_path / "eval"))
+    collator = LlmSrtDataCollator(processor, "asr", base_dir=str(tmp_path / "train"))
+    expected = processor.extract_features([synthetic_speech(0.5, seed=2)], SR)
+    torch.testing.assert_close(collator([evaluation[0]])["input_features"], expected, atol=1e-4, rtol=0)
+    assert collator([train[0]])["input_features"].shape == expected.shape

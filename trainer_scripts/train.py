@@ -36,6 +36,7 @@ from llm_srt.training import (  # noqa: E402
     load_rows,
     plan_output_dir,
     select_stage_rows,
+    tag_base_dir,
 )
 
 
@@ -213,10 +214,10 @@ def check_split(path: str, data_args: DataArguments, window: float, limit: int |
 
 
 def prepare_split(rows, base_dir: str, data_args: DataArguments, processor):
-    """Precompute log-mel features when asked (rows already checked)."""
+    """Precompute log-mel features when asked (rows already checked); rows keep their manifest's folder."""
     if data_args.precompute_features and "input_features" not in rows.column_names:
         rows = add_input_features(rows, processor, base_dir=base_dir)
-    return rows
+    return tag_base_dir(rows, base_dir)
 
 
 def resume_point(data_args: DataArguments, training_args: Seq2SeqTrainingArguments,
