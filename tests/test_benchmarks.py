@@ -3,32 +3,60 @@ import os
 import subprocess
 import sys
 
+import torch
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 
 def test_speed_benchmark_runs_and_reports_every_field(tmp_path):
-    """Only that the benchmark runs on a minimal setting and its JSON is complete: no timing is asserted."""
+    """Only that the benchmark runs on a minimal setting and its JSON and tables are complete: no timing asserted."""
     out = tmp_path / "speed.json"
     readme = tmp_path / "README.md"
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "speed.py"), "--preset", "tiny", "--batch_sizes", "1,2",
-           "--beams", "1,2", "--new_tokens", "2", "--repeats", "1", "--one_to_many", "1,4", "--feature_clips", "2",
-           "--output", str(out), "--readme", str(readme)]
+           "--beams", "1,2", "--clips", "fleurs,30", "--new_tokens", "2", "--repeats", "1", "--one_to_many", "1,2",
+           "--transcript_tokens", "3", "--output", str(out), "--readme", str(readme)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert {"preset", "machine", "device", "dtype", "new_tokens", "audio_tokens", "rows", "one_to_many",
-            "feature_extraction"} <= set(data)
-    assert data["audio_tokens"] == {"ours": 80, "baseline": 750}
-    assert [(r["beams"], r["batch_size"]) for r in data["rows"]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert {"preset", "machine", "device", "dtype", "new_tokens", "llm", "rows", "change", "one_to_many"} <= set(data)
+    assert [(r["clips"], r["beams"], r["batch_size"]) for r in data["rows"]] == [
+        (clips, beams, batch) for clips in ("FLEURS-like 5-20 s", "30 s") for beams in (1, 2) for batch in (1, 2)]
     for row in data["rows"]:
-        for side in ("ours", "baseline"):
-            m = row[side]
-            assert {"utterances_per_s", "peak_memory_mib", "seconds", "audio_tokens", "sequence_length"} <= set(m)
-            assert set(m["split_s"]) == {"features", "encoder", "projector", "prefill", "decode"}
-        assert row["ours"]["audio_tokens"] == 80 and row["baseline"]["audio_tokens"] == 750
-        assert row["speedup"] > 0
-    assert data["one_to_many"]["targets"] == [1, 4] and len(data["one_to_many"]["ratio_to_one"]) == 2
-    assert {"numpy_clips_per_s", "torch_clips_per_s"} <= set(data["feature_extraction"])
-    assert "| beams | batch |" in result.stdout and "one audio -> N targets" in result.stdout
-    assert readme.read_text().count("`tiny`") == 1
+        ours, peer = row["ours"], row["qwen2_audio"]
+        assert set(ours["split_s"]) == {"features", "encoder", "qformer", "prefill", "decode"}
+        assert ours["llm_input_tokens"] == 80 + 5  # 80 queries + the `<|eng|><|deu|>` prompt of the tiny tokenizer
+        # Qwen2-Audio: one LLM token per 40 ms of real audio (+ prompt), so 30 s clips give 750 audio tokens.
+        longest = max(row["audio_seconds"])
+        assert abs(peer["llm_input_tokens"] - 5 - longest * 25) <= 1
+        assert peer["kv_cache_mib"] > ours["kv_cache_mib"] > 0
+        assert row["ratio"] > 0
+    assert [r["largest_stage"] in {"features", "encoder", "qformer", "prefill", "decode"}
+            for r in data["change"]["rows"]] == [True, True]
+    otm = data["one_to_many"]
+    assert otm["targets"] == [1, 2] and len(otm["independent_ratio"]) == len(otm["shared_ratio"]) == 2
+    assert otm["independent_ratio"][0] == 1.0
+    text = readme.read_text()
+    assert text.count("`tiny`") == 1 and "| clips | beams | batch |" in text and "shared transcript s" in text
+
+
+def test_qwen2_audio_peer_shares_the_llm_and_copies_the_encoder():
+    """The comparison is fair by construction: the very same LLM modules, the encoder's weights copied."""
+    import speed
+
+    ours, processor = speed.build_ours("tiny", "cpu", torch.float32, llm_layers=1)
+    peer = speed.build_qwen2_audio(ours, "cpu", torch.float32)
+    assert peer.model.language_model is ours.language_model.model and peer.lm_head is ours.language_model.lm_head
+    for name, value in ours.audio_tower.state_dict().items():
+        assert torch.equal(peer.model.audio_tower.state_dict()[name], value), name
+    assert peer.model.audio_tower.avg_pooler is not None  # 2x pooling: 750 frames per 30 s
+
+
+def test_kv_cache_size_from_shapes():
+    import speed
+    from transformers import Qwen2Config
+
+    config = Qwen2Config(hidden_size=896, num_attention_heads=14, num_key_value_heads=2, num_hidden_layers=24)
+    # 2 (keys, values) x 24 layers x 2 heads x 64 dims x 100 positions x 3 rows x 4 bytes
+    assert speed.kv_cache_mib(config, 100, 3, torch.float32) == 2 * 24 * 2 * 64 * 100 * 3 * 4 / 2**20
