@@ -72,7 +72,9 @@ class SpeechTranslationPipeline(ChunkPipeline):
     arrays), `batch_size` (audio windows per forward pass, across inputs), `num_workers` (background workers that
     decode audio and compute features ahead), `streamer` (a `TextStreamer`-like object for greedy decoding of a
     single-target, single-window call), `generate_kwargs` (e.g. `num_beams`, `max_new_tokens`; also accepted
-    directly). With detection, results also hold `language_probability`.
+    directly), `shared_transcript` (several targets: decode each window's transcript once and only the
+    translations per target, `model.generate_many_targets`; off by default). With detection, results also hold
+    `language_probability`.
     """
 
     _load_processor = True
@@ -82,7 +84,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
     _pipeline_calls_generate = False
 
     GENERATE_ARGS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "do_sample", "length_penalty",
-                     "repetition_penalty", "min_new_tokens")
+                     "repetition_penalty", "min_new_tokens", "shared_transcript")
 
     def _sanitize_parameters(
         self,
@@ -372,6 +374,9 @@ class SpeechTranslationPipeline(ChunkPipeline):
                 f"streamer= streams one sequence, but this batch decodes {len(rows)} (windows x targets): use "
                 "batch_size=1, one target and audio of one window."
             )
+        generate_kwargs = dict(generate_kwargs or {})
+        if generate_kwargs.pop("shared_transcript", False) and task == "srt" and len(targets) > 1:
+            return self._decode_shared_transcript(audio_embeds, src_langs, targets, generate_kwargs)
         text = processor.prepare_text(task, row_src, row_tgt, [None] * len(rows), [None] * len(rows))
         embeds = torch.stack(audio_embeds).repeat_interleave(len(targets), dim=0)
         generated = self.model.generate(
@@ -385,6 +390,21 @@ class SpeechTranslationPipeline(ChunkPipeline):
         results = [{} for _ in audio_embeds]
         for (w, tgt), result in zip(rows, decoded):
             results[w][tgt] = result
+        return results
+
+    def _decode_shared_transcript(self, audio_embeds: list[torch.Tensor], src_langs: list[str],
+                                  targets: Sequence[str], generate_kwargs: dict) -> list[dict]:
+        """`shared_transcript=True`: each window's transcript is decoded once, then every target's translation in one
+        batch after it (`model.generate_many_targets`); windows are grouped by source language."""
+        results = [{} for _ in audio_embeds]
+        for src in dict.fromkeys(src_langs):
+            windows = [w for w, s in enumerate(src_langs) if s == src]
+            ids = self.model.generate_many_targets(
+                self.processor, src, list(targets), audio_embeds=torch.stack([audio_embeds[w] for w in windows]).to(
+                    self.device), shared_transcript=True, **generate_kwargs)
+            decoded = self.processor.post_process(ids, task="srt", src_lang=src, tgt_lang=list(targets) * len(windows))
+            for row, result in enumerate(decoded):
+                results[windows[row // len(targets)]][targets[row % len(targets)]] = result
         return results
 
     def _languages_in_batch(self, windows: list[dict], per_window: bool) -> dict[int, str]:

@@ -167,3 +167,20 @@ def test_bad_arguments_are_named(tiny):
         model.generate_many_targets(processor, "eng", TARGETS, input_features=features, transcripts=["a", "b"])
     with pytest.raises(ValueError, match="num_return_sequences"):
         model.generate_many_targets(processor, "eng", TARGETS, input_features=features, num_return_sequences=2)
+
+
+def test_pipeline_shared_transcript_option(tiny):
+    """`pipe(..., shared_transcript=True)` decodes the transcript once (two `generate` calls for three targets) and
+    gives every target the transcript heard."""
+    from llm_srt import SpeechTranslationPipeline
+
+    model, processor = tiny
+    pipe = SpeechTranslationPipeline(model=model, processor=processor)
+    transcript = "Hello world."
+    pair = processor.tag("eng") + processor.tag(TARGETS[0])
+    forcing = TranscribesFirst(processor.tokenizer.encode(transcript + pair + "Hallo."), processor.eos_token_id)
+    out = pipe(synthetic_speech(1.0, seed=7), sampling_rate=16000, src_lang="eng", tgt_lang=TARGETS,
+               shared_transcript=True, generate_kwargs={**GREEDY, "logits_processor": LogitsProcessorList([forcing])})
+    assert forcing.calls == 2
+    assert [o["tgt_lang"] for o in out] == TARGETS
+    assert [o["transcript"] for o in out] == [transcript] * len(TARGETS)
