@@ -53,13 +53,17 @@ def resolve_path(item: Any, base_dir: str | None) -> Any:
 MIN_SAMPLING_RATE = 1_000  # below this (e.g. `16` for 16 kHz) a rate is a unit mistake, not audio
 MAX_SAMPLING_RATE = 384_000  # the highest rate common audio interfaces record at
 MAX_CHANNELS = 8  # a 2-D array is (channels, frames) or (frames, channels) with at most this many channels
+# Float samples live in [-1, 1]; a peak this far above (+30 dBFS) is integer PCM cast to float without scaling
+# (`pcm.astype(np.float32)`), which the model would hear as loud clipped noise.
+MAX_FLOAT_PEAK = 32.0
 
 
-def check_sampling_rate(rate: Any, name: str) -> int:
+def check_sampling_rate(rate: Any, name: str, hint: bool = True) -> int:
     """`rate` as an int number of Hz, or an `AudioInputError` naming `name`.
 
     Python and numpy integers and whole floats (`16000.0`) are accepted; strings, bools, fractions (`44.1`, the
-    rate in kHz) and rates outside 1 kHz..384 kHz are refused.
+    rate in kHz) and rates outside 1 kHz..384 kHz are refused. `hint=False` drops the "a rate in kHz?" hint (a
+    decoded file's own rate is no unit mistake).
     """
     if rate is None:
         raise AudioInputError(f"{name}: a sampling_rate is required for raw audio arrays, got None.")
@@ -67,8 +71,9 @@ def check_sampling_rate(rate: Any, name: str) -> int:
         raise AudioInputError(
             f"{name}: sampling_rate must be a number of Hz, got {type(rate).__name__} {rate!r}."
         )
-    finite = bool(np.isfinite(rate))
-    hint = f" (a rate in kHz? pass {round(float(rate) * 1000)})" if finite and 0 < rate < MIN_SAMPLING_RATE else ""
+    # Python ints can exceed float range (np.isfinite(2**70) is a TypeError); an integer is always finite
+    finite = isinstance(rate, (int, np.integer)) or bool(np.isfinite(rate))
+    hint = f" (a rate in kHz? pass {round(float(rate) * 1000)})" if hint and finite and 0 < rate < MIN_SAMPLING_RATE else ""
     if not finite or float(rate) != int(rate):
         raise AudioInputError(f"{name}: sampling_rate must be a whole number of Hz, got {rate!r}{hint}.")
     if not MIN_SAMPLING_RATE <= int(rate) <= MAX_SAMPLING_RATE:
@@ -117,7 +122,8 @@ def as_float_mono(samples: Any, name: str, channel_axis: int | None = None) -> n
 
     Accepts a numpy array, a torch tensor (any float dtype, bfloat16 included) or a list of numbers. Integer PCM is
     scaled by its width (see `_pcm_to_float`), float16/float64 become float32, and bool, complex and non-numeric
-    samples are refused. A 2-D array is one multi-channel clip, mixed down to mono: `channel_axis` when the layout
+    samples are refused, as are NaN or infinite ones and float samples peaking above `MAX_FLOAT_PEAK` (32: integer
+    PCM cast to float unscaled). A 2-D array is one multi-channel clip, mixed down to mono: `channel_axis` when the layout
     is known (decoded files), else the axis of at most `MAX_CHANNELS` (8), so `(2, N)` and soundfile's `(N, 2)` both
     work; a 2-D array whose layout cannot be told (both axes or neither up to 8) is refused, since a batch is a list
     of clips.
@@ -169,11 +175,19 @@ def as_float_mono(samples: Any, name: str, channel_axis: int | None = None) -> n
     if np.issubdtype(dtype, np.integer):
         samples = _pcm_to_float(samples, name)
     else:
+        # checked before the cast to float32, which would turn finite float64 values beyond its range into inf
+        if not np.isfinite(samples).all():
+            raise AudioInputError(f"{name} contains NaN or infinite samples.")
+        peak = float(np.abs(samples).max())
+        if peak > MAX_FLOAT_PEAK:
+            raise AudioInputError(
+                f"{name}: float samples reach {peak:.6g}, far outside [-1, 1]: integer PCM cast to float without "
+                "scaling? Pass the integer array itself (int16 is scaled by 32768), or divide by 32768 (16-bit) "
+                "or 2**31 (32-bit) first."
+            )
         samples = samples.astype(np.float32, copy=False)
     if samples.ndim == 2:
         samples = samples.mean(axis=channel_axis, dtype=np.float64).astype(np.float32)
-    if not np.isfinite(samples).all():
-        raise AudioInputError(f"{name} contains NaN or infinite samples.")
     return samples
 
 
@@ -223,7 +237,7 @@ def load_audio(item: Any, sampling_rate: int | None = None, target_rate: int = 1
         samples, rate = item, sampling_rate
     else:
         raise AudioInputError(f"{name}: unsupported audio input type {type(item).__name__}.")
-    rate = check_sampling_rate(rate, name)
+    rate = check_sampling_rate(rate, name, hint=channel_axis is None)  # decoded files and decoders set channel_axis
     mono = as_float_mono(samples, name, channel_axis=channel_axis)
     if rate != target_rate:
         import librosa

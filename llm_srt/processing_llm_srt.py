@@ -144,8 +144,10 @@ class LlmSrtProcessor(ProcessorMixin):
         tensor, a 2-D multi-channel one (`(channels, frames)` or `(frames, channels)`, mixed down), or a list of
         numbers."""
         if isinstance(audio, (list, tuple)):
-            if len(audio) and isinstance(audio[0], (numbers.Number, np.number, np.bool_)):
-                return [audio]  # a list of samples
+            first = audio[0] if len(audio) else None
+            # a list of samples: numbers, or 0-d arrays / tensors (`list(tensor)`), as `load_audio` reads it
+            if isinstance(first, (numbers.Number, np.number, np.bool_)) or getattr(first, "ndim", None) == 0:
+                return [audio]
             return list(audio)
         return [audio]
 

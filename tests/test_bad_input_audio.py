@@ -321,3 +321,46 @@ def test_generate_refuses_num_beams_0(tiny, speech):
     batch = processor([speech], task="asr", src_lang="eng", sampling_rate=SR)
     with pytest.raises(ValueError, match="num_beams must be a positive integer, got 0"):
         model.generate(**batch, max_new_tokens=2, num_beams=0)
+
+
+# ------------------------------------------------------------------------------------------- found in QA (round 2)
+@pytest.mark.parametrize("scale", [32768.0, 1000.0, 1e300])
+def test_float_samples_far_outside_unit_range_are_refused(speech, scale):
+    # `pcm.astype(np.float32)` (int16 PCM cast without scaling) was used as is: loud clipped noise to the model.
+    loud = speech.astype(np.float64) * scale
+    with pytest.raises(AudioInputError, match=r"far outside \[-1, 1\].*divide by 32768"):
+        load_audio(loud, sampling_rate=SR)
+    with pytest.raises(AudioInputError, match=r"far outside \[-1, 1\]"):
+        as_float_mono(torch.tensor(loud), "x")
+
+
+def test_float_samples_a_little_over_full_scale_are_kept(speech):
+    hot = speech / np.abs(speech).max() * 4.0  # +12 dBFS: clipped but real audio, not mis-scaled PCM
+    np.testing.assert_allclose(load_audio(hot, sampling_rate=SR), hot.astype(np.float32))
+
+
+def test_huge_integer_rate_is_refused_clearly(speech):
+    # np.isfinite(2**70) raised a TypeError naming nothing
+    with pytest.raises(AudioInputError, match="between 1000 and 384000"):
+        check_sampling_rate(2**70, "x")
+    with pytest.raises(AudioInputError, match="between 1000 and 384000"):
+        load_audio(speech, sampling_rate=2**70)
+
+
+def test_a_files_own_rate_gets_no_khz_hint(tmp_path):
+    import soundfile
+
+    path = tmp_path / "low.wav"
+    soundfile.write(path, np.zeros(500, dtype=np.float32), 500)
+    with pytest.raises(AudioInputError, match="got 500 Hz") as error:
+        load_audio(str(path))
+    assert "kHz" not in str(error.value)
+
+
+def test_processor_takes_a_list_of_0d_tensors_as_one_clip(tiny, speech):
+    # load_audio reads list(tensor) as samples; the processor took it as a batch of 0-D clips and refused each.
+    _, processor = tiny
+    as_list = list(torch.tensor(speech))
+    expected = features(processor, speech)
+    torch.testing.assert_close(features(processor, as_list), expected)
+    np.testing.assert_array_equal(load_audio(as_list, sampling_rate=SR), speech.astype(np.float32))
