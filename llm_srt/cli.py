@@ -89,6 +89,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--tgt is required for --task translate (e.g. --tgt deu,fra).")
     if args.task == "transcribe" and args.tgt:
         raise UsageError("--tgt was given with --task transcribe, which has no target language: drop one of them.")
+    folders = [path for path in args.audio if os.path.isdir(path)]
+    if folders:
+        raise UsageError(f"{', '.join(folders)}: a folder, not an audio file (pass the files, e.g. {folders[0]}/*.wav)")
     missing = [path for path in args.audio if not os.path.isfile(path)]
     if missing:
         raise UsageError(f"audio file{'s' if len(missing) > 1 else ''} not found: {', '.join(missing)}")
@@ -102,6 +105,20 @@ def check_arguments(args: argparse.Namespace) -> None:
             check_output_file(args.output, inputs=inputs, overwrite=args.overwrite, what="--output")
         except (OutputExistsError, ValueError) as error:
             raise UsageError(str(error)) from None
+        _check_output_folder(args.output)
+
+
+def _check_output_folder(output: str) -> None:
+    """The folder `--output` goes in can be made (missing folders are created) and written: checked before the
+    model loads, so a typo does not cost a model load and end in an OS error naming another path."""
+    folder = os.path.dirname(os.path.abspath(output))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"--output {output}: {existing} is a file, so no folder can be made there.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--output {output}: the folder {existing} is not writable.")
 
 
 def _check_model(model: str) -> None:
@@ -219,6 +236,22 @@ class _Output:
         return None
 
 
+def _terminate_as_interrupt():
+    """Treat SIGTERM (sent by `timeout`, `kill`, `docker stop`) like Ctrl-C while translating, so the finished
+    lines are kept and named instead of dying with a stray `.partial` file; returns the function that undoes it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def translate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -228,13 +261,17 @@ def translate(args: argparse.Namespace) -> int:
 
     failures = 0
     out = _Output(args.output)
+    restore = _terminate_as_interrupt()
     try:
         for path in tqdm(args.audio, desc="translating", unit="file", file=sys.stderr, disable=len(args.audio) < 2):
             try:
                 result = pipe(path, **call_kwargs)
             except Exception as error:  # noqa: BLE001 - one bad file must not lose the others: report it, go on
                 failures += 1
-                print(f"{PROG}: error: {path}: {one_line(error)}", file=sys.stderr)
+                message = one_line(error)
+                # load_audio's messages start with the path already; name it once
+                print(f"{PROG}: error: {message if message.startswith(path) else f'{path}: {message}'}",
+                      file=sys.stderr)
                 continue
             for row in result if isinstance(result, list) else [result]:
                 out.write({"file": path, **row})
@@ -244,6 +281,8 @@ def translate(args: argparse.Namespace) -> int:
             print(f"{PROG}: stopped; {args.output} is unchanged, the {out.lines} result line(s) finished so far are "
                   f"in {kept}", file=sys.stderr)
         raise
+    finally:
+        restore()
     out.commit()
     if failures == len(args.audio):
         where = "" if args.output == "-" else f"; {args.output} was not written"

@@ -256,3 +256,70 @@ def test_atomic_write_keeps_the_old_file_on_failure_and_its_permissions(tmp_path
     assert path.read_text() == "new" and oct(os.stat(path).st_mode & 0o777) == "0o644"
     with pytest.raises(ValueError, match="is also an input"):
         check_output_file(path, inputs=[str(path)], overwrite=True)
+
+
+# --------------------------------------------------------------------------------------- found in QA (round 2)
+def test_a_folder_given_as_audio_is_named_as_a_folder(capsys, tmp_path, wavs, fake_pipe, model_dir):
+    # It was reported as "audio file not found", though it exists.
+    pipe = fake_pipe()
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    status, _, err = run_cli(capsys, "translate", wavs[0], folder, "--model", model_dir, "--src", "eng", "--tgt", "deu")
+    assert status == 2 and pipe.calls == 0
+    assert_one_line_error(err, str(folder), "a folder, not an audio file")
+    assert "not found" not in err
+
+
+def test_an_output_under_a_file_is_refused_before_the_model_loads(capsys, tmp_path, wavs, monkeypatch, model_dir):
+    # It failed after loading the model with "[Errno 17] File exists: <the audio file>".
+    loads = []
+    monkeypatch.setattr(cli, "load_pipeline", lambda args: loads.append(args) or FakePipeline())
+    output = os.path.join(wavs[1], "out.jsonl")
+    status, _, err = run_cli(capsys, "translate", wavs[0], "--model", model_dir, "--src", "eng", "--tgt", "deu",
+                             "--output", output)
+    assert status == 2 and not loads
+    assert_one_line_error(err, output, f"{wavs[1]} is a file")
+    assert os.path.isfile(wavs[1])
+
+
+def test_a_failed_file_is_named_once(capsys, tmp_path, wavs, fake_pipe, model_dir):
+    fake_pipe()
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"junk")
+    status, out, err = run_cli(capsys, "translate", bad, wavs[0], "--model", model_dir, "--src", "eng", "--tgt", "deu")
+    assert status == 1
+    line = next(line for line in err.splitlines() if ": error: " in line)
+    assert line.count(str(bad)) == 1, line
+
+
+SIGTERM_RUN = """
+import os, signal, sys
+from llm_srt import cli
+
+class Pipe:
+    calls = 0
+    def __call__(self, path, **kwargs):
+        Pipe.calls += 1
+        if Pipe.calls == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `timeout` or `docker stop` would
+        return {"text": "text of " + os.path.basename(path)}
+
+cli.load_pipeline = lambda args: Pipe()
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_mid_run_keeps_the_old_output_and_names_the_finished_lines(tmp_path, wavs, model_dir):
+    # SIGTERM killed the run outright: a stray, unnamed .partial file beside the output.
+    output = tmp_path / "out.jsonl"
+    output.write_text("old\n")
+    run = subprocess.run(
+        [sys.executable, "-c", SIGTERM_RUN, "translate", *wavs, wavs[0], "--model", model_dir, "--src", "eng",
+         "--tgt", "deu", "--output", output, "--overwrite"], capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 130, run.stderr
+    assert output.read_text() == "old\n"
+    partial = [p for p in os.listdir(tmp_path) if p.endswith(".partial")]
+    assert len(partial) == 1 and partial[0] in run.stderr
+    assert "Traceback" not in run.stderr
+    assert [json.loads(line)["file"] for line in (tmp_path / partial[0]).read_text().splitlines()] == wavs[:1]
