@@ -29,6 +29,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import io
 import json
 import os
 import queue
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from .audio_llm_srt import AudioInputError, is_silent, load_audio, split_on_silence
+from .audio_llm_srt import AudioInputError, describe_input, is_silent, load_audio, split_on_silence
 from .configuration_llm_srt import LANGUAGES, normalize_language, supported_languages_text
 
 
@@ -54,6 +55,10 @@ RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 # Targets written without spaces between sentences when windows are joined (as the pipeline joins them).
 UNSPACED_LANGUAGES = {"jpn", "zho", "yue", "tha"}
 DEFAULT_MAX_FILE_MB = 25.0  # OpenAI's own upload limit
+# Longest decoded audio: a 25 MB upload of compressed silence (FLAC, Ogg) can decode to days of samples, gigabytes
+# of memory; checked from the file's header before decoding.
+DEFAULT_MAX_AUDIO_SECONDS = 7200.0
+_MAX_SHOWN_CHARS = 60  # longest piece of a request's own value echoed in an error message
 _FORM_SLACK_BYTES = 1 << 20  # room for the other form fields and multipart framing in the Content-Length check
 
 
@@ -69,6 +74,12 @@ class ServeError(Exception):
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def shown(value: Any) -> str:
+    """A request's value for an error message: its repr, cut short (a 100 kB form field is not echoed back)."""
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN_CHARS else text[: _MAX_SHOWN_CHARS - 5] + "...'" + f" ({len(str(value))} characters)"
 
 
 def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
@@ -365,6 +376,7 @@ class ServeSettings:
     max_file_mb: float = DEFAULT_MAX_FILE_MB
     max_new_tokens: int | None = None
     num_beams: int = 1
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
 
 
 class SpeechServer:
@@ -389,7 +401,7 @@ class SpeechServer:
             try:
                 value = float(temperature)
             except ValueError:
-                raise ServeError(400, f"temperature must be a number, got {temperature!r}.", "temperature",
+                raise ServeError(400, f"temperature must be a number, got {shown(temperature)}.", "temperature",
                                  "invalid_value") from None
             if not 0 <= value <= 2:
                 raise ServeError(400, f"temperature must be between 0 and 2, got {value}.", "temperature",
@@ -401,7 +413,7 @@ class SpeechServer:
     def check_model(self, name: str | None) -> None:
         if name not in (None, "", self.settings.served_model_name):
             raise ServeError(
-                404, f"The model {name!r} does not exist; this server serves {self.settings.served_model_name!r}.",
+                404, f"The model {shown(name)} does not exist; this server serves {self.settings.served_model_name!r}.",
                 "model", "model_not_found",
             )
 
@@ -411,7 +423,7 @@ class SpeechServer:
             return normalize_language(value)
         except ValueError:
             raise ServeError(
-                400, f"Unsupported {param} {value!r}. Supported languages: {supported_languages_text()}.", param,
+                400, f"Unsupported {param} {shown(value)}. Supported languages: {supported_languages_text()}.", param,
                 "unsupported_language",
             ) from None
 
@@ -437,12 +449,35 @@ class SpeechServer:
         return data
 
     def decode_audio(self, data: bytes, name: str) -> np.ndarray:
+        self.check_duration(data, name)
         try:
             return load_audio(data, target_rate=self.sampling_rate)
         except AudioInputError as error:
-            message = str(error).split(": ", 1)[-1]  # drop the "<N bytes>" name; the file name is more useful
-            raise ServeError(400, f"{name}: {message} Send a wav, flac, ogg or mp3 file.", "file",
-                             "invalid_file") from None
+            # load_audio names the input "<N bytes>"; the file name is more useful
+            message = str(error).replace(describe_input(data), name, 1)
+            if not message.startswith(name):
+                message = f"{name}: {message}"
+            raise ServeError(400, f"{message} Send a wav, flac, ogg or mp3 file.", "file", "invalid_file") from None
+
+    def check_duration(self, data: bytes, name: str) -> None:
+        """Refuse (413) audio longer than `max_audio_seconds` from its header, before decoding it: a small file of
+        compressed silence can hold days of audio. A header soundfile cannot read is left to `load_audio`."""
+        import soundfile
+
+        try:
+            info = soundfile.info(io.BytesIO(data))
+        except Exception:  # noqa: BLE001 - not a format soundfile reads: load_audio reports it
+            return
+        if info.samplerate <= 0 or info.frames < 0:
+            return  # check_sampling_rate names a bad rate
+        limit = self.settings.max_audio_seconds
+        seconds = info.frames / info.samplerate
+        # the decoded array holds every channel at the file's own rate: bound its size as well as its duration
+        # (as much as 48 kHz stereo of the longest duration)
+        if seconds > limit or info.frames * max(info.channels, 1) > limit * 96_000:
+            raise ServeError(413, f"{name}: {seconds:.0f} s of audio ({info.channels} channel(s) at "
+                             f"{info.samplerate} Hz), more than this server's limit of {limit:g} s.", "file",
+                             "audio_too_long")
 
     def detect_language(self, windows: Sequence[np.ndarray]) -> str:
         """The spoken language of the first speech window, where the model can detect it; else a 400.
@@ -484,7 +519,7 @@ class SpeechServer:
         self.check_model(form.get("model"))
         response_format = str(form.get("response_format") or "json")
         if response_format not in RESPONSE_FORMATS:
-            raise ServeError(400, f"Unsupported response_format {response_format!r}; choose one of "
+            raise ServeError(400, f"Unsupported response_format {shown(response_format)}; choose one of "
                              f"{', '.join(RESPONSE_FORMATS)}.", "response_format", "invalid_value")
         stream = str(form.get("stream") or "false").lower() in ("true", "1", "yes")
         language = form.get("language")
@@ -493,6 +528,10 @@ class SpeechServer:
             targets = self.targets(form.getlist("target_language") + form.getlist("target_language[]"))
         else:
             targets = None
+            if any(str(v).strip() for v in form.getlist("target_language") + form.getlist("target_language[]")):
+                # a transcript would come back where a translation was asked for, without a word
+                raise ServeError(400, "target_language is for /v1/audio/translations; /v1/audio/transcriptions "
+                                 "answers in the spoken language.", "target_language", "invalid_value")
         if targets and len(targets) > 1 and (stream or response_format not in ("json", "verbose_json")):
             raise ServeError(400, "Several target languages are answered as JSON: use response_format json or "
                              "verbose_json, without stream.", "target_language", "invalid_value")
@@ -588,6 +627,7 @@ def create_app(
     max_file_mb: float = DEFAULT_MAX_FILE_MB,
     max_new_tokens: int | None = None,
     num_beams: int = 1,
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
     device: str | None = None,
     dtype: str | None = None,
 ):
@@ -607,6 +647,8 @@ def create_app(
         raise ValueError(f"max_file_mb must be positive, got {max_file_mb}.")
     if num_beams < 1:
         raise ValueError(f"num_beams must be at least 1, got {num_beams}.")
+    if not max_audio_seconds > 0:
+        raise ValueError(f"max_audio_seconds must be positive, got {max_audio_seconds}.")
     if isinstance(model, (str, os.PathLike)):
         name = served_model_name or os.path.basename(os.path.normpath(os.fspath(model)))
         model, processor = load_model(model, device, dtype)
@@ -615,7 +657,7 @@ def create_app(
         name = served_model_name or "llm-srt"
     server = SpeechServer(model, processor, ServeSettings(
         served_model_name=name, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_file_mb=max_file_mb,
-        max_new_tokens=max_new_tokens, num_beams=num_beams,
+        max_new_tokens=max_new_tokens, num_beams=num_beams, max_audio_seconds=max_audio_seconds,
     ))
 
     @contextlib.asynccontextmanager
@@ -747,6 +789,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="how long a request waits for others to join its batch")
     parser.add_argument("--max-file-mb", type=positive_float, default=DEFAULT_MAX_FILE_MB,
                         help="largest accepted upload in MB")
+    parser.add_argument("--max-audio-seconds", type=positive_float, default=DEFAULT_MAX_AUDIO_SECONDS,
+                        help="longest accepted audio, read from the file's header before decoding (default 7200)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=None,
                         help="tokens generated per window (default: the model's, 400)")
     parser.add_argument("--num-beams", type=positive_int, default=1,
@@ -767,7 +811,7 @@ def run_cli(args: argparse.Namespace) -> int:
         app = create_app(
             args.model, served_model_name=args.served_model_name, max_batch_size=args.max_batch_size,
             max_wait_ms=args.max_wait_ms, max_file_mb=args.max_file_mb, max_new_tokens=args.max_new_tokens,
-            num_beams=args.num_beams, device=args.device, dtype=args.dtype,
+            num_beams=args.num_beams, max_audio_seconds=args.max_audio_seconds, device=args.device, dtype=args.dtype,
         )
     except Exception as error:  # noqa: BLE001 - whatever the loader raises, name the model and stop
         where = "" if os.path.isdir(args.model) else " (no such local folder; tried it as a Hub id)"

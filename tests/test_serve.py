@@ -367,3 +367,48 @@ def test_language_omitted_is_detected_where_the_model_can(server, client, monkey
                                                response_format="verbose_json")
     assert detected.language == "german" and detected.to_dict() == given.to_dict()
     assert len(seen) == 1 and seen[0][0] == 1  # one window's features
+
+
+# ------------------------------------------------------------------------------------- found in QA (round 2)
+def test_audio_longer_than_the_limit_is_refused_from_its_header(server, client, monkeypatch):
+    # 180 kB of FLAC silence decoded to an hour of samples; a 25 MB one to days of them (gigabytes per request).
+    import llm_srt.serve as serve_module
+
+    decoded = []
+    monkeypatch.setattr(server.state.settings, "max_audio_seconds", 10.0)
+    monkeypatch.setattr(serve_module, "load_audio", lambda *a, **k: decoded.append(a) or np.zeros(SR, np.float32))
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(12 * SR, np.int16), SR, format="FLAC")
+    status, body = error_of(lambda: client.audio.transcriptions.create(
+        model=NAME, file=("long.flac", buffer.getvalue()), language="en"))
+    assert (status, body["param"], body["code"]) == (413, "file", "audio_too_long")
+    assert "long.flac" in body["message"] and "10 s" in body["message"]
+    assert not decoded  # refused before decoding
+    monkeypatch.undo()
+    assert client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="en").text
+
+
+def test_target_language_on_the_transcription_endpoint_is_refused(client):
+    # It was ignored: a transcript came back where a translation was asked for.
+    status, body = error_of(lambda: client.audio.transcriptions.create(
+        model=NAME, file=("a.wav", SHORT_WAV), language="en", extra_body={"target_language": "deu"}))
+    assert (status, body["param"], body["code"]) == (400, "target_language", "invalid_value")
+    assert "/v1/audio/translations" in body["message"]
+
+
+def test_errors_do_not_echo_huge_values(client):
+    status, body = error_of(lambda: client.audio.transcriptions.create(
+        model=NAME, file=("a.wav", SHORT_WAV), language="x" * 100_000))
+    assert (status, body["code"]) == (400, "unsupported_language")
+    assert "xxxx" in body["message"] and "100000 characters" in body["message"]
+    assert len(body["message"]) < 1000
+
+
+def test_an_undecodable_file_is_named_by_its_file_name(client):
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.full(SR, np.nan, np.float32), SR, format="WAV", subtype="FLOAT")
+    status, body = error_of(lambda: client.audio.transcriptions.create(
+        model=NAME, file=("nan.wav", buffer.getvalue()), language="en"))
+    assert (status, body["code"]) == (400, "invalid_file")
+    assert body["message"].startswith("nan.wav") and "NaN" in body["message"]
+    assert "bytes>" not in body["message"]
