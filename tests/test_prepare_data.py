@@ -238,3 +238,23 @@ def test_hub_audio_goes_to_a_folder_of_the_manifest_own(tmp_path, monkeypatch, c
                                      "--languages", "eng", "--output", first])
     assert status == 2  # its old clips are still there: refused without --overwrite
     one_error_line(err, "a.jsonl.audio", "--overwrite")
+
+
+def test_an_output_in_the_corpus_never_replaces_its_clips(tmp_path, capsys):
+    # `--save_to_disk --output fleurs/data/en_us/audio --overwrite true` replaced the folder of English clips.
+    make_fleurs(tmp_path / "fleurs")
+    audio = tmp_path / "fleurs" / "data" / "en_us" / "audio"
+    clips = sorted(p.name for p in (audio / "train").iterdir())
+    base = ["--corpus", "fleurs", "--source", tmp_path / "fleurs", "--languages", "eng,deu", "--overwrite", "true"]
+    status, err = status_of(capsys, [*base, "--save_to_disk", "--output", audio])
+    assert status == 2
+    one_error_line(err, str(audio), "corpus")
+    assert sorted(p.name for p in (audio / "train").iterdir()) == clips
+    clip = tmp_path / "fleurs" / "data" / "de_de" / "audio" / "train" / "x.wav"
+    before = clip.read_bytes()
+    status, err = status_of(capsys, [*base, "--output", clip])
+    assert status == 2
+    one_error_line(err, str(clip), "audio clip")
+    assert clip.read_bytes() == before
+    # a new manifest or dataset folder inside the corpus folder is still fine
+    assert status_of(capsys, [*base, "--output", tmp_path / "fleurs" / "train.jsonl"])[0] == 0

@@ -434,6 +434,7 @@ def check_arguments(args: PrepareArguments) -> None:
         raise UsageError(f"--clips {args.clips}: no such folder.")
     inputs = [path for path in input_files(args) if os.path.exists(path)] if os.path.isdir(args.source) else []
     try:
+        _check_not_in_corpus(args)
         if args.save_to_disk:
             check_output_dir(args.output, overwrite=args.overwrite, what="--output", inputs=inputs)
         else:
@@ -443,6 +444,28 @@ def check_arguments(args: PrepareArguments) -> None:
             check_output_dir(hub_audio_dir(args), overwrite=args.overwrite, what="audio folder")
     except ValueError as error:  # the output is an input
         raise UsageError(str(error)) from None
+
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm")
+
+
+def _check_not_in_corpus(args: PrepareArguments) -> None:
+    """The corpus's clips are inputs too (the TSVs name them): an existing --output inside `--source` or `--clips`
+    that is a clip, or a --save_to_disk folder there that holds or is part of the corpus, is refused even with
+    --overwrite (which would replace it whole, clips included)."""
+    from llm_srt.safe_io import _is_within
+
+    corpus = [folder for folder in (args.source, args.clips) if folder and os.path.isdir(folder)]
+    output = args.output
+    for folder in corpus:
+        if args.save_to_disk and os.path.isdir(output) and os.listdir(output) \
+                and (_is_within(output, folder) or _is_within(folder, output)):
+            raise ValueError(f"The --output {output} is a folder of the corpus {folder} (replacing it would delete "
+                             "its clips): choose a folder outside it.")
+        if not args.save_to_disk and os.path.isfile(output) and _is_within(output, folder) \
+                and output.lower().endswith(AUDIO_EXTENSIONS):
+            raise ValueError(f"The --output {output} is an audio clip of the corpus {folder}: choose a .jsonl "
+                             "outside it.")
 
 
 def check_kept(args: PrepareArguments, report: Report) -> None:
