@@ -5,6 +5,8 @@ import sys
 
 import pytest
 import soundfile
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from llm_srt.metrics import bleu_tokenizer, corpus_bleu, error_rate, evaluate_module_path, score_directions
 from llm_srt.testing import synthetic_speech
@@ -196,3 +198,175 @@ def test_bad_requests(tiny_folder, test_set, tmp_path, capsys, mutate, extra, st
     err = capsys.readouterr().err.strip().splitlines()
     assert raised.value.code == status and len(err) == 1 and err[0].startswith("evaluate.py: error: ")
     assert re.search(message, err[0]), err[0]
+
+
+# ------------------------------------------------------------------------------------------ shared transcript
+TARGETS = ["deu", "fra", "jpn"]
+
+
+class WritesTagPair(LogitsProcessor):
+    """Stands in for a trained model: every answer writes `pair` after `after` free tokens (a random model never
+    writes it, and the shared decode would fall back to independent decoding). Stateless, so the script's calls and
+    the hand calls decode alike; it records each `generate` call's batch size."""
+
+    def __init__(self, pair_ids: list[int], after: int = 2):
+        self.pair_ids, self.after, self.batch_sizes = pair_ids, after, []
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1]
+        if step == 0:
+            self.batch_sizes.append(scores.shape[0])
+        if self.after <= step < self.after + len(self.pair_ids):
+            forced = torch.full_like(scores, float("-inf"))
+            forced[:, self.pair_ids[step - self.after]] = 0.0
+            return forced
+        return scores
+
+
+@pytest.fixture
+def clip_rows(tmp_path):
+    """Rows of three clips, interleaved: clips a and b into every target, clip c into one."""
+    for i, name in enumerate("abc"):
+        soundfile.write(tmp_path / f"{name}.wav", synthetic_speech(0.6 + 0.2 * i, seed=40 + i), 16000)
+    order = [("a", "deu"), ("b", "fra"), ("a", "fra"), ("c", "deu"), ("b", "deu"), ("a", "jpn"), ("b", "jpn")]
+    return [{"audio": f"{clip}.wav", "src_lang": "eng", "tgt_lang": tgt, "transcript": f"clip {clip}",
+             "translation": f"{clip} {tgt}", "key": f"{clip}-{tgt}"} for clip, tgt in order]
+
+
+def by_hand(model, processor, rows, base_dir, generate_kwargs):
+    """Each clip's rows decoded by a hand call of `generate_many_targets` (its targets sorted; one target: nothing
+    to share), built into results as independent decoding builds them (the original scorer's split rule)."""
+    from llm_srt.audio_llm_srt import load_audio
+    from llm_srt.metrics import split_srt_response
+
+    expected = {}
+    for clip in dict.fromkeys(r["audio"] for r in rows):
+        targets = sorted(r["tgt_lang"] for r in rows if r["audio"] == clip)
+        features = processor.extract_features([load_audio(os.path.join(base_dir, clip))], 16000)
+        ids = model.generate_many_targets(processor, "eng", targets, input_features=features,
+                                          shared_transcript=len(targets) > 1, **generate_kwargs)
+        outs = dict(zip(targets, processor.post_process(ids, "srt", "eng", targets)))
+        for row in (r for r in rows if r["audio"] == clip):
+            out = outs[row["tgt_lang"]]
+            pair = processor.tag("eng") + processor.tag(row["tgt_lang"])
+            transcript, hypothesis = split_srt_response(out["raw"], pair)
+            expected[row["key"]] = {"key": row["key"], "src_lang": "eng", "tgt_lang": row["tgt_lang"],
+                                    "raw": out["raw"], "hypothesis": hypothesis, "reference": row["translation"],
+                                    "transcript": transcript, "transcript_reference": row["transcript"]}
+    return [expected[r["key"]] for r in rows]
+
+
+def test_shared_transcript_rows_equal_generate_many_targets_per_clip(tiny, clip_rows, tmp_path):
+    from llm_srt.evaluation import decode_rows
+
+    model, processor = tiny
+    pair = processor.tokenizer.encode(processor.tag("eng") + processor.tag("deu"))
+    writes = WritesTagPair(pair)
+    generate = {"num_beams": 1, "do_sample": False, "no_repeat_ngram_size": 0, "max_new_tokens": len(pair) + 4,
+                "logits_processor": LogitsProcessorList([writes])}
+    shared = decode_rows(model, processor, clip_rows, "srt", batch_size=16, base_dir=str(tmp_path),
+                         generate_kwargs=generate, shared_transcript=True)
+    # Clips a and b (same targets) in one call: their transcripts (2 rows), then 6 translations in one batch; clip
+    # c (one target) decoded on its own.
+    assert writes.batch_sizes == [2, 6, 1]
+    writes.batch_sizes.clear()
+    expected = by_hand(model, processor, clip_rows, str(tmp_path), generate)
+    assert writes.batch_sizes == [1, 3, 1, 3, 1]  # the hand calls shared the transcript too
+    assert shared == expected  # row for row, in the rows' order, the same fields
+    # Every row is the clip's transcript, heard once, then its own tag pair (fed as the forced prefix: the model
+    # itself only writes eng-deu's), then the translation.
+    for clip in "ab":
+        heard = {r["raw"].partition(processor.tag("eng") + processor.tag(r["tgt_lang"]))[:2] for r in shared
+                 if r["key"].startswith(clip)}
+        assert len({transcript for transcript, _ in heard}) == 1 and all(pair for _, pair in heard), heard
+    independent = decode_rows(model, processor, clip_rows, "srt", batch_size=16, base_dir=str(tmp_path),
+                              generate_kwargs=generate)
+    assert [r["key"] for r in independent] == [r["key"] for r in shared]
+    assert independent != shared  # the forced prefix changes what is decoded: the test can tell them apart
+
+
+def test_batches_keep_clips_whole_and_shards_split_by_clip(clip_rows, tmp_path):
+    from llm_srt.evaluation import make_batches
+    from trainer_scripts.evaluate import shard
+
+    assert make_batches(clip_rows, 2) == [[0, 1], [2, 3], [4, 5], [6]]  # default: consecutive rows
+    # a: rows 0 2 5, b: 1 4 6, c: 3. Four rows fit: a alone (b would make six), b and c together.
+    assert make_batches(clip_rows, 4, shared_transcript=True, base_dir=str(tmp_path)) == [[0, 2, 5], [1, 4, 6, 3]]
+    assert make_batches(clip_rows, 2, shared_transcript=True, base_dir=str(tmp_path)) == [[0, 2, 5], [1, 4, 6], [3]]
+    ranks = [shard(clip_rows, rank, 2, True, str(tmp_path)) for rank in range(2)]
+    assert [[r["key"] for r in rows] for rows in ranks] == [["a-deu", "a-fra", "c-deu", "a-jpn"],
+                                                            ["b-fra", "b-deu", "b-jpn"]]
+    assert [r["key"] for r in shard(clip_rows, 1, 2, False, None)] == ["b-fra", "c-deu", "a-jpn"]
+
+
+def test_script_shared_transcript_option(tiny, tiny_folder, test_set, tmp_path, monkeypatch, capsys):
+    import trainer_scripts.evaluate as script
+
+    calls = []
+    real = script.decode_batch
+
+    def spy(model, processor, rows, *args, **kwargs):
+        calls.append(([r["key"] for r in rows], kwargs.get("shared_transcript")))
+        return real(model, processor, rows, *args, **kwargs)
+
+    monkeypatch.setattr(script, "decode_batch", spy)
+    default = run_evaluate(script_args(tiny_folder, test_set, str(tmp_path / "out")))
+    assert default["fingerprint"]["shared_transcript"] is False
+    assert calls and all(shared is False for _, shared in calls)  # default: independent decoding
+    assert [keys for keys, _ in calls][0] == ["c0-deu", "c0-zho"]  # consecutive rows, clips split across batches
+
+    capsys.readouterr()
+    # The independent run's cache is refused under --shared_transcript, never mixed in.
+    with pytest.raises(SystemExit) as raised:
+        run_evaluate(script_args(tiny_folder, test_set, str(tmp_path / "out"), "--shared_transcript", "true"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert raised.value.code == 2 and len(err) == 1 and "results.json exists already" in err[0], err
+    with pytest.raises(SystemExit):
+        rm = os.path.join(tmp_path, "out", "results.json")
+        os.rename(rm, rm + ".bak")  # without finished results, the stale cache itself is named
+        run_evaluate(script_args(tiny_folder, test_set, str(tmp_path / "out"), "--shared_transcript", "true"))
+    err = capsys.readouterr().err.strip()
+    assert "hypotheses of another evaluation" in err and "shared_transcript False -> True" in err, err
+
+    calls.clear()
+    shared = run_evaluate(script_args(tiny_folder, test_set, str(tmp_path / "out"), "--shared_transcript", "true",
+                                      "--overwrite", "true"))
+    assert "starting a fresh cache" in capsys.readouterr().err
+    assert shared["fingerprint"]["shared_transcript"] is True
+    assert shared["fingerprint"] != default["fingerprint"]
+    assert calls == [([f"c{i}-deu", f"c{i}-zho", f"c{i}-tha"], True) for i in range(3)]  # whole clips, in order
+    rows = [json.loads(line) for line in open(test_set, encoding="utf-8")]
+    model, processor = tiny
+    expected = by_hand(model, processor, rows, os.path.dirname(test_set), {"num_beams": 1, "max_new_tokens": 6})
+    hypotheses = [json.loads(line) for line in open(tmp_path / "out" / "hypotheses.srt.jsonl", encoding="utf-8")]
+    assert hypotheses == expected
+    assert "--shared_transcript" in open(tmp_path / "out" / "results.md", encoding="utf-8").read()
+
+
+def test_caches_from_before_the_option_count_as_independent(tiny_folder, test_set, tmp_path, monkeypatch):
+    import trainer_scripts.evaluate as script
+
+    out = tmp_path / "old"
+    first = run_evaluate(script_args(tiny_folder, test_set, str(out)))
+    cache = out / "hypotheses.srt.rank0.jsonl"
+    lines = cache.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = json.loads(lines[0])
+    del header["fingerprint"]["shared_transcript"]  # as written before the option existed
+    cache.write_text(json.dumps(header) + "\n" + "".join(lines[1:]), encoding="utf-8")
+    monkeypatch.setattr(script, "decode_batch", lambda *a, **k: pytest.fail("a matching cache was decoded again"))
+    again = run_evaluate(script_args(tiny_folder, test_set, str(out), "--overwrite", "true"))
+    assert again["directions"] == first["directions"]
+    with pytest.raises(SystemExit) as raised:  # ... and is not reused for a shared-transcript evaluation
+        os.remove(out / "results.json")
+        run_evaluate(script_args(tiny_folder, test_set, str(out), "--shared_transcript", "true"))
+    assert raised.value.code == 2
+
+
+def test_shared_transcript_is_for_srt_only(tiny_folder, test_set, tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:  # a flag check: the parser's usage, then its one error line
+        run_evaluate(script_args(tiny_folder, test_set, str(tmp_path / "o"), "--task", "asr",
+                                 "--shared_transcript", "true"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert raised.value.code == 2
+    assert err[-1] == "evaluate.py: error: --shared_transcript applies to --task srt only, not asr."
+    assert not os.path.exists(tmp_path / "o")

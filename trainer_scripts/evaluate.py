@@ -11,12 +11,17 @@ resumes where it stopped), `hypotheses.<task>.jsonl` (merged, in test-set order)
 BLEU with its sacreBLEU signature, WER/CER, counts; averages over all directions, per source and per target),
 `results.md` and `bleu_heatmap.png` (source x target).
 
+`--shared_transcript true` (SRT): the rows of one clip (same audio and source language, other targets, as in FLEURS'
+many-to-many sets) are decoded together, the audio encoded and the transcript decoded once, then all the clip's
+translations in one batch (`LlmSrtForConditionalGeneration.generate_many_targets`); results per row as usual. Off by
+default: paper-comparable numbers decode every row on its own.
+
 Every test row is checked before decoding (kinds, languages, audio headers against the model's window, duplicate
 keys); errors name the file, the line and the field. A cache's first line is the fingerprint of what produced it
-(the model's files, the task, the generation settings, the dtype): a cache of another model or other settings is
-refused, or with `--overwrite true` discarded for a fresh one, never reused. Existing results are replaced only with
-`--overwrite true`; reports are written atomically. User errors end as one line `evaluate.py: error: ...`, exit 2
-for bad usage, 1 for failed work.
+(the model's files, the task, the generation settings, the dtype, `--shared_transcript`): a cache of another model
+or other settings is refused, or with `--overwrite true` discarded for a fresh one, never reused. Existing results
+are replaced only with `--overwrite true`; reports are written atomically. User errors end as one line
+`evaluate.py: error: ...`, exit 2 for bad usage, 1 for failed work.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ sys.path.insert(0, os.path.dirname(_HERE))
 
 from llm_srt.audio_llm_srt import resolve_path  # noqa: E402
 from llm_srt.configuration_llm_srt import normalize_language  # noqa: E402
-from llm_srt.evaluation import decode_batch  # noqa: E402
+from llm_srt.evaluation import decode_batch, group_clips, make_batches  # noqa: E402
 from llm_srt.metrics import score_directions  # noqa: E402
 from llm_srt.processing_llm_srt import normalize_task  # noqa: E402
 from llm_srt.safe_io import OutputExistsError, atomic_write  # noqa: E402
@@ -74,6 +79,12 @@ class EvaluateArguments:
     audio_base_dir: str | None = field(default=None, metadata={"help": "Folder relative audio paths are under."})
     max_rows: int | None = field(default=None)
     english_normalizer: bool = field(default=False, metadata={"help": "Whisper's English normalizer for English WER."})
+    shared_transcript: bool = field(
+        default=False,
+        metadata={"help": "SRT: decode each clip's transcript once for all its targets (rows with the same audio and "
+                          "source), then only the translations, in one batch (`generate_many_targets`). Faster; "
+                          "off by default so numbers stay comparable with the paper's independent decoding."},
+    )
     compare: str | None = field(default=None, metadata={"help": "Another results.json, or the paper's table."})
     compare_system: str = field(default="llm_srt_3b_v2", metadata={"help": "System column of a paper table."})
     overwrite: bool = field(
@@ -91,6 +102,8 @@ class EvaluateArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1, got {value}")
+        if self.shared_transcript and self.task != "srt":
+            raise ValueError(f"--shared_transcript applies to --task srt only, not {self.task}.")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
@@ -223,7 +236,8 @@ def model_fingerprint(model: str) -> dict:
 def cache_fingerprint(args: EvaluateArguments) -> dict:
     """The fingerprint stored in (and required of) every cache: the model and the settings behind a hypothesis."""
     return {**model_fingerprint(args.model), "task": normalize_task(args.task), "num_beams": args.num_beams,
-            "max_new_tokens": args.max_new_tokens, "dtype": args.dtype}
+            "max_new_tokens": args.max_new_tokens, "dtype": args.dtype,
+            "shared_transcript": bool(args.shared_transcript)}
 
 
 def fingerprint_differences(old: dict | None, new: dict) -> str:
@@ -284,6 +298,8 @@ def read_cache(path: str) -> tuple[dict | None, dict[str, dict]]:
                         continue  # a line cut by a kill: that row is decoded again
                     if number == 0 and isinstance(item, dict) and "fingerprint" in item:
                         fingerprint = item["fingerprint"]
+                        if isinstance(fingerprint, dict):  # caches from before the option decoded independently
+                            fingerprint.setdefault("shared_transcript", False)
                     elif isinstance(item, dict) and "key" in item:
                         done[item["key"]] = item
     return fingerprint, done
@@ -329,6 +345,17 @@ def check_output_dir(args: EvaluateArguments, fingerprint: dict) -> list[str]:
     return [path for path, _ in stale]  # only caches with no rows are left here
 
 
+def shard(rows: list[dict], rank: int, world: int, shared_transcript: bool, base_dir: str | None) -> list[dict]:
+    """This process's rows, in order: every `world`-th row, or with `shared_transcript` every `world`-th clip's rows
+    (a clip's targets are decoded together, so they stay on one process)."""
+    if world == 1:
+        return list(rows)
+    if not shared_transcript:
+        return [r for i, r in enumerate(rows) if i % world == rank]
+    mine = sorted(i for c, group in enumerate(group_clips(rows, base_dir)) if c % world == rank for i in group)
+    return [rows[i] for i in mine]
+
+
 def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: int, fingerprint: dict) -> None:
     """Decode this process's rows that no cache holds yet, appending each batch to this rank's cache file (its first
     line is `fingerprint`)."""
@@ -342,8 +369,8 @@ def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: in
     done = {}
     for path in cache_files(args.output_dir, task):  # any rank's earlier work counts (the world size may change)
         done.update(read_cache(path)[1])
-    todo = [r for i, r in enumerate(rows) if i % world == rank
-            and done.get(r["key"], {}).get("input") != row_input(r, base_dir, task)]
+    todo = [r for r in shard(rows, rank, world, args.shared_transcript, base_dir)
+            if done.get(r["key"], {}).get("input") != row_input(r, base_dir, task)]
     if not todo:
         return
     device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
@@ -357,9 +384,10 @@ def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: in
             cache.write(json.dumps({"fingerprint": fingerprint}, ensure_ascii=False) + "\n")
             cache.flush()
         bar = tqdm(total=len(todo), desc=f"decoding {task} (rank {rank})", unit="utt", disable=rank != 0)
-        for start in range(0, len(todo), args.batch_size):
-            batch = todo[start:start + args.batch_size]
-            results = decode_batch(model, processor, batch, task, base_dir=base_dir, generate_kwargs=generate)
+        for indices in make_batches(todo, args.batch_size, args.shared_transcript, base_dir):
+            batch = [todo[i] for i in indices]
+            results = decode_batch(model, processor, batch, task, base_dir=base_dir, generate_kwargs=generate,
+                                   shared_transcript=args.shared_transcript)
             for row, result in zip(batch, results):
                 result["input"] = row_input(row, base_dir, task)
                 cache.write(json.dumps(result, ensure_ascii=False) + "\n")
@@ -370,8 +398,11 @@ def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: in
 
 # ------------------------------------------------------------------------------------------------------- reports
 def markdown(results: dict) -> str:
-    lines = [f"# {results['task'].upper()} results: {results['model']}", "",
-             "| direction | count | BLEU | WER/CER |", "|---|---|---|---|"]
+    lines = [f"# {results['task'].upper()} results: {results['model']}", ""]
+    if results.get("fingerprint", {}).get("shared_transcript"):
+        lines += ["Decoded with `--shared_transcript` (each clip's transcript once for all its targets), not the "
+                  "paper's independent decoding.", ""]
+    lines += ["| direction | count | BLEU | WER/CER |", "|---|---|---|---|"]
     for key, d in results["directions"].items():
         bleu = f"{d['bleu']['score']:.1f}" if "bleu" in d else "-"
         wer = f"{d['wer']['score']:.3f} ({d['wer']['metric']})" if "wer" in d else "-"
