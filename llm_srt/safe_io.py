@@ -164,26 +164,33 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         raise
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def number_type(cast: type = float, low: float | None = None, high: float | None = None, low_open: bool = False,
+                what: str | None = None):
+    """An argparse `type`: `cast(text)`, finite, at least `low` (above it with `low_open`) and at most `high`."""
+    what = what or ("a whole number" if cast is int else "a number")
+    bounds = " and ".join(part for part in (
+        None if low is None else f"{'>' if low_open else '>='} {low:g}", None if high is None else f"<= {high:g}") if part)
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}{' ' + bounds if bounds else ''}, got {text!r}") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if value != value or value in (float("inf"), float("-inf")) or too_low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {'a finite number ' if cast is float else ''}{bounds}, got {text}")
+        return value
+
+    parse.__name__ = what.replace(" ", "_")  # argparse names the type in its messages
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+positive_int = number_type(int, 1)
+positive_int.__doc__ = "argparse type: an integer >= 1."
+positive_float = number_type(float, 0, low_open=True)
+positive_float.__doc__ = "argparse type: a finite number > 0."
+non_negative_float = number_type(float, 0)
+non_negative_float.__doc__ = "argparse type: a finite number >= 0."
 
 
 def set_argument_types(parser: argparse.ArgumentParser, **types) -> argparse.ArgumentParser:
@@ -237,5 +244,5 @@ def run_reporting_errors(
 __all__ = [
     "OutputExistsError", "UsageError", "same_file", "check_output_file", "check_output_dir", "atomic_write", "atomic_dir",
     "new_file_mode", "set_argument_types", "one_line", "run_reporting_errors",
-    "positive_int", "positive_float",
+    "number_type", "positive_int", "positive_float", "non_negative_float",
 ]

@@ -754,25 +754,9 @@ class ServerThread:
 # --------------------------------------------------------------------------------------------------------- the CLI
 def add_parser(commands) -> argparse.ArgumentParser:
     """Add the `serve` subcommand to the `llm-srt` command's subparsers."""
-    from .safe_io import positive_float, positive_int
+    from .safe_io import non_negative_float, number_type, positive_float, positive_int
 
-    def non_negative_float(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-        if not 0 <= value < float("inf"):
-            raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-        return value
-
-    def port(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-        if not 0 <= value <= 65535:
-            raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
-        return value
+    port = number_type(int, 0, 65535, what="a port number")
 
     parser = commands.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/audio/transcriptions, "
                                  "/v1/audio/translations) with request batching")
