@@ -523,7 +523,9 @@ class SpeechServer:
                              f"{', '.join(RESPONSE_FORMATS)}.", "response_format", "invalid_value")
         stream = str(form.get("stream") or "false").lower() in ("true", "1", "yes")
         language = form.get("language")
-        src = self.language(str(language), "language") if language not in (None, "") else None
+        # omitted or "auto" (as the CLI and the pipeline write it): detected from the audio
+        detect = language in (None, "") or str(language).strip().lower() == "auto"
+        src = None if detect else self.language(str(language), "language")
         if task == "translate":
             targets = self.targets(form.getlist("target_language") + form.getlist("target_language[]"))
         else:

@@ -365,8 +365,10 @@ def test_language_omitted_is_detected_where_the_model_can(server, client, monkey
     detected = client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), response_format="verbose_json")
     given = client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="de",
                                                response_format="verbose_json")
-    assert detected.language == "german" and detected.to_dict() == given.to_dict()
-    assert len(seen) == 1 and seen[0][0] == 1  # one window's features
+    auto = client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="auto",
+                                              response_format="verbose_json")
+    assert detected.language == "german" and detected.to_dict() == given.to_dict() == auto.to_dict()
+    assert len(seen) == 2 and seen[0][0] == 1  # one window's features, once per detecting request
 
 
 # ------------------------------------------------------------------------------------- found in QA (round 2)
