@@ -32,6 +32,11 @@ logger = logging.get_logger(__name__)
 TASK_NAME = "speech-translation"
 # Targets written without spaces between sentences when windows are joined.
 UNSPACED_LANGUAGES = {"jpn", "zho", "yue", "tha"}
+
+
+def join_window_texts(parts: Sequence[str], language: str | None) -> str:
+    """The texts of an input's windows joined in order (no spaces for Japanese, Chinese, Cantonese and Thai)."""
+    return ("" if language in UNSPACED_LANGUAGES else " ").join(p.strip() for p in parts if p.strip())
 AUTO = "auto"
 AUDIO_KEYS = ("array", "raw", "bytes", "path")
 
@@ -298,9 +303,9 @@ class SpeechTranslationPipeline(ChunkPipeline):
             pieces = [None if w["decoded"] is None else w["decoded"].get(tgt) for w in windows]
             transcripts = [p["transcript"] for p in pieces if p is not None and p.get("transcript")]
             translations = [p["translation"] for p in pieces if p is not None and p.get("translation")]
-            transcript = self._join(transcripts, src)
+            transcript = join_window_texts(transcripts, src)
             output = {
-                "text": transcript if task == "asr" else self._join(translations, tgt),
+                "text": transcript if task == "asr" else join_window_texts(translations, tgt),
                 "src_lang": src,
                 "tgt_lang": None if task == "asr" else tgt,
             }
@@ -460,9 +465,6 @@ class SpeechTranslationPipeline(ChunkPipeline):
         logger.warning(message + f"using the most likely supported language, {detected['language']} "
                                  f"(probability {detected['probability']:.2f} among them). Pass src_lang= to override.")
 
-    @staticmethod
-    def _join(parts: list[str], language: str | None) -> str:
-        return ("" if language in UNSPACED_LANGUAGES else " ").join(p.strip() for p in parts if p.strip())
 
 
 # ------------------------------------------------------------------------------------------------ iteration stages

@@ -47,13 +47,13 @@ from transformers.utils import logging
 
 from .audio_llm_srt import AudioInputError, describe_input, is_silent, load_audio, split_on_silence
 from .configuration_llm_srt import LANGUAGES, normalize_language, supported_languages_text
+from .pipeline_llm_srt import UNSPACED_LANGUAGES, join_window_texts
 
 
 logger = logging.get_logger(__name__)
 
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 # Targets written without spaces between sentences when windows are joined (as the pipeline joins them).
-UNSPACED_LANGUAGES = {"jpn", "zho", "yue", "tha"}
 DEFAULT_MAX_FILE_MB = 25.0  # OpenAI's own upload limit
 # Longest decoded audio: a 25 MB upload of compressed silence (FLAC, Ogg) can decode to days of samples, gigabytes
 # of memory; checked from the file's header before decoding.
@@ -191,14 +191,20 @@ class Batcher:
             if first is _STOP:
                 return [], True
         batch, rows = [first], len(first.rows)
-        # Jobs set aside earlier (other settings, or no room) are older than the queued ones: they go first.
-        waiting, self._pending = self._pending, collections.deque()
-        for job in waiting:
+
+        def admit(job) -> None:
+            """Into this batch when it shares the settings and fits; else set aside for a later batch."""
+            nonlocal rows
             if job.settings == first.settings and rows + len(job.rows) <= self.max_batch_size:
                 batch.append(job)
                 rows += len(job.rows)
             else:
                 self._pending.append(job)
+
+        # Jobs set aside earlier (other settings, or no room) are older than the queued ones: they go first.
+        waiting, self._pending = self._pending, collections.deque()
+        for job in waiting:
+            admit(job)
         deadline = time.monotonic() + self.max_wait
         while rows < self.max_batch_size:
             remaining = deadline - time.monotonic()
@@ -208,11 +214,7 @@ class Batcher:
                 break
             if job is _STOP:
                 return batch, True
-            if job.settings == first.settings and rows + len(job.rows) <= self.max_batch_size:
-                batch.append(job)
-                rows += len(job.rows)
-            else:
-                self._pending.append(job)
+            admit(job)
         return batch, False
 
     def _run(self, jobs: list[WindowJob]) -> None:
@@ -292,9 +294,6 @@ class Batcher:
 
 
 # ------------------------------------------------------------------------------------------------------ formatting
-def join_texts(parts: Sequence[str], language: str) -> str:
-    """Window texts joined in order (no spaces for Japanese, Chinese, Cantonese and Thai)."""
-    return ("" if language in UNSPACED_LANGUAGES else " ").join(p.strip() for p in parts if p.strip())
 
 
 def language_name(code: str) -> str:
@@ -344,11 +343,11 @@ class Transcript:
 
     @property
     def text(self) -> str:
-        return join_texts([s["text"] for s in self.segments], self.tgt)
+        return join_window_texts([s["text"] for s in self.segments], self.tgt)
 
     @property
     def transcript(self) -> str:
-        return join_texts([s["transcript"] for s in self.segments], self.src)
+        return join_window_texts([s["transcript"] for s in self.segments], self.src)
 
     def json(self) -> dict:
         body = {"text": self.text, "usage": {"type": "duration", "seconds": round(self.duration, 3)}}
