@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from typing import Any
-
-import numbers
 
 import numpy as np
 from transformers import BatchFeature, ProcessorMixin
