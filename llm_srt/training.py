@@ -543,6 +543,75 @@ def write_jsonl(path: str, rows: Sequence[dict[str, Any]]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+# ------------------------------------------------------------------------------------------------ FSDP on CPU
+def enable_fsdp_on_cpu(accelerator, fsdp_plugin_args: dict | None = None) -> bool:
+    """Shard with FSDP2 on a multi-process CPU launch (gloo), where Accelerate would run DDP instead.
+
+    Accelerate (1.15) honours an FSDP plugin only on accelerator process groups (`AcceleratorState.__init__`:
+    MULTI_GPU, MULTI_XPU, ...). On a CPU launch (MULTI_CPU) it drops the plugin the Trainer built from `--fsdp` /
+    `--fsdp_config` (or from `accelerate launch`'s FSDP config), and training silently runs as DDP. torch's FSDP2
+    (`fully_shard`) runs on CPU with gloo, so this does what Accelerate does on GPUs: the distributed type becomes
+    FSDP with that plugin, and `Accelerator.prepare` then shards the model (`fsdp2_prepare_model`).
+
+    Call it right after creating the accelerator, before `prepare`. `fsdp_plugin_args` are the Trainer's
+    (`TrainingArguments.fsdp_plugin_args`); without them the plugin is read from Accelerate's `FSDP_*` environment
+    variables (`accelerate launch --config_file fsdp.yaml`). Returns True when it enabled FSDP; does nothing (False)
+    when FSDP is not asked for, the launch is not multi-process CPU, or Accelerate already enabled it.
+
+    Raises:
+        ValueError: FSDP version 1 asked for on CPU (only FSDP2 is routed: FSDP1 is deprecated).
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    asked = fsdp_plugin_args is not None or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not asked or state.distributed_type != DistributedType.MULTI_CPU or getattr(state, "fsdp_plugin", None):
+        return False
+    plugin = FullyShardedDataParallelPlugin(**(fsdp_plugin_args or {}))
+    if plugin.fsdp_version != 2:
+        raise ValueError(
+            f"FSDP on CPU runs FSDP2 only; the FSDP config asks for version {plugin.fsdp_version} "
+            "(set fsdp_config's version, or accelerate's fsdp_version, to 2)."
+        )
+    if state.mixed_precision != "no":  # as AcceleratorState does for accelerator groups
+        plugin.set_mixed_precision(state.mixed_precision)
+    state.fsdp_plugin = plugin
+    state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    logger.info(f"FSDP{plugin.fsdp_version} on CPU over {state.num_processes} processes (gloo): Accelerate enables "
+                "FSDP only on accelerators and would have run DDP.")
+    return True
+
+
+def sharded_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
+    """(parameters held as DTensors, i.e. sharded by FSDP2, all parameters) of a model."""
+    from torch.distributed.tensor import DTensor
+
+    params = list(model.parameters())
+    return sum(isinstance(p, DTensor) for p in params), len(params)
+
+
+def unsharded_model(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A plain copy of an FSDP2-sharded model holding `state_dict` (its full weights, e.g. gathered on rank 0).
+
+    `fully_shard` swaps a model's class for a generated `FSDP<Name>` defined in torch; `save_pretrained` on it would
+    write torch's files as the folder's remote code (auto_map `_fsdp_init.FSDP<Name>`). The copy has the original
+    class, built on the meta device and filled with the given tensors (no second copy of the weights).
+    """
+    import copy
+
+    from torch.distributed.fsdp import FSDPModule
+
+    cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+    with torch.device("meta"):
+        plain = cls(copy.deepcopy(model.config))
+    plain.load_state_dict(state_dict, strict=True, assign=True)
+    plain.tie_weights()
+    plain.generation_config = copy.deepcopy(model.generation_config)
+    return plain
+
+
 __all__ = [
     "STAGES",
     "DataError",
@@ -551,8 +620,11 @@ __all__ = [
     "build_compute_metrics",
     "configure_stage",
     "decode_ids",
+    "enable_fsdp_on_cpu",
+    "sharded_parameter_count",
     "default_base_dir",
     "tag_base_dir",
+    "unsharded_model",
     "load_rows",
     "RowChecker",
     "checkpoint_problem",

@@ -8,8 +8,18 @@
     python trainer_scripts/train.py --recipe trainer_scripts/recipes/srt.yaml --init_from runs/smt [--use_lora] ...
 
 A recipe (YAML) gives the paper's settings for a stage; any flag on the command line overrides it. The same
-command runs under `torchrun --nproc_per_node N` or `accelerate launch` (DDP), and takes `--deepspeed ds.json` or
-`--fsdp ...` through the Trainer. The output folder is a loadable model (remote code, processor, generation config).
+command runs under `torchrun --nproc_per_node N` or `accelerate launch` (DDP; on CPU with gloo). Sharded training is
+the Trainer's own FSDP2, on GPUs and on CPU (gloo):
+
+    torchrun --nproc_per_node 2 trainer_scripts/train.py --recipe ... \
+        --fsdp --fsdp_config trainer_scripts/configs/fsdp.json
+    accelerate launch --config_file trainer_scripts/configs/fsdp.yaml trainer_scripts/train.py --recipe ...
+
+Accelerate enables FSDP only on accelerators and would silently run DDP on a CPU launch; `LlmSrtTrainer` routes it
+to FSDP2 there (`llm_srt.training.enable_fsdp_on_cpu`). Checkpoints are then sharded (one file per process) and a
+killed run resumes from them with the same command; the final folder holds the full weights. `--deepspeed
+trainer_scripts/configs/ds_zero2.json` goes through the Trainer too (DeepSpeed needs GPUs). The output folder is a
+loadable model (remote code, processor, generation config).
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import sys
 from dataclasses import dataclass, field
 
 import yaml
-from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -33,10 +43,13 @@ from llm_srt.training import (  # noqa: E402
     checkpoint_problem,
     configure_stage,
     default_base_dir,
+    enable_fsdp_on_cpu,
     load_rows,
     plan_output_dir,
     select_stage_rows,
+    sharded_parameter_count,
     tag_base_dir,
+    unsharded_model,
 )
 
 
@@ -151,6 +164,10 @@ def parse_args(argv: list[str] | None = None):
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # __post_init__ checks, ours and the Trainer's
         parser.error(str(error).strip().splitlines()[0])
+    if training_args.fsdp and not (training_args.fsdp_config or {}).get("xla") and int(
+            os.environ.get("WORLD_SIZE", "1")) < 2:
+        parser.error("--fsdp shards the model over processes: launch with `torchrun --nproc_per_node N` "
+                     "(or `accelerate launch`), N >= 2.")
     if data_args.stage is None or data_args.train_file is None:
         parser.error("--stage and --train_file are required (a recipe sets the stage).")
     if bool(model_args.init_from) == bool(model_args.audio_model or model_args.text_model):
@@ -239,6 +256,64 @@ def resume_point(data_args: DataArguments, training_args: Seq2SeqTrainingArgumen
     return checkpoint
 
 
+class LlmSrtTrainer(Seq2SeqTrainer):
+    """`Seq2SeqTrainer` whose `--fsdp` also shards on a CPU process group (gloo), where Accelerate would run DDP.
+
+    Accelerate enables FSDP only on accelerators; [`enable_fsdp_on_cpu`] routes a multi-process CPU launch to the
+    Trainer's own FSDP2 plugin, and from there the Trainer's FSDP path runs unchanged (sharded checkpoints, resume).
+    """
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if not enable_fsdp_on_cpu(self.accelerator, self.args.fsdp_plugin_args):
+            return
+        self.is_fsdp_enabled = True
+        # The Trainer's own FSDP checks, which it skipped while Accelerate had dropped the plugin.
+        plugin = self.accelerator.state.fsdp_plugin
+        if plugin.activation_checkpointing and self.args.activation_checkpointing:
+            raise ValueError("fsdp_config's activation_checkpointing and --activation_checkpointing can't both be set.")
+        if self.args.save_only_model and self.args.load_best_model_at_end:
+            raise ValueError("FSDP can't be used with --save_only_model along with --load_best_model_at_end.")
+        if self.args.save_only_model and "SHARDED_STATE_DICT" in str(plugin.state_dict_type):
+            raise ValueError("--save_only_model is not compatible with FSDP state dict type SHARDED_STATE_DICT.")
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        from torch.distributed.fsdp import FSDPModule
+
+        if not isinstance(self.model, FSDPModule) or state_dict is None or not self.args.should_save:
+            return super()._save(output_dir, state_dict=state_dict)
+        # The gathered full weights, saved from a plain copy of the model: the sharded one's class is torch's.
+        sharded = self.model
+        self.model = unsharded_model(sharded, state_dict)
+        try:
+            super()._save(output_dir)
+        finally:
+            self.model = sharded
+
+
+class DistributedReport(TrainerCallback):
+    """Logs on every process, once the Trainer has prepared the model, how training is distributed: the engine
+    Accelerate runs, how many parameters FSDP2 holds as shards (DTensors) there, and the step training starts from."""
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        import torch.distributed as dist
+        from accelerate.utils import DistributedType
+
+        accelerator = self.accelerator
+        if accelerator.num_processes < 2 or model is None:
+            return
+        engine = {DistributedType.DEEPSPEED: "DeepSpeed"}.get(accelerator.distributed_type, "DDP")
+        if accelerator.distributed_type == DistributedType.FSDP:
+            engine = f"FSDP{accelerator.state.fsdp_plugin.fsdp_version}"
+        sharded, total = sharded_parameter_count(model)
+        logger.info(f"distributed: {engine} over {accelerator.num_processes} processes ({dist.get_backend()}); "
+                    f"rank {accelerator.process_index}: {sharded} of {total} parameters sharded (DTensor); "
+                    f"training from step {state.global_step} of {state.max_steps}")
+
+
 class UsageError(ValueError):
     """Bad usage found after parsing (an output folder that would be replaced, a checkpoint that is not one)."""
 
@@ -275,7 +350,7 @@ def setup(model_args: ModelArguments, data_args: DataArguments, training_args: S
     if eval_rows is not None and training_args.predict_with_generate:
         compute_metrics = build_compute_metrics(processor, data_args.stage, eval_rows)
 
-    trainer = Seq2SeqTrainer(
+    trainer = LlmSrtTrainer(
         model=model,
         args=training_args,
         train_dataset=train_rows,
@@ -284,6 +359,7 @@ def setup(model_args: ModelArguments, data_args: DataArguments, training_args: S
         processing_class=processor,
         compute_metrics=compute_metrics,
     )
+    trainer.add_callback(DistributedReport(trainer.accelerator))
     return trainer, checkpoint, eval_rows
 
 
@@ -294,6 +370,10 @@ def run(trainer: Seq2SeqTrainer, checkpoint: str | None, eval_rows) -> dict:
         logger.info(f"Resuming from {checkpoint}")
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(result.metrics)
+    if trainer.is_fsdp_enabled:
+        # Checkpoints may be sharded (resumable by the same launch); the output folder is a loadable model: full
+        # weights, gathered from every process and written by the first.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(training_args.output_dir)
