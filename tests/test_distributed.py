@@ -1,13 +1,16 @@
 """Training beyond one process: FSDP-sharded training of LLM-SRT that is killed and resumes, and the shipped configs.
 
-The Trainer reaches FSDP through accelerate, which (1.15) enables FSDP only on accelerator process groups: on a CPU
-launch with gloo, `--fsdp` silently runs DDP. The sharded run here therefore uses torch's FSDP2 (`fully_shard`)
-directly on CPU with gloo, with torch.distributed.checkpoint for the sharded checkpoints. The Trainer + accelerate
-FSDP path (`trainer_scripts/configs/fsdp.yaml`) and DeepSpeed (`ds_zero2.json`) need GPUs and are not run here.
+`trainer_scripts/train.py --fsdp --fsdp_config trainer_scripts/configs/fsdp.json` under torchrun runs the Trainer's
+own FSDP2 path on 2 CPU processes (gloo): Accelerate (1.15) enables FSDP only on accelerator process groups and would
+fall back to DDP on CPU, so `LlmSrtTrainer` routes it to FSDP with the Trainer's plugin
+(`llm_srt.training.enable_fsdp_on_cpu`); sharded checkpoints (torch.distributed.checkpoint) and resuming are the
+Trainer's. DeepSpeed (`ds_zero2.json`) needs a GPU and is not run here.
 """
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -17,79 +20,17 @@ import pytest
 import torch
 import yaml
 
+from test_training import TRAIN, make_corpus, stage_args, weights
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "trainer_scripts", "configs")
-
-WORKER = textwrap.dedent('''
-    """Train the projector of a tiny LLM-SRT sharded over the process group; a sharded checkpoint every
-    `save_every` steps (written to a temporary folder, renamed when complete); resume from the newest one."""
-    import os, signal, sys
-    import torch, torch.distributed as dist
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict, get_model_state_dict, StateDictOptions
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-    from llm_srt.testing import build_tiny_model_and_processor, build_tiny_tokenizer, synthetic_speech
-
-    out_dir, total, save_every, die_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    torch.set_num_threads(1)
-    mesh = init_device_mesh("cpu", (world,))
-    model, processor = build_tiny_model_and_processor(seed=0, tokenizer=build_tiny_tokenizer(), projector_dropout=0.0)
-    model.train()
-    for layer in model.projector.qformer.encoder.layer:  # one shard unit per Q-Former layer, then the rest
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model.projector, mesh=mesh)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    start = 0
-    done = sorted(int(d.split("-")[1]) for d in os.listdir(out_dir) if d.startswith("step-") and "." not in d)
-    if done:
-        start = done[-1]
-        model_sd, optim_sd = get_state_dict(model, optimizer)
-        state = {"model": model_sd, "optim": optim_sd}
-        dcp.load(state, checkpoint_id=os.path.join(out_dir, f"step-{start}"))
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    sharded = type(model.projector.query).__name__
-    for step in range(start + 1, total + 1):
-        # Each rank its own half of a batch that depends only on the step: resuming sees the same data.
-        clips = [synthetic_speech(0.5 + 0.1 * ((step + i) % 5), seed=100 * step + 2 * i + rank) for i in range(2)]
-        batch = processor(clips, src_lang="eng", tgt_lang="deu", transcript="I see three red cats.",
-                          translation="Ich sehe drei rote Katzen.", sampling_rate=16000)
-        loss = model(**batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % save_every == 0:
-            model_sd, optim_sd = get_state_dict(model, optimizer)
-            tmp = os.path.join(out_dir, f"step-{step}.tmp")
-            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
-            dist.barrier()
-            if rank == 0:
-                os.rename(tmp, os.path.join(out_dir, f"step-{step}"))
-            dist.barrier()
-        if step == die_at and rank == 1:
-            os.kill(os.getpid(), signal.SIGKILL)  # killed mid-run, without any cleanup
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if rank == 0:
-        torch.save({k: v for k, v in full.items() if k.startswith("projector.")}, os.path.join(out_dir, "final.pt"))
-        print(f"sharded as {sharded}; resumed from step {start}; last loss {loss.item():.4f}")
-    dist.destroy_process_group()
-''')
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def launch(script: str, out_dir: str, total: int, save_every: int, die_at: int) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           script, out_dir, str(total), str(save_every), str(die_at)]
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
 def fsdp_on_cpu_available() -> str | None:
@@ -105,44 +46,111 @@ def fsdp_on_cpu_available() -> str | None:
     return None
 
 
+KILLED_AT_STEP = textwrap.dedent('''
+    """train.py, SIGKILLed with its torchrun agent at the end of step `argv[1]`: no cleanup, no final save."""
+    import os, signal, sys
+    import transformers
+    from trainer_scripts import train
+
+    step = int(sys.argv.pop(1))
+    AGENT = os.getppid()  # the torchrun agent, which would otherwise stop the other worker cleanly
+
+    class Kill(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                if os.getppid() == AGENT:  # not yet killed by the other worker
+                    os.kill(AGENT, signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    setup = train.setup
+    def killing_setup(*args):
+        trainer, checkpoint, eval_rows = setup(*args)
+        trainer.add_callback(Kill())
+        return trainer, checkpoint, eval_rows
+    train.setup = killing_setup
+    train.main(sys.argv[1:])
+''')
+
+
+def torchrun_train(args: list[str], script: str = TRAIN, before: tuple = ()) -> subprocess.CompletedProcess:
+    """`train.py` (or `script`) under torchrun, 2 CPU processes."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           script, *before, *args]
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, start_new_session=True)
+
+
+def assert_sharded_on_both_ranks(log: str, start: int) -> None:
+    """What train.py logs on each rank once the Trainer has prepared the model: every parameter a DTensor (FSDP2
+    shards), and the step training starts from."""
+    found = re.findall(r"distributed: FSDP2 over 2 processes \(gloo\); rank (\d): (\d+) of (\d+) parameters sharded "
+                       r"\(DTensor\); training from step (\d+) of 6", log)
+    assert sorted(int(rank) for rank, *_ in found) == [0, 1], log[-3000:]
+    for _, sharded, total, first in found:
+        assert int(sharded) == int(total) > 0 and int(first) == start
+
+
 @pytest.mark.skipif(fsdp_on_cpu_available() is not None, reason=str(fsdp_on_cpu_available()))
-def test_sharded_run_trains_and_resumes_after_a_kill(tmp_path):
-    """Two processes (CPU, gloo), the projector sharded (FSDP2, DTensor parameters). A run killed at step 5 after
-    its step-4 checkpoint resumes from it and ends with exactly the parameters of a run never interrupted."""
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    killed.mkdir()
-    clean.mkdir()
+def test_trainer_fsdp_run_is_sharded_killed_and_resumed(tmp_path):
+    """train.py --fsdp under torchrun, 2 CPU processes (gloo): every parameter is a DTensor on both ranks and the
+    checkpoints are sharded (one file per rank). SIGKILLed after step 3 (checkpoint-2 on disk), the same command
+    resumes at step 2 and ends with the weights of an uninterrupted one-process run over the same batches."""
+    from llm_srt import LlmSrtForConditionalGeneration
+    from llm_srt.testing import build_tiny_tokenizer, save_tiny_model
+    from trainer_scripts.train import main
 
-    first = launch(str(script), str(killed), total=6, save_every=2, die_at=5)
-    assert first.returncode != 0, "the run was to be killed"
-    assert sorted(os.listdir(killed)) == ["step-2", "step-4"]  # step 6 never came
-    resumed = launch(str(script), str(killed), total=6, save_every=2, die_at=-1)
+    corpus = make_corpus(str(tmp_path / "corpus"))
+    init = save_tiny_model(tmp_path / "init", tokenizer=build_tiny_tokenizer(), projector_dropout=0.0)
+    out = tmp_path / "fsdp"
+    # 2 processes x 2 rows = the 4-row corpus every step, as one process with batch 4: same gradients.
+    args = stage_args("asr", init, corpus, str(out), steps=6, extra=(
+        "--fsdp", "--fsdp_config", os.path.join(CONFIGS, "fsdp.json"), "--save_strategy", "steps", "--save_steps", "2"))
+
+    script = tmp_path / "killed_at_step.py"
+    script.write_text(KILLED_AT_STEP)
+    killed = torchrun_train(args, script=str(script), before=("3",))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert_sharded_on_both_ranks(killed.stderr, start=0)
+    assert sorted(n for n in os.listdir(out) if n.startswith("checkpoint-")) == ["checkpoint-2"]
+    assert not (out / "model.safetensors").exists()
+    for part in ("pytorch_model_fsdp_0", "optimizer_0"):  # torch.distributed.checkpoint: one shard file per rank
+        assert sorted(n for n in os.listdir(out / "checkpoint-2" / part) if n.endswith(".distcp")) == [
+            "__0_0.distcp", "__1_0.distcp"]
+
+    resumed = torchrun_train(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "sharded as DTensor; resumed from step 4" in resumed.stdout
-    uninterrupted = launch(str(script), str(clean), total=6, save_every=2, die_at=-1)
-    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
-    assert "resumed from step 0" in uninterrupted.stdout
+    assert f"Resuming from {out / 'checkpoint-2'}" in resumed.stderr
+    assert_sharded_on_both_ranks(resumed.stderr, start=2)
+    with open(out / "checkpoint-6" / "trainer_state.json") as handle:
+        assert json.load(handle)["global_step"] == 6
 
-    after_resume = torch.load(killed / "final.pt")
-    reference = torch.load(clean / "final.pt")
-    assert set(after_resume) == set(reference) and len(reference) > 10
-    for name, value in reference.items():
-        assert torch.equal(after_resume[name], value), name
-    untrained = build_initial_projector()
-    assert any(not torch.equal(untrained[k], v) for k, v in reference.items())  # it did train
+    reference = tmp_path / "one"
+    main(stage_args("asr", init, corpus, str(reference), steps=6, extra=("--per_device_train_batch_size", "4")))
+    final, expected, initial = weights(str(out)), weights(str(reference)), weights(init)
+    assert final.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(final[key], expected[key], atol=1e-5, rtol=0, msg=key)
+    model = LlmSrtForConditionalGeneration.from_pretrained(out)  # a loadable folder, the original class's code
+    moved = [k for k, v in model.state_dict().items() if k.startswith("projector.") and not torch.equal(v, initial[k])]
+    assert moved
+    with open(out / "config.json") as handle:
+        assert json.load(handle)["auto_map"]["AutoModel"] == "modeling_llm_srt.LlmSrtForConditionalGeneration"
 
 
-def build_initial_projector() -> dict:
-    from llm_srt.testing import build_tiny_model_and_processor, build_tiny_tokenizer
+def test_fsdp_needs_more_than_one_process(tmp_path, monkeypatch, capsys):
+    """A one-process `--fsdp` is bad usage, named before anything loads (the Trainer would refuse it later)."""
+    from trainer_scripts.train import parse_args
 
-    model, _ = build_tiny_model_and_processor(seed=0, tokenizer=build_tiny_tokenizer(), projector_dropout=0.0)
-    return {k: v for k, v in model.state_dict().items() if k.startswith("projector.")}
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    corpus = make_corpus(str(tmp_path / "corpus"), n=1)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(stage_args("asr", str(tmp_path), corpus, str(tmp_path / "out"), extra=("--fsdp",)))
+    assert exit_info.value.code == 2
+    assert "train.py: error: --fsdp shards the model over processes" in capsys.readouterr().err
 
 
 def test_shipped_engine_configs_are_complete():
-    """The DeepSpeed ZeRO-2 file leaves sizes to the Trainer ("auto"); the FSDP file shards the model's layers."""
+    """The DeepSpeed ZeRO-2 file leaves sizes to the Trainer ("auto"); the FSDP files shard the model's layers."""
     with open(os.path.join(CONFIGS, "ds_zero2.json"), encoding="utf-8") as handle:
         ds = json.load(handle)
     assert ds["zero_optimization"]["stage"] == 2
@@ -154,3 +162,8 @@ def test_shipped_engine_configs_are_complete():
 
     wrapped = set(fsdp["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"].split(","))
     assert wrapped <= set(LlmSrtForConditionalGeneration._no_split_modules)
+    # The Trainer's `--fsdp_config` (JSON) says the same as the accelerate config.
+    with open(os.path.join(CONFIGS, "fsdp.json"), encoding="utf-8") as handle:
+        trainer_fsdp = json.load(handle)
+    assert trainer_fsdp["version"] == 2 and set(trainer_fsdp["transformer_layer_cls_to_wrap"]) == wrapped
+    assert trainer_fsdp["state_dict_type"] == fsdp["fsdp_config"]["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
