@@ -37,6 +37,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 from llm_srt import LlmSrtConfig, LlmSrtForConditionalGeneration  # noqa: E402
+from llm_srt.pipeline_llm_srt import generate_many_targets  # noqa: E402
 from llm_srt.testing import build_tiny_processor, build_tiny_tokenizer, synthetic_speech, tiny_config  # noqa: E402
 
 
@@ -295,8 +296,8 @@ def one_to_many(model, processor, counts, beams, new_tokens, transcript_tokens, 
                 # Independent rows each write their own answer; the shared first step writes target 1's.
                 script = ScriptedLengths(prefixes[:1] if shared else prefixes, new_tokens, processor.eos_token_id,
                                          beams)
-                out = model.generate_many_targets(
-                    processor, "eng", targets, input_features=features, shared_transcript=shared,
+                out = generate_many_targets(
+                    model, processor, "eng", targets, input_features=features, shared_transcript=shared,
                     logits_processor=LogitsProcessorList([script]), num_beams=beams, no_repeat_ngram_size=0,
                     max_new_tokens=longest + new_tokens + 1, do_sample=False)
                 decoded = processor.post_process(out, "srt", "eng", targets)

@@ -12,6 +12,7 @@ import torch
 
 from .audio_llm_srt import load_audio, resolve_path
 from .metrics import score_directions, split_srt_response
+from .pipeline_llm_srt import generate_many_targets
 from .processing_llm_srt import LlmSrtProcessor, normalize_task
 
 
@@ -150,7 +151,7 @@ def _decode_shared_transcript(model, processor, rows, base_dir, generate_kwargs)
     results: list[dict[str, Any] | None] = [None] * len(rows)
     for (src, targets), groups in calls.items():
         features = _features(model, processor, [rows[group[0]] for group in groups], base_dir)
-        ids = model.generate_many_targets(processor, src, list(targets), input_features=features,
+        ids = generate_many_targets(model, processor, src, list(targets), input_features=features,
                                           shared_transcript=len(targets) > 1, **generate_kwargs)
         decoded = processor.post_process(ids, "srt", src, list(targets) * len(groups))
         for clip, group in enumerate(groups):  # audio-major: row clip * len(targets) + k is target k

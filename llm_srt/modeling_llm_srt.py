@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -614,6 +613,8 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin, Lan
             raise ValueError("inputs_embeds already hold the audio: do not pass input_features or audio_embeds too.")
         if attention_mask is None:
             attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        if kwargs.get("cache") is not None:
+            self._expand_prefix_cache(kwargs, inputs_embeds.shape[:2])
         if kwargs.get("max_length") is not None and "max_new_tokens" not in kwargs:
             # The LLM sees no input_ids, so lengths count new tokens: a caller's max_length (e.g. the trainer's
             # generation_max_length) means max_new_tokens, which would otherwise take precedence at 400.
@@ -632,122 +633,23 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin, Lan
                 **kwargs,
             )
 
-    # ------------------------------------------------------------------------------------ one audio, many targets
-    def shared_transcript_inputs(
-        self, processor, src_lang: str, tgt_langs: Sequence[str], transcripts: Sequence[str]
-    ) -> tuple[list[list[int]], list[list[int]]]:
-        """Inputs of the second step of shared-transcript decoding, one row per (audio, target), audio-major.
-
-        Returns `(input_blocks, answer_prefixes)`: `input_blocks[r]` is `[audio slots] + encode(prompt + transcript +
-        <|src|><|tgt|>)`, the joint encoding the processor gives a training example whose answer starts with that
-        text (Qwen's BPE merges across the prompt/answer and transcript/tag boundaries, so the parts may not be
-        encoded apart); `answer_prefixes[r]` is `encode(transcript + <|src|><|tgt|>)`, the answer's start as returned.
-        """
-        tokenizer = processor.tokenizer
-        slots = [self.config.audio_token_id] * processor.num_audio_tokens
-        blocks, prefixes = [], []
-        for transcript in transcripts:
-            for tgt in tgt_langs:
-                prompt = processor.build_prompt("srt", src_lang, tgt)
-                forced = transcript + processor.tag(src_lang) + processor.tag(tgt)
-                blocks.append(slots + tokenizer.encode(prompt + forced))
-                prefixes.append(tokenizer.encode(forced))
-        return blocks, prefixes
-
-    @torch.no_grad()
-    def generate_many_targets(
-        self,
-        processor,
-        src_lang: str,
-        tgt_langs: Sequence[str],
-        input_features: torch.FloatTensor | None = None,
-        audio_embeds: torch.FloatTensor | None = None,
-        shared_transcript: bool = True,
-        transcripts: Sequence[str] | None = None,
-        **generate_kwargs,
-    ) -> torch.LongTensor:
-        """Speech translation of each audio into every target language.
-
-        Returns `(num_audio * len(tgt_langs), length)` answer ids, audio-major (row `a * len(tgt_langs) + k` is audio
-        `a` into `tgt_langs[k]`), each `transcript<|src|><|tgt_k|>translation<eos>` right-padded: decode them with
-        `processor.post_process(ids, "srt", src_lang, tgt_langs * num_audio)`.
-
-        - `shared_transcript=False`: every (audio, target) row decodes its whole answer on its own, in one `generate`
-          batch (the original's decoding, what paper-comparable evaluations use).
-        - `shared_transcript=True`: the transcript is decoded once per audio. The answer for the first target is
-          decoded up to its tag pair (`stop_strings`); then every target's `transcript<|src|><|tgt_k|>` is fed after
-          the prompt as a forced prefix, tokenized jointly with the prompt as in training
-          ([`shared_transcript_inputs`]), and only the translations are decoded, all targets in one batch. An audio
-          whose first decode ends without the tag pair (a malformed answer) falls back to independent decoding, so
-          nothing is lost. `transcripts` (one per audio, e.g. known or from an ASR pass) skips the first decode.
-
-        `generate_kwargs` apply to every decode (e.g. `num_beams`, `max_new_tokens`: the translation step gets the
-        full `max_new_tokens` too).
-        """
-        if generate_kwargs.get("return_dict_in_generate") or generate_kwargs.get("num_return_sequences", 1) != 1:
-            raise ValueError("generate_many_targets returns one answer per row: return_dict_in_generate and "
-                             "num_return_sequences are not supported.")
-        targets = [tgt_langs] if isinstance(tgt_langs, str) else list(tgt_langs)
-        if not targets:
-            raise ValueError("tgt_langs is empty: pass at least one target language.")
-        if (input_features is None) == (audio_embeds is None):
-            raise ValueError("Pass exactly one of input_features and audio_embeds.")
-        if audio_embeds is None:
-            audio_embeds = self.get_audio_features(input_features.to(self.audio_tower.conv1.weight.device))
-        num_audio, device = audio_embeds.shape[0], audio_embeds.device
-        if transcripts is not None:
-            transcripts = [transcripts] if isinstance(transcripts, str) else list(transcripts)
-            if len(transcripts) != num_audio:
-                raise ValueError(f"Got {len(transcripts)} transcripts for {num_audio} audio rows.")
-        eos, pad = processor.eos_token_id, processor.pad_token_id
-        answers: list[list[int] | None] = [None] * (num_audio * len(targets))
-
-        def until_eos(ids: torch.Tensor) -> list[int]:
-            ids = ids.tolist()
-            return ids[: ids.index(eos) + 1] if eos in ids else ids
-
-        def run(blocks: list[list[int]], rows: list[int], **kwargs) -> torch.LongTensor:
-            padded = processor._pad(blocks, None)  # left-padded prompt blocks, as the processor batches them
-            return self.generate(
-                input_ids=torch.tensor(padded["input_ids"], device=device),
-                attention_mask=torch.tensor(padded["attention_mask"], device=device),
-                audio_embeds=audio_embeds[torch.tensor(rows, device=device)], **kwargs,
-            )
-
-        def independent(audio_rows: list[int]) -> None:
-            rows = [(a, k) for a in audio_rows for k in range(len(targets))]
-            text = processor.prepare_text("srt", [src_lang] * len(rows), [targets[k] for _, k in rows],
-                                          [None] * len(rows), [None] * len(rows))
-            out = run(text["input_ids"], [a for a, _ in rows], **generate_kwargs)
-            for (a, k), ids in zip(rows, out):
-                answers[a * len(targets) + k] = until_eos(ids)
-
-        if not shared_transcript:
-            independent(list(range(num_audio)))
-        else:
-            if transcripts is None:
-                pair = processor.tag(src_lang) + processor.tag(targets[0])
-                text = processor.prepare_text("srt", [src_lang] * num_audio, [targets[0]] * num_audio,
-                                              [None] * num_audio, [None] * num_audio)
-                first = run(text["input_ids"], list(range(num_audio)), **generate_kwargs,
-                            stop_strings=[pair], tokenizer=processor.tokenizer)
-                decoded = processor.batch_decode(first)
-                transcripts = [t.split(pair)[0].strip() if pair in t else None for t in decoded]
-            shared = [a for a, t in enumerate(transcripts) if t is not None]
-            if len(shared) < num_audio:
-                logger.info(f"{num_audio - len(shared)} of {num_audio} audio decoded no tag pair: decoding them "
-                            "independently.")
-                independent([a for a, t in enumerate(transcripts) if t is None])
-            if shared:
-                blocks, prefixes = self.shared_transcript_inputs(processor, src_lang, targets,
-                                                                 [transcripts[a] for a in shared])
-                rows = [a for a in shared for _ in targets]
-                out = run(blocks, rows, **generate_kwargs)
-                slots = [a * len(targets) + k for a in shared for k in range(len(targets))]
-                for slot, prefix, ids in zip(slots, prefixes, out):
-                    answers[slot] = prefix + until_eos(ids)
-        width = max(len(a) for a in answers)
-        return torch.tensor([a + [pad] * (width - len(a)) for a in answers], dtype=torch.long, device=device)
+    def _expand_prefix_cache(self, kwargs: dict, input_shape: torch.Size) -> None:
+        """A `cache` passed to `generate` holds the KV of the inputs' first positions (a prefix computed once, e.g.
+        the audio and prompt start shared by several targets): the rows after it are prefilled. Transformers does
+        not expand a given cache for beams or returned sequences, so it is repeated here, row by row as the inputs."""
+        cache = kwargs["cache"]
+        rows, length = input_shape
+        if cache.get_seq_length() >= length:
+            raise ValueError(f"The cache holds {cache.get_seq_length()} positions, the input {length}: a prefix cache "
+                             "must be shorter than the input it starts.")
+        cache_rows = cache.layers[0].keys.shape[0]
+        if cache_rows != rows:
+            raise ValueError(f"The cache has {cache_rows} rows, the input {rows}.")
+        config = kwargs.get("generation_config") or self.generation_config
+        expand = max(kwargs.get("num_beams") or config.num_beams or 1,
+                     kwargs.get("num_return_sequences") or config.num_return_sequences or 1)
+        if expand > 1:
+            cache.batch_repeat_interleave(expand)
 
 
 LlmSrtForConditionalGeneration.register_for_auto_class("AutoModel")

@@ -10,12 +10,14 @@ lazily and give results in order as they complete.
 from __future__ import annotations
 
 import collections
+import copy
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
-from transformers import AutoModelForSpeechSeq2Seq
+from transformers import AutoModelForSpeechSeq2Seq, DynamicCache, StoppingCriteriaList, StopStringCriteria
 from transformers.pipelines.base import ChunkPipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineIterator
@@ -23,7 +25,7 @@ from transformers.utils import logging
 
 from .audio_llm_srt import describe_input, is_silent, load_audio, split_on_silence
 from .configuration_llm_srt import LANGUAGES, normalize_language
-from .language_detection_llm_srt import FROM_WHISPER, LanguageDetectionUnavailable, whisper_language_name
+from .language_detection_llm_srt import whisper_language_name
 from .processing_llm_srt import normalize_task
 
 
@@ -39,6 +41,142 @@ def join_window_texts(parts: Sequence[str], language: str | None) -> str:
     return ("" if language in UNSPACED_LANGUAGES else " ").join(p.strip() for p in parts if p.strip())
 AUTO = "auto"
 AUDIO_KEYS = ("array", "raw", "bytes", "path")
+
+
+# ------------------------------------------------------------------------------------------ one audio, many targets
+_STOP_CRITERIA: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def stop_after_text(tokenizer, text: str) -> StoppingCriteriaList:
+    """Stop a row once its decoded text ends with `text` (transformers' `StopStringCriteria`), built once per
+    tokenizer and text: building it scans the whole vocabulary (~0.2 s for Qwen's 151k tokens)."""
+    per_tokenizer = _STOP_CRITERIA.setdefault(tokenizer, {})
+    if text not in per_tokenizer:
+        per_tokenizer[text] = StopStringCriteria(tokenizer, [text])
+    return StoppingCriteriaList([per_tokenizer[text]])
+
+
+def prefix_cache(model, prefix_ids: list[int], audio_embeds: torch.Tensor) -> DynamicCache:
+    """The LLM's KV cache of `[audio + prefix]` for each audio row: `prefix_ids` (audio slots, then prompt ids)
+    computed once and reused by every prompt that starts with them."""
+    ids = torch.tensor([prefix_ids] * audio_embeds.shape[0], device=audio_embeds.device)
+    return model(input_ids=ids, audio_embeds=audio_embeds, use_cache=True, logits_to_keep=1).cache
+
+
+def _cache_rows(cache: DynamicCache, rows: list[int]) -> DynamicCache:
+    """A copy of `cache` holding `rows` (generate extends the cache it is given)."""
+    copied = copy.deepcopy(cache)
+    copied.batch_select_indices(torch.tensor(rows, device=cache.layers[0].keys.device))
+    return copied
+
+
+@torch.no_grad()
+def generate_many_targets(
+    model,
+    processor,
+    src_lang: str,
+    tgt_langs: Sequence[str],
+    input_features: torch.FloatTensor | None = None,
+    audio_embeds: torch.FloatTensor | None = None,
+    shared_transcript: bool = True,
+    transcripts: Sequence[str] | None = None,
+    **generate_kwargs,
+) -> torch.LongTensor:
+    """Speech translation of each audio into every target language.
+
+    Returns `(num_audio * len(tgt_langs), length)` answer ids, audio-major (row `a * len(tgt_langs) + k` is audio
+    `a` into `tgt_langs[k]`), each `transcript<|src|><|tgt_k|>translation<eos>` right-padded: decode them with
+    `processor.post_process(ids, "srt", src_lang, tgt_langs * num_audio)`.
+
+    - `shared_transcript=False`: every (audio, target) row decodes its whole answer on its own, in one `generate`
+      batch (the original's decoding, what paper-comparable evaluations use).
+    - `shared_transcript=True`: the transcript is decoded once per audio. The answer for the first target is
+      decoded up to the source tag that ends its transcript (a stop string; the target tag after it is the
+      prompt's); then every target's `transcript<|src|><|tgt_k|>` is fed after the prompt as a forced prefix, tokenized jointly with the prompt as in training
+      (`processor.forced_answer_inputs`), and only the translations are decoded, all targets in one batch. The KV
+      cache of the audio and the prompt start every target shares (`processor.shared_prompt_prefix`) is computed
+      once for both steps. An audio whose first decode ends without the source tag (a malformed answer) falls back to
+      independent decoding, so nothing is lost. `transcripts` (one per audio, e.g. known or from an ASR pass) skips
+      the first decode.
+
+    `generate_kwargs` apply to every decode (e.g. `num_beams`, `max_new_tokens`: the translation step gets the
+    full `max_new_tokens` too).
+    """
+    if generate_kwargs.get("return_dict_in_generate") or generate_kwargs.get("num_return_sequences", 1) != 1:
+        raise ValueError("generate_many_targets returns one answer per row: return_dict_in_generate and "
+                         "num_return_sequences are not supported.")
+    for name in ("cache", "past_key_values") + (("stopping_criteria", "stop_strings") if shared_transcript else ()):
+        if generate_kwargs.get(name) is not None:
+            raise ValueError(f"generate_many_targets sets {name} itself; do not pass it.")
+    targets = [tgt_langs] if isinstance(tgt_langs, str) else list(tgt_langs)
+    if not targets:
+        raise ValueError("tgt_langs is empty: pass at least one target language.")
+    if (input_features is None) == (audio_embeds is None):
+        raise ValueError("Pass exactly one of input_features and audio_embeds.")
+    if audio_embeds is None:
+        audio_embeds = model.get_audio_features(input_features.to(model.audio_tower.conv1.weight.device))
+    num_audio, device = audio_embeds.shape[0], audio_embeds.device
+    if transcripts is not None:
+        transcripts = [transcripts] if isinstance(transcripts, str) else list(transcripts)
+        if len(transcripts) != num_audio:
+            raise ValueError(f"Got {len(transcripts)} transcripts for {num_audio} audio rows.")
+    eos, pad = processor.eos_token_id, processor.pad_token_id
+    answers: list[list[int] | None] = [None] * (num_audio * len(targets))
+
+    def until_eos(ids: torch.Tensor) -> list[int]:
+        ids = ids.tolist()
+        return ids[: ids.index(eos) + 1] if eos in ids else ids
+
+    def run(blocks: list[list[int]], rows: list[int], cache: DynamicCache | None = None, **kwargs) -> torch.LongTensor:
+        # With a prefix cache, the padding goes after the prefix (positions follow the attention mask).
+        prefix_length = 0
+        if cache is not None:
+            prefix_length = cache.get_seq_length()
+            if all(block[:prefix_length] == shared_prefix for block in blocks):
+                kwargs["cache"] = _cache_rows(cache, rows)
+            else:  # a prompt that does not start as expected: prefilled whole, never mismatched
+                prefix_length = 0
+        padded = processor.pad_prompt_blocks(blocks, prefix_length)
+        return model.generate(
+            input_ids=torch.tensor(padded["input_ids"], device=device),
+            attention_mask=torch.tensor(padded["attention_mask"], device=device),
+            audio_embeds=audio_embeds[torch.tensor(rows, device=device)], **kwargs,
+        )
+
+    def independent(audio_rows: list[int]) -> None:
+        rows = [(a, k) for a in audio_rows for k in range(len(targets))]
+        text = processor.prepare_text("srt", [src_lang] * len(rows), [targets[k] for _, k in rows],
+                                      [None] * len(rows), [None] * len(rows))
+        out = run(text["input_ids"], [a for a, _ in rows], **generate_kwargs)
+        for (a, k), ids in zip(rows, out):
+            answers[a * len(targets) + k] = until_eos(ids)
+
+    if not shared_transcript:
+        independent(list(range(num_audio)))
+    else:
+        shared_prefix = processor.shared_prompt_prefix("srt", src_lang, targets)
+        cache = prefix_cache(model, shared_prefix, audio_embeds)
+        if transcripts is None:
+            text = processor.prepare_text("srt", [src_lang] * num_audio, [targets[0]] * num_audio,
+                                          [None] * num_audio, [None] * num_audio)
+            # The transcript ends where the answer's tag pair starts: the target tag after it is known (it is the
+            # prompt's), so decoding stops at the source tag and every target's tag is forced with its transcript.
+            first = run(text["input_ids"], list(range(num_audio)), cache, **generate_kwargs,
+                        stopping_criteria=stop_after_text(processor.tokenizer, processor.tag(src_lang)))
+            transcripts = processor.transcripts_before_source_tag(first, src_lang)
+        shared = [a for a, t in enumerate(transcripts) if t is not None]
+        if len(shared) < num_audio:
+            logger.info(f"{num_audio - len(shared)} of {num_audio} audio decoded no source tag: decoding them "
+                        "independently.")
+            independent([a for a, t in enumerate(transcripts) if t is None])
+        if shared:
+            blocks, prefixes = processor.forced_answer_inputs(src_lang, targets, [transcripts[a] for a in shared])
+            out = run(blocks, [a for a in shared for _ in targets], cache, **generate_kwargs)
+            slots = [a * len(targets) + k for a in shared for k in range(len(targets))]
+            for slot, prefix, ids in zip(slots, prefixes, out):
+                answers[slot] = prefix + until_eos(ids)
+    width = max(len(a) for a in answers)
+    return torch.tensor([a + [pad] * (width - len(a)) for a in answers], dtype=torch.long, device=device)
 
 
 def is_auto(language: Any) -> bool:
@@ -78,7 +216,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
     decode audio and compute features ahead), `streamer` (a `TextStreamer`-like object for greedy decoding of a
     single-target, single-window call), `generate_kwargs` (e.g. `num_beams`, `max_new_tokens`; also accepted
     directly), `shared_transcript` (several targets: decode each window's transcript once and only the
-    translations per target, `model.generate_many_targets`; off by default). With detection, results also hold
+    translations per target, `generate_many_targets`; off by default). With detection, results also hold
     `language_probability`.
     """
 
@@ -400,12 +538,12 @@ class SpeechTranslationPipeline(ChunkPipeline):
     def _decode_shared_transcript(self, audio_embeds: list[torch.Tensor], src_langs: list[str],
                                   targets: Sequence[str], generate_kwargs: dict) -> list[dict]:
         """`shared_transcript=True`: each window's transcript is decoded once, then every target's translation in one
-        batch after it (`model.generate_many_targets`); windows are grouped by source language."""
+        batch after it (`generate_many_targets`); windows are grouped by source language."""
         results = [{} for _ in audio_embeds]
         for src in dict.fromkeys(src_langs):
             windows = [w for w, s in enumerate(src_langs) if s == src]
-            ids = self.model.generate_many_targets(
-                self.processor, src, list(targets), audio_embeds=torch.stack([audio_embeds[w] for w in windows]).to(
+            ids = generate_many_targets(
+                self.model, self.processor, src, list(targets), audio_embeds=torch.stack([audio_embeds[w] for w in windows]).to(
                     self.device), shared_transcript=True, **generate_kwargs)
             decoded = self.processor.post_process(ids, task="srt", src_lang=src, tgt_lang=list(targets) * len(windows))
             for row, result in enumerate(decoded):

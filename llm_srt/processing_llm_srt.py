@@ -307,7 +307,11 @@ class LlmSrtProcessor(ProcessorMixin):
             raise ValueError("Either every example or none must carry its answer (for labels).")
         return self._pad(prompt_blocks, answer_blocks if with_labels else None)
 
-    def _pad(self, prompt_blocks: list[list[int]], answer_blocks: list[list[int]] | None) -> dict[str, list]:
+    def _pad(
+        self, prompt_blocks: list[list[int]], answer_blocks: list[list[int]] | None, after: int = 0
+    ) -> dict[str, list]:
+        """Left-pad the prompt blocks (right-pad the answers). With `after`, the padding goes after the blocks'
+        first `after` ids (a prefix they share, whose KV cache is computed once) instead of before them."""
         pad = self.tokenizer.pad_token_id
         prompt_len = max(len(block) for block in prompt_blocks)
         answer_len = max(len(block) for block in answer_blocks) if answer_blocks else 0
@@ -316,13 +320,63 @@ class LlmSrtProcessor(ProcessorMixin):
             answer = answer_blocks[index] if answer_blocks else []
             left = prompt_len - len(prompt)
             right = answer_len - len(answer)
-            input_ids.append([pad] * left + prompt + answer + [pad] * right)
-            attention_mask.append([0] * left + [1] * (len(prompt) + len(answer)) + [0] * right)
+            head, tail = prompt[:after], prompt[after:]
+            input_ids.append(head + [pad] * left + tail + answer + [pad] * right)
+            attention_mask.append([1] * len(head) + [0] * left + [1] * (len(tail) + len(answer)) + [0] * right)
             labels.append([IGNORE_INDEX] * (left + len(prompt)) + answer + [IGNORE_INDEX] * right)
         data = {"input_ids": input_ids, "attention_mask": attention_mask}
         if answer_blocks:
             data["labels"] = labels
         return data
+
+    # ------------------------------------------------------------------------------------ one audio, many targets
+    def shared_prompt_prefix(self, task: str, src_lang: str, tgt_langs: Sequence[str]) -> list[int]:
+        """The ids every `[audio + prompt]` block of these targets starts with: the audio slots and the prompt's
+        first BPE chunks (`<|eng|><|` for SRT), whose KV cache can be computed once for all targets. The last
+        chunk of a prompt is left out: the text after the prompt may merge into it."""
+        targets = list(tgt_langs) or [None]
+        prompts = [self.tokenizer.encode(self.build_prompt(task, src_lang, tgt)) for tgt in targets]
+        shared = prompts[0][:-1]
+        for prompt in prompts[1:]:
+            length = 0
+            while length < min(len(shared), len(prompt)) and shared[length] == prompt[length]:
+                length += 1
+            shared = shared[:length]
+        return [self.audio_token_id] * self.num_audio_tokens + shared
+
+    def forced_answer_inputs(
+        self, src_lang: str, tgt_langs: Sequence[str], transcripts: Sequence[str]
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """Inputs for decoding only the translations of SRT answers whose transcript is known, one row per
+        (transcript, target), transcript-major.
+
+        Returns `(input_blocks, answer_prefixes)`: `input_blocks[r]` is `[audio slots] + encode(prompt + transcript +
+        <|src|><|tgt|>)`, the joint encoding the processor gives a training example whose answer starts with that
+        text (Qwen's BPE merges across the prompt/answer and transcript/tag boundaries, so the parts may not be
+        encoded apart); `answer_prefixes[r]` is `encode(transcript + <|src|><|tgt|>)`, the answer's start as
+        returned to the caller."""
+        slots = [self.audio_token_id] * self.num_audio_tokens
+        blocks, prefixes = [], []
+        for transcript in transcripts:
+            for tgt in tgt_langs:
+                forced = transcript + self.tag(src_lang) + self.tag(tgt)
+                blocks.append(slots + self.tokenizer.encode(self.build_prompt("srt", src_lang, tgt) + forced))
+                prefixes.append(self.tokenizer.encode(forced))
+        return blocks, prefixes
+
+    def transcripts_before_source_tag(self, generated_ids, src_lang: str) -> list[str | None]:
+        """The transcript of each SRT answer decoded up to the source tag that ends it (`transcript<|src|>`), or
+        None where the answer holds no source tag."""
+        tag = self.tag(src_lang)
+        return [text.split(tag)[0].strip() if tag in text else None for text in self.batch_decode(generated_ids)]
+
+    def pad_prompt_blocks(self, blocks: list[list[int]], shared_prefix_length: int = 0) -> dict[str, list]:
+        """`input_ids` and `attention_mask` of `[audio + prompt]` blocks, left-padded as the processor batches them;
+        with `shared_prefix_length`, padded after that many leading ids (a prefix all blocks share and whose KV
+        cache is reused), so the prefix sits at the same positions in every row."""
+        if any(block[:shared_prefix_length] != blocks[0][:shared_prefix_length] for block in blocks):
+            raise ValueError(f"The blocks do not share their first {shared_prefix_length} ids.")
+        return self._pad(blocks, None, after=shared_prefix_length)
 
     # ---------------------------------------------------------------------------------------------------- decoding
     def batch_decode(self, *args, **kwargs) -> list[str]:

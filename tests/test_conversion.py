@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech
-from llm_srt.safe_io import OutputExistsError, UsageError
+from llm_srt.safe_io import UsageError
 from trainer_scripts import convert_original_checkpoint as converter
 from trainer_scripts.convert_original_checkpoint import ConversionError, parse_args
 from trainer_scripts.push_to_hub import PushArguments, files_to_upload, push

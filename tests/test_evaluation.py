@@ -9,6 +9,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from llm_srt.metrics import bleu_tokenizer, corpus_bleu, error_rate, evaluate_module_path, score_directions
+from llm_srt.pipeline_llm_srt import generate_many_targets
 from llm_srt.testing import synthetic_speech
 
 
@@ -243,7 +244,7 @@ def by_hand(model, processor, rows, base_dir, generate_kwargs):
     for clip in dict.fromkeys(r["audio"] for r in rows):
         targets = sorted(r["tgt_lang"] for r in rows if r["audio"] == clip)
         features = processor.extract_features([load_audio(os.path.join(base_dir, clip))], 16000)
-        ids = model.generate_many_targets(processor, "eng", targets, input_features=features,
+        ids = generate_many_targets(model, processor, "eng", targets, input_features=features,
                                           shared_transcript=len(targets) > 1, **generate_kwargs)
         outs = dict(zip(targets, processor.post_process(ids, "srt", "eng", targets)))
         for row in (r for r in rows if r["audio"] == clip):

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from llm_srt.pipeline_llm_srt import generate_many_targets
 from llm_srt.testing import synthetic_speech
 
 
@@ -49,7 +50,7 @@ def test_forced_prefix_is_the_joint_training_encoding(tiny):
     BPE merges `.<` across transcript and tag, so encoding the parts apart would feed ids the model never saw."""
     model, processor = tiny
     transcript = "Hello world."
-    blocks, prefixes = model.shared_transcript_inputs(processor, "eng", TARGETS, [transcript])
+    blocks, prefixes = processor.forced_answer_inputs("eng", TARGETS, [transcript])
     assert len(blocks) == len(prefixes) == len(TARGETS)
     tok = processor.tokenizer
     for block, prefix, tgt in zip(blocks, prefixes, TARGETS):
@@ -70,11 +71,11 @@ def test_shared_transcript_equals_forced_prefix_decode_by_hand(tiny):
     audio = [synthetic_speech(0.8, seed=1), synthetic_speech(1.2, seed=2)]
     features = processor.extract_features(audio, 16000)
     transcripts = ["Hello world.", "Ich sehe drei Katzen"]
-    out = model.generate_many_targets(processor, "eng", TARGETS, input_features=features, transcripts=transcripts,
+    out = generate_many_targets(model, processor, "eng", TARGETS, input_features=features, transcripts=transcripts,
                                       **GREEDY)
     assert out.shape[0] == len(audio) * len(TARGETS)
     audio_embeds = model.get_audio_features(features)
-    blocks, prefixes = model.shared_transcript_inputs(processor, "eng", TARGETS, transcripts)
+    blocks, prefixes = processor.forced_answer_inputs("eng", TARGETS, transcripts)
     for row in range(out.shape[0]):
         a = row // len(TARGETS)
         expected = prefixes[row] + hand_greedy(model, processor, blocks[row], audio_embeds[a:a + 1],
@@ -90,7 +91,7 @@ def test_independent_mode_is_one_generate_batch(tiny):
     model, processor = tiny
     audio = [synthetic_speech(1.0, seed=3)]
     features = processor.extract_features(audio, 16000)
-    out = model.generate_many_targets(processor, "eng", TARGETS, input_features=features, shared_transcript=False,
+    out = generate_many_targets(model, processor, "eng", TARGETS, input_features=features, shared_transcript=False,
                                       **GREEDY)
     text = processor.prepare_text("srt", ["eng"] * 3, TARGETS, [None] * 3, [None] * 3)
     ref = model.generate(input_ids=torch.tensor(text["input_ids"]), attention_mask=torch.tensor(text["attention_mask"]),
@@ -103,8 +104,8 @@ def test_no_tag_pair_falls_back_to_independent_decoding(tiny):
     """A random model never writes the tag pair: nothing is lost, the rows are the independent decode."""
     model, processor = tiny
     features = processor.extract_features([synthetic_speech(1.0, seed=4)], 16000)
-    shared = model.generate_many_targets(processor, "eng", TARGETS, input_features=features, **GREEDY)
-    independent = model.generate_many_targets(processor, "eng", TARGETS, input_features=features,
+    shared = generate_many_targets(model, processor, "eng", TARGETS, input_features=features, **GREEDY)
+    independent = generate_many_targets(model, processor, "eng", TARGETS, input_features=features,
                                               shared_transcript=False, **GREEDY)
     assert [strip_pad(r, processor) for r in shared] == [strip_pad(r, processor) for r in independent]
 
@@ -131,8 +132,8 @@ class TranscribesFirst(LogitsProcessor):
 
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_shared_transcript_end_to_end_equals_two_step_decode_by_hand(tiny, num_beams):
-    """The first step stops at the first target's tag pair, and the transcript it heard is fed to every target as
-    the forced prefix, in one batch: each row equals the forced prefix plus a greedy decode done by hand."""
+    """The first step stops at the source tag ending the transcript, and the transcript it heard is fed to every
+    target with its tag pair as the forced prefix, in one batch: each row equals the forced prefix plus a greedy decode done by hand."""
     model, processor = tiny
     transcript = "Hello world."
     pair = processor.tag("eng") + processor.tag(TARGETS[0])
@@ -140,16 +141,19 @@ def test_shared_transcript_end_to_end_equals_two_step_decode_by_hand(tiny, num_b
     forcing = TranscribesFirst(answer, processor.eos_token_id)
     features = processor.extract_features([synthetic_speech(1.0, seed=5)], 16000)
     kwargs = {**GREEDY, "num_beams": num_beams}
-    out = model.generate_many_targets(processor, "eng", TARGETS, input_features=features,
+    out = generate_many_targets(model, processor, "eng", TARGETS, input_features=features,
                                       logits_processor=LogitsProcessorList([forcing]), **kwargs)
     assert forcing.calls == 2  # the first target's transcript, then every translation in one batch
-    stop = len(processor.tokenizer.encode(" " + transcript + pair))
-    assert forcing.first_call_steps == stop  # the first step ended at the tag pair, not at eos
+    # The first step ended with the first token that completes the source tag (the transcript's end), not at the
+    # tag pair or eos: the target tags are forced.
+    stop = next(k for k in range(1, len(answer) + 1) if processor.tag("eng") in processor.decode(answer[:k]))
+    assert stop < len(processor.tokenizer.encode(" " + transcript + pair))
+    assert forcing.first_call_steps == stop
     decoded = processor.post_process(out, "srt", "eng", TARGETS)
     assert [d["transcript"] for d in decoded] == [transcript] * len(TARGETS)  # stripped, as in training
     if num_beams == 1:
         audio_embeds = model.get_audio_features(features)
-        blocks, prefixes = model.shared_transcript_inputs(processor, "eng", TARGETS, [transcript])
+        blocks, prefixes = processor.forced_answer_inputs("eng", TARGETS, [transcript])
         for row, tgt in enumerate(TARGETS):
             expected = prefixes[row] + hand_greedy(model, processor, blocks[row], audio_embeds,
                                                    GREEDY["max_new_tokens"])
@@ -160,13 +164,13 @@ def test_bad_arguments_are_named(tiny):
     model, processor = tiny
     features = processor.extract_features([synthetic_speech(1.0, seed=6)], 16000)
     with pytest.raises(ValueError, match="tgt_langs is empty"):
-        model.generate_many_targets(processor, "eng", [], input_features=features)
+        generate_many_targets(model, processor, "eng", [], input_features=features)
     with pytest.raises(ValueError, match="exactly one of input_features and audio_embeds"):
-        model.generate_many_targets(processor, "eng", TARGETS)
+        generate_many_targets(model, processor, "eng", TARGETS)
     with pytest.raises(ValueError, match="2 transcripts for 1 audio"):
-        model.generate_many_targets(processor, "eng", TARGETS, input_features=features, transcripts=["a", "b"])
+        generate_many_targets(model, processor, "eng", TARGETS, input_features=features, transcripts=["a", "b"])
     with pytest.raises(ValueError, match="num_return_sequences"):
-        model.generate_many_targets(processor, "eng", TARGETS, input_features=features, num_return_sequences=2)
+        generate_many_targets(model, processor, "eng", TARGETS, input_features=features, num_return_sequences=2)
 
 
 def test_pipeline_shared_transcript_option(tiny):
@@ -184,3 +188,135 @@ def test_pipeline_shared_transcript_option(tiny):
     assert forcing.calls == 2
     assert [o["tgt_lang"] for o in out] == TARGETS
     assert [o["transcript"] for o in out] == [transcript] * len(TARGETS)
+
+
+# ------------------------------------------------------------------------------------------- prefix KV cache
+def record_llm_input_lengths(model) -> tuple[list[int], object]:
+    """Sequence length the LLM is run on at every call (prefix, prefills, decode steps), via a forward hook."""
+    lengths = []
+    handle = model.language_model.register_forward_hook(
+        lambda module, args, kwargs, out: lengths.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+    return lengths, handle
+
+
+def test_shared_prefix_is_computed_once_and_only_the_rest_prefilled(tiny):
+    """The audio and the prompt start every target shares run through the LLM once; the translation step prefills
+    only what follows it (rows of different lengths padded after the prefix), and the answers still equal the
+    hand decode of the whole block."""
+    model, processor = tiny
+    features = processor.extract_features([synthetic_speech(0.9, seed=11), synthetic_speech(1.1, seed=12)], 16000)
+    transcripts = ["Hello world.", '"Quoted," she said.']
+    prefix = processor.shared_prompt_prefix("srt", "eng", TARGETS)
+    blocks, prefixes = processor.forced_answer_inputs("eng", TARGETS, transcripts)
+    assert len({len(b) for b in blocks}) > 1  # the padding really goes in the middle of some rows
+    lengths, handle = record_llm_input_lengths(model)
+    try:
+        out = generate_many_targets(model, processor, "eng", TARGETS, input_features=features,
+                                    transcripts=transcripts, **GREEDY)
+    finally:
+        handle.remove()
+    assert lengths[0] == len(prefix) > processor.num_audio_tokens
+    assert lengths[1] == max(len(b) for b in blocks) - len(prefix)
+    assert set(lengths[2:]) == {1}
+    audio_embeds = model.get_audio_features(features)
+    for row in range(out.shape[0]):
+        a = row // len(TARGETS)
+        expected = prefixes[row] + hand_greedy(model, processor, blocks[row], audio_embeds[a:a + 1],
+                                               GREEDY["max_new_tokens"])
+        assert_row(out[row], expected, processor, f"row {row}")
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generate_from_a_prefix_cache_equals_a_whole_prefill(tiny, num_beams):
+    """`model.generate(..., cache=prefix_cache)` on blocks padded after the prefix gives the tokens of the plain
+    left-padded call, greedy and with beams (the cache is expanded per beam)."""
+    from llm_srt.pipeline_llm_srt import prefix_cache
+
+    model, processor = tiny
+    features = processor.extract_features([synthetic_speech(1.0, seed=13)], 16000)
+    audio = model.get_audio_features(features)
+    blocks, _ = processor.forced_answer_inputs("eng", TARGETS, ["I see three cats."])
+    prefix = processor.shared_prompt_prefix("srt", "eng", TARGETS)
+    rows = torch.zeros(len(blocks), dtype=torch.long)
+    kwargs = {**GREEDY, "num_beams": num_beams}
+    plain = processor.pad_prompt_blocks(blocks)
+    expected = model.generate(input_ids=torch.tensor(plain["input_ids"]),
+                              attention_mask=torch.tensor(plain["attention_mask"]), audio_embeds=audio[rows], **kwargs)
+    cache = prefix_cache(model, prefix, audio[rows])
+    padded = processor.pad_prompt_blocks(blocks, len(prefix))
+    assert all(ids[: len(prefix)] == prefix for ids in padded["input_ids"])
+    assert any(0 in mask[len(prefix):] for mask in padded["attention_mask"])  # padding after the prefix
+    got = model.generate(input_ids=torch.tensor(padded["input_ids"]),
+                         attention_mask=torch.tensor(padded["attention_mask"]), audio_embeds=audio[rows],
+                         cache=cache, **kwargs)
+    assert got.tolist() == expected.tolist()
+
+
+def test_prefix_cache_misuse_is_named(tiny):
+    from llm_srt.pipeline_llm_srt import prefix_cache
+
+    model, processor = tiny
+    audio = model.get_audio_features(processor.extract_features([synthetic_speech(1.0, seed=14)], 16000))
+    blocks, _ = processor.forced_answer_inputs("eng", TARGETS[:2], ["Hi."])
+    prefix = processor.shared_prompt_prefix("srt", "eng", TARGETS[:2])
+    padded = processor.pad_prompt_blocks(blocks, len(prefix))
+    ids, mask = torch.tensor(padded["input_ids"]), torch.tensor(padded["attention_mask"])
+    with pytest.raises(ValueError, match="The cache has 1 rows, the input 2"):
+        model.generate(input_ids=ids, attention_mask=mask, audio_embeds=audio.repeat(2, 1, 1),
+                       cache=prefix_cache(model, prefix, audio), **GREEDY)
+    with pytest.raises(ValueError, match="must be shorter than the input"):
+        model.generate(input_ids=ids[:, :len(prefix)], attention_mask=mask[:, :len(prefix)],
+                       audio_embeds=audio.repeat(2, 1, 1), cache=prefix_cache(model, prefix, audio.repeat(2, 1, 1)),
+                       **GREEDY)
+    with pytest.raises(ValueError, match="do not share their first"):
+        processor.pad_prompt_blocks([blocks[0], [7] + blocks[1][1:]], len(prefix))
+    with pytest.raises(ValueError, match="sets cache itself"):
+        generate_many_targets(model, processor, "eng", TARGETS, audio_embeds=audio, cache=object())
+
+
+LANGUAGE_CODES = ["deu", "eng", "fra", "ind", "ita", "jpn", "kor", "nld", "por", "rus", "spa", "tha", "vie", "yue",
+                  "zho"]
+
+
+@pytest.mark.parametrize("transcript", ["Hello.", '"Hi," he said.', "(aside)", "- dash", "。句子", "สวัสดี", ""])
+def test_shared_prompt_prefix_starts_every_block(tiny, transcript):
+    """For every source and every set of targets, the prefix whose cache is shared starts the step-one prompt and
+    every forced-answer block, whatever the transcript starts with (Qwen's BPE merges the prompt's last `>` with a
+    following `"` or `(`: that chunk is never part of the prefix)."""
+    _, processor = tiny
+    for src in LANGUAGE_CODES:
+        targets = [t for t in LANGUAGE_CODES if t != src]
+        prefix = processor.shared_prompt_prefix("srt", src, targets)
+        assert len(prefix) > processor.num_audio_tokens
+        first = processor.prepare_text("srt", [src], [targets[0]], [None], [None])["input_ids"][0]
+        blocks, _ = processor.forced_answer_inputs(src, targets, [transcript])
+        for block in [first] + blocks:
+            assert block[: len(prefix)] == prefix, (src, transcript)
+
+
+def test_a_prompt_not_starting_with_the_prefix_is_prefilled_whole(tiny, monkeypatch):
+    """Should a block not start with the shared prefix, it is prefilled whole (no cache), never mismatched."""
+    model, processor = tiny
+    features = processor.extract_features([synthetic_speech(1.0, seed=15)], 16000)
+    expected = generate_many_targets(model, processor, "eng", TARGETS, input_features=features,
+                                     transcripts=["Hello world."], **GREEDY)
+    wrong = [model.config.audio_token_id] * processor.num_audio_tokens + [7, 7]
+    monkeypatch.setattr(type(processor), "shared_prompt_prefix", lambda self, *a: wrong)
+    lengths, handle = record_llm_input_lengths(model)
+    try:
+        got = generate_many_targets(model, processor, "eng", TARGETS, input_features=features,
+                                    transcripts=["Hello world."], **GREEDY)
+    finally:
+        handle.remove()
+    blocks, _ = processor.forced_answer_inputs("eng", TARGETS, ["Hello world."])
+    assert lengths[1] == max(len(b) for b in blocks)  # the whole block, not the part after a prefix
+    assert got.tolist() == expected.tolist()
+
+
+def test_stop_criteria_are_built_once_per_tokenizer_and_text(tiny):
+    from llm_srt.pipeline_llm_srt import stop_after_text
+
+    _, processor = tiny
+    first = stop_after_text(processor.tokenizer, "<|eng|>")
+    assert stop_after_text(processor.tokenizer, "<|eng|>")[0] is first[0]
+    assert stop_after_text(processor.tokenizer, "<|deu|>")[0] is not first[0]

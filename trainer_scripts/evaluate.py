@@ -13,7 +13,7 @@ BLEU with its sacreBLEU signature, WER/CER, counts; averages over all directions
 
 `--shared_transcript true` (SRT): the rows of one clip (same audio and source language, other targets, as in FLEURS'
 many-to-many sets) are decoded together, the audio encoded and the transcript decoded once, then all the clip's
-translations in one batch (`LlmSrtForConditionalGeneration.generate_many_targets`); results per row as usual. Off by
+translations in one batch (`llm_srt.pipeline_llm_srt.generate_many_targets`); results per row as usual. Off by
 default: paper-comparable numbers decode every row on its own.
 
 Every test row is checked before decoding (kinds, languages, audio headers against the model's window, duplicate
