@@ -196,10 +196,27 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     return as_float_mono(samples, describe_input(samples))
 
 
+FILE_BYTES = (bytes, bytearray, memoryview)
+
+
+def undecoded_kind(item: Any) -> str | None:
+    """What an input [`load_audio`] decodes (a file path, file bytes, a dict, an audio decoder) is, in words; None
+    for samples (arrays, tensors, lists) and anything else."""
+    if isinstance(item, (str, os.PathLike)):
+        return "a file path"
+    if isinstance(item, FILE_BYTES):
+        return "file bytes"
+    if isinstance(item, dict):
+        return "a dict"
+    if hasattr(item, "get_all_samples"):
+        return "an audio decoder"
+    return None
+
+
 def load_audio(item: Any, sampling_rate: int | None = None, target_rate: int = 16000) -> np.ndarray:
     """Any supported input -> mono float32 samples at `target_rate`.
 
-    Supported: a file path, raw file bytes, a 1-D/2-D numpy array, torch tensor or list of samples (with
+    Supported: a file path, raw file bytes (also a bytearray or memoryview), a 1-D/2-D numpy array, torch tensor or list of samples (with
     `sampling_rate`), a `{"array"|"raw", "sampling_rate"}` dict (a decoded `datasets` Audio row), a
     `{"path"|"bytes"}` dict (undecoded), or a `datasets`/torchcodec `AudioDecoder`. Arrays are normalised by
     [`as_float_mono`] (integer PCM scaled by its width, channels mixed down).
@@ -218,8 +235,8 @@ def load_audio(item: Any, sampling_rate: int | None = None, target_rate: int = 1
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Audio file not found: {path}")
         (samples, rate), channel_axis = _decode_file(path, path), 1
-    elif isinstance(item, (bytes, bytearray)):
-        (samples, rate), channel_axis = _decode_file(io.BytesIO(item), name), 1
+    elif isinstance(item, FILE_BYTES):
+        (samples, rate), channel_axis = _decode_file(io.BytesIO(bytes(item)), name), 1
     elif isinstance(item, dict):
         if "array" in item or "raw" in item:
             samples = item["array"] if "array" in item else item["raw"]

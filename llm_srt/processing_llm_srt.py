@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numbers
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy as np
 from transformers import BatchFeature, ProcessorMixin
 from transformers.utils import logging
 
-from .audio_llm_srt import as_float_mono, check_sampling_rate, describe_input
+from .audio_llm_srt import as_float_mono, check_sampling_rate, describe_input, undecoded_kind
 from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS, language_tag, normalize_language
 
 
@@ -39,19 +38,6 @@ def _per_example(value: Any, batch_size: int, name: str) -> list:
     if len(values) != batch_size:
         raise ValueError(f"Got {len(values)} values for {name} but the batch has {batch_size} examples.")
     return values
-
-
-def _undecoded_kind(clip: Any) -> str | None:
-    """What an audio input the pipeline decodes but the processor does not is ("a file path", ...), else None."""
-    if isinstance(clip, (str, os.PathLike)):
-        return "a file path"
-    if isinstance(clip, (bytes, bytearray, memoryview)):
-        return "file bytes"
-    if isinstance(clip, dict):
-        return "a dict"
-    if hasattr(clip, "get_all_samples"):
-        return "an audio decoder"
-    return None
 
 
 class LlmSrtProcessor(ProcessorMixin):
@@ -169,7 +155,7 @@ class LlmSrtProcessor(ProcessorMixin):
         arrays = []
         for index, clip in enumerate(self._audio_batch(audio)):
             where = f"audio[{index}]"
-            undecoded = _undecoded_kind(clip)
+            undecoded = undecoded_kind(clip)
             if undecoded:
                 raise ValueError(
                     f"{where} is {undecoded} ({describe_input(clip)}); the processor takes decoded samples at "

@@ -191,6 +191,7 @@ def test_processor_accepts_numpy_integer_rate(tiny, speech):
     (lambda tmp: str(tmp / "clip.wav"), r"audio\[0\] is a file path.*load_audio.*pipeline"),
     (lambda tmp: tmp / "clip.wav", r"audio\[0\] is a file path"),
     (lambda tmp: (tmp / "clip.wav").read_bytes(), r"audio\[0\] is file bytes.*load_audio.*pipeline"),
+    (lambda tmp: memoryview((tmp / "clip.wav").read_bytes()), r"audio\[0\] is file bytes.*load_audio"),
     (lambda tmp: {"array": np.zeros(1600, dtype=np.float32), "sampling_rate": SR}, r"audio\[0\] is a dict.*load_audio"),
     (lambda tmp: {"path": str(tmp / "clip.wav"), "bytes": None}, r"audio\[0\] is a dict"),
 ])
@@ -203,6 +204,16 @@ def test_processor_refuses_undecoded_inputs_pointing_to_load_audio(tiny, speech,
         features(processor, make(tmp_path))
     with pytest.raises(ValueError, match=message.replace("0", "1", 1)):
         features(processor, [speech, make(tmp_path)])
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
+def test_load_audio_decodes_every_kind_of_file_bytes_the_processor_points_to_it_for(speech, tmp_path, wrap):
+    """The processor refuses file bytes (bytes, bytearray, memoryview) naming load_audio: load_audio takes all three."""
+    import soundfile
+
+    soundfile.write(tmp_path / "clip.wav", speech, SR)
+    expected = load_audio(str(tmp_path / "clip.wav"))
+    np.testing.assert_array_equal(load_audio(wrap((tmp_path / "clip.wav").read_bytes())), expected)
 
 
 @pytest.mark.parametrize("audio, message", [
