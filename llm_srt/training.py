@@ -544,6 +544,16 @@ def write_jsonl(path: str, rows: Sequence[dict[str, Any]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ FSDP on CPU
+def requested_fsdp_version(fsdp_plugin_args: dict | None = None) -> int | None:
+    """The FSDP version asked for: by the Trainer's `fsdp_plugin_args` (`--fsdp` / `--fsdp_config`), else by
+    `accelerate launch`'s FSDP config (`ACCELERATE_USE_FSDP`, `FSDP_VERSION`). None when FSDP is not asked for."""
+    if fsdp_plugin_args is not None:
+        return int(fsdp_plugin_args.get("fsdp_version", 2))
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return int(os.environ.get("FSDP_VERSION", "1"))  # Accelerate's own default
+    return None
+
+
 def enable_fsdp_on_cpu(accelerator, fsdp_plugin_args: dict | None = None) -> bool:
     """Shard with FSDP2 on a multi-process CPU launch (gloo), where Accelerate would run DDP instead.
 
@@ -559,21 +569,21 @@ def enable_fsdp_on_cpu(accelerator, fsdp_plugin_args: dict | None = None) -> boo
     when FSDP is not asked for, the launch is not multi-process CPU, or Accelerate already enabled it.
 
     Raises:
-        ValueError: FSDP version 1 asked for on CPU (only FSDP2 is routed: FSDP1 is deprecated).
+        ValueError: FSDP version 1 asked for (Accelerate's FSDP1 plugin needs an accelerator device).
     """
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     state = accelerator.state
-    asked = fsdp_plugin_args is not None or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    if not asked or state.distributed_type != DistributedType.MULTI_CPU or getattr(state, "fsdp_plugin", None):
+    version = requested_fsdp_version(fsdp_plugin_args)
+    if version is None or state.distributed_type != DistributedType.MULTI_CPU or getattr(state, "fsdp_plugin", None):
         return False
-    plugin = FullyShardedDataParallelPlugin(**(fsdp_plugin_args or {}))
-    if plugin.fsdp_version != 2:
+    if version != 2:
         raise ValueError(
-            f"FSDP on CPU runs FSDP2 only; the FSDP config asks for version {plugin.fsdp_version} "
+            f"FSDP on CPU runs FSDP2 only; the FSDP config asks for version {version} "
             "(set fsdp_config's version, or accelerate's fsdp_version, to 2)."
         )
+    plugin = FullyShardedDataParallelPlugin(**(fsdp_plugin_args or {}))
     if state.mixed_precision != "no":  # as AcceleratorState does for accelerator groups
         plugin.set_mixed_precision(state.mixed_precision)
     state.fsdp_plugin = plugin
@@ -621,6 +631,7 @@ __all__ = [
     "configure_stage",
     "decode_ids",
     "enable_fsdp_on_cpu",
+    "requested_fsdp_version",
     "sharded_parameter_count",
     "default_base_dir",
     "tag_base_dir",

@@ -137,16 +137,25 @@ def test_trainer_fsdp_run_is_sharded_killed_and_resumed(tmp_path):
         assert json.load(handle)["auto_map"]["AutoModel"] == "modeling_llm_srt.LlmSrtForConditionalGeneration"
 
 
-def test_fsdp_needs_more_than_one_process(tmp_path, monkeypatch, capsys):
-    """A one-process `--fsdp` is bad usage, named before anything loads (the Trainer would refuse it later)."""
-    from trainer_scripts.train import parse_args
+def test_bad_fsdp_usage_is_named_before_anything_loads(tmp_path, monkeypatch, capsys):
+    """One process has nothing to shard over, and on CPU only FSDP2 runs (Accelerate's FSDP1 plugin needs a device):
+    both are refused as usage errors at parsing, where the Trainer or Accelerate would fail later with a traceback."""
+    from trainer_scripts.train import _has_accelerator, parse_args
+
+    corpus = make_corpus(str(tmp_path / "corpus"), n=1)
+
+    def refused(*extra: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(stage_args("asr", str(tmp_path), corpus, str(tmp_path / "out"), extra=extra))
+        assert exit_info.value.code == 2
+        return capsys.readouterr().err
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    corpus = make_corpus(str(tmp_path / "corpus"), n=1)
-    with pytest.raises(SystemExit) as exit_info:
-        parse_args(stage_args("asr", str(tmp_path), corpus, str(tmp_path / "out"), extra=("--fsdp",)))
-    assert exit_info.value.code == 2
-    assert "train.py: error: --fsdp shards the model over processes" in capsys.readouterr().err
+    assert "train.py: error: --fsdp shards the model over processes" in refused("--fsdp")
+    if not _has_accelerator():  # `accelerate launch` with an FSDP1 config sets these
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+        monkeypatch.setenv("FSDP_VERSION", "1")
+        assert "train.py: error: FSDP on CPU runs FSDP2 only" in refused()
 
 
 def test_shipped_engine_configs_are_complete():

@@ -46,6 +46,7 @@ from llm_srt.training import (  # noqa: E402
     enable_fsdp_on_cpu,
     load_rows,
     plan_output_dir,
+    requested_fsdp_version,
     select_stage_rows,
     sharded_parameter_count,
     tag_base_dir,
@@ -168,6 +169,9 @@ def parse_args(argv: list[str] | None = None):
             os.environ.get("WORLD_SIZE", "1")) < 2:
         parser.error("--fsdp shards the model over processes: launch with `torchrun --nproc_per_node N` "
                      "(or `accelerate launch`), N >= 2.")
+    if requested_fsdp_version(training_args.fsdp_plugin_args) == 1 and not _has_accelerator():
+        parser.error("FSDP on CPU runs FSDP2 only (Accelerate's FSDP1 needs an accelerator): set \"version\": 2 in "
+                     "--fsdp_config, or fsdp_version: 2 in the accelerate config.")
     if data_args.stage is None or data_args.train_file is None:
         parser.error("--stage and --train_file are required (a recipe sets the stage).")
     if bool(model_args.init_from) == bool(model_args.audio_model or model_args.text_model):
