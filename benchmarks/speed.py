@@ -76,6 +76,7 @@ class SpeedArguments:
     dtype: str | None = field(default=None, metadata={"help": "Default: bfloat16 on GPU, float32 on CPU."})
     change: str = field(default="bf16", metadata={"help": "Change re-measured on ours: 'bf16' or '' to skip."})
     one_to_many: str = field(default="1,4,14", metadata={"help": "Target counts ('' to skip)."})
+    one_to_many_beams: int = field(default=1, metadata={"help": "One-to-many: beam size (greedy by default)."})
     transcript_tokens: int = field(default=0, metadata={"help": "One-to-many: forced transcript length (0: preset)."})
     output: str = field(default="benchmarks/results/speed.json")
     readme: str | None = field(default="benchmarks/README.md", metadata={"help": "Append the tables here ('' to skip)."})
@@ -415,8 +416,8 @@ def run(args: SpeedArguments) -> dict:
     if args.one_to_many:
         counts = [int(n) for n in args.one_to_many.split(",")]
         transcript_tokens = args.transcript_tokens or (6 if args.preset == "tiny" else 24)
-        result["one_to_many"] = one_to_many(ours, processor, counts, 1, new_tokens, transcript_tokens, device,
-                                            dtype, repeats)
+        result["one_to_many"] = one_to_many(ours, processor, counts, args.one_to_many_beams, new_tokens,
+                                            transcript_tokens, device, dtype, repeats)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2)

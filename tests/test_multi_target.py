@@ -173,9 +173,11 @@ def test_bad_arguments_are_named(tiny):
         generate_many_targets(model, processor, "eng", TARGETS, input_features=features, num_return_sequences=2)
 
 
-def test_pipeline_shared_transcript_option(tiny):
-    """`pipe(..., shared_transcript=True)` decodes the transcript once (two `generate` calls for three targets) and
-    gives every target the transcript heard."""
+@pytest.mark.parametrize("option", [{"shared_transcript": True}, {}])
+def test_pipeline_shares_the_transcript_by_default(tiny, option):
+    """`pipe(..., tgt_lang=[...])` (and `shared_transcript=True`) decodes the transcript once (two `generate` calls
+    for three targets) and gives every target the transcript heard; `shared_transcript=False` decodes each target
+    whole (one call, the transcript written three times)."""
     from llm_srt import SpeechTranslationPipeline
 
     model, processor = tiny
@@ -184,10 +186,15 @@ def test_pipeline_shared_transcript_option(tiny):
     pair = processor.tag("eng") + processor.tag(TARGETS[0])
     forcing = TranscribesFirst(processor.tokenizer.encode(transcript + pair + "Hallo."), processor.eos_token_id)
     out = pipe(synthetic_speech(1.0, seed=7), sampling_rate=16000, src_lang="eng", tgt_lang=TARGETS,
-               shared_transcript=True, generate_kwargs={**GREEDY, "logits_processor": LogitsProcessorList([forcing])})
+               generate_kwargs={**GREEDY, "logits_processor": LogitsProcessorList([forcing])}, **option)
     assert forcing.calls == 2
     assert [o["tgt_lang"] for o in out] == TARGETS
     assert [o["transcript"] for o in out] == [transcript] * len(TARGETS)
+    forcing = TranscribesFirst(processor.tokenizer.encode(transcript + pair + "Hallo."), processor.eos_token_id)
+    pipe(synthetic_speech(1.0, seed=7), sampling_rate=16000, src_lang="eng", tgt_lang=TARGETS,
+         generate_kwargs={**GREEDY, "logits_processor": LogitsProcessorList([forcing])}, shared_transcript=False)
+    # one call whose rows write the whole answer (here up to max_new_tokens), not stopping at the source tag
+    assert forcing.calls == 1 and forcing.first_call_steps == GREEDY["max_new_tokens"]
 
 
 # ------------------------------------------------------------------------------------------- prefix KV cache

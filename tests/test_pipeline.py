@@ -76,11 +76,13 @@ def test_batch_size_does_not_change_results(pipe):
 
 
 def test_one_to_many_equals_single_calls_and_encodes_once(pipe, speech):
+    """With `shared_transcript=False` every target decodes on its own: the results are the single-target calls'."""
     targets = ["deu", "fra", "jpn", "zho"]
     calls = []
     hook = pipe.model.audio_tower.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     try:
-        many = pipe(speech, sampling_rate=SR, src_lang="eng", tgt_lang=targets, generate_kwargs=GEN)
+        many = pipe(speech, sampling_rate=SR, src_lang="eng", tgt_lang=targets, generate_kwargs=GEN,
+                    shared_transcript=False)
         assert calls == [1]  # one audio -> the encoder runs once, on one row
         singles = [run_target(pipe, speech, t) for t in targets]
     finally:
