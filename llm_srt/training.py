@@ -513,6 +513,10 @@ def build_compute_metrics(
     def compute_metrics(prediction) -> dict[str, float]:
         predictions = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         texts = decode_ids(processor, predictions)
+        if len(texts) > len(rows) and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            # Several processes evaluate batches of equal size: Accelerate pads the dev set with its first rows, after
+            # the last one, and `Seq2SeqTrainer.evaluate` gathers with `gather` (the padding kept).
+            texts = texts[: len(rows)]
         if len(texts) != len(rows):
             raise ValueError(f"Got {len(texts)} predictions for {len(rows)} evaluation rows.")
         scored = []
@@ -552,6 +556,38 @@ def requested_fsdp_version(fsdp_plugin_args: dict | None = None) -> int | None:
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         return int(os.environ.get("FSDP_VERSION", "1"))  # Accelerate's own default
     return None
+
+
+def fsdp_offload_requested(fsdp_plugin_args: dict | None = None) -> bool:
+    """Whether FSDP's parameter offload to CPU is asked for: `--fsdp offload` / fsdp_config's `cpu_offload`, or
+    accelerate's `fsdp_offload_params`."""
+    if fsdp_plugin_args is not None:
+        return bool(fsdp_plugin_args.get("cpu_offload"))
+    return os.environ.get("FSDP_OFFLOAD_PARAMS", "false").lower() in ("true", "1", "yes")
+
+
+def is_fsdp_checkpoint(folder: str) -> bool:
+    """Whether a checkpoint holds FSDP's model state (`pytorch_model_fsdp_0/` sharded, `pytorch_model_fsdp.bin`
+    full), as `Trainer._load_from_checkpoint` tells them apart."""
+    entries = os.listdir(folder) if os.path.isdir(folder) else []
+    return any(n.startswith("pytorch_model_fsdp") and os.path.isdir(os.path.join(folder, n)) for n in entries) or (
+        "pytorch_model_fsdp.bin" in entries)
+
+
+def fsdp_layer_classes(model: torch.nn.Module, names: str | Sequence[str] | None, flag: str) -> str:
+    """The layer classes FSDP shards one by one, checked against `model`: `names` (comma-separated or a list, from
+    `flag`), or by default the model's `_no_split_modules` that it has (it also names classes of configurations it
+    does not build, which Accelerate would refuse). Raises ValueError naming `flag` for a class the model lacks."""
+    present = list(dict.fromkeys(type(m).__name__ for m in model.modules()))
+    if names is None:
+        return ",".join(n for n in (getattr(model, "_no_split_modules", None) or []) if n in present)
+    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    missing = [n for n in wanted if n not in present]
+    if missing:
+        layers = [n for n in present if n.endswith("Layer")]
+        raise ValueError(f"{flag} names {', '.join(missing)}, not a layer class of this model (its layers: "
+                         f"{', '.join(layers)}).")
+    return ",".join(wanted)
 
 
 def enable_fsdp_on_cpu(accelerator, fsdp_plugin_args: dict | None = None) -> bool:
@@ -631,6 +667,9 @@ __all__ = [
     "configure_stage",
     "decode_ids",
     "enable_fsdp_on_cpu",
+    "fsdp_layer_classes",
+    "fsdp_offload_requested",
+    "is_fsdp_checkpoint",
     "requested_fsdp_version",
     "sharded_parameter_count",
     "default_base_dir",

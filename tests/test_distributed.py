@@ -176,3 +176,69 @@ def test_shipped_engine_configs_are_complete():
         trainer_fsdp = json.load(handle)
     assert trainer_fsdp["version"] == 2 and set(trainer_fsdp["transformer_layer_cls_to_wrap"]) == wrapped
     assert trainer_fsdp["state_dict_type"] == fsdp["fsdp_config"]["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
+
+
+@pytest.mark.skipif(fsdp_on_cpu_available() is not None, reason=str(fsdp_on_cpu_available()))
+def test_fsdp_string_form_with_generate_evaluation_on_a_small_dev_set(tmp_path):
+    """`--fsdp "full_shard auto_wrap"` (no config: the layers to shard are the model's own `_no_split_modules` that it
+    has), evaluated during training with generate on 3 dev rows. 2 processes x the recipe's eval batch 16 pad the
+    dev set with repeated rows (Seq2SeqTrainer.evaluate gathers them all); the metrics are those of the 3 rows, as a
+    one-process evaluation of the same weights gives them."""
+    from llm_srt.testing import build_tiny_tokenizer, save_tiny_model
+    from trainer_scripts.train import main
+
+    corpus = make_corpus(str(tmp_path / "corpus"))
+    dev = make_corpus(str(tmp_path / "dev"), n=3)
+    init = save_tiny_model(tmp_path / "init", tokenizer=build_tiny_tokenizer(), projector_dropout=0.0)
+    out = tmp_path / "fsdp"
+    evaluation = ("--eval_file", dev, "--predict_with_generate", "true", "--generation_max_length", "4")
+    run = torchrun_train(stage_args("srt", init, corpus, str(out), steps=2, extra=(
+        "--fsdp", "full_shard auto_wrap", *evaluation, "--eval_strategy", "steps", "--eval_steps", "1")))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert re.search(r"FSDP2 over 2 processes \(gloo\); rank 0: (\d+) of \1 parameters sharded", run.stderr)
+    with open(out / "all_results.json") as handle:
+        sharded = json.load(handle)
+    # The final model evaluated by one process (learning rate 0: the weights stay as they are).
+    reference = tmp_path / "one"
+    main(stage_args("srt", str(out), corpus, str(reference), steps=1, extra=(*evaluation, "--learning_rate", "0")))
+    with open(reference / "all_results.json") as handle:
+        one = json.load(handle)
+    assert {"eval_bleu", "eval_wer"} <= sharded.keys()
+    assert {k: sharded[k] for k in ("eval_bleu", "eval_wer")} == {k: one[k] for k in ("eval_bleu", "eval_wer")}
+
+
+def test_checkpoint_of_another_launch_and_cpu_offload_are_refused_by_name(tmp_path, monkeypatch, capsys):
+    """A sharded FSDP checkpoint resumed without --fsdp (or a full-weights one with it), and FSDP's CPU offload on a
+    CPU launch, are usage errors named before anything loads: the Trainer, torch.distributed.checkpoint and FSDP would
+    fail later with tracebacks on every rank. The checkpoint is left as it was."""
+    from trainer_scripts.train import _has_accelerator, main
+
+    corpus = make_corpus(str(tmp_path / "corpus"), n=1)
+
+    def refused(out, *extra: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            main(stage_args("asr", str(tmp_path / "init"), corpus, str(out), extra=extra))
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return err
+
+    (tmp_path / "init").mkdir()
+    sharded, full = tmp_path / "sharded" / "checkpoint-2", tmp_path / "full" / "checkpoint-2"
+    for folder, weights_name in ((sharded, "pytorch_model_fsdp_0"), (full, "model.safetensors")):
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+        (folder / weights_name).mkdir() if weights_name.startswith("pytorch") else (folder / weights_name).write_bytes(b"")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    err = refused(tmp_path / "sharded")
+    assert f"train.py: error: {sharded} is a sharded FSDP checkpoint" in err and "--fsdp" in err
+    assert sorted(os.listdir(sharded)) == ["pytorch_model_fsdp_0", "trainer_state.json"]
+    # `accelerate launch --config_file fsdp.yaml` sets these (the Trainer's --fsdp needs torchrun's WORLD_SIZE here).
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    err = refused(tmp_path / "full")
+    assert f"train.py: error: {full} was written without FSDP" in err and "--fsdp" in err
+    assert sorted(os.listdir(full)) == ["model.safetensors", "trainer_state.json"]
+    if not _has_accelerator():
+        monkeypatch.setenv("FSDP_OFFLOAD_PARAMS", "true")
+        assert "train.py: error: --fsdp offload" in refused(tmp_path / "new")

@@ -44,6 +44,9 @@ from llm_srt.training import (  # noqa: E402
     configure_stage,
     default_base_dir,
     enable_fsdp_on_cpu,
+    fsdp_layer_classes,
+    fsdp_offload_requested,
+    is_fsdp_checkpoint,
     load_rows,
     plan_output_dir,
     requested_fsdp_version,
@@ -172,6 +175,10 @@ def parse_args(argv: list[str] | None = None):
     if requested_fsdp_version(training_args.fsdp_plugin_args) == 1 and not _has_accelerator():
         parser.error("FSDP on CPU runs FSDP2 only (Accelerate's FSDP1 needs an accelerator): set \"version\": 2 in "
                      "--fsdp_config, or fsdp_version: 2 in the accelerate config.")
+    if requested_fsdp_version(training_args.fsdp_plugin_args) and fsdp_offload_requested(
+            training_args.fsdp_plugin_args) and not _has_accelerator():
+        parser.error("--fsdp offload moves parameters off an accelerator into CPU memory; on CPU they are there "
+                     "already: drop offload (or the accelerate config's fsdp_offload_params).")
     if data_args.stage is None or data_args.train_file is None:
         parser.error("--stage and --train_file are required (a recipe sets the stage).")
     if bool(model_args.init_from) == bool(model_args.audio_model or model_args.text_model):
@@ -248,16 +255,43 @@ def resume_point(data_args: DataArguments, training_args: Seq2SeqTrainingArgumen
     checkpoint = plan_output_dir(training_args.output_dir, overwrite=data_args.overwrite_output_dir,
                                  inputs=[model_args.init_from] if model_args.init_from else ())
     explicit = training_args.resume_from_checkpoint
-    if explicit not in (None, "", False):
-        if isinstance(explicit, str) and explicit.lower() not in ("true", "false"):
-            if not os.path.isdir(explicit):
-                raise FileNotFoundError(f"--resume_from_checkpoint: no checkpoint folder at {explicit}")
-            problem = checkpoint_problem(explicit)
-            if problem:
-                raise ValueError(f"--resume_from_checkpoint {explicit}: a partial checkpoint ({problem}).")
-            return explicit
-        return checkpoint  # `true`: the newest complete checkpoint, as found above
+    if explicit not in (None, "", False) and isinstance(explicit, str) and explicit.lower() not in ("true", "false"):
+        if not os.path.isdir(explicit):
+            raise FileNotFoundError(f"--resume_from_checkpoint: no checkpoint folder at {explicit}")
+        problem = checkpoint_problem(explicit)
+        if problem:
+            raise ValueError(f"--resume_from_checkpoint {explicit}: a partial checkpoint ({problem}).")
+        checkpoint = explicit
+    # (`true`: the newest complete checkpoint, as found above.) Its layout must be the launch's: the Trainer loads
+    # FSDP state only under FSDP, and under FSDP only FSDP state.
+    if checkpoint:
+        fsdp = requested_fsdp_version(training_args.fsdp_plugin_args) is not None
+        if is_fsdp_checkpoint(checkpoint) and not fsdp:
+            raise ValueError(f"{checkpoint} is a sharded FSDP checkpoint: resume it with --fsdp (the launch that wrote "
+                             "it), or pass --overwrite_output_dir true to start afresh.")
+        if fsdp and not is_fsdp_checkpoint(checkpoint):
+            raise ValueError(f"{checkpoint} was written without FSDP (full weights): resume it without --fsdp, or "
+                             "pass --overwrite_output_dir true to start afresh.")
     return checkpoint
+
+
+def _check_fsdp_layers(model, training_args: Seq2SeqTrainingArguments) -> None:
+    """The layer classes FSDP wraps one by one, from `--fsdp_config` (or the accelerate config), checked against the
+    model before Accelerate's `prepare` would fail on every rank; by default the model's own layers."""
+    plugin_args = training_args.fsdp_plugin_args
+    if requested_fsdp_version(plugin_args) is None:
+        return
+    try:
+        if plugin_args is not None:
+            if plugin_args.get("auto_wrap_policy") == "TRANSFORMER_BASED_WRAP":
+                plugin_args["transformer_cls_names_to_wrap"] = fsdp_layer_classes(
+                    model, plugin_args.get("transformer_cls_names_to_wrap"), "--fsdp_config transformer_layer_cls_to_wrap")
+        elif os.environ.get("FSDP_AUTO_WRAP_POLICY", "NO_WRAP").upper() == "TRANSFORMER_BASED_WRAP":
+            os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = fsdp_layer_classes(
+                model, os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP"), "the accelerate config's "
+                "fsdp_transformer_layer_cls_to_wrap")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 class LlmSrtTrainer(Seq2SeqTrainer):
@@ -350,6 +384,7 @@ def setup(model_args: ModelArguments, data_args: DataArguments, training_args: S
                      "target_modules": [m.strip() for m in model_args.lora_target_modules.split(",") if m.strip()]},
     )
     logger.info(f"stage {data_args.stage}: trainable parameters {counts}")
+    _check_fsdp_layers(model, training_args)
     compute_metrics = None
     if eval_rows is not None and training_args.predict_with_generate:
         compute_metrics = build_compute_metrics(processor, data_args.stage, eval_rows)
