@@ -17,7 +17,16 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
-from transformers import AutoModelForSpeechSeq2Seq, DynamicCache, StoppingCriteriaList, StopStringCriteria
+from transformers import (
+    AutoModelForSpeechSeq2Seq,
+    DynamicCache,
+    LogitsProcessor,
+    LogitsProcessorList,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    StoppingCriteriaList,
+    StopStringCriteria,
+)
 from transformers.pipelines.base import ChunkPipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineIterator
@@ -68,6 +77,40 @@ def _cache_rows(cache: DynamicCache, rows: list[int]) -> DynamicCache:
     copied = copy.deepcopy(cache)
     copied.batch_select_indices(torch.tensor(rows, device=cache.layers[0].keys.device))
     return copied
+
+
+class _WithForcedHistory(LogitsProcessor):
+    """N-gram blocking and the repetition penalty of rows that continue a forced answer prefix: they look at the
+    prefix too, as if it had been generated (the LLM sees only embeddings, so `generate`'s own processors would see
+    only the tokens after it). Independent decoding generates that prefix itself, so both see the same history.
+
+    `histories` are one id list per input row; rows of `generate`'s batch are the input rows repeated (beams).
+    The histories are left-padded with `filler`, an id the model never emits (the audio placeholder, suppressed):
+    an n-gram holding it can never match what follows, so only that id could be banned or penalised."""
+
+    def __init__(self, histories: list[list[int]], filler: int, no_repeat_ngram_size: int,
+                 repetition_penalty: float):
+        width = max(len(h) for h in histories)
+        self.histories = torch.tensor([[filler] * (width - len(h)) + h for h in histories], dtype=torch.long)
+        self.processors = ([RepetitionPenaltyLogitsProcessor(repetition_penalty)] if repetition_penalty != 1.0
+                           else []) + ([NoRepeatNGramLogitsProcessor(no_repeat_ngram_size)]
+                                       if no_repeat_ngram_size > 0 else [])
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        histories = self.histories.to(input_ids.device).repeat_interleave(input_ids.shape[0] // len(self.histories), 0)
+        seen = torch.cat([histories, input_ids], dim=1)
+        for processor in self.processors:  # in generate's order: the penalty, then the n-gram ban
+            scores = processor(seen, scores)
+        return scores
+
+
+def _generation_setting(model, generate_kwargs: dict, name: str):
+    """A generation option as `generate` resolves it: the call's kwarg, else its `generation_config`, else the
+    model's."""
+    if generate_kwargs.get(name) is not None:
+        return generate_kwargs[name]
+    config = generate_kwargs.get("generation_config") or model.generation_config
+    return getattr(config, name, None)
 
 
 @torch.no_grad()
@@ -143,11 +186,16 @@ def generate_many_targets(
             audio_embeds=audio_embeds[torch.tensor(rows, device=device)], **kwargs,
         )
 
+    def prompt_blocks(tgts: list[str]) -> list[list[int]]:
+        # `[audio + prompt]` ids of each row, unpadded: `run` pads them (prompts of different targets differ in
+        # length, e.g. `<|eng|><|deu|>` is a token longer than `<|eng|><|fra|>`).
+        text = processor.prepare_text("srt", [src_lang] * len(tgts), tgts, [None] * len(tgts), [None] * len(tgts))
+        return [[i for i, keep in zip(ids, mask) if keep] for ids, mask in zip(text["input_ids"],
+                                                                            text["attention_mask"])]
+
     def independent(audio_rows: list[int]) -> None:
         rows = [(a, k) for a in audio_rows for k in range(len(targets))]
-        text = processor.prepare_text("srt", [src_lang] * len(rows), [targets[k] for _, k in rows],
-                                      [None] * len(rows), [None] * len(rows))
-        out = run(text["input_ids"], [a for a, _ in rows], **generate_kwargs)
+        out = run(prompt_blocks([targets[k] for _, k in rows]), [a for a, _ in rows], **generate_kwargs)
         for (a, k), ids in zip(rows, out):
             answers[a * len(targets) + k] = until_eos(ids)
 
@@ -157,11 +205,9 @@ def generate_many_targets(
         shared_prefix = processor.shared_prompt_prefix("srt", src_lang, targets)
         cache = prefix_cache(model, shared_prefix, audio_embeds)
         if transcripts is None:
-            text = processor.prepare_text("srt", [src_lang] * num_audio, [targets[0]] * num_audio,
-                                          [None] * num_audio, [None] * num_audio)
             # The transcript ends where the answer's tag pair starts: the target tag after it is known (it is the
             # prompt's), so decoding stops at the source tag and every target's tag is forced with its transcript.
-            first = run(text["input_ids"], list(range(num_audio)), cache, **generate_kwargs,
+            first = run(prompt_blocks([targets[0]] * num_audio), list(range(num_audio)), cache, **generate_kwargs,
                         stopping_criteria=stop_after_text(processor.tokenizer, processor.tag(src_lang)))
             transcripts = processor.transcripts_before_source_tag(first, src_lang)
         shared = [a for a, t in enumerate(transcripts) if t is not None]
@@ -171,7 +217,15 @@ def generate_many_targets(
             independent([a for a, t in enumerate(transcripts) if t is None])
         if shared:
             blocks, prefixes = processor.forced_answer_inputs(src_lang, targets, [transcripts[a] for a in shared])
-            out = run(blocks, [a for a in shared for _ in targets], cache, **generate_kwargs)
+            step_kwargs = dict(generate_kwargs)
+            ngram = _generation_setting(model, generate_kwargs, "no_repeat_ngram_size") or 0
+            penalty = _generation_setting(model, generate_kwargs, "repetition_penalty") or 1.0
+            if ngram > 0 or penalty != 1.0:
+                # The forced transcript and tag pair count as generated, as in independent decoding.
+                step_kwargs.update(no_repeat_ngram_size=0, repetition_penalty=1.0, logits_processor=LogitsProcessorList(
+                    [_WithForcedHistory(prefixes, model.config.audio_token_id, ngram, penalty)]
+                    + list(generate_kwargs.get("logits_processor") or [])))
+            out = run(blocks, [a for a in shared for _ in targets], cache, **step_kwargs)
             slots = [a * len(targets) + k for a in shared for k in range(len(targets))]
             for slot, prefix, ids in zip(slots, prefixes, out):
                 answers[slot] = prefix + until_eos(ids)

@@ -327,3 +327,100 @@ def test_stop_criteria_are_built_once_per_tokenizer_and_text(tiny):
     first = stop_after_text(processor.tokenizer, "<|eng|>")
     assert stop_after_text(processor.tokenizer, "<|eng|>")[0] is first[0]
     assert stop_after_text(processor.tokenizer, "<|deu|>")[0] is not first[0]
+
+
+# ------------------------------------------------------------------------------ against independent decoding
+class ForcesAnswers(LogitsProcessor):
+    """Stands in for a trained model: in `generate` call `c` (counted as in `TranscribesFirst`), row `r` of the
+    batch (beams: row `r // num_beams`) is forced to `plan[c][r]` token by token, then decodes freely; a call the
+    plan does not cover decodes freely."""
+
+    def __init__(self, plan: list[list[list[int]] | None], num_beams: int = 1):
+        self.plan, self.num_beams, self.calls = plan, num_beams, 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1]
+        if step == 0:
+            self.calls += 1
+        rows = self.plan[self.calls - 1] if self.calls <= len(self.plan) else None
+        if rows is None:
+            return scores
+        scores = scores.clone()
+        for row in range(scores.shape[0]):
+            answer = rows[row // self.num_beams]
+            if step < len(answer):
+                scores[row] = float("-inf")
+                scores[row, answer[step]] = 0.0
+        return scores
+
+
+def answer_start(processor, src: str, tgt: str, transcript: str) -> list[int]:
+    """`transcript<|src|><|tgt|>` as the ids a model writes after the prompt (the joint training encoding)."""
+    prompt = processor.tokenizer.encode(processor.build_prompt("srt", src, tgt))
+    joint = processor.tokenizer.encode(processor.build_prompt("srt", src, tgt) + transcript + processor.tag(src)
+                                       + processor.tag(tgt))
+    assert joint[: len(prompt)] == prompt
+    return joint[len(prompt):]
+
+
+@pytest.mark.parametrize("history", [{"no_repeat_ngram_size": 5}, {"repetition_penalty": 1.5},
+                                     {"no_repeat_ngram_size": 3, "num_beams": 3},
+                                     {"no_repeat_ngram_size": 4, "repetition_penalty": 1.2, "num_beams": 4}])
+def test_shared_transcript_equals_independent_decoding_with_history_dependent_options(tiny, history):
+    """When the model writes a well-formed answer, the shared-transcript rows are the independent decode's, greedy
+    and with beams: the n-gram blocking (the model's default `no_repeat_ngram_size=5`) and the repetition penalty
+    of the translation step count the forced transcript and tag pair as generated, as independent decoding does.
+    Independent decoding spends `max_new_tokens` on the whole answer, the translation step on the translation: the
+    independent budget is the translation's plus the forced prefix (beam search is not prefix-consistent)."""
+    model, processor = tiny
+    targets = ["deu", "jpn"]
+    kwargs = {**GREEDY, **history}
+    beams, budget = kwargs["num_beams"], kwargs.pop("max_new_tokens")
+    for seed, transcript in [(1, "Hello world."), (2, "I see three cats")]:
+        features = processor.extract_features([synthetic_speech(1.0, seed=seed)], 16000)
+        starts = [answer_start(processor, "eng", t, transcript) for t in targets]
+        assert len({len(start) for start in starts}) == 1  # one budget fits both rows
+        by_row = ForcesAnswers([starts], beams)
+        independent = generate_many_targets(model, processor, "eng", targets, input_features=features,
+                                            shared_transcript=False, logits_processor=LogitsProcessorList([by_row]),
+                                            max_new_tokens=budget + len(starts[0]), **kwargs)
+        first = ForcesAnswers([starts[:1]], beams)
+        shared = generate_many_targets(model, processor, "eng", targets, input_features=features,
+                                       logits_processor=LogitsProcessorList([first]), max_new_tokens=budget, **kwargs)
+        assert (by_row.calls, first.calls) == (1, 2)
+        for row, tgt in enumerate(targets):
+            assert strip_pad(shared[row], processor) == strip_pad(independent[row], processor), (transcript, tgt)
+
+
+class RecordsScores(LogitsProcessor):
+    """Keeps the scores `generate` gives every row at every step (unchanged)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.steps.append(scores.clone())
+        return scores
+
+
+@pytest.mark.parametrize("shared_transcript", [False, True])
+def test_prompts_of_different_lengths_are_not_fed_their_padding(tiny, shared_transcript):
+    """`<|eng|><|deu|>` is one token longer than `<|eng|><|fra|>`: the shorter prompt is padded, and its padding
+    is masked, in independent decoding and in the fallback of the shared mode (a model that writes no tag pair):
+    the scores are those of `generate` on the processor's batch."""
+    model, processor = tiny
+    targets = ["deu", "fra"]
+    text = processor.prepare_text("srt", ["eng"] * 2, targets, [None] * 2, [None] * 2)
+    assert 0 in text["attention_mask"][1]  # the test can fail: one prompt is padded
+    features = processor.extract_features([synthetic_speech(1.0, seed=16)], 16000)
+    expected = RecordsScores()
+    model.generate(input_ids=torch.tensor(text["input_ids"]), attention_mask=torch.tensor(text["attention_mask"]),
+                   input_features=features.repeat(2, 1, 1), logits_processor=LogitsProcessorList([expected]),
+                   **GREEDY)
+    got = RecordsScores()
+    generate_many_targets(model, processor, "eng", targets, input_features=features,
+                          shared_transcript=shared_transcript, logits_processor=LogitsProcessorList([got]), **GREEDY)
+    steps = got.steps[-len(expected.steps):]  # the shared mode's first (transcript) decode comes before
+    assert len(steps) == len(expected.steps)
+    for step, (a, b) in enumerate(zip(steps, expected.steps)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"step {step}")
