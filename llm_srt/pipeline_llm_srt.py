@@ -145,12 +145,18 @@ def generate_many_targets(
     `generate_kwargs` apply to every decode (e.g. `num_beams`, `max_new_tokens`: the translation step gets the
     full `max_new_tokens` too).
     """
-    if generate_kwargs.get("return_dict_in_generate") or generate_kwargs.get("num_return_sequences", 1) != 1:
+    # As `generate` resolves them (a `generation_config` given or the model's too), not only the kwargs.
+    if (_generation_setting(model, generate_kwargs, "return_dict_in_generate")
+            or (_generation_setting(model, generate_kwargs, "num_return_sequences") or 1) != 1):
         raise ValueError("generate_many_targets returns one answer per row: return_dict_in_generate and "
                          "num_return_sequences are not supported.")
-    for name in ("cache", "past_key_values") + (("stopping_criteria", "stop_strings") if shared_transcript else ()):
+    for name in ("cache", "past_key_values"):
         if generate_kwargs.get(name) is not None:
             raise ValueError(f"generate_many_targets sets {name} itself; do not pass it.")
+    for name in ("stopping_criteria", "stop_strings") if shared_transcript else ():
+        if generate_kwargs.get(name):
+            raise ValueError(f"generate_many_targets sets {name} itself to end the transcript decode; do not pass "
+                             "it, or pass shared_transcript=False to decode every target whole with it.")
     targets = [tgt_langs] if isinstance(tgt_langs, str) else list(tgt_langs)
     if not targets:
         raise ValueError("tgt_langs is empty: pass at least one target language.")
@@ -163,6 +169,15 @@ def generate_many_targets(
         transcripts = [transcripts] if isinstance(transcripts, str) else list(transcripts)
         if len(transcripts) != num_audio:
             raise ValueError(f"Got {len(transcripts)} transcripts for {num_audio} audio rows.")
+        if not shared_transcript:
+            raise ValueError("transcripts are only used with shared_transcript=True (the translations decoded after "
+                             "them); shared_transcript=False decodes every answer whole.")
+        tag = processor.tag(src_lang)
+        for index, transcript in enumerate(transcripts):
+            if transcript is not None and tag in transcript:
+                # The answer would be split at it: post_process would give a wrong transcript and translation.
+                raise ValueError(f"transcripts[{index}] holds the source tag {tag}, which ends a transcript in the "
+                                 f"answer: {transcript!r}.")
     eos, pad = processor.eos_token_id, processor.pad_token_id
     answers: list[list[int] | None] = [None] * (num_audio * len(targets))
 
@@ -550,6 +565,8 @@ class SpeechTranslationPipeline(ChunkPipeline):
             targets = list(dict.fromkeys(normalize_language(t) for t in targets))
             single_target = isinstance(tgt_lang, str)
         generate_kwargs = dict(params.pop("generate_kwargs", None) or {})
+        if not isinstance(generate_kwargs.get("shared_transcript", True), bool):
+            raise ValueError(f"shared_transcript must be True or False, got {generate_kwargs['shared_transcript']!r}.")
         if generate_kwargs.get("streamer") is not None:
             if len(targets) > 1 or generate_kwargs.get("num_beams", self.model.generation_config.num_beams) != 1:
                 raise ValueError(

@@ -424,3 +424,24 @@ def test_prompts_of_different_lengths_are_not_fed_their_padding(tiny, shared_tra
     assert len(steps) == len(expected.steps)
     for step, (a, b) in enumerate(zip(steps, expected.steps)):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"step {step}")
+
+
+def test_more_bad_arguments_are_named(tiny):
+    """Options that would be dropped or fail deep inside `generate` are refused up front, naming the argument."""
+    from transformers import GenerationConfig
+
+    model, processor = tiny
+    features = processor.extract_features([synthetic_speech(1.0, seed=17)], 16000)
+    for config in (GenerationConfig(num_beams=2, num_return_sequences=2, max_new_tokens=3),
+                   GenerationConfig(num_beams=1, return_dict_in_generate=True, max_new_tokens=3)):
+        with pytest.raises(ValueError, match="num_return_sequences"):
+            generate_many_targets(model, processor, "eng", TARGETS, input_features=features, generation_config=config)
+    with pytest.raises(ValueError, match="transcripts are only used with shared_transcript=True"):
+        generate_many_targets(model, processor, "eng", TARGETS, input_features=features, transcripts=["Hi."],
+                              shared_transcript=False, **GREEDY)
+    with pytest.raises(ValueError, match=r"transcripts\[1\] holds the source tag <\|eng\|>"):
+        generate_many_targets(model, processor, "eng", TARGETS, input_features=features.repeat(2, 1, 1),
+                              transcripts=["Hi.", "Hi<|eng|><|deu|>Hallo"], **GREEDY)
+    with pytest.raises(ValueError, match="shared_transcript=False"):
+        generate_many_targets(model, processor, "eng", TARGETS, input_features=features, stop_strings=["."],
+                              **GREEDY)

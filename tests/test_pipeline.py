@@ -443,3 +443,10 @@ def test_detector_saved_with_the_model_loads_as_remote_code(tokenizer, whisper_f
     assert run.returncode == 0, run.stderr
     (row,) = [json.loads(line) for line in run.stdout.splitlines()]
     assert row["src_lang"] == "deu" and row["tgt_lang"] == "fra" and row["language_probability"] > 0.9
+
+
+def test_shared_transcript_must_be_a_bool(pipe, speech):
+    """`shared_transcript="no"` is refused rather than read as true (the transcript shared)."""
+    with pytest.raises(ValueError, match="shared_transcript must be True or False"):
+        pipe(speech, sampling_rate=SR, src_lang="eng", tgt_lang=["deu", "fra"], generate_kwargs=GEN,
+             shared_transcript="no")
