@@ -140,7 +140,9 @@ def generate_many_targets(
       cache of the audio and the prompt start every target shares (`processor.shared_prompt_prefix`) is computed
       once for both steps. An audio whose first decode ends without the source tag (a malformed answer) falls back to
       independent decoding, so nothing is lost. `transcripts` (one per audio, e.g. known or from an ASR pass) skips
-      the first decode.
+      the first decode. The translation step's `no_repeat_ngram_size` and `repetition_penalty` count the forced
+      `transcript<|src|><|tgt_k|>` as generated, as independent decoding does: for a well-formed answer the rows
+      equal independent decoding's (greedy, and beams with the same translation budget).
 
     `generate_kwargs` apply to every decode (e.g. `num_beams`, `max_new_tokens`: the translation step gets the
     full `max_new_tokens` too).
