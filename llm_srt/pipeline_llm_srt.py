@@ -592,8 +592,8 @@ class SpeechTranslationPipeline(ChunkPipeline):
                 "batch_size=1, one target and audio of one window."
             )
         generate_kwargs = dict(generate_kwargs or {})
-        # Several SRT targets share the transcript by default: 4 targets cost 1.23x one instead of 1.77x (14: 1.48x
-        # instead of 2.42x; beam 5: 1.06x / 2.00x instead of 1.43x / 3.77x) with the same demo BLEU (benchmarks/).
+        # Several SRT targets share the transcript by default: 4 targets cost 1.23x one instead of 1.78x (14: 1.45x
+        # instead of 2.28x; beam 5: 1.11x / 2.02x instead of 1.57x / 3.97x) with the same demo BLEU (benchmarks/).
         if generate_kwargs.pop("shared_transcript", True) and task == "srt" and len(targets) > 1:
             return self._decode_shared_transcript(audio_embeds, src_langs, targets, generate_kwargs)
         text = processor.prepare_text(task, row_src, row_tgt, [None] * len(rows), [None] * len(rows))
