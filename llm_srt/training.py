@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -375,7 +376,8 @@ def plan_output_dir(output_dir: str, overwrite: bool = False, inputs: Sequence[s
 
     - an output folder that is one of `inputs` (the starting model) is refused, whatever `overwrite` says;
     - a folder holding a finished model (`config.json`, weights) is refused unless `overwrite`;
-    - otherwise the newest complete checkpoint is resumed from (`overwrite` starts afresh instead);
+    - otherwise the newest complete checkpoint is resumed from (`overwrite` starts afresh instead, and removes the
+      replaced run's `checkpoint-*` folders);
     - a folder with other files and no checkpoint to resume from is refused unless `overwrite`.
 
     Raises:
@@ -401,6 +403,13 @@ def plan_output_dir(output_dir: str, overwrite: bool = False, inputs: Sequence[s
     if overwrite:
         if entries:
             logger.warning(f"--overwrite_output_dir: training from scratch into {output_dir}; files there are replaced.")
+        # The replaced run's checkpoints go too: kept, a kill of the new run before it passes their step would
+        # resume the old run from them. (Every process may get here: a folder another removed first is skipped.)
+        stale = [name for name in entries if _CHECKPOINT.match(name) and os.path.isdir(os.path.join(output_dir, name))]
+        if stale:
+            logger.warning(f"--overwrite_output_dir: removing the replaced run's checkpoints {', '.join(stale)}.")
+            for name in stale:
+                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
         return None
     checkpoint = last_complete_checkpoint(output_dir)
     if checkpoint:

@@ -179,6 +179,28 @@ def test_last_complete_checkpoint_reads_the_files_written_last(tmp_path, caplog)
     assert last_complete_checkpoint(str(tmp_path / "missing")) is None
 
 
+def test_overwriting_drops_the_replaced_runs_checkpoints(tmp_path, caplog):
+    """`--overwrite_output_dir` starts afresh: the old run's checkpoints go too. Kept, a kill of the new run before
+    it passes the old step count would resume the old run (its checkpoint-10 is newer than the new checkpoint-2)."""
+    from llm_srt.training import last_complete_checkpoint, plan_output_dir
+
+    for step in (4, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"x")
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text('{"global_step": %d}' % step)
+    (tmp_path / "notes.txt").write_text("mine")
+    assert plan_output_dir(str(tmp_path)) == str(tmp_path / "checkpoint-10")  # without the flag: resumed, kept
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-4", "notes.txt"]
+    with caplog.at_level(logging.WARNING):
+        assert plan_output_dir(str(tmp_path), overwrite=True) is None
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # only the checkpoints of the replaced run are removed
+    assert "checkpoint-10" in caplog.text and "checkpoint-4" in caplog.text
+    (tmp_path / "checkpoint-2").mkdir()  # the new run, killed after its second step
+    (tmp_path / "checkpoint-2" / "model.safetensors").write_bytes(b"x")
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+
+
 # ------------------------------------------------------------------------------------------------- evaluate.py
 def eval_args(model, test_file, out, *extra):
     return ["--model", model, "--test_file", test_file, "--output_dir", out, "--task", "smt", "--batch_size", "4",
