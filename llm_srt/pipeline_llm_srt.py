@@ -203,16 +203,11 @@ def generate_many_targets(
             audio_embeds=audio_embeds[torch.tensor(rows, device=device)], **kwargs,
         )
 
-    def prompt_blocks(tgts: list[str]) -> list[list[int]]:
-        # `[audio + prompt]` ids of each row, unpadded: `run` pads them (prompts of different targets differ in
-        # length, e.g. `<|eng|><|deu|>` is a token longer than `<|eng|><|fra|>`).
-        text = processor.prepare_text("srt", [src_lang] * len(tgts), tgts, [None] * len(tgts), [None] * len(tgts))
-        return [[i for i, keep in zip(ids, mask) if keep] for ids, mask in zip(text["input_ids"],
-                                                                            text["attention_mask"])]
-
     def independent(audio_rows: list[int]) -> None:
         rows = [(a, k) for a in audio_rows for k in range(len(targets))]
-        out = run(prompt_blocks([targets[k] for _, k in rows]), [a for a, _ in rows], **generate_kwargs)
+        # Unpadded prompts, padded once by `run` (prompts of different targets differ in length).
+        out = run(processor.prompt_blocks("srt", src_lang, [targets[k] for _, k in rows]), [a for a, _ in rows],
+                  **generate_kwargs)
         for (a, k), ids in zip(rows, out):
             answers[a * len(targets) + k] = until_eos(ids)
 
@@ -224,7 +219,8 @@ def generate_many_targets(
         if transcripts is None:
             # The transcript ends where the answer's tag pair starts: the target tag after it is known (it is the
             # prompt's), so decoding stops at the source tag and every target's tag is forced with its transcript.
-            first = run(prompt_blocks([targets[0]] * num_audio), list(range(num_audio)), cache, **generate_kwargs,
+            first = run(processor.prompt_blocks("srt", src_lang, [targets[0]] * num_audio), list(range(num_audio)),
+                        cache, **generate_kwargs,
                         stopping_criteria=stop_after_text(processor.tokenizer, processor.tag(src_lang)))
             transcripts = processor.transcripts_before_source_tag(first, src_lang)
         shared = [a for a, t in enumerate(transcripts) if t is not None]

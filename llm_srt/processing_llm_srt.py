@@ -330,6 +330,12 @@ class LlmSrtProcessor(ProcessorMixin):
             shared = shared[:length]
         return [self.audio_token_id] * self.num_audio_tokens + shared
 
+    def prompt_blocks(self, task: str, src_lang: str, tgt_langs: Sequence[str | None]) -> list[list[int]]:
+        """Unpadded `[audio slots] + encode(prompt)` ids of inference rows, one per target (what `prepare_text`
+        left-pads into a batch), for callers that pad them themselves (`pad_prompt_blocks`)."""
+        slots = [self.audio_token_id] * self.num_audio_tokens
+        return [slots + self.tokenizer.encode(self.build_prompt(task, src_lang, tgt)) for tgt in tgt_langs]
+
     def forced_answer_inputs(
         self, src_lang: str, tgt_langs: Sequence[str], transcripts: Sequence[str]
     ) -> tuple[list[list[int]], list[list[int]]]:

@@ -445,3 +445,15 @@ def test_more_bad_arguments_are_named(tiny):
     with pytest.raises(ValueError, match="shared_transcript=False"):
         generate_many_targets(model, processor, "eng", TARGETS, input_features=features, stop_strings=["."],
                               **GREEDY)
+
+
+def test_prompt_blocks_are_the_processors_prompts_unpadded(tiny):
+    """`processor.prompt_blocks` gives the rows `prepare_text` batches, without their left padding (targets whose
+    prompts differ in length)."""
+    _, processor = tiny
+    targets = ["deu", "fra", "zho", "eng"]
+    text = processor.prepare_text("srt", ["eng"] * 4, targets, [None] * 4, [None] * 4)
+    blocks = processor.prompt_blocks("srt", "eng", targets)
+    assert len({len(b) for b in blocks}) > 1
+    for block, ids, mask in zip(blocks, text["input_ids"], text["attention_mask"]):
+        assert block == [i for i, keep in zip(ids, mask) if keep]
