@@ -594,6 +594,9 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin, Lan
         `no_repeat_ngram_size` looks at generated tokens alone: the SRT answer repeats the prompt's tag pair, which
         must not count as history. Positions are derived from the attention mask, skipping left padding. The audio
         placeholder id (`config.audio_token_id`) is suppressed, and generated ids are always ordinary tokens.
+
+        `cache=` may hold the KV of the inputs' first positions, computed once for prompts that share them (e.g.
+        `pipeline_llm_srt.prefix_cache`): only the positions after it are prefilled, and it is repeated per beam.
         """
         _check_generate_kwargs(kwargs, self.generation_config)
         if labels is not None:
