@@ -125,6 +125,14 @@ def projector_intermediate_size_for(llm_dim: int) -> int:
     return 2560
 
 
+def generation_setting(generate_kwargs: dict, generation_config, name: str):
+    """A decoding option as `generate` resolves it: the call's keyword, else the `generation_config` the call
+    passes, else `generation_config` (the model's)."""
+    if generate_kwargs.get(name) is not None:
+        return generate_kwargs[name]
+    return getattr(generate_kwargs.get("generation_config") or generation_config, name, None)
+
+
 def check_model_location(path: str | os.PathLike) -> None:
     """Refuse a local model path that does not exist with `model folder not found: <path>`.
 
@@ -262,4 +270,5 @@ class LlmSrtConfig(PreTrainedConfig):
 
 LlmSrtConfig.register_for_auto_class()
 
-__all__ = ["LlmSrtConfig", "check_model_location", "LANGUAGES", "normalize_language", "language_tag"]
+__all__ = ["LlmSrtConfig", "check_model_location", "generation_setting", "LANGUAGES", "normalize_language",
+           "language_tag"]

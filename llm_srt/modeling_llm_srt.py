@@ -28,7 +28,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from transformers.utils import cached_file, logging
 
-from .configuration_llm_srt import DEFAULT_LORA_CONFIG, LlmSrtConfig, check_model_location
+from .configuration_llm_srt import DEFAULT_LORA_CONFIG, LlmSrtConfig, check_model_location, generation_setting
 from .language_detection_llm_srt import LanguageDetectionMixin, LlmSrtLanguageDetector
 from .pipeline_llm_srt import TASK_NAME, SpeechTranslationPipeline  # imported so saves carry the pipeline code
 
@@ -106,10 +106,9 @@ def _check_generate_kwargs(kwargs: dict, generation_config: GenerationConfig) ->
     Raises:
         ValueError: naming the setting and its value.
     """
-    config = kwargs.get("generation_config") or generation_config
 
     def value(name):
-        return kwargs[name] if name in kwargs else getattr(config, name, None)
+        return generation_setting(kwargs, generation_config, name)
 
     def is_int(number) -> bool:
         return isinstance(number, (int, np.integer)) and not isinstance(number, (bool, np.bool_))
@@ -648,9 +647,8 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin, Lan
         cache_rows = cache.layers[0].keys.shape[0]
         if cache_rows != rows:
             raise ValueError(f"The cache has {cache_rows} rows, the input {rows}.")
-        config = kwargs.get("generation_config") or self.generation_config
-        expand = max(kwargs.get("num_beams") or config.num_beams or 1,
-                     kwargs.get("num_return_sequences") or config.num_return_sequences or 1)
+        expand = max(generation_setting(kwargs, self.generation_config, "num_beams") or 1,
+                     generation_setting(kwargs, self.generation_config, "num_return_sequences") or 1)
         if expand > 1:
             cache.batch_repeat_interleave(expand)
 

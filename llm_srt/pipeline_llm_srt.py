@@ -33,7 +33,7 @@ from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
 
 from .audio_llm_srt import describe_input, is_silent, load_audio, split_on_silence
-from .configuration_llm_srt import LANGUAGES, normalize_language
+from .configuration_llm_srt import LANGUAGES, generation_setting, normalize_language
 from .language_detection_llm_srt import whisper_language_name
 from .processing_llm_srt import normalize_task
 
@@ -104,15 +104,6 @@ class _WithForcedHistory(LogitsProcessor):
         return scores
 
 
-def _generation_setting(model, generate_kwargs: dict, name: str):
-    """A generation option as `generate` resolves it: the call's kwarg, else its `generation_config`, else the
-    model's."""
-    if generate_kwargs.get(name) is not None:
-        return generate_kwargs[name]
-    config = generate_kwargs.get("generation_config") or model.generation_config
-    return getattr(config, name, None)
-
-
 @torch.no_grad()
 def generate_many_targets(
     model,
@@ -148,8 +139,8 @@ def generate_many_targets(
     full `max_new_tokens` too).
     """
     # As `generate` resolves them (a `generation_config` given or the model's too), not only the kwargs.
-    if (_generation_setting(model, generate_kwargs, "return_dict_in_generate")
-            or (_generation_setting(model, generate_kwargs, "num_return_sequences") or 1) != 1):
+    if (generation_setting(generate_kwargs, model.generation_config, "return_dict_in_generate")
+            or (generation_setting(generate_kwargs, model.generation_config, "num_return_sequences") or 1) != 1):
         raise ValueError("generate_many_targets returns one answer per row: return_dict_in_generate and "
                          "num_return_sequences are not supported.")
     for name in ("cache", "past_key_values"):
@@ -231,8 +222,8 @@ def generate_many_targets(
         if shared:
             blocks, prefixes = processor.forced_answer_inputs(src_lang, targets, [transcripts[a] for a in shared])
             step_kwargs = dict(generate_kwargs)
-            ngram = _generation_setting(model, generate_kwargs, "no_repeat_ngram_size") or 0
-            penalty = _generation_setting(model, generate_kwargs, "repetition_penalty") or 1.0
+            ngram = generation_setting(generate_kwargs, model.generation_config, "no_repeat_ngram_size") or 0
+            penalty = generation_setting(generate_kwargs, model.generation_config, "repetition_penalty") or 1.0
             if ngram > 0 or penalty != 1.0:
                 # The forced transcript and tag pair count as generated, as in independent decoding.
                 step_kwargs.update(no_repeat_ngram_size=0, repetition_penalty=1.0, logits_processor=LogitsProcessorList(

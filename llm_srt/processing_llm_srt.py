@@ -320,8 +320,8 @@ class LlmSrtProcessor(ProcessorMixin):
         """The ids every `[audio + prompt]` block of these targets starts with: the audio slots and the prompt's
         first BPE chunks (`<|eng|><|` for SRT), whose KV cache can be computed once for all targets. The last
         chunk of a prompt is left out: the text after the prompt may merge into it."""
-        targets = list(tgt_langs) or [None]
-        prompts = [self.tokenizer.encode(self.build_prompt(task, src_lang, tgt)) for tgt in targets]
+        blocks = self.prompt_blocks(task, src_lang, list(tgt_langs) or [None])
+        prompts = [block[self.num_audio_tokens:] for block in blocks]
         shared = prompts[0][:-1]
         for prompt in prompts[1:]:
             length = 0

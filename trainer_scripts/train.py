@@ -172,11 +172,11 @@ def parse_args(argv: list[str] | None = None):
             os.environ.get("WORLD_SIZE", "1")) < 2:
         parser.error("--fsdp shards the model over processes: launch with `torchrun --nproc_per_node N` "
                      "(or `accelerate launch`), N >= 2.")
-    if requested_fsdp_version(training_args.fsdp_plugin_args) == 1 and not _has_accelerator():
+    fsdp_version = requested_fsdp_version(training_args.fsdp_plugin_args)
+    if fsdp_version == 1 and not _has_accelerator():
         parser.error("FSDP on CPU runs FSDP2 only (Accelerate's FSDP1 needs an accelerator): set \"version\": 2 in "
                      "--fsdp_config, or fsdp_version: 2 in the accelerate config.")
-    if requested_fsdp_version(training_args.fsdp_plugin_args) and fsdp_offload_requested(
-            training_args.fsdp_plugin_args) and not _has_accelerator():
+    if fsdp_version and fsdp_offload_requested(training_args.fsdp_plugin_args) and not _has_accelerator():
         parser.error("--fsdp offload moves parameters off an accelerator into CPU memory; on CPU they are there "
                      "already: drop offload (or the accelerate config's fsdp_offload_params).")
     if data_args.stage is None or data_args.train_file is None:
