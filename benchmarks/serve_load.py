@@ -31,7 +31,8 @@ from transformers import HfArgumentParser
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, ROOT)
 
-from llm_srt.serve import ServerThread, create_app  # noqa: E402
+from llm_srt.serving import create_app  # noqa: E402
+from llm_srt.testing import ServerThread  # noqa: E402
 from llm_srt.testing import save_tiny_model, synthetic_speech  # noqa: E402
 
 

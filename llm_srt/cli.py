@@ -13,6 +13,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+from transformers.utils import logging
+
 from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS
 from .safe_io import (
     OutputExistsError,
@@ -27,6 +29,7 @@ from .safe_io import (
 
 
 PROG = "llm-srt"
+logger = logging.get_logger(__name__)
 
 
 class WorkError(RuntimeError):
@@ -60,9 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--output", default="-", help="JSON-lines output file (default: stdout)")
     translate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     commands.add_parser("languages", help="list the supported languages")
-    from . import serve  # `llm-srt serve`; FastAPI is imported only when it runs
-
-    serve.add_parser(commands)
+    add_serve_parser(commands)  # FastAPI is imported only when it runs
     return parser
 
 
@@ -295,14 +296,65 @@ def translate(args: argparse.Namespace) -> int:
 COMMANDS = {"translate": translate, "languages": lambda args: list_languages() or 0}
 
 
-def serve(args: argparse.Namespace) -> int:
-    """`llm-srt serve MODEL`: the OpenAI-compatible server (llm_srt/serve.py)."""
-    from .serve import run_cli
+# ------------------------------------------------------------------------------------------------------- serve
+def add_serve_parser(commands) -> argparse.ArgumentParser:
+    """Add the `serve` subcommand to the `llm-srt` command's subparsers."""
+    from .safe_io import non_negative_float, number_type
+    from .serving.protocol import DEFAULT_MAX_AUDIO_SECONDS, DEFAULT_MAX_FILE_MB
 
-    return run_cli(args)
+    port = number_type(int, 0, 65535, what="a port number")
+
+    parser = commands.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/audio/transcriptions, "
+                                 "/v1/audio/translations) with request batching")
+    parser.add_argument("model", help="model folder or Hub id")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    parser.add_argument("--port", type=port, default=8000)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--served-model-name", default=None,
+                        help="the name clients pass as `model` (default: the model folder's name)")
+    parser.add_argument("--max-batch-size", type=positive_int, default=16,
+                        help="most rows (audio window x target) decoded in one generate call")
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=10.0,
+                        help="how long a request waits for others to join its batch")
+    parser.add_argument("--max-file-mb", type=positive_float, default=DEFAULT_MAX_FILE_MB,
+                        help="largest accepted upload in MB")
+    parser.add_argument("--max-audio-seconds", type=positive_float, default=DEFAULT_MAX_AUDIO_SECONDS,
+                        help="longest accepted audio, read from the file's header before decoding (default 7200)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=None,
+                        help="tokens generated per window (default: the model's, 400)")
+    parser.add_argument("--num-beams", type=positive_int, default=1,
+                        help="beam size (default 1: greedy, which makes batched answers equal single ones)")
+    return parser
 
 
-COMMANDS["serve"] = serve
+def run_server(args: argparse.Namespace) -> int:
+    """Run `llm-srt serve` until interrupted. Errors are raised with one-line messages for the CLI to print."""
+    try:
+        import uvicorn
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401 - form uploads
+    except ImportError as error:
+        raise RuntimeError(f"llm-srt serve needs FastAPI, uvicorn and python-multipart ({error}): "
+                           "pip install 'llm-srt[serve]'") from None
+    try:
+        from .serving import create_app
+
+        app = create_app(
+            args.model, served_model_name=args.served_model_name, max_batch_size=args.max_batch_size,
+            max_wait_ms=args.max_wait_ms, max_file_mb=args.max_file_mb, max_new_tokens=args.max_new_tokens,
+            num_beams=args.num_beams, max_audio_seconds=args.max_audio_seconds, device=args.device, dtype=args.dtype,
+        )
+    except Exception as error:  # noqa: BLE001 - whatever the loader raises, name the model and stop
+        where = "" if os.path.isdir(args.model) else " (no such local folder; tried it as a Hub id)"
+        message = " ".join(str(error).split()) or type(error).__name__
+        raise RuntimeError(f"could not load the model {args.model}{where}: {message}") from None
+    logger.warning(f"Serving {app.state.server.settings.served_model_name!r} on http://{args.host}:{args.port}/v1")
+    uvicorn.run(app, host=args.host, port=args.port)
+    return 0
+
+
+COMMANDS["serve"] = run_server
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,8 @@ import torch
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 
-from llm_srt.serve import ServerThread, create_app  # noqa: E402
+from llm_srt.serving import create_app  # noqa: E402
+from llm_srt.testing import ServerThread  # noqa: E402
 from llm_srt.testing import synthetic_speech  # noqa: E402
 
 
@@ -374,7 +375,7 @@ def test_language_omitted_is_detected_where_the_model_can(server, client, monkey
 # ------------------------------------------------------------------------------------- found in QA (round 2)
 def test_audio_longer_than_the_limit_is_refused_from_its_header(server, client, monkeypatch):
     # 180 kB of FLAC silence decoded to an hour of samples; a 25 MB one to days of them (gigabytes per request).
-    import llm_srt.serve as serve_module
+    import llm_srt.serving.app as serve_module
 
     decoded = []
     monkeypatch.setattr(server.state.settings, "max_audio_seconds", 10.0)

@@ -1,0 +1,387 @@
+"""The OpenAI-compatible app: request handling (`SpeechServer`) and the FastAPI routes (`create_app`)."""
+
+import asyncio
+import contextlib
+import io
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.utils import logging
+
+from ..audio_llm_srt import AudioInputError, describe_input, is_silent, load_audio, split_on_silence
+from ..configuration_llm_srt import LANGUAGES, normalize_language, supported_languages_text
+from ..pipeline_llm_srt import UNSPACED_LANGUAGES
+from .batcher import Batcher, Row
+from .protocol import (
+    DEFAULT_MAX_AUDIO_SECONDS,
+    DEFAULT_MAX_FILE_MB,
+    RESPONSE_FORMATS,
+    ServeError,
+    Transcript,
+    compression_ratio,
+    error_body,
+    shown,
+    sse,
+    to_srt,
+    to_vtt,
+)
+
+
+logger = logging.get_logger(__name__)
+
+_FORM_SLACK_BYTES = 1 << 20  # room for the other form fields and multipart framing in the Content-Length check
+
+
+@dataclass
+class ServeSettings:
+    """Server options (the `llm-srt serve` flags)."""
+
+    served_model_name: str = "llm-srt"
+    max_batch_size: int = 16
+    max_wait_ms: float = 10.0
+    max_file_mb: float = DEFAULT_MAX_FILE_MB
+    max_new_tokens: int | None = None
+    num_beams: int = 1
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
+
+
+class SpeechServer:
+    """The model, its processor, the batcher and the request logic behind the HTTP routes."""
+
+    PASS_LANGUAGE = f"Pass `language`, the language spoken in the audio (one of: {', '.join(LANGUAGES)})."
+
+    def __init__(self, model, processor, settings: ServeSettings):
+        self.model, self.processor, self.settings = model, processor, settings
+        self.batcher = Batcher(model, processor, settings.max_batch_size, settings.max_wait_ms)
+        self.sampling_rate = processor.feature_extractor.sampling_rate
+        self.window_seconds = float(processor.feature_extractor.chunk_length)
+        self.created = int(time.time())
+
+    # ----------------------------------------------------------------------------------------------- parsing
+    def generation_settings(self, temperature: str | None) -> dict:
+        """Greedy (or beam) decoding by default; `temperature` > 0 samples, in batches of its own."""
+        settings: dict[str, Any] = {"do_sample": False, "num_beams": self.settings.num_beams}
+        if self.settings.max_new_tokens is not None:
+            settings["max_new_tokens"] = self.settings.max_new_tokens
+        if temperature not in (None, ""):
+            try:
+                value = float(temperature)
+            except ValueError:
+                raise ServeError(400, f"temperature must be a number, got {shown(temperature)}.", "temperature",
+                                 "invalid_value") from None
+            if not 0 <= value <= 2:
+                raise ServeError(400, f"temperature must be between 0 and 2, got {value}.", "temperature",
+                                 "invalid_value")
+            if value > 0:
+                settings.update(do_sample=True, temperature=value, num_beams=1)
+        return settings
+
+    def check_model(self, name: str | None) -> None:
+        if name not in (None, "", self.settings.served_model_name):
+            raise ServeError(
+                404, f"The model {shown(name)} does not exist; this server serves {self.settings.served_model_name!r}.",
+                "model", "model_not_found",
+            )
+
+    @staticmethod
+    def language(value: str, param: str) -> str:
+        try:
+            return normalize_language(value)
+        except ValueError:
+            raise ServeError(
+                400, f"Unsupported {param} {shown(value)}. Supported languages: {supported_languages_text()}.", param,
+                "unsupported_language",
+            ) from None
+
+    def targets(self, values: Sequence[str]) -> list[str]:
+        """`target_language` values (each may be comma-separated) -> distinct codes, in order; English if none."""
+        names = [part.strip() for value in values for part in str(value).split(",") if part.strip()]
+        if not names:
+            return ["eng"]
+        return list(dict.fromkeys(self.language(name, "target_language") for name in names))
+
+    async def read_file(self, upload) -> bytes:
+        if upload is None or isinstance(upload, str):
+            raise ServeError(400, "Upload the audio as the multipart form field 'file'.", "file",
+                             "missing_required_parameter")
+        limit = int(self.settings.max_file_mb * 1024 * 1024)
+        data = await upload.read(limit + 1)
+        name = getattr(upload, "filename", None) or "file"
+        if len(data) > limit:
+            raise ServeError(413, f"{name}: the file is larger than this server's limit of "
+                             f"{self.settings.max_file_mb:g} MB.", "file", "file_too_large")
+        if not data:
+            raise ServeError(400, f"{name}: the file is empty.", "file", "empty_file")
+        return data
+
+    def decode_audio(self, data: bytes, name: str) -> np.ndarray:
+        self.check_duration(data, name)
+        try:
+            return load_audio(data, target_rate=self.sampling_rate)
+        except AudioInputError as error:
+            # load_audio names the input "<N bytes>"; the file name is more useful
+            message = str(error).replace(describe_input(data), name, 1)
+            if not message.startswith(name):
+                message = f"{name}: {message}"
+            raise ServeError(400, f"{message} Send a wav, flac, ogg or mp3 file.", "file", "invalid_file") from None
+
+    def check_duration(self, data: bytes, name: str) -> None:
+        """Refuse (413) audio longer than `max_audio_seconds` from its header, before decoding it: a small file of
+        compressed silence can hold days of audio. A header soundfile cannot read is left to `load_audio`."""
+        import soundfile
+
+        try:
+            info = soundfile.info(io.BytesIO(data))
+        except Exception:  # noqa: BLE001 - not a format soundfile reads: load_audio reports it
+            return
+        if info.samplerate <= 0 or info.frames < 0:
+            return  # check_sampling_rate names a bad rate
+        limit = self.settings.max_audio_seconds
+        seconds = info.frames / info.samplerate
+        # the decoded array holds every channel at the file's own rate: bound its size as well as its duration
+        # (as much as 48 kHz stereo of the longest duration)
+        if seconds > limit or info.frames * max(info.channels, 1) > limit * 96_000:
+            raise ServeError(413, f"{name}: {seconds:.0f} s of audio ({info.channels} channel(s) at "
+                             f"{info.samplerate} Hz), more than this server's limit of {limit:g} s.", "file",
+                             "audio_too_long")
+
+    def detect_language(self, windows: Sequence[np.ndarray]) -> str:
+        """The spoken language of the first speech window, where the model can detect it; else a 400.
+
+        Uses `model.detect_language(input_features=...)` (Whisper's method on the model's own encoder), which
+        raises `LanguageDetectionUnavailable` (a ValueError) when the model has no Whisper decoder to detect with.
+        """
+        detect = getattr(self.model, "detect_language", None)
+        if detect is None:
+            raise ServeError(400, "Language detection is not enabled for this model: " + self.PASS_LANGUAGE,
+                             "language", "language_required")
+        features = self.processor.extract_features(list(windows[:1]), self.sampling_rate)
+        try:
+            with self.batcher.model_lock, torch.inference_mode():
+                found = detect(input_features=features.to(self.batcher.device, self.batcher.dtype))[0]
+        except ValueError as error:  # LanguageDetectionUnavailable: no Whisper decoder to detect with
+            raise ServeError(400, f"Language detection is not enabled for this model ({error}). "
+                             + self.PASS_LANGUAGE, "language", "language_required") from None
+        if not found.get("supported", True):
+            raise ServeError(400, f"The audio sounds like {found.get('whisper_language')!r}, which this model does "
+                             "not support. " + self.PASS_LANGUAGE, "language", "unsupported_language")
+        return self.language(str(found["language"]), "language")
+
+    # ---------------------------------------------------------------------------------------------- requests
+    async def handle(self, request, task: str):
+        """One transcription or translation request -> a Starlette response."""
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+        limit = int(self.settings.max_file_mb * 1024 * 1024)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit + _FORM_SLACK_BYTES:
+            raise ServeError(413, f"The upload is larger than this server's limit of {self.settings.max_file_mb:g} "
+                             "MB.", "file", "file_too_large")
+        try:
+            form = await request.form(max_files=1, max_fields=64)
+        except Exception as error:  # starlette's MultiPartException and malformed bodies
+            raise ServeError(400, f"Could not read the multipart form: {error}", None, "invalid_form") from None
+        self.check_model(form.get("model"))
+        response_format = str(form.get("response_format") or "json")
+        if response_format not in RESPONSE_FORMATS:
+            raise ServeError(400, f"Unsupported response_format {shown(response_format)}; choose one of "
+                             f"{', '.join(RESPONSE_FORMATS)}.", "response_format", "invalid_value")
+        stream = str(form.get("stream") or "false").lower() in ("true", "1", "yes")
+        language = form.get("language")
+        # omitted or "auto" (as the CLI and the pipeline write it): detected from the audio
+        detect = language in (None, "") or str(language).strip().lower() == "auto"
+        src = None if detect else self.language(str(language), "language")
+        if task == "translate":
+            targets = self.targets(form.getlist("target_language") + form.getlist("target_language[]"))
+        else:
+            targets = None
+            if any(str(v).strip() for v in form.getlist("target_language") + form.getlist("target_language[]")):
+                # a transcript would come back where a translation was asked for, without a word
+                raise ServeError(400, "target_language is for /v1/audio/translations; /v1/audio/transcriptions "
+                                 "answers in the spoken language.", "target_language", "invalid_value")
+        if targets and len(targets) > 1 and (stream or response_format not in ("json", "verbose_json")):
+            raise ServeError(400, "Several target languages are answered as JSON: use response_format json or "
+                             "verbose_json, without stream.", "target_language", "invalid_value")
+        settings = self.generation_settings(form.get("temperature"))
+        upload = form.get("file")
+        data = await self.read_file(upload)
+        name = getattr(upload, "filename", None) or "file"
+
+        audio = await run_in_threadpool(self.decode_audio, data, name)
+        spans = split_on_silence(audio, self.sampling_rate, self.window_seconds)
+        windows = [audio[start:end] for start, end in spans]
+        times = [(start / self.sampling_rate, end / self.sampling_rate) for start, end in spans]
+        speech = [w for w, window in enumerate(windows) if not is_silent(window)]
+        if src is None:
+            src = await run_in_threadpool(self.detect_language, [windows[w] for w in speech] or windows)
+        targets = targets or [src]
+        rows = [Row("asr" if tgt == src else "srt", src, tgt) for tgt in targets]
+        futures = {w: asyncio.wrap_future(self.batcher.submit(windows[w], rows, settings)) for w in speech}
+        duration = len(audio) / self.sampling_rate
+
+        def segment(w: int, result: dict) -> dict:
+            start, end = times[w]
+            return {"id": w, "seek": int(round(start * 100)), "start": round(start, 3), "end": round(end, 3),
+                    "text": result["text"].strip(), "transcript": result["transcript"].strip(),
+                    "tokens": result["tokens"], "temperature": float(settings.get("temperature", 0.0)),
+                    "compression_ratio": compression_ratio(result["text"])}
+
+        if stream:
+            return StreamingResponse(self._stream(futures, segment, targets[0], task), media_type="text/event-stream")
+
+        try:
+            done = {w: await future for w, future in futures.items()}
+        except ServeError:
+            raise
+        except Exception as error:
+            logger.warning(f"A request failed while decoding: {error}")
+            raise ServeError(500, f"Decoding failed: {error}", None, "decoding_failed", "server_error") from None
+        outputs = [
+            Transcript(task, src, tgt, duration, [segment(w, done[w][t]) for w in speech])
+            for t, tgt in enumerate(targets)
+        ]
+        if len(outputs) > 1:
+            key = "json" if response_format == "json" else "verbose_json"
+            return JSONResponse({"translations": [getattr(o, key)() for o in outputs]})
+        output = outputs[0]
+        if response_format == "json":
+            return JSONResponse(output.json())
+        if response_format == "verbose_json":
+            return JSONResponse(output.verbose_json())
+        text = {"text": lambda: output.text, "srt": lambda: to_srt(output.segments),
+                "vtt": lambda: to_vtt(output.segments)}[response_format]()
+        return PlainTextResponse(text)
+
+    async def _stream(self, futures: dict, segment, tgt: str, task: str):
+        """Server-sent events in OpenAI's format: one `transcript.text.delta` per window, then `...done`."""
+        pieces = []
+        separator = "" if tgt in UNSPACED_LANGUAGES else " "
+        try:
+            for w, future in futures.items():
+                text = segment(w, (await future)[0])["text"]
+                if not text:
+                    continue
+                delta = (separator if pieces else "") + text
+                pieces.append(delta)
+                yield sse({"type": "transcript.text.delta", "delta": delta})
+        except Exception as error:  # the status line is sent already: report the failure as an event
+            logger.warning(f"A streamed request failed while decoding: {error}")
+            yield sse({"type": "error", "error": error_body(f"Decoding failed: {error}", "server_error")["error"]})
+            return
+        yield sse({"type": "transcript.text.done", "text": "".join(pieces)})
+
+
+
+
+
+def load_model(model_path: str | os.PathLike, device: str | None = None, dtype: str | None = None):
+    """Load a saved LLM-SRT model and processor (remote code allowed) in eval mode on `device`."""
+    from transformers import AutoModel, AutoProcessor
+
+    torch_dtype = getattr(torch, dtype) if dtype else None
+    model = AutoModel.from_pretrained(model_path, trust_remote_code=True, dtype=torch_dtype)
+    processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
+    return model.to(device or "cpu").eval(), processor
+
+
+def create_app(
+    model: str | os.PathLike | tuple[Any, Any],
+    *,
+    served_model_name: str | None = None,
+    max_batch_size: int = 16,
+    max_wait_ms: float = 10.0,
+    max_file_mb: float = DEFAULT_MAX_FILE_MB,
+    max_new_tokens: int | None = None,
+    num_beams: int = 1,
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
+    device: str | None = None,
+    dtype: str | None = None,
+):
+    """The FastAPI app serving `model` (a saved model folder or Hub id, or a `(model, processor)` pair).
+
+    The decoding worker starts and stops with the app (its lifespan); `app.state.server` is the [`SpeechServer`]
+    (its `batcher.stats` counts the `generate` calls).
+    """
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import JSONResponse
+        from starlette.exceptions import HTTPException as StarletteHTTPException
+    except ImportError as error:
+        raise ImportError(f"llm-srt serve needs FastAPI: pip install 'llm-srt[serve]' ({error}).") from None
+    if max_file_mb <= 0:
+        raise ValueError(f"max_file_mb must be positive, got {max_file_mb}.")
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be at least 1, got {num_beams}.")
+    if not max_audio_seconds > 0:
+        raise ValueError(f"max_audio_seconds must be positive, got {max_audio_seconds}.")
+    if isinstance(model, (str, os.PathLike)):
+        name = served_model_name or os.path.basename(os.path.normpath(os.fspath(model)))
+        model, processor = load_model(model, device, dtype)
+    else:
+        model, processor = model
+        name = served_model_name or "llm-srt"
+    server = SpeechServer(model, processor, ServeSettings(
+        served_model_name=name, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_file_mb=max_file_mb,
+        max_new_tokens=max_new_tokens, num_beams=num_beams, max_audio_seconds=max_audio_seconds,
+    ))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        server.batcher.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(server.batcher.stop)
+
+    app = FastAPI(title="llm-srt", description="OpenAI-compatible speech recognition and translation with LLM-SRT",
+                  lifespan=lifespan)
+    app.state.server = server
+
+    @app.exception_handler(ServeError)
+    async def serve_error(request: Request, error: ServeError):
+        return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        return JSONResponse(error_body(str(error)), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        code = "not_found" if error.status_code == 404 else None
+        return JSONResponse(error_body(str(error.detail), code=code), status_code=error.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception):
+        logger.error(f"Unexpected error on {request.url.path}: {error!r}")
+        return JSONResponse(error_body(f"Internal error: {error}", "server_error"), status_code=500)
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request):
+        """Speech recognition, OpenAI's `audio.transcriptions.create`."""
+        return await server.handle(request, "transcribe")
+
+    @app.post("/v1/audio/translations")
+    async def translations(request: Request):
+        """Speech translation into English (default) or `target_language` (one or several, comma-separated)."""
+        return await server.handle(request, "translate")
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [
+            {"id": server.settings.served_model_name, "object": "model", "created": server.created,
+             "owned_by": "llm-srt"}
+        ]}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": server.settings.served_model_name, "queued_windows": server.batcher.queued,
+                "batches": server.batcher.stats["batches"], "rows": server.batcher.stats["rows"]}
+
+    return app

@@ -1,0 +1,227 @@
+"""The request batcher: a worker thread that decodes the queued windows of concurrent requests together."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers.utils import logging
+
+from .protocol import ServeError
+
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class Row:
+    """One decoded sequence: a window's transcript (`asr`) or its translation into `tgt` (`srt`)."""
+
+    task: str
+    src: str
+    tgt: str
+
+
+@dataclass
+class WindowJob:
+    """One audio window of a request and the rows it needs; `future` receives one result dict per row."""
+
+    window: np.ndarray
+    rows: list[Row]
+    settings: tuple  # hashable generate kwargs; only jobs with equal settings share a generate call
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+
+_STOP = object()
+
+
+class Batcher:
+    """A worker thread that decodes queued windows of concurrent requests together in one `generate` call.
+
+    Each window's audio is encoded once and its audio embeddings repeated over its rows (one-to-many, as the
+    pipeline does). A job that cannot be prepared fails alone; when a whole batch fails, its jobs are retried one
+    at a time so only the one at fault fails.
+
+    Args:
+        model: an `LlmSrtForConditionalGeneration` in eval mode.
+        processor: its `LlmSrtProcessor`.
+        max_batch_size: most rows (window x target pairs) per `generate` call; a larger job runs alone.
+        max_wait_ms: how long the first queued job waits for others to join its batch.
+    """
+
+    def __init__(self, model, processor, max_batch_size: int = 16, max_wait_ms: float = 10.0):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}.")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}.")
+        self.model, self.processor = model, processor
+        self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000.0
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.audio_tower.parameters()).dtype
+        self.model_lock = threading.Lock()  # the worker and language detection share the model
+        self.stats = collections.Counter()  # submitted (windows), batches (generate calls), rows, windows
+        self._queue: queue.Queue = queue.Queue()
+        self._pending: collections.deque[WindowJob] = collections.deque()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="llm-srt-batcher", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the batch in progress, fail the queued jobs (503) and end the worker."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+
+    def submit(self, window: np.ndarray, rows: Sequence[Row], settings: dict) -> concurrent.futures.Future:
+        """Queue one window; the future's result is one dict per row (`text`, `transcript`, `tokens`)."""
+        if self._thread is None:
+            raise ServeError(503, "The server is not running its decoding worker.", type="server_error")
+        job = WindowJob(window=window, rows=list(rows), settings=tuple(sorted(settings.items())))
+        self.stats["submitted"] += 1
+        self._queue.put(job)
+        return job.future
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize() + len(self._pending)
+
+    # ---------------------------------------------------------------------------------------------------- worker
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            batch, stopping = self._next_batch()
+            if batch:
+                with self.model_lock:
+                    self._run(batch)
+        leftovers = list(self._pending)
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not _STOP:
+                leftovers.append(item)
+        for job in leftovers:
+            job.future.set_exception(ServeError(503, "The server is shutting down.", type="server_error"))
+
+    def _next_batch(self) -> tuple[list[WindowJob], bool]:
+        """The oldest job and the compatible ones that arrive within `max_wait` (up to `max_batch_size` rows)."""
+        if self._pending:
+            first = self._pending.popleft()
+        else:
+            first = self._queue.get()
+            if first is _STOP:
+                return [], True
+        batch, rows = [first], len(first.rows)
+
+        def admit(job) -> None:
+            """Into this batch when it shares the settings and fits; else set aside for a later batch."""
+            nonlocal rows
+            if job.settings == first.settings and rows + len(job.rows) <= self.max_batch_size:
+                batch.append(job)
+                rows += len(job.rows)
+            else:
+                self._pending.append(job)
+
+        # Jobs set aside earlier (other settings, or no room) are older than the queued ones: they go first.
+        waiting, self._pending = self._pending, collections.deque()
+        for job in waiting:
+            admit(job)
+        deadline = time.monotonic() + self.max_wait
+        while rows < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                return batch, True
+            admit(job)
+        return batch, False
+
+    def _run(self, jobs: list[WindowJob]) -> None:
+        """Decode `jobs` in one batch and resolve their futures; a failing batch is retried job by job."""
+        prepared = []
+        for job in jobs:
+            if job.future.set_running_or_notify_cancel():
+                try:
+                    prepared.append((job, self._prepare(job)))
+                except Exception as error:  # one bad job must not take the batch down
+                    job.future.set_exception(error)
+        if not prepared:
+            return
+        try:
+            results = self._decode(prepared)
+        except Exception as error:
+            if len(prepared) == 1:
+                logger.warning(f"Decoding a window failed: {error}")
+                prepared[0][0].future.set_exception(error)
+                return
+            logger.warning(f"A batch of {len(prepared)} windows failed ({error}); retrying them one at a time.")
+            for job, inputs in prepared:
+                try:
+                    job.future.set_result(self._decode([(job, inputs)])[0])
+                except Exception as single_error:
+                    job.future.set_exception(single_error)
+            return
+        for (job, _), result in zip(prepared, results):
+            job.future.set_result(result)
+
+    def _prepare(self, job: WindowJob) -> tuple[torch.Tensor, list[list[int]]]:
+        """Log-mel features `(1, mel, frames)` and the unpadded prompt ids of each row."""
+        rate = self.processor.feature_extractor.sampling_rate
+        features = self.processor.extract_features([job.window], rate)
+        prompts = [
+            self.processor.prepare_text(row.task, [row.src], [row.tgt], [None], [None])["input_ids"][0]
+            for row in job.rows
+        ]
+        return features, prompts
+
+    @torch.inference_mode()
+    def _decode(self, prepared: list[tuple[WindowJob, tuple]]) -> list[list[dict]]:
+        processor, model = self.processor, self.model
+        features = torch.cat([inputs[0] for _, inputs in prepared]).to(device=self.device, dtype=self.dtype)
+        audio_embeds = model.get_audio_features(features)
+        # One row per (window, target); each window's encoding is repeated over its rows.
+        owners, prompts, rows = [], [], []
+        for index, (job, (_, job_prompts)) in enumerate(prepared):
+            owners.extend([index] * len(job.rows))
+            prompts.extend(job_prompts)
+            rows.extend(job.rows)
+        pad = processor.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        # Left padding, as the processor pads: each row's prompt ends where generation starts.
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        settings = dict(prepared[0][0].settings)
+        generated = model.generate(
+            input_ids=input_ids, attention_mask=attention_mask,
+            audio_embeds=audio_embeds[torch.tensor(owners, device=self.device)], **settings,
+        )
+        self.stats["batches"] += 1
+        self.stats["rows"] += len(rows)
+        self.stats["windows"] += len(prepared)
+        stop_ids = {processor.tokenizer.eos_token_id, pad}
+        results: list[list[dict]] = [[] for _ in prepared]
+        for index, (owner, row) in enumerate(zip(owners, rows)):
+            ids = generated[index : index + 1]
+            decoded = processor.post_process(ids, task=row.task, src_lang=row.src, tgt_lang=row.tgt)[0]
+            tokens = ids[0].tolist()
+            while tokens and tokens[-1] in stop_ids:
+                tokens.pop()
+            transcript = decoded.get("transcript") or ""
+            text = transcript if row.task == "asr" else decoded.get("translation") or ""
+            results[owner].append({"text": text, "transcript": transcript, "tokens": tokens})
+        return results
+
+
+# ------------------------------------------------------------------------------------------------------ formatting
