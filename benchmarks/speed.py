@@ -37,7 +37,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 from llm_srt import LlmSrtConfig, LlmSrtForConditionalGeneration  # noqa: E402
-from llm_srt.pipeline_llm_srt import generate_many_targets  # noqa: E402
+from llm_srt.generation_llm_srt import generate_many_targets  # noqa: E402
 from llm_srt.testing import build_tiny_processor, build_tiny_tokenizer, synthetic_speech, tiny_config  # noqa: E402
 
 

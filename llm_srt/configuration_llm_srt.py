@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from typing import NamedTuple
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -12,26 +13,44 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-# ISO 639-3 code -> (English name, other names users may type). The paper's 15 languages.
-LANGUAGES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "deu": ("German", ("de", "ger", "german", "deutsch")),
-    "eng": ("English", ("en", "english")),
-    "fra": ("French", ("fr", "fre", "french", "francais", "français")),
-    "ind": ("Indonesian", ("id", "indonesian", "bahasa indonesia")),
-    "ita": ("Italian", ("it", "italian", "italiano")),
-    "jpn": ("Japanese", ("ja", "japanese")),
-    "kor": ("Korean", ("ko", "korean")),
-    "nld": ("Dutch", ("nl", "dut", "dutch", "nederlands")),
-    "por": ("Portuguese", ("pt", "portuguese", "português")),
-    "rus": ("Russian", ("ru", "russian")),
-    "spa": ("Spanish", ("es", "spanish", "español", "espanol")),
-    "tha": ("Thai", ("th", "thai")),
-    "vie": ("Vietnamese", ("vi", "vietnamese")),
-    "yue": ("Cantonese", ("cantonese", "zh-hk", "yue_hant_hk")),
+class LanguageInfo(NamedTuple):
+    """One row of the language table: everything the project knows of a language."""
+
+    name: str  # English name
+    aliases: tuple[str, ...]  # other names and codes users may type
+    whisper: str  # Whisper's language code (language detection)
+    spaced: bool  # sentences joined with spaces (False: Japanese, Chinese, Cantonese, Thai)
+    cer: bool  # ASR scored by character error rate instead of WER
+
+
+# The paper's 15 languages, by ISO 639-3 code: THE language table (adding a language touches only this).
+LANGUAGE_TABLE: dict[str, LanguageInfo] = {
+    "deu": LanguageInfo("German", ("de", "ger", "german", "deutsch"), "de", True, False),
+    "eng": LanguageInfo("English", ("en", "english"), "en", True, False),
+    "fra": LanguageInfo("French", ("fr", "fre", "french", "francais", "français"), "fr", True, False),
+    "ind": LanguageInfo("Indonesian", ("id", "indonesian", "bahasa indonesia"), "id", True, False),
+    "ita": LanguageInfo("Italian", ("it", "italian", "italiano"), "it", True, False),
+    "jpn": LanguageInfo("Japanese", ("ja", "japanese"), "ja", False, True),
+    "kor": LanguageInfo("Korean", ("ko", "korean"), "ko", True, True),
+    "nld": LanguageInfo("Dutch", ("nl", "dut", "dutch", "nederlands"), "nl", True, False),
+    "por": LanguageInfo("Portuguese", ("pt", "portuguese", "português"), "pt", True, False),
+    "rus": LanguageInfo("Russian", ("ru", "russian"), "ru", True, False),
+    "spa": LanguageInfo("Spanish", ("es", "spanish", "español", "espanol"), "es", True, False),
+    "tha": LanguageInfo("Thai", ("th", "thai"), "th", False, True),
+    "vie": LanguageInfo("Vietnamese", ("vi", "vietnamese"), "vi", True, False),
+    "yue": LanguageInfo("Cantonese", ("cantonese", "zh-hk", "yue_hant_hk"), "yue", False, True),
     # The paper writes Mandarin as `zho`, the newer original code and its FLEURS data as `cmn`: both are accepted.
-    "zho": ("Chinese (Mandarin)", ("zh", "cmn", "chinese", "mandarin", "zh-cn", "cmn_hans_cn")),
+    "zho": LanguageInfo("Chinese (Mandarin)", ("zh", "cmn", "chinese", "mandarin", "zh-cn", "cmn_hans_cn"), "zh",
+                        False, True),
 }
+# Views of the table.
+LANGUAGES: dict[str, tuple[str, tuple[str, ...]]] = {code: (row.name, row.aliases) for code, row in LANGUAGE_TABLE.items()}
+WHISPER_CODES: dict[str, str] = {code: row.whisper for code, row in LANGUAGE_TABLE.items()}
+UNSPACED_LANGUAGES = frozenset(code for code, row in LANGUAGE_TABLE.items() if not row.spaced)
+CER_LANGUAGES = frozenset({code for code, row in LANGUAGE_TABLE.items() if row.cer} | {"cmn"})
 MANDARIN_TAGS = ("zho", "cmn")
+# The pipeline task a saved model folder declares (config.custom_pipelines) and the pipeline registers.
+PIPELINE_TASK = "speech-translation"
 
 _ALIASES: dict[str, str] = {}
 for _code, (_name, _aliases) in LANGUAGES.items():
@@ -270,5 +289,6 @@ class LlmSrtConfig(PreTrainedConfig):
 
 LlmSrtConfig.register_for_auto_class()
 
-__all__ = ["LlmSrtConfig", "check_model_location", "generation_setting", "LANGUAGES", "normalize_language",
-           "language_tag"]
+__all__ = ["CER_LANGUAGES", "LANGUAGES", "LANGUAGE_TABLE", "LanguageInfo", "LlmSrtConfig", "PIPELINE_TASK",
+           "UNSPACED_LANGUAGES", "WHISPER_CODES", "check_model_location", "generation_setting", "language_tag",
+           "normalize_language"]

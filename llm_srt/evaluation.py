@@ -12,7 +12,7 @@ import torch
 
 from .audio_llm_srt import load_audio, resolve_path
 from .metrics import score_directions, split_srt_response
-from .pipeline_llm_srt import generate_many_targets
+from .generation_llm_srt import DecodeRow, DecodingEngine, TransformersEngine
 from .processing_llm_srt import LlmSrtProcessor, normalize_task
 
 
@@ -74,15 +74,13 @@ def make_batches(
     return batches
 
 
-def _features(model, processor: LlmSrtProcessor, rows: Sequence[dict[str, Any]], base_dir: str | None):
-    """The rows' input features, in the audio tower's dtype and on the model's device."""
+def _audio(engine: DecodingEngine, rows: Sequence[dict[str, Any]], base_dir: str | None) -> list[Any]:
+    """The rows' audio handles: from their precomputed features, or from their audio read at the model's rate."""
     if rows[0].get("input_features") is not None:
         features = torch.stack([torch.as_tensor(np.asarray(r["input_features"])) for r in rows])
-    else:
-        rate = processor.feature_extractor.sampling_rate
-        audio = [load_audio(resolve_path(row["audio"], base_dir), target_rate=rate) for row in rows]
-        features = processor.extract_features(audio, rate)
-    return features.to(device=model.device, dtype=next(model.audio_tower.parameters()).dtype)
+        return engine.encode(input_features=features)[0]
+    rate = engine.sampling_rate
+    return engine.encode([load_audio(resolve_path(row["audio"], base_dir), target_rate=rate) for row in rows])[0]
 
 
 def _result(processor: LlmSrtProcessor, row: dict[str, Any], out: dict[str, Any], task: str) -> dict[str, Any]:
@@ -108,56 +106,50 @@ def decode_batch(
     base_dir: str | None = None,
     generate_kwargs: dict | None = None,
     shared_transcript: bool = False,
+    engine: DecodingEngine | None = None,
 ) -> list[dict[str, Any]]:
     """Decode one batch of rows; returns per row (in order) the hypothesis (and for SRT the transcript) with its
     references.
 
     Rows carry `src_lang`, `tgt_lang`, `transcript`, `translation`, and `audio` (a path, relative to `base_dir`, or
     an array dict) or precomputed `input_features`. `shared_transcript` (SRT only): the rows of one clip
-    (`clip_key`) are decoded together by `generate_many_targets(shared_transcript=True)`, the audio encoded and
-    the transcript decoded once for all its targets; the results have the same fields, scored by the same rule.
+    (`clip_key`) are decoded together (`DecodingEngine.decode_shared_transcript`), the audio encoded and the
+    transcript decoded once for all its targets; the results have the same fields, scored by the same rule.
+    `engine` decodes (default: the transformers engine of `model`).
     """
     task = normalize_task(task)
+    engine = engine or TransformersEngine(model, processor)
     if shared_transcript:
         if task != "srt":
             raise ValueError(f"shared_transcript applies to the srt task only, not {task}.")
-        return _decode_shared_transcript(model, processor, rows, base_dir, generate_kwargs or {})
-    text = processor.prepare_text(
-        task,
-        [r["src_lang"] for r in rows],
-        [r.get("tgt_lang") if task != "asr" else None for r in rows],
-        [r.get("transcript") if task == "smt" else None for r in rows],
-        [None] * len(rows),
-    )
-    inputs = {k: torch.tensor(v, device=model.device) for k, v in text.items()}
-    inputs["input_features"] = _features(model, processor, rows, base_dir)
-    generated = model.generate(**inputs, **(generate_kwargs or {}))
-    decoded = processor.post_process(
-        generated, task=task, src_lang=[r["src_lang"] for r in rows],
-        tgt_lang=[r.get("tgt_lang") for r in rows] if task == "srt" else None,
-    )
-    return [_result(processor, row, out, task) for row, out in zip(rows, decoded)]
+        return _decode_shared_transcript(engine, processor, rows, base_dir, generate_kwargs or {})
+    audio = _audio(engine, rows, base_dir)
+    row_specs = [DecodeRow(i, task, r["src_lang"], r.get("tgt_lang") if task != "asr" else None,
+                              r.get("transcript") if task == "smt" else None) for i, r in enumerate(rows)]
+    answers = engine.decode_rows(audio, row_specs, generate_kwargs)
+    return [_result(processor, row, out, task) for row, out in zip(rows, answers)]
 
 
-def _decode_shared_transcript(model, processor, rows, base_dir, generate_kwargs) -> list[dict[str, Any]]:
-    """SRT rows grouped by clip; clips with the same source and targets go through one `generate_many_targets`
-    call (each clip's targets in one batch). A clip's targets are sorted (the first one's prompt decodes the
-    transcript), so its results do not depend on the order of the rows. A clip with one target has nothing to
-    share: decoded independently."""
+def _decode_shared_transcript(engine, processor, rows, base_dir, generate_kwargs) -> list[dict[str, Any]]:
+    """SRT rows grouped by clip; clips with the same source and targets are decoded together, each clip's targets
+    in one batch after its transcript. A clip's targets are sorted (the first one's prompt decodes the transcript),
+    so its results do not depend on the order of the rows. A clip with one target has nothing to share: decoded
+    on its own."""
     calls: dict[tuple[str, tuple[str, ...]], list[list[int]]] = {}
     for group in group_clips(rows, base_dir):
         targets = tuple(sorted({rows[i]["tgt_lang"] for i in group}))  # a repeated target is decoded once
         calls.setdefault((rows[group[0]]["src_lang"], targets), []).append(group)
     results: list[dict[str, Any] | None] = [None] * len(rows)
     for (src, targets), groups in calls.items():
-        features = _features(model, processor, [rows[group[0]] for group in groups], base_dir)
-        ids = generate_many_targets(model, processor, src, list(targets), input_features=features,
-                                          shared_transcript=len(targets) > 1, **generate_kwargs)
-        decoded = processor.post_process(ids, "srt", src, list(targets) * len(groups))
-        for clip, group in enumerate(groups):  # audio-major: row clip * len(targets) + k is target k
+        audio = _audio(engine, [rows[group[0]] for group in groups], base_dir)
+        if len(targets) > 1:
+            answers = engine.decode_shared_transcript(audio, src, targets, generate_kwargs)
+        else:
+            answers = [[a] for a in engine.decode_rows(
+                audio, [DecodeRow(c, "srt", src, targets[0]) for c in range(len(groups))], generate_kwargs)]
+        for clip, group in enumerate(groups):
             for i in group:
-                out = decoded[clip * len(targets) + targets.index(rows[i]["tgt_lang"])]
-                results[i] = _result(processor, rows[i], out, "srt")
+                results[i] = _result(processor, rows[i], answers[clip][targets.index(rows[i]["tgt_lang"])], "srt")
     return results
 
 
@@ -171,14 +163,16 @@ def decode_rows(
     generate_kwargs: dict | None = None,
     progress: Callable[[int], None] | None = None,
     shared_transcript: bool = False,
+    engine: DecodingEngine | None = None,
 ) -> list[dict[str, Any]]:
     """Decode all rows in batches (`make_batches`); results in the rows' order. `progress(n)` is called after each
-    batch. `shared_transcript`: see `decode_batch`."""
+    batch. `shared_transcript`, `engine`: see `decode_batch`."""
+    engine = engine or TransformersEngine(model, processor)
     rows = list(rows)
     results: list[dict[str, Any] | None] = [None] * len(rows)
     for batch in make_batches(rows, batch_size, shared_transcript, base_dir):
         decoded = decode_batch(model, processor, [rows[i] for i in batch], task, base_dir, generate_kwargs,
-                               shared_transcript)
+                               shared_transcript, engine)
         for i, result in zip(batch, decoded):
             results[i] = result
         if progress is not None:

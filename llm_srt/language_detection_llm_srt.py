@@ -23,16 +23,11 @@ from transformers.models.whisper.modeling_whisper import WhisperDecoder
 from transformers.models.whisper.tokenization_whisper import LANGUAGES as WHISPER_LANGUAGE_NAMES
 from transformers.utils import cached_file, logging
 
-from .configuration_llm_srt import LANGUAGES, normalize_language
+from .configuration_llm_srt import LANGUAGES, WHISPER_CODES, normalize_language
 
 
 logger = logging.get_logger(__name__)
 
-# Our ISO 639-3 code -> Whisper's language code. Mandarin is `zho` here; prompts write it with config.mandarin_tag.
-WHISPER_CODES = {
-    "deu": "de", "eng": "en", "fra": "fr", "ind": "id", "ita": "it", "jpn": "ja", "kor": "ko", "nld": "nl",
-    "por": "pt", "rus": "ru", "spa": "es", "tha": "th", "vie": "vi", "yue": "yue", "zho": "zh",
-}
 FROM_WHISPER = {whisper: ours for ours, whisper in WHISPER_CODES.items()}
 # Whisper's multilingual layout: <|startoftranscript|> then the language tokens in tokenizer order (large-v3 adds yue).
 WHISPER_SOT_ID = 50258

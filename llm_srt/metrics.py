@@ -12,11 +12,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .configuration_llm_srt import LANGUAGES, normalize_language
+from .configuration_llm_srt import CER_LANGUAGES, LANGUAGES, normalize_language
 
 
-CHAR_LEVEL_LANGUAGES = {"tha", "jpn", "kor", "zho", "cmn", "yue", "lao", "mya"}
-CER_LANGUAGES = {"jpn", "kor", "tha", "zho", "cmn", "yue"}
+# Scored on characters: the table's CER languages and other unspaced scripts a data set may hold.
+CHAR_LEVEL_LANGUAGES = CER_LANGUAGES | {"lao", "mya"}
 
 
 def _code(language: str) -> str:

@@ -8,29 +8,25 @@ implementation (SLAM-LLM `examples/st_covost2`).
 from __future__ import annotations
 
 import os
-import warnings
+import shutil
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     Blip2QFormerModel,
     GenerationConfig,
-    GenerationMixin,
-    LogitsProcessorList,
     PreTrainedModel,
-    SuppressTokensLogitsProcessor,
     WhisperConfig,
 )
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from transformers.utils import cached_file, logging
 
-from .configuration_llm_srt import DEFAULT_LORA_CONFIG, LlmSrtConfig, check_model_location, generation_setting
+from .configuration_llm_srt import PIPELINE_TASK, DEFAULT_LORA_CONFIG, LlmSrtConfig, check_model_location
 from .language_detection_llm_srt import LanguageDetectionMixin, LlmSrtLanguageDetector
-from .pipeline_llm_srt import TASK_NAME, SpeechTranslationPipeline  # imported so saves carry the pipeline code
+from .generation_llm_srt import LlmSrtGenerationMixin
 
 
 logger = logging.get_logger(__name__)
@@ -98,33 +94,22 @@ def corrupt_weights_error(where: str, error: Exception) -> OSError:
     )
 
 
-def _check_generate_kwargs(kwargs: dict, generation_config: GenerationConfig) -> None:
-    """Refuse decoding settings that transformers would fail on obscurely (`num_beams=0` is a ZeroDivisionError).
+PIPELINE_MODULE = "pipeline_llm_srt"
 
-    Looks at `kwargs` first, then `kwargs["generation_config"]`, then the model's `generation_config`.
 
-    Raises:
-        ValueError: naming the setting and its value.
-    """
+def _save_pipeline_code(folder: str | os.PathLike) -> None:
+    """Copy the pipeline module and the modules it imports into a saved folder, so `pipeline(model=folder,
+    trust_remote_code=True)` loads it where llm_srt is not installed. A model itself loaded as remote code (the
+    Hub's module cache holds only what the model needs) has no pipeline file beside it: then none is copied."""
+    from transformers.dynamic_module_utils import get_relative_import_files
 
-    def value(name):
-        return generation_setting(kwargs, generation_config, name)
-
-    def is_int(number) -> bool:
-        return isinstance(number, (int, np.integer)) and not isinstance(number, (bool, np.bool_))
-
-    for name, minimum in (("num_beams", 1), ("num_return_sequences", 1), ("max_new_tokens", 1),
-                          ("min_new_tokens", 0), ("no_repeat_ngram_size", 0), ("num_beam_groups", 1)):
-        number = value(name)
-        if number is not None and (not is_int(number) or number < minimum):
-            kind = "a positive integer" if minimum == 1 else "an integer >= 0"
-            raise ValueError(f"{name} must be {kind}, got {number!r}.")
-    beams, returned = value("num_beams") or 1, value("num_return_sequences") or 1
-    if not value("do_sample") and returned > beams:
-        raise ValueError(f"num_return_sequences ({returned}) cannot exceed num_beams ({beams}) without sampling.")
-    penalty = value("repetition_penalty")
-    if penalty is not None and not (isinstance(penalty, (int, float)) and penalty > 0):
-        raise ValueError(f"repetition_penalty must be a positive number, got {penalty!r}.")
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{PIPELINE_MODULE}.py")
+    if not os.path.isfile(source):
+        logger.warning(f"{PIPELINE_MODULE}.py is not beside {__file__}: the saved folder carries no pipeline code "
+                       "(save from an installed llm_srt to include it).")
+        return
+    for path in [source, *get_relative_import_files(source)]:
+        shutil.copy(path, os.path.join(os.fspath(folder), os.path.basename(path)))
 
 
 @dataclass
@@ -191,7 +176,7 @@ def load_whisper_encoder(name_or_path: str, **kwargs) -> WhisperEncoder:
     )
 
 
-class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin, LanguageDetectionMixin):
+class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, LlmSrtGenerationMixin, LanguageDetectionMixin):
     """LLM-SRT for ASR, text translation (SMT) and speech translation (SRT), selected by the processor's prompts.
 
     `forward` computes the LLM's loss on the answer tokens (labels are -100 elsewhere); `generate` decodes with the
@@ -392,31 +377,30 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin, Lan
             **(getattr(self.config, "auto_map", None) or {}),
             "AutoModelForSpeechSeq2Seq": f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}",
         }
-        # `pipeline("speech-translation", model=folder, trust_remote_code=True)` finds its class here.
+        # `pipeline("speech-translation", model=folder, trust_remote_code=True)` finds its class here; the pipeline's
+        # code is copied beside the model's (`_save_pipeline_code`): this module does not import it.
         self.config.custom_pipelines = {
-            TASK_NAME: {
-                "impl": f"{SpeechTranslationPipeline.__module__.split('.')[-1]}.{SpeechTranslationPipeline.__name__}",
+            PIPELINE_TASK: {
+                "impl": f"{PIPELINE_MODULE}.SpeechTranslationPipeline",
                 "pt": ["AutoModelForSpeechSeq2Seq"],
                 "type": "multimodal",
             }
         }
-        if not adapter_only:
-            previous, self.config.adapter_only = self.config.adapter_only, False
-            try:
-                return super().save_pretrained(save_directory, *args, **kwargs)
-            finally:
-                self.config.adapter_only = previous
-        missing = [n for n in ("audio_model_name_or_path", "text_model_name_or_path") if not getattr(self.config, n)]
-        if missing:
-            raise ValueError(
-                f"An adapter-only save needs the encoder and LLM references; set config.{' and config.'.join(missing)}."
-            )
-        state_dict = {k: v for k, v in self.state_dict().items() if is_adapter_key(k)}
-        previous, self.config.adapter_only = self.config.adapter_only, True
+        if adapter_only:
+            missing = [n for n in ("audio_model_name_or_path", "text_model_name_or_path")
+                       if not getattr(self.config, n)]
+            if missing:
+                raise ValueError("An adapter-only save needs the encoder and LLM references; set "
+                                 f"config.{' and config.'.join(missing)}.")
+            kwargs["state_dict"] = {k: v for k, v in self.state_dict().items() if is_adapter_key(k)}
+        previous, self.config.adapter_only = self.config.adapter_only, adapter_only
         try:
-            return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+            result = super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             self.config.adapter_only = previous
+        if kwargs.get("is_main_process", True):
+            _save_pipeline_code(save_directory)
+        return result
 
     # ------------------------------------------------------------------------------------------ training controls
     def _inject_lora(self, lora_kwargs: dict) -> None:
@@ -570,87 +554,6 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, GenerationMixin, Lan
             attentions=outputs.attentions,
             audio_embeds=audio_embeds,
         )
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        input_features: torch.FloatTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.FloatTensor | None = None,
-        audio_embeds: torch.FloatTensor | None = None,
-        labels: torch.LongTensor | None = None,
-        **kwargs,
-    ) -> torch.LongTensor:
-        """Generate the answer; returns only the new tokens `(batch, new_tokens)` (or a generate output object).
-
-        Given a training batch (`labels` set, as `Seq2SeqTrainer(predict_with_generate=True)` passes it), the
-        answers are cut off first: the processor left-pads every prompt block to one width, so the columns before
-        the first labelled one are the prompts (as the original's training rows hold them: where Qwen's BPE merged
-        the answer's first character into the prompt's last token, that token stays merged).
-
-        As in the original, the LLM receives only `inputs_embeds` (audio + left-padded prompt), so
-        `no_repeat_ngram_size` looks at generated tokens alone: the SRT answer repeats the prompt's tag pair, which
-        must not count as history. Positions are derived from the attention mask, skipping left padding. The audio
-        placeholder id (`config.audio_token_id`) is suppressed, and generated ids are always ordinary tokens.
-
-        `cache=` may hold the KV of the inputs' first positions, computed once for prompts that share them (e.g.
-        `pipeline_llm_srt.prefix_cache`): only the positions after it are prefilled, and it is repeated per beam.
-        """
-        _check_generate_kwargs(kwargs, self.generation_config)
-        if labels is not None:
-            if input_ids is None:
-                raise ValueError("labels are only understood together with input_ids (a training batch).")
-            labelled = (labels != -100).any(dim=0).nonzero()
-            if len(labelled):
-                prompt_width = int(labelled[0])
-                input_ids = input_ids[:, :prompt_width]
-                if attention_mask is not None:
-                    attention_mask = attention_mask[:, :prompt_width]
-        if inputs_embeds is None:
-            if input_ids is None:
-                raise ValueError("generate needs input_ids (from the processor) or inputs_embeds.")
-            inputs_embeds, _ = self.embed_inputs(input_ids, input_features, audio_embeds)
-        elif input_features is not None or audio_embeds is not None:
-            raise ValueError("inputs_embeds already hold the audio: do not pass input_features or audio_embeds too.")
-        if attention_mask is None:
-            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-        if kwargs.get("cache") is not None:
-            self._expand_prefix_cache(kwargs, inputs_embeds.shape[:2])
-        if kwargs.get("max_length") is not None and "max_new_tokens" not in kwargs:
-            # The LLM sees no input_ids, so lengths count new tokens: a caller's max_length (e.g. the trainer's
-            # generation_max_length) means max_new_tokens, which would otherwise take precedence at 400.
-            kwargs["max_new_tokens"] = kwargs.pop("max_length")
-        # The audio placeholder is a spare embedding row, never an answer token: suppressed last, after any
-        # processors of the caller's, so no output can hold it.
-        logits_processor = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
-        logits_processor.append(
-            SuppressTokensLogitsProcessor([self.config.audio_token_id], device=inputs_embeds.device)
-        )
-        with warnings.catch_warnings():
-            # Transformers warns that n-gram blocking skips the prompt here: that is the original's behaviour.
-            warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds.*")
-            return super().generate(
-                inputs_embeds=inputs_embeds, attention_mask=attention_mask, logits_processor=logits_processor,
-                **kwargs,
-            )
-
-    def _expand_prefix_cache(self, kwargs: dict, input_shape: torch.Size) -> None:
-        """A `cache` passed to `generate` holds the KV of the inputs' first positions (a prefix computed once, e.g.
-        the audio and prompt start shared by several targets): the rows after it are prefilled. Transformers does
-        not expand a given cache for beams or returned sequences, so it is repeated here, row by row as the inputs."""
-        cache = kwargs["cache"]
-        rows, length = input_shape
-        if cache.get_seq_length() >= length:
-            raise ValueError(f"The cache holds {cache.get_seq_length()} positions, the input {length}: a prefix cache "
-                             "must be shorter than the input it starts.")
-        cache_rows = cache.layers[0].keys.shape[0]
-        if cache_rows != rows:
-            raise ValueError(f"The cache has {cache_rows} rows, the input {rows}.")
-        expand = max(generation_setting(kwargs, self.generation_config, "num_beams") or 1,
-                     generation_setting(kwargs, self.generation_config, "num_return_sequences") or 1)
-        if expand > 1:
-            cache.batch_repeat_interleave(expand)
 
 
 LlmSrtForConditionalGeneration.register_for_auto_class("AutoModel")

@@ -9,232 +9,29 @@ lazily and give results in order as they complete.
 
 from __future__ import annotations
 
-import collections
-import copy
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
-from transformers import (
-    AutoModelForSpeechSeq2Seq,
-    DynamicCache,
-    LogitsProcessor,
-    LogitsProcessorList,
-    NoRepeatNGramLogitsProcessor,
-    RepetitionPenaltyLogitsProcessor,
-    StoppingCriteriaList,
-    StopStringCriteria,
-)
+from transformers import AutoModelForSpeechSeq2Seq
 from transformers.pipelines.base import ChunkPipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
 
 from .audio_llm_srt import describe_input, is_silent, load_audio, split_on_silence
-from .configuration_llm_srt import LANGUAGES, generation_setting, normalize_language
+from .configuration_llm_srt import LANGUAGES, PIPELINE_TASK, normalize_language
+from .generation_llm_srt import TransformersEngine, decode_windows, join_window_texts, vote_language
 from .language_detection_llm_srt import whisper_language_name
 from .processing_llm_srt import normalize_task
 
 
 logger = logging.get_logger(__name__)
 
-TASK_NAME = "speech-translation"
-# Targets written without spaces between sentences when windows are joined.
-UNSPACED_LANGUAGES = {"jpn", "zho", "yue", "tha"}
-
-
-def join_window_texts(parts: Sequence[str], language: str | None) -> str:
-    """The texts of an input's windows joined in order (no spaces for Japanese, Chinese, Cantonese and Thai)."""
-    return ("" if language in UNSPACED_LANGUAGES else " ").join(p.strip() for p in parts if p.strip())
 AUTO = "auto"
 AUDIO_KEYS = ("array", "raw", "bytes", "path")
-
-
-# ------------------------------------------------------------------------------------------ one audio, many targets
-_STOP_CRITERIA: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def stop_after_text(tokenizer, text: str) -> StoppingCriteriaList:
-    """Stop a row once its decoded text ends with `text` (transformers' `StopStringCriteria`), built once per
-    tokenizer and text: building it scans the whole vocabulary (~0.2 s for Qwen's 151k tokens)."""
-    per_tokenizer = _STOP_CRITERIA.setdefault(tokenizer, {})
-    if text not in per_tokenizer:
-        per_tokenizer[text] = StopStringCriteria(tokenizer, [text])
-    return StoppingCriteriaList([per_tokenizer[text]])
-
-
-def prefix_cache(model, prefix_ids: list[int], audio_embeds: torch.Tensor) -> DynamicCache:
-    """The LLM's KV cache of `[audio + prefix]` for each audio row: `prefix_ids` (audio slots, then prompt ids)
-    computed once and reused by every prompt that starts with them."""
-    ids = torch.tensor([prefix_ids] * audio_embeds.shape[0], device=audio_embeds.device)
-    return model(input_ids=ids, audio_embeds=audio_embeds, use_cache=True, logits_to_keep=1).cache
-
-
-def _cache_rows(cache: DynamicCache, rows: list[int]) -> DynamicCache:
-    """A copy of `cache` holding `rows` (generate extends the cache it is given)."""
-    copied = copy.deepcopy(cache)
-    copied.batch_select_indices(torch.tensor(rows, device=cache.layers[0].keys.device))
-    return copied
-
-
-class _WithForcedHistory(LogitsProcessor):
-    """N-gram blocking and the repetition penalty of rows that continue a forced answer prefix: they look at the
-    prefix too, as if it had been generated (the LLM sees only embeddings, so `generate`'s own processors would see
-    only the tokens after it). Independent decoding generates that prefix itself, so both see the same history.
-
-    `histories` are one id list per input row; rows of `generate`'s batch are the input rows repeated (beams).
-    The histories are left-padded with `filler`, an id the model never emits (the audio placeholder, suppressed):
-    an n-gram holding it can never match what follows, so only that id could be banned or penalised."""
-
-    def __init__(self, histories: list[list[int]], filler: int, no_repeat_ngram_size: int,
-                 repetition_penalty: float):
-        width = max(len(h) for h in histories)
-        self.histories = torch.tensor([[filler] * (width - len(h)) + h for h in histories], dtype=torch.long)
-        self.processors = ([RepetitionPenaltyLogitsProcessor(repetition_penalty)] if repetition_penalty != 1.0
-                           else []) + ([NoRepeatNGramLogitsProcessor(no_repeat_ngram_size)]
-                                       if no_repeat_ngram_size > 0 else [])
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        histories = self.histories.to(input_ids.device).repeat_interleave(input_ids.shape[0] // len(self.histories), 0)
-        seen = torch.cat([histories, input_ids], dim=1)
-        for processor in self.processors:  # in generate's order: the penalty, then the n-gram ban
-            scores = processor(seen, scores)
-        return scores
-
-
-@torch.no_grad()
-def generate_many_targets(
-    model,
-    processor,
-    src_lang: str,
-    tgt_langs: Sequence[str],
-    input_features: torch.FloatTensor | None = None,
-    audio_embeds: torch.FloatTensor | None = None,
-    shared_transcript: bool = True,
-    transcripts: Sequence[str] | None = None,
-    **generate_kwargs,
-) -> torch.LongTensor:
-    """Speech translation of each audio into every target language.
-
-    Returns `(num_audio * len(tgt_langs), length)` answer ids, audio-major (row `a * len(tgt_langs) + k` is audio
-    `a` into `tgt_langs[k]`), each `transcript<|src|><|tgt_k|>translation<eos>` right-padded: decode them with
-    `processor.post_process(ids, "srt", src_lang, tgt_langs * num_audio)`.
-
-    - `shared_transcript=False`: every (audio, target) row decodes its whole answer on its own, in one `generate`
-      batch (the original's decoding, what paper-comparable evaluations use).
-    - `shared_transcript=True`: the transcript is decoded once per audio. The answer for the first target is
-      decoded up to the source tag that ends its transcript (a stop string; the target tag after it is the
-      prompt's); then every target's `transcript<|src|><|tgt_k|>` is fed after the prompt as a forced prefix, tokenized jointly with the prompt as in training
-      (`processor.forced_answer_inputs`), and only the translations are decoded, all targets in one batch. The KV
-      cache of the audio and the prompt start every target shares (`processor.shared_prompt_prefix`) is computed
-      once for both steps. An audio whose first decode ends without the source tag (a malformed answer) falls back to
-      independent decoding, so nothing is lost. `transcripts` (one per audio, e.g. known or from an ASR pass) skips
-      the first decode. The translation step's `no_repeat_ngram_size` and `repetition_penalty` count the forced
-      `transcript<|src|><|tgt_k|>` as generated, as independent decoding does: for a well-formed answer the rows
-      equal independent decoding's (greedy, and beams with the same translation budget).
-
-    `generate_kwargs` apply to every decode (e.g. `num_beams`, `max_new_tokens`: the translation step gets the
-    full `max_new_tokens` too).
-    """
-    # As `generate` resolves them (a `generation_config` given or the model's too), not only the kwargs.
-    if (generation_setting(generate_kwargs, model.generation_config, "return_dict_in_generate")
-            or (generation_setting(generate_kwargs, model.generation_config, "num_return_sequences") or 1) != 1):
-        raise ValueError("generate_many_targets returns one answer per row: return_dict_in_generate and "
-                         "num_return_sequences are not supported.")
-    for name in ("cache", "past_key_values"):
-        if generate_kwargs.get(name) is not None:
-            raise ValueError(f"generate_many_targets sets {name} itself; do not pass it.")
-    for name in ("stopping_criteria", "stop_strings") if shared_transcript else ():
-        if generate_kwargs.get(name):
-            raise ValueError(f"generate_many_targets sets {name} itself to end the transcript decode; do not pass "
-                             "it, or pass shared_transcript=False to decode every target whole with it.")
-    targets = [tgt_langs] if isinstance(tgt_langs, str) else list(tgt_langs)
-    if not targets:
-        raise ValueError("tgt_langs is empty: pass at least one target language.")
-    if (input_features is None) == (audio_embeds is None):
-        raise ValueError("Pass exactly one of input_features and audio_embeds.")
-    if audio_embeds is None:
-        audio_embeds = model.get_audio_features(input_features.to(model.audio_tower.conv1.weight.device))
-    num_audio, device = audio_embeds.shape[0], audio_embeds.device
-    if transcripts is not None:
-        transcripts = [transcripts] if isinstance(transcripts, str) else list(transcripts)
-        if len(transcripts) != num_audio:
-            raise ValueError(f"Got {len(transcripts)} transcripts for {num_audio} audio rows.")
-        if not shared_transcript:
-            raise ValueError("transcripts are only used with shared_transcript=True (the translations decoded after "
-                             "them); shared_transcript=False decodes every answer whole.")
-        tag = processor.tag(src_lang)
-        for index, transcript in enumerate(transcripts):
-            if transcript is not None and tag in transcript:
-                # The answer would be split at it: post_process would give a wrong transcript and translation.
-                raise ValueError(f"transcripts[{index}] holds the source tag {tag}, which ends a transcript in the "
-                                 f"answer: {transcript!r}.")
-    eos, pad = processor.eos_token_id, processor.pad_token_id
-    answers: list[list[int] | None] = [None] * (num_audio * len(targets))
-
-    def until_eos(ids: torch.Tensor) -> list[int]:
-        ids = ids.tolist()
-        return ids[: ids.index(eos) + 1] if eos in ids else ids
-
-    def run(blocks: list[list[int]], rows: list[int], cache: DynamicCache | None = None, **kwargs) -> torch.LongTensor:
-        # With a prefix cache, the padding goes after the prefix (positions follow the attention mask).
-        prefix_length = 0
-        if cache is not None:
-            prefix_length = cache.get_seq_length()
-            if all(block[:prefix_length] == shared_prefix for block in blocks):
-                kwargs["cache"] = _cache_rows(cache, rows)
-            else:  # a prompt that does not start as expected: prefilled whole, never mismatched
-                prefix_length = 0
-        padded = processor.pad_prompt_blocks(blocks, prefix_length)
-        return model.generate(
-            input_ids=torch.tensor(padded["input_ids"], device=device),
-            attention_mask=torch.tensor(padded["attention_mask"], device=device),
-            audio_embeds=audio_embeds[torch.tensor(rows, device=device)], **kwargs,
-        )
-
-    def independent(audio_rows: list[int]) -> None:
-        rows = [(a, k) for a in audio_rows for k in range(len(targets))]
-        # Unpadded prompts, padded once by `run` (prompts of different targets differ in length).
-        out = run(processor.prompt_blocks("srt", src_lang, [targets[k] for _, k in rows]), [a for a, _ in rows],
-                  **generate_kwargs)
-        for (a, k), ids in zip(rows, out):
-            answers[a * len(targets) + k] = until_eos(ids)
-
-    if not shared_transcript:
-        independent(list(range(num_audio)))
-    else:
-        shared_prefix = processor.shared_prompt_prefix("srt", src_lang, targets)
-        cache = prefix_cache(model, shared_prefix, audio_embeds)
-        if transcripts is None:
-            # The transcript ends where the answer's tag pair starts: the target tag after it is known (it is the
-            # prompt's), so decoding stops at the source tag and every target's tag is forced with its transcript.
-            first = run(processor.prompt_blocks("srt", src_lang, [targets[0]] * num_audio), list(range(num_audio)),
-                        cache, **generate_kwargs,
-                        stopping_criteria=stop_after_text(processor.tokenizer, processor.tag(src_lang)))
-            transcripts = processor.transcripts_before_source_tag(first, src_lang)
-        shared = [a for a, t in enumerate(transcripts) if t is not None]
-        if len(shared) < num_audio:
-            logger.info(f"{num_audio - len(shared)} of {num_audio} audio decoded no source tag: decoding them "
-                        "independently.")
-            independent([a for a, t in enumerate(transcripts) if t is None])
-        if shared:
-            blocks, prefixes = processor.forced_answer_inputs(src_lang, targets, [transcripts[a] for a in shared])
-            step_kwargs = dict(generate_kwargs)
-            ngram = generation_setting(generate_kwargs, model.generation_config, "no_repeat_ngram_size") or 0
-            penalty = generation_setting(generate_kwargs, model.generation_config, "repetition_penalty") or 1.0
-            if ngram > 0 or penalty != 1.0:
-                # The forced transcript and tag pair count as generated, as in independent decoding.
-                step_kwargs.update(no_repeat_ngram_size=0, repetition_penalty=1.0, logits_processor=LogitsProcessorList(
-                    [_WithForcedHistory(prefixes, model.config.audio_token_id, ngram, penalty)]
-                    + list(generate_kwargs.get("logits_processor") or [])))
-            out = run(blocks, [a for a in shared for _ in targets], cache, **step_kwargs)
-            slots = [a * len(targets) + k for a in shared for k in range(len(targets))]
-            for slot, prefix, ids in zip(slots, prefixes, out):
-                answers[slot] = prefix + until_eos(ids)
-    width = max(len(a) for a in answers)
-    return torch.tensor([a + [pad] * (width - len(a)) for a in answers], dtype=torch.long, device=device)
+TASK_NAME = PIPELINE_TASK
 
 
 def is_auto(language: Any) -> bool:
@@ -429,15 +226,13 @@ class SpeechTranslationPipeline(ChunkPipeline):
         """Encode the batch's windows once; detect languages when asked; decode every (window, target) pair whose
         source language is known in one `generate` batch. Windows of an input split across batches with a
         per-input vote wait (with their audio embeddings) for `postprocess`, which has all of them."""
-        model = self.model
         windows = [dict(window) for window in model_inputs]
         spoken = [i for i, window in enumerate(windows) if window["input_features"] is not None]
         auto = is_auto(src_lang)
         if spoken:
-            features = torch.cat([windows[i]["input_features"] for i in spoken]).to(self.device)
-            audio_embeds, encoder_states = model.get_audio_features(features, return_encoder_states=True)
-            detections = model.detect_language(encoder_hidden_states=encoder_states) if auto else [None] * len(spoken)
-            for i, embeds, detection in zip(spoken, audio_embeds, detections):
+            features = torch.cat([windows[i]["input_features"] for i in spoken])
+            audio_embeds, detections = self.engine.encode(input_features=features, detect_language=auto)
+            for i, embeds, detection in zip(spoken, audio_embeds, detections or [None] * len(spoken)):
                 windows[i].update(audio_embeds=embeds, detection=detection)
         for window in windows:
             window["silent"] = window.pop("input_features") is None
@@ -475,7 +270,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
         src = forward_params.get("src_lang")
         detected = None
         if is_auto(src):
-            detected = self._vote([w["detection"] for w in windows if w["detection"] is not None])
+            detected = vote_language([w["detection"] for w in windows if w["detection"] is not None])
             waiting = [w for w in windows if w["audio_embeds"] is not None]
             if waiting:  # an input whose windows came in several batches: decode them now with the vote
                 language = detected["language"]
@@ -565,53 +360,26 @@ class SpeechTranslationPipeline(ChunkPipeline):
                 "generate_kwargs": generate_kwargs, "language_per_window": bool(params.pop("language_per_window", False)),
                 "unsupported_language": params.pop("unsupported_language", None) or "warn"}
 
+    @property
+    def engine(self) -> TransformersEngine:
+        """The decoding engine every window goes through (`generation_llm_srt`)."""
+        if getattr(self, "_engine", None) is None:
+            self._engine = TransformersEngine(self.model, self.processor)
+        return self._engine
+
     def _decode(self, audio_embeds: list[torch.Tensor], src_langs: list[str], task: str, targets: Sequence[str],
                 generate_kwargs: dict | None) -> list[dict]:
-        """One `generate` batch over every (window, target) pair; returns per window `{target: decoded}` (the key
-        is `"asr"` for transcription). The audio embeddings of a window are repeated over its targets."""
-        processor = self.processor
-        rows = [(w, tgt) for w in range(len(audio_embeds)) for tgt in targets]
-        row_src = [src_langs[w] for w, _ in rows]
-        row_tgt = [None if task == "asr" else tgt for _, tgt in rows]
-        if (generate_kwargs or {}).get("streamer") is not None and len(rows) > 1:
+        """Every (window, target) pair through the decoding seam (`decode_windows`: several SRT targets share each
+        window's transcript unless `shared_transcript=False`); per window `{target: answer}`, `"asr"` for
+        transcription."""
+        settings = dict(generate_kwargs or {})
+        shared_transcript = settings.pop("shared_transcript", True)
+        if settings.get("streamer") is not None and len(audio_embeds) * len(targets) > 1:
             raise ValueError(
-                f"streamer= streams one sequence, but this batch decodes {len(rows)} (windows x targets): use "
-                "batch_size=1, one target and audio of one window."
+                f"streamer= streams one sequence, but this batch decodes {len(audio_embeds) * len(targets)} (windows "
+                "x targets): use batch_size=1, one target and audio of one window."
             )
-        generate_kwargs = dict(generate_kwargs or {})
-        # Several SRT targets share the transcript by default: 4 targets cost 1.23x one instead of 1.78x (14: 1.45x
-        # instead of 2.28x; beam 5: 1.11x / 2.02x instead of 1.57x / 3.97x) with the same demo BLEU (benchmarks/).
-        if generate_kwargs.pop("shared_transcript", True) and task == "srt" and len(targets) > 1:
-            return self._decode_shared_transcript(audio_embeds, src_langs, targets, generate_kwargs)
-        text = processor.prepare_text(task, row_src, row_tgt, [None] * len(rows), [None] * len(rows))
-        embeds = torch.stack(audio_embeds).repeat_interleave(len(targets), dim=0)
-        generated = self.model.generate(
-            input_ids=torch.tensor(text["input_ids"], device=self.device),
-            attention_mask=torch.tensor(text["attention_mask"], device=self.device),
-            audio_embeds=embeds.to(self.device),
-            **(generate_kwargs or {}),
-        )
-        decoded = processor.post_process(generated, task=task, src_lang=row_src,
-                                         tgt_lang=row_tgt if task == "srt" else None)
-        results = [{} for _ in audio_embeds]
-        for (w, tgt), result in zip(rows, decoded):
-            results[w][tgt] = result
-        return results
-
-    def _decode_shared_transcript(self, audio_embeds: list[torch.Tensor], src_langs: list[str],
-                                  targets: Sequence[str], generate_kwargs: dict) -> list[dict]:
-        """`shared_transcript=True`: each window's transcript is decoded once, then every target's translation in one
-        batch after it (`generate_many_targets`); windows are grouped by source language."""
-        results = [{} for _ in audio_embeds]
-        for src in dict.fromkeys(src_langs):
-            windows = [w for w, s in enumerate(src_langs) if s == src]
-            ids = generate_many_targets(
-                self.model, self.processor, src, list(targets), audio_embeds=torch.stack([audio_embeds[w] for w in windows]).to(
-                    self.device), shared_transcript=True, **generate_kwargs)
-            decoded = self.processor.post_process(ids, task="srt", src_lang=src, tgt_lang=list(targets) * len(windows))
-            for row, result in enumerate(decoded):
-                results[windows[row // len(targets)]][targets[row % len(targets)]] = result
-        return results
+        return decode_windows(self.engine, audio_embeds, src_langs, task, targets, settings, shared_transcript)
 
     def _languages_in_batch(self, windows: list[dict], per_window: bool) -> dict[int, str]:
         """Source language of each window of the batch that can be decoded now: per window, or the vote of its
@@ -623,32 +391,11 @@ class SpeechTranslationPipeline(ChunkPipeline):
             group.append(i)
             if window["is_last"]:
                 complete = windows[group[0]]["window"] == 0
-                vote = self._vote([windows[j]["detection"] for j in group if windows[j]["detection"] is not None])
+                vote = vote_language([windows[j]["detection"] for j in group if windows[j]["detection"] is not None])
                 if complete and vote is not None:
                     languages.update({j: vote["language"] for j in group if windows[j]["detection"] is not None})
                 group = []
         return languages
-
-    @staticmethod
-    def _vote(detections: list[dict]) -> dict | None:
-        """One language for an input: the most frequent per-window choice (ties: the larger summed probability);
-        its probability is the mean over the windows of that language's probability."""
-        if not detections:
-            return None
-        counts = collections.Counter(d["language"] for d in detections)
-        mass = collections.defaultdict(float)
-        for detection in detections:
-            for code, p in detection["probabilities"].items():
-                mass[code] += p
-        language = max(counts, key=lambda code: (counts[code], mass[code]))
-        unsupported = [d for d in detections if not d["supported"]]
-        return {
-            "language": language,
-            "probability": mass[language] / len(detections),
-            "unsupported": collections.Counter(d["whisper_language"] for d in unsupported).most_common(1)[0][0]
-            if 2 * len(unsupported) > len(detections) else None,
-            "whisper_probability": max((d["whisper_probability"] for d in unsupported), default=None),
-        }
 
     @staticmethod
     def _check_supported(detected: dict, policy: str) -> None:

@@ -330,11 +330,16 @@ class LlmSrtProcessor(ProcessorMixin):
             shared = shared[:length]
         return [self.audio_token_id] * self.num_audio_tokens + shared
 
-    def prompt_blocks(self, task: str, src_lang: str, tgt_langs: Sequence[str | None]) -> list[list[int]]:
+    def prompt_blocks(
+        self, task: str, src_lang: str, tgt_langs: Sequence[str | None], transcripts: Sequence[str | None] | None = None
+    ) -> list[list[int]]:
         """Unpadded `[audio slots] + encode(prompt)` ids of inference rows, one per target (what `prepare_text`
-        left-pads into a batch), for callers that pad them themselves (`pad_prompt_blocks`)."""
+        left-pads into a batch), for callers that pad them themselves (`pad_prompt_blocks`). `transcripts` (one per
+        target) are the SMT prompts' source texts."""
         slots = [self.audio_token_id] * self.num_audio_tokens
-        return [slots + self.tokenizer.encode(self.build_prompt(task, src_lang, tgt)) for tgt in tgt_langs]
+        transcripts = [None] * len(tgt_langs) if transcripts is None else transcripts
+        return [slots + self.tokenizer.encode(self.build_prompt(task, src_lang, tgt, text))
+                for tgt, text in zip(tgt_langs, transcripts, strict=True)]
 
     def forced_answer_inputs(
         self, src_lang: str, tgt_langs: Sequence[str], transcripts: Sequence[str]

@@ -315,7 +315,7 @@ def test_unparsable_config_names_the_file(tiny, tmp_path):
 def test_bad_generation_arguments_are_refused(tiny, kwargs, message):
     from transformers import GenerationConfig
 
-    from llm_srt.modeling_llm_srt import _check_generate_kwargs
+    from llm_srt.generation_llm_srt import check_generate_kwargs as _check_generate_kwargs
 
     model, _ = tiny
     _check_generate_kwargs({"num_beams": 1, "max_new_tokens": 6, "num_return_sequences": 1}, model.generation_config)

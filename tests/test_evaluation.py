@@ -9,7 +9,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from llm_srt.metrics import bleu_tokenizer, corpus_bleu, error_rate, evaluate_module_path, score_directions
-from llm_srt.pipeline_llm_srt import generate_many_targets
+from llm_srt.generation_llm_srt import generate_many_targets
 from llm_srt.testing import synthetic_speech
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from llm_srt.pipeline_llm_srt import generate_many_targets
+from llm_srt.generation_llm_srt import generate_many_targets
 from llm_srt.testing import synthetic_speech
 
 
@@ -237,7 +237,7 @@ def test_shared_prefix_is_computed_once_and_only_the_rest_prefilled(tiny):
 def test_generate_from_a_prefix_cache_equals_a_whole_prefill(tiny, num_beams):
     """`model.generate(..., cache=prefix_cache)` on blocks padded after the prefix gives the tokens of the plain
     left-padded call, greedy and with beams (the cache is expanded per beam)."""
-    from llm_srt.pipeline_llm_srt import prefix_cache
+    from llm_srt.generation_llm_srt import prefix_cache
 
     model, processor = tiny
     features = processor.extract_features([synthetic_speech(1.0, seed=13)], 16000)
@@ -260,7 +260,7 @@ def test_generate_from_a_prefix_cache_equals_a_whole_prefill(tiny, num_beams):
 
 
 def test_prefix_cache_misuse_is_named(tiny):
-    from llm_srt.pipeline_llm_srt import prefix_cache
+    from llm_srt.generation_llm_srt import prefix_cache
 
     model, processor = tiny
     audio = model.get_audio_features(processor.extract_features([synthetic_speech(1.0, seed=14)], 16000))
@@ -321,7 +321,7 @@ def test_a_prompt_not_starting_with_the_prefix_is_prefilled_whole(tiny, monkeypa
 
 
 def test_stop_criteria_are_built_once_per_tokenizer_and_text(tiny):
-    from llm_srt.pipeline_llm_srt import stop_after_text
+    from llm_srt.generation_llm_srt import stop_after_text
 
     _, processor = tiny
     first = stop_after_text(processor.tokenizer, "<|eng|>")

@@ -385,7 +385,7 @@ def test_auto_vote_over_windows_in_several_batches(auto_pipe, varied_clips):
     together = auto_pipe(long, sampling_rate=SR, tgt_lang="fra", generate_kwargs=GEN, batch_size=8)
     apart = auto_pipe([varied_clips[0], long], sampling_rate=SR, tgt_lang="fra", generate_kwargs=GEN, batch_size=2)
     assert apart[1] == together and together["src_lang"] == "deu"
-    vote = SpeechTranslationPipeline._vote
+    from llm_srt.generation_llm_srt import vote_language as vote
     detections = [{"language": lang, "probabilities": {lang: p, "eng": 1 - p}, "supported": True,
                    "whisper_language": lang, "whisper_probability": p}
                   for lang, p in [("deu", 0.6), ("eng", 0.9), ("deu", 0.7)]]

@@ -15,7 +15,7 @@ from transformers.utils import logging
 
 from ..audio_llm_srt import AudioInputError, describe_input, is_silent, load_audio, split_on_silence
 from ..configuration_llm_srt import LANGUAGES, normalize_language, supported_languages_text
-from ..pipeline_llm_srt import UNSPACED_LANGUAGES
+from ..configuration_llm_srt import UNSPACED_LANGUAGES
 from .batcher import Batcher, Row
 from .protocol import (
     DEFAULT_MAX_AUDIO_SECONDS,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..configuration_llm_srt import LANGUAGES
-from ..pipeline_llm_srt import join_window_texts
+from ..generation_llm_srt import join_window_texts
 
 
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
