@@ -143,7 +143,7 @@ def run(args: LoadArguments) -> dict:
     report = {
         "model": args.model or "tiny random model (benchmarks/speed.py's tiny shapes: 30 s window, 80 queries)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
-        "device": str(server.batcher.device),
+        "device": str(server.engine.device), "engine": server.engine.name,
         "settings": {k: v for k, v in asdict(args).items() if k != "output"}, "rows": rows,
     }
     print(f"model: {report['model']} on {report['device']} ({report['machine']})")

@@ -500,6 +500,41 @@ class TransformersEngine(DecodingEngine):
         return [answers[a * len(targets):(a + 1) * len(targets)] for a in range(len(audio))]
 
 
+def decode_window_rows(
+    engine: DecodingEngine,
+    audio: Sequence[Any],
+    rows: Sequence[Sequence[DecodeRow]],
+    settings: dict | None = None,
+    shared_transcript: bool = True,
+) -> list[list[dict[str, Any]]]:
+    """The general form of [`decode_windows`]: `rows[w]` are window `w`'s rows (their `window` field is ignored);
+    returns their answers in the same shape.
+
+    The rule every caller shares: a window with several SRT rows shares its transcript among them
+    (`shared_transcript=True`, the default; 4 targets cost 1.23x one instead of 1.78x, 14 1.45x instead of 2.28x,
+    with the same demo BLEU, see benchmarks/), windows with the same source and targets decoded together; every
+    other row is decoded on its own, all of them in one batch."""
+    answers: list[list[dict | None]] = [[None] * len(window_rows) for window_rows in rows]
+    groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    alone: list[tuple[int, int]] = []
+    for w, window_rows in enumerate(rows):
+        srt = [row for row in window_rows if row.task == "srt"]
+        if shared_transcript and len(srt) == len(window_rows) > 1 and len({row.src_lang for row in srt}) == 1:
+            groups.setdefault((srt[0].src_lang, tuple(row.tgt_lang for row in srt)), []).append(w)
+        else:
+            alone.extend((w, r) for r in range(len(window_rows)))
+    for (src, targets), windows in groups.items():
+        for w, per_target in zip(windows, engine.decode_shared_transcript([audio[w] for w in windows], src, targets,
+                                                                          settings)):
+            answers[w] = list(per_target)
+    if alone:
+        specs = [DecodeRow(w, rows[w][r].task, rows[w][r].src_lang, rows[w][r].tgt_lang, rows[w][r].transcript)
+                 for w, r in alone]
+        for (w, r), answer in zip(alone, engine.decode_rows(audio, specs, settings)):
+            answers[w][r] = answer
+    return answers
+
+
 def decode_windows(
     engine: DecodingEngine,
     audio: Sequence[Any],
@@ -510,28 +545,13 @@ def decode_windows(
     shared_transcript: bool = True,
 ) -> list[dict[str, dict[str, Any]]]:
     """Every (window, target) pair of windows whose source languages are known: per window `{target: answer}`
-    (the key is `"asr"` for transcription).
-
-    The rule every caller shares: several SRT targets share each window's transcript (`shared_transcript=True`,
-    the default; 4 targets cost 1.23x one instead of 1.78x, 14 1.45x instead of 2.28x, with the same demo BLEU,
-    see benchmarks/), windows grouped by source language; otherwise every pair is decoded on its own, all in one
-    batch."""
+    (the key is `"asr"` for transcription); several SRT targets share each window's transcript unless
+    `shared_transcript=False` ([`decode_window_rows`])."""
     targets = ["asr"] if task == "asr" else list(targets)
-    results: list[dict[str, dict]] = [{} for _ in audio]
-    if not len(audio):
-        return results
-    if shared_transcript and task == "srt" and len(targets) > 1:
-        for src in dict.fromkeys(src_langs):
-            windows = [w for w, s in enumerate(src_langs) if s == src]
-            answers = engine.decode_shared_transcript([audio[w] for w in windows], src, targets, settings)
-            for w, per_target in zip(windows, answers):
-                results[w] = dict(zip(targets, per_target))
-        return results
-    rows = [DecodeRow(w, task, src_langs[w], None if task == "asr" else tgt)
-            for w in range(len(audio)) for tgt in targets]
-    for row, target, answer in zip(rows, targets * len(audio), engine.decode_rows(audio, rows, settings)):
-        results[row.window][target] = answer
-    return results
+    rows = [[DecodeRow(w, task, src_langs[w], None if task == "asr" else tgt) for tgt in targets]
+            for w in range(len(audio))]
+    answers = decode_window_rows(engine, audio, rows, settings, shared_transcript)
+    return [dict(zip(targets, window_answers)) for window_answers in answers]
 
 
 # ---------------------------------------------------------------------------------------------- windows of one input
@@ -563,5 +583,5 @@ def join_window_texts(parts: Sequence[str], language: str | None) -> str:
 
 
 __all__ = ["DecodeRow", "DecodingEngine", "LlmSrtGenerationMixin", "TransformersEngine", "answer_record",
-           "check_generate_kwargs", "decode_windows", "generate_many_targets", "join_window_texts", "prefix_cache",
+           "check_generate_kwargs", "decode_window_rows", "decode_windows", "generate_many_targets", "join_window_texts", "prefix_cache",
            "stop_after_text", "vote_language"]

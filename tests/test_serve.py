@@ -358,9 +358,11 @@ def test_load_benchmark_runs_and_reports_every_level(tiny_folder, tmp_path, caps
 def test_language_omitted_is_detected_where_the_model_can(server, client, monkeypatch):
     seen = []
 
-    def detect_language(input_features):
-        seen.append(tuple(input_features.shape))
-        return [{"language": "deu", "probability": 0.9, "supported": True}]
+    def detect_language(input_features=None, encoder_hidden_states=None):
+        states = encoder_hidden_states if encoder_hidden_states is not None else input_features
+        seen.append(tuple(states.shape))
+        return [{"language": "deu", "probability": 0.9, "probabilities": {"deu": 0.9, "eng": 0.1}, "supported": True,
+                 "whisper_language": "de", "whisper_probability": 0.9}] * states.shape[0]
 
     monkeypatch.setattr(server.state.model, "detect_language", detect_language, raising=False)
     detected = client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), response_format="verbose_json")
@@ -369,7 +371,7 @@ def test_language_omitted_is_detected_where_the_model_can(server, client, monkey
     auto = client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="auto",
                                               response_format="verbose_json")
     assert detected.language == "german" and detected.to_dict() == given.to_dict() == auto.to_dict()
-    assert len(seen) == 2 and seen[0][0] == 1  # one window's features, once per detecting request
+    assert len(seen) == 2 and seen[0][0] == 1  # every speech window (here one), once per detecting request
 
 
 # ------------------------------------------------------------------------------------- found in QA (round 2)

@@ -16,6 +16,7 @@ from transformers.utils import logging
 from ..audio_llm_srt import AudioInputError, describe_input, is_silent, load_audio, split_on_silence
 from ..configuration_llm_srt import LANGUAGES, normalize_language, supported_languages_text
 from ..configuration_llm_srt import UNSPACED_LANGUAGES
+from ..generation_llm_srt import TransformersEngine, vote_language
 from .batcher import Batcher, Row
 from .protocol import (
     DEFAULT_MAX_AUDIO_SECONDS,
@@ -42,6 +43,8 @@ class ServeSettings:
     """Server options (the `llm-srt serve` flags)."""
 
     served_model_name: str = "llm-srt"
+    # Other names a request's `model` may use: the model path as given on the command line (vLLM's default name).
+    model_aliases: tuple[str, ...] = ()
     max_batch_size: int = 16
     max_wait_ms: float = 10.0
     max_file_mb: float = DEFAULT_MAX_FILE_MB
@@ -57,7 +60,8 @@ class SpeechServer:
 
     def __init__(self, model, processor, settings: ServeSettings):
         self.model, self.processor, self.settings = model, processor, settings
-        self.batcher = Batcher(model, processor, settings.max_batch_size, settings.max_wait_ms)
+        self.engine = TransformersEngine(model, processor)
+        self.batcher = Batcher(self.engine, settings.max_batch_size, settings.max_wait_ms)
         self.sampling_rate = processor.feature_extractor.sampling_rate
         self.window_seconds = float(processor.feature_extractor.chunk_length)
         self.created = int(time.time())
@@ -82,7 +86,7 @@ class SpeechServer:
         return settings
 
     def check_model(self, name: str | None) -> None:
-        if name not in (None, "", self.settings.served_model_name):
+        if name not in (None, "", self.settings.served_model_name, *self.settings.model_aliases):
             raise ServeError(
                 404, f"The model {shown(name)} does not exist; this server serves {self.settings.served_model_name!r}.",
                 "model", "model_not_found",
@@ -151,24 +155,18 @@ class SpeechServer:
                              "audio_too_long")
 
     def detect_language(self, windows: Sequence[np.ndarray]) -> str:
-        """The spoken language of the first speech window, where the model can detect it; else a 400.
-
-        Uses `model.detect_language(input_features=...)` (Whisper's method on the model's own encoder), which
-        raises `LanguageDetectionUnavailable` (a ValueError) when the model has no Whisper decoder to detect with.
-        """
-        detect = getattr(self.model, "detect_language", None)
-        if detect is None:
-            raise ServeError(400, "Language detection is not enabled for this model: " + self.PASS_LANGUAGE,
-                             "language", "language_required")
-        features = self.processor.extract_features(list(windows[:1]), self.sampling_rate)
+        """The spoken language of the request's speech windows, where the model can detect it: each window
+        detected (`DecodingEngine.detect_languages`, Whisper's way) and the majority taken (`vote_language`), as the
+        pipeline does; else a 400. A model without a Whisper decoder raises `LanguageDetectionUnavailable` (a
+        ValueError)."""
         try:
-            with self.batcher.model_lock, torch.inference_mode():
-                found = detect(input_features=features.to(self.batcher.device, self.batcher.dtype))[0]
+            with self.batcher.model_lock:
+                found = vote_language(self.engine.detect_languages(list(windows)))
         except ValueError as error:  # LanguageDetectionUnavailable: no Whisper decoder to detect with
             raise ServeError(400, f"Language detection is not enabled for this model ({error}). "
                              + self.PASS_LANGUAGE, "language", "language_required") from None
-        if not found.get("supported", True):
-            raise ServeError(400, f"The audio sounds like {found.get('whisper_language')!r}, which this model does "
+        if found.get("unsupported"):
+            raise ServeError(400, f"The audio sounds like {found['unsupported']!r}, which this model does "
                              "not support. " + self.PASS_LANGUAGE, "language", "unsupported_language")
         return self.language(str(found["language"]), "language")
 
@@ -323,13 +321,14 @@ def create_app(
         raise ValueError(f"max_audio_seconds must be positive, got {max_audio_seconds}.")
     if isinstance(model, (str, os.PathLike)):
         name = served_model_name or os.path.basename(os.path.normpath(os.fspath(model)))
+        aliases = tuple(dict.fromkeys([os.fspath(model), os.path.normpath(os.fspath(model))]))
         model, processor = load_model(model, device, dtype)
     else:
         model, processor = model
-        name = served_model_name or "llm-srt"
+        name, aliases = served_model_name or "llm-srt", ()
     server = SpeechServer(model, processor, ServeSettings(
-        served_model_name=name, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_file_mb=max_file_mb,
-        max_new_tokens=max_new_tokens, num_beams=num_beams, max_audio_seconds=max_audio_seconds,
+        served_model_name=name, model_aliases=aliases, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+        max_file_mb=max_file_mb, max_new_tokens=max_new_tokens, num_beams=num_beams, max_audio_seconds=max_audio_seconds,
     ))
 
     @contextlib.asynccontextmanager

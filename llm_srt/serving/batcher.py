@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from transformers.utils import logging
 
+from ..generation_llm_srt import DecodeRow, DecodingEngine, decode_window_rows
 from .protocol import ServeError
 
 
@@ -43,30 +43,29 @@ _STOP = object()
 
 
 class Batcher:
-    """A worker thread that decodes queued windows of concurrent requests together in one `generate` call.
+    """A worker thread that decodes queued windows of concurrent requests together, through the decoding seam.
 
-    Each window's audio is encoded once and its audio embeddings repeated over its rows (one-to-many, as the
-    pipeline does). A job that cannot be prepared fails alone; when a whole batch fails, its jobs are retried one
-    at a time so only the one at fault fails.
+    Each window's audio is encoded once for all its rows, and several SRT targets of a window share its transcript
+    (`generation_llm_srt.decode_windows`, the pipeline's rule). A job that cannot be prepared fails alone; when a
+    whole batch fails, its jobs are retried one at a time so only the one at fault fails.
 
     Args:
-        model: an `LlmSrtForConditionalGeneration` in eval mode.
-        processor: its `LlmSrtProcessor`.
-        max_batch_size: most rows (window x target pairs) per `generate` call; a larger job runs alone.
+        engine: the `DecodingEngine` (e.g. `TransformersEngine(model, processor)`).
+        max_batch_size: most rows (window x target pairs) per batch; a larger job runs alone.
         max_wait_ms: how long the first queued job waits for others to join its batch.
+        shared_transcript: several SRT targets of a window share its transcript (default, as the pipeline).
     """
 
-    def __init__(self, model, processor, max_batch_size: int = 16, max_wait_ms: float = 10.0):
+    def __init__(self, engine: DecodingEngine, max_batch_size: int = 16, max_wait_ms: float = 10.0,
+                 shared_transcript: bool = True):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}.")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}.")
-        self.model, self.processor = model, processor
+        self.engine, self.shared_transcript = engine, shared_transcript
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000.0
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.audio_tower.parameters()).dtype
         self.model_lock = threading.Lock()  # the worker and language detection share the model
-        self.stats = collections.Counter()  # submitted (windows), batches (generate calls), rows, windows
+        self.stats = collections.Counter()  # submitted (windows), batches (decode batches), rows, windows
         self._queue: queue.Queue = queue.Queue()
         self._pending: collections.deque[WindowJob] = collections.deque()
         self._thread: threading.Thread | None = None
@@ -150,78 +149,35 @@ class Batcher:
 
     def _run(self, jobs: list[WindowJob]) -> None:
         """Decode `jobs` in one batch and resolve their futures; a failing batch is retried job by job."""
-        prepared = []
-        for job in jobs:
-            if job.future.set_running_or_notify_cancel():
-                try:
-                    prepared.append((job, self._prepare(job)))
-                except Exception as error:  # one bad job must not take the batch down
-                    job.future.set_exception(error)
-        if not prepared:
+        running = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+        if not running:
             return
         try:
-            results = self._decode(prepared)
+            results = self._decode(running)
         except Exception as error:
-            if len(prepared) == 1:
+            if len(running) == 1:
                 logger.warning(f"Decoding a window failed: {error}")
-                prepared[0][0].future.set_exception(error)
+                running[0].future.set_exception(error)
                 return
-            logger.warning(f"A batch of {len(prepared)} windows failed ({error}); retrying them one at a time.")
-            for job, inputs in prepared:
+            logger.warning(f"A batch of {len(running)} windows failed ({error}); retrying them one at a time.")
+            for job in running:
                 try:
-                    job.future.set_result(self._decode([(job, inputs)])[0])
+                    job.future.set_result(self._decode([job])[0])
                 except Exception as single_error:
                     job.future.set_exception(single_error)
             return
-        for (job, _), result in zip(prepared, results):
+        for job, result in zip(running, results):
             job.future.set_result(result)
 
-    def _prepare(self, job: WindowJob) -> tuple[torch.Tensor, list[list[int]]]:
-        """Log-mel features `(1, mel, frames)` and the unpadded prompt ids of each row."""
-        rate = self.processor.feature_extractor.sampling_rate
-        features = self.processor.extract_features([job.window], rate)
-        prompts = [
-            self.processor.prepare_text(row.task, [row.src], [row.tgt], [None], [None])["input_ids"][0]
-            for row in job.rows
-        ]
-        return features, prompts
-
-    @torch.inference_mode()
-    def _decode(self, prepared: list[tuple[WindowJob, tuple]]) -> list[list[dict]]:
-        processor, model = self.processor, self.model
-        features = torch.cat([inputs[0] for _, inputs in prepared]).to(device=self.device, dtype=self.dtype)
-        audio_embeds = model.get_audio_features(features)
-        # One row per (window, target); each window's encoding is repeated over its rows.
-        owners, prompts, rows = [], [], []
-        for index, (job, (_, job_prompts)) in enumerate(prepared):
-            owners.extend([index] * len(job.rows))
-            prompts.extend(job_prompts)
-            rows.extend(job.rows)
-        pad = processor.tokenizer.pad_token_id
-        width = max(len(p) for p in prompts)
-        # Left padding, as the processor pads: each row's prompt ends where generation starts.
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        settings = dict(prepared[0][0].settings)
-        generated = model.generate(
-            input_ids=input_ids, attention_mask=attention_mask,
-            audio_embeds=audio_embeds[torch.tensor(owners, device=self.device)], **settings,
-        )
+    def _decode(self, jobs: list[WindowJob]) -> list[list[dict]]:
+        """Per job, one result per row: `text`, `transcript`, `tokens`, `complete` (`decode_window_rows`: the rows
+        of all jobs in one batch, several SRT targets of a window after one shared transcript)."""
+        audio, _ = self.engine.encode([job.window for job in jobs])
+        rows = [[DecodeRow(j, row.task, row.src, None if row.task == "asr" else row.tgt) for row in job.rows]
+                for j, job in enumerate(jobs)]
+        answers = decode_window_rows(self.engine, audio, rows, dict(jobs[0].settings), self.shared_transcript)
         self.stats["batches"] += 1
-        self.stats["rows"] += len(rows)
-        self.stats["windows"] += len(prepared)
-        stop_ids = {processor.tokenizer.eos_token_id, pad}
-        results: list[list[dict]] = [[] for _ in prepared]
-        for index, (owner, row) in enumerate(zip(owners, rows)):
-            ids = generated[index : index + 1]
-            decoded = processor.post_process(ids, task=row.task, src_lang=row.src, tgt_lang=row.tgt)[0]
-            tokens = ids[0].tolist()
-            while tokens and tokens[-1] in stop_ids:
-                tokens.pop()
-            transcript = decoded.get("transcript") or ""
-            text = transcript if row.task == "asr" else decoded.get("translation") or ""
-            results[owner].append({"text": text, "transcript": transcript, "tokens": tokens})
-        return results
-
-
-# ------------------------------------------------------------------------------------------------------ formatting
+        self.stats["rows"] += sum(len(job.rows) for job in jobs)
+        self.stats["windows"] += len(jobs)
+        return [[{"text": answer["text"], "transcript": answer["transcript"] or "", "tokens": answer["token_ids"],
+                  "complete": answer["complete"]} for answer in job_answers] for job_answers in answers]
