@@ -50,18 +50,21 @@ RECIPES = {
     "demo": {
         "languages": "eng,deu,fra", "window_seconds": 3, "num_queries": 16, "width": 128, "num_heads": 4, "llm_layers": 3,
         "ctc_steps": 1200, "lm_steps": 2000, "stage_steps": {"asr": 800, "smt": 400, "srt": 800},
-        "batch_size": 16, "lm_batch_size": 32, "eval_rows": None, "lid_steps": 300,
+        "batch_size": 16, "lm_batch_size": 32, "eval_rows": None, "lid_steps": 300, "variants": 3,
+        "multi_sentence_recordings": 30,
     },
     # quick: the demo with fewer steps and a subset of the test set, for CI's check that the curriculum learns.
     "quick": {
         "languages": "eng,deu,fra", "window_seconds": 3, "num_queries": 16, "width": 128, "num_heads": 4,
         "llm_layers": 3, "ctc_steps": 600, "lm_steps": 1000, "stage_steps": {"asr": 400, "smt": 200, "srt": 400},
-        "batch_size": 16, "lm_batch_size": 32, "eval_rows": 120, "lid_steps": 300,
+        "batch_size": 16, "lm_batch_size": 32, "eval_rows": 120, "lid_steps": 300, "variants": 3,
+        "multi_sentence_recordings": 0,
     },
     "smoke": {
         "languages": "eng,deu", "window_seconds": 3, "num_queries": 8, "width": 32, "num_heads": 2, "llm_layers": 2,
         "ctc_steps": 5, "lm_steps": 5, "stage_steps": {"asr": 3, "smt": 3, "srt": 3},
-        "batch_size": 4, "lm_batch_size": 4, "eval_rows": 8, "lid_steps": 3,
+        "batch_size": 4, "lm_batch_size": 4, "eval_rows": 8, "lid_steps": 3, "variants": 2,
+        "multi_sentence_recordings": 2,
     },
 }
 CURRICULA = {
@@ -88,21 +91,51 @@ def load_split(data_dir: str, split: str) -> list[dict]:
         return [json.loads(line) for line in handle]
 
 
-def attach_features(rows: list[dict], processor, data_dir: str) -> list[dict]:
-    """Compute log-mel features once per clip (rows of several directions share a clip)."""
+def place_in_window(audio: np.ndarray, rng: np.random.Generator, rate: int, window_seconds: float,
+                    max_lead_seconds: float = 1.2, noise: bool = True) -> np.ndarray:
+    """A training variant of a clip: random leading and trailing silence (speech anywhere in the window), a random
+    loudness (-10 to +4 dB) and light noise (-65 to -40 dBFS), so the encoder, the language detector and the
+    adapter learn speech, not where it starts. The clip still fits the window."""
+    room = max(0, int(window_seconds * rate) - len(audio) - int(0.05 * rate))
+    lead = int(rng.integers(0, min(room, int(max_lead_seconds * rate)) + 1))
+    trail = int(rng.integers(0, room - lead + 1))
+    placed = np.concatenate([np.zeros(lead, np.float32), audio, np.zeros(trail, np.float32)])
+    placed = placed * 10 ** (rng.uniform(-10, 4) / 20)
+    if noise:
+        placed = placed + rng.normal(0.0, 10 ** (rng.uniform(-65, -40) / 20), len(placed))
+    return np.clip(placed, -1.0, 1.0).astype(np.float32)
+
+
+def with_leading_silence(audio: np.ndarray, rate: int, seconds: float) -> np.ndarray:
+    return np.concatenate([np.zeros(int(seconds * rate), np.float32), audio])
+
+
+def attach_features(rows: list[dict], processor, data_dir: str, variants: int = 1, seed: int = 0,
+                    lead_seconds: float = 0.0) -> list[dict]:
+    """Compute log-mel features once per clip (rows of several directions share a clip). With `variants` > 1 each
+    clip also gets `variants - 1` augmented versions (`place_in_window`); the rows of a clip cycle through them and
+    `clip` names the version (what CTC and language-detection pre-training sample). `lead_seconds` puts that much
+    silence before every clip (the robustness test sets)."""
     from tqdm.auto import tqdm
 
     from llm_srt.audio_llm_srt import load_audio
 
     rate = processor.feature_extractor.sampling_rate
+    window = float(processor.feature_extractor.chunk_length)
+    rng = np.random.default_rng(seed + 17)
     cache: dict[str, np.ndarray] = {}
     paths = sorted({r["audio"] for r in rows})
     for start in tqdm(range(0, len(paths), 64), desc="log-mel features", unit="batch"):
         chunk = paths[start:start + 64]
         audio = [load_audio(os.path.join(data_dir, p), target_rate=rate) for p in chunk]
-        for path, feats in zip(chunk, processor.extract_features(audio, rate).numpy()):
-            cache[path] = feats
-    return [{**r, "input_features": cache[r["audio"]]} for r in rows]
+        if lead_seconds:
+            audio = [with_leading_silence(a, rate, lead_seconds) for a in audio]
+        for variant in range(variants):
+            placed = audio if variant == 0 else [place_in_window(a, rng, rate, window) for a in audio]
+            for path, feats in zip(chunk, processor.extract_features(placed, rate).numpy()):
+                cache[f"{path}#{variant}"] = feats
+    return [{**r, "clip": f"{r['audio']}#{i % variants}", "input_features": cache[f"{r['audio']}#{i % variants}"]}
+            for i, r in enumerate(rows)]
 
 
 def save_rows(rows: list[dict], path: str) -> str:
@@ -118,7 +151,7 @@ def pretrain_encoder_ctc(model, train_rows: list[dict], steps: int, batch_size: 
     from tqdm.auto import tqdm
 
     encoder = model.audio_tower
-    clips = {r["audio"]: r for r in train_rows}  # one row per clip
+    clips = {r["clip"]: r for r in train_rows}  # one row per clip version
     items = list(clips.values())
     chars = sorted({c for r in items for c in r["transcript"].lower()})
     index = {c: i + 1 for i, c in enumerate(chars)}  # 0 = blank
@@ -166,7 +199,7 @@ def pretrain_language_detector(model, train_rows: list[dict], steps: int, batch_
 
     from llm_srt.language_detection_llm_srt import WHISPER_CODES, LlmSrtLanguageDetector
 
-    clips = list({r["audio"]: r for r in train_rows}.values())
+    clips = list({r["clip"]: r for r in train_rows}.values())
     languages = sorted({r["src_lang"] for r in clips})
     states = encode_clips(model.audio_tower.eval(), clips)
     labels = torch.tensor([languages.index(r["src_lang"]) for r in clips])
@@ -286,8 +319,68 @@ def run_stages(stages, initial: str, train_data: str, recipe: dict, out_dir: str
     return folders
 
 
-def evaluate_model(folder: str, test_rows: list[dict]) -> dict:
-    """Held-out scores of one model on the three tasks (greedy decoding)."""
+def multi_sentence_recordings(test_rows: list[dict], data_dir: str, rate: int, count: int, seed: int) -> list[dict]:
+    """Held-out recordings of two or three sentences with pauses of 0.3-0.8 s, in one language or two (so a
+    recording's windows differ in language), and a target language none of its sentences is in."""
+    from llm_srt.audio_llm_srt import load_audio
+
+    clips: dict[tuple, dict] = {}
+    for row in test_rows:
+        clips.setdefault((row["sentence_id"], row["src_lang"]), {"audio": row["audio"], "src": row["src_lang"],
+                                                               "texts": {row["src_lang"]: row["transcript"]}})
+        clips[(row["sentence_id"], row["src_lang"])]["texts"][row["tgt_lang"]] = row["translation"]
+    languages = sorted({row["src_lang"] for row in test_rows})
+    by_language = {lang: [c for c in clips.values() if c["src"] == lang] for lang in languages}
+    rng = np.random.default_rng(seed + 23)
+    recordings = []
+    for index in range(count):
+        spoken = list(rng.choice(languages, 2, replace=False)) if index % 2 else [languages[index % len(languages)]]
+        target = [lang for lang in languages if lang not in spoken][0]
+        sentences = [by_language[spoken[i % len(spoken)]][int(rng.integers(len(by_language[spoken[i % len(spoken)]])))]
+                     for i in range(int(rng.integers(2, 4)))]
+        pieces, spans, cursor = [], [], 0
+        for sentence in sentences:
+            audio = load_audio(os.path.join(data_dir, sentence["audio"]), target_rate=rate)
+            pause = np.zeros(int(rng.uniform(0.3, 0.8) * rate), np.float32)
+            pieces += [audio, pause]
+            spans.append((cursor / rate, (cursor + len(audio)) / rate, sentence["src"]))
+            cursor += len(audio) + len(pause)
+        recordings.append({"audio": np.concatenate(pieces), "spans": spans, "target": target,
+                           "reference": " ".join(s["texts"][target] for s in sentences)})
+    return recordings
+
+
+def evaluate_multi_sentence(model, processor, recordings: list[dict], generate: dict) -> dict:
+    """SRT BLEU and per-window language-ID accuracy of multi-sentence recordings through the pipeline's long-audio
+    path (cut at pauses, each window's language detected, `language_per_window=True`)."""
+    from llm_srt.metrics import corpus_bleu
+    from llm_srt.pipeline_llm_srt import SpeechTranslationPipeline
+
+    pipe = SpeechTranslationPipeline(model=model, processor=processor)
+    rate = processor.feature_extractor.sampling_rate
+    hypotheses, right, windows = {}, 0, []
+    for recording in recordings:
+        out = pipe({"array": recording["audio"], "sampling_rate": rate}, src_lang="auto", tgt_lang=recording["target"],
+                   language_per_window=True, return_timestamps=True, generate_kwargs=generate)
+        hypotheses.setdefault(recording["target"], []).append((out["text"], recording["reference"]))
+        for chunk in out["chunks"]:
+            if "detected_language" not in chunk:
+                continue  # a silent window
+            start, end = chunk["timestamp"]
+            spoken = max(recording["spans"], key=lambda s: min(end, s[1]) - max(start, s[0]))[2]
+            right += chunk["detected_language"] == spoken
+            windows.append(chunk["detected_language"])
+    bleu = [corpus_bleu([h for h, _ in pairs], [r for _, r in pairs], tgt)["score"]
+            for tgt, pairs in hypotheses.items()]
+    return {"srt_bleu": float(np.mean(bleu)), "language_id_accuracy": right / max(len(windows), 1),
+            "recordings": len(recordings), "windows": len(windows)}
+
+
+def evaluate_model(folder: str, test_rows: list[dict], robustness: dict[str, list[dict]] | None = None,
+                   recordings: list[dict] | None = None) -> dict:
+    """Held-out scores of one model on the three tasks (greedy decoding); with `robustness` (name -> test rows
+    whose clips start with silence) its SRT BLEU and language ID on each, and with `recordings` the
+    multi-sentence scores (`evaluate_multi_sentence`)."""
     from llm_srt import LlmSrtProcessor
 
     model = LlmSrtForConditionalGeneration.from_pretrained(folder).eval()
@@ -301,11 +394,41 @@ def evaluate_model(folder: str, test_rows: list[dict]) -> dict:
         scores["smt_bleu"] = evaluate_rows(model, processor, test_rows, "smt", batch_size=64,
                                            generate_kwargs=generate)["averages"]["bleu"]
         srt = evaluate_rows(model, processor, test_rows, "srt", batch_size=64, generate_kwargs=generate)
+        for name, rows in (robustness or {}).items():
+            shifted = evaluate_rows(model, processor, rows, "srt", batch_size=64, generate_kwargs=generate)
+            scores[f"srt_bleu_{name}"] = shifted["averages"]["bleu"]
+            scores[f"language_id_accuracy_{name}"] = language_detection_accuracy(model, rows)
+        if recordings:
+            multi = evaluate_multi_sentence(model, processor, recordings, generate)
+            scores["srt_bleu_multi_sentence"] = multi["srt_bleu"]
+            scores["language_id_accuracy_multi_sentence"] = multi["language_id_accuracy"]
     scores["srt_bleu"] = srt["averages"]["bleu"]
     scores["srt_wer"] = srt["averages"].get("wer")
     scores["srt_bleu_by_direction"] = {k: round(v["bleu"]["score"], 1) for k, v in srt["directions"].items()}
     scores["language_id_accuracy"] = language_detection_accuracy(model, test_rows)
     return scores
+
+
+ROBUSTNESS_COLUMNS = (  # (results key, column): leading silence and multi-sentence recordings
+    ("srt_bleu_lead_0.3s", "SRT BLEU, 0.3 s silence first"), ("language_id_accuracy_lead_0.3s", "language ID, 0.3 s"),
+    ("srt_bleu_lead_1.0s", "SRT BLEU, 1.0 s silence first"), ("language_id_accuracy_lead_1.0s", "language ID, 1.0 s"),
+    ("srt_bleu_multi_sentence", "SRT BLEU, multi-sentence"), ("language_id_accuracy_multi_sentence",
+                                                              "language ID per window, multi-sentence"),
+)
+
+
+def robustness_table(results: dict) -> str:
+    """Scores with speech elsewhere than at the window's start, for the models that have them."""
+    rows = {name: s for name, s in results.items() if any(key in s for key, _ in ROBUSTNESS_COLUMNS)}
+    if not rows:
+        return ""
+    lines = ["| model | SRT BLEU (clean) | " + " | ".join(label for _, label in ROBUSTNESS_COLUMNS) + " |",
+             "|---" * (len(ROBUSTNESS_COLUMNS) + 2) + "|"]
+    for name, s in rows.items():
+        cells = [f"{s[key]:.1f}" if key.startswith("srt") else f"{s[key]:.3f}" if key in s else "-"
+                 for key, _ in ROBUSTNESS_COLUMNS]
+        lines.append(f"| {name} | {s['srt_bleu']:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def markdown_table(results: dict) -> str:
@@ -337,8 +460,13 @@ def run(args: CurriculumArguments) -> dict:
         tiny_config(len(tokenizer), num_queries=recipe["num_queries"], window_seconds=recipe["window_seconds"]),
         tokenizer,
     )
-    train_rows = attach_features(train_rows, feature_processor, data_dir)
+    # Training clips: as spoken plus augmented versions placed anywhere in the window (see place_in_window).
+    train_rows = attach_features(train_rows, feature_processor, data_dir, variants=recipe["variants"], seed=args.seed)
+    robustness = {f"lead_{seconds}s": attach_features(test_rows, feature_processor, data_dir, lead_seconds=seconds)
+                  for seconds in (0.3, 1.0)}
     test_rows = attach_features(test_rows, feature_processor, data_dir)
+    recordings = multi_sentence_recordings(test_rows, data_dir, feature_processor.feature_extractor.sampling_rate,
+                                           recipe["multi_sentence_recordings"], args.seed)
     train_data = save_rows(train_rows, os.path.join(args.output_dir, "train_features"))
 
     initial, pretraining = build_initial_model(recipe, tokenizer, train_rows, args.output_dir, args.seed)
@@ -352,7 +480,9 @@ def run(args: CurriculumArguments) -> dict:
         timings[f"{name}_train_s"] = round(time.time() - tick, 1)
         if name == "full":
             for stage, folder in zip(stages, folders):
-                results[f"after {stage.upper()}"] = evaluate_model(folder, test_rows)
+                results[f"after {stage.upper()}"] = evaluate_model(
+                    folder, test_rows, robustness if stage == stages[-1] else None,
+                    recordings if stage == stages[-1] else None)
         else:
             results[f"{name} ({' -> '.join(s.upper() for s in stages)})"] = evaluate_model(folders[-1], test_rows)
     timings["total_s"] = round(time.time() - started, 1)
@@ -361,6 +491,10 @@ def run(args: CurriculumArguments) -> dict:
     with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2, ensure_ascii=False)
     table = markdown_table(results)
+    robust = robustness_table(results)
+    if robust:
+        table += "\n\nSpeech anywhere in the window (held-out clips after leading silence; held-out recordings of " \
+                 "2-3 sentences, one or two languages, through the pipeline's long-audio path):\n\n" + robust
     with open(os.path.join(args.output_dir, "results.md"), "w", encoding="utf-8") as handle:
         handle.write(table + "\n")
     print("\nHeld-out results (sentences never seen in training; greedy decoding):\n" + table)
