@@ -109,6 +109,13 @@ def test_run_writes_everything_and_resumes_without_redoing_work(tiny_folder, tes
     assert all(d["count"] == 3 and "signature" in d["bleu"] and "wer" in d for d in full["directions"].values())
     assert full["averages"]["bleu_by_source"].keys() == {"eng"}
     assert open(tmp_path / "full" / "bleu_heatmap.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    quality, speed = full["quality"], full["speed"]  # what BLEU hides, beside it
+    assert set(quality["directions"]) == set(full["directions"]) and quality["overall"]["count"] == 9
+    assert all("chrf" in q and 0 <= q["loop_rate"] <= 1 for q in quality["directions"].values())
+    assert speed["utterances"] == 9 and speed["audio_seconds"] > 0 and speed["device"] == "cpu"
+    assert speed["rtfx"] == pytest.approx(speed["audio_seconds"] / speed["decode_seconds"])
+    report = open(tmp_path / "full" / "results.md").read()
+    assert "chrF++" in report and "off-target" in report and "RTFx" in report
 
     decoded = []
     real = script.decode_batch
