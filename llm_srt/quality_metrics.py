@@ -138,5 +138,61 @@ def speed(audio_seconds: float | None, decode_seconds: float, utterances: int, d
             "utterances_per_second": utterances / decode_seconds, "device": device, "engine": engine}
 
 
+def non_speech_clips(seconds: float = 5.0, sampling_rate: int = 16000, seed: int = 0) -> dict[str, "np.ndarray"]:
+    """Clips where nothing is spoken, generated: digital silence, near-silence (-70 dBFS hiss), white and pink-ish
+    (low-passed) noise at -20 dBFS, and music-like tones (a chord progression of harmonic tones with a beat)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sampling_rate)
+    t = np.arange(n) / sampling_rate
+    white = rng.standard_normal(n)
+    brown = np.cumsum(white)
+    brown -= np.convolve(brown, np.ones(400) / 400, mode="same")  # drift removed: a low-passed rumble
+
+    def at(signal, dbfs):
+        return (signal / np.sqrt(np.mean(signal ** 2)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+    chords = [(220.0, 277.2, 329.6), (196.0, 246.9, 293.7), (174.6, 220.0, 261.6), (164.8, 207.7, 246.9)]
+    music = np.zeros(n)
+    bar = sampling_rate  # one chord a second, a note onset every quarter second
+    for start in range(0, n, bar):
+        chord = chords[(start // bar) % len(chords)]
+        seg = slice(start, min(start + bar, n))
+        local = t[seg] - t[start]
+        envelope = np.exp(-3.0 * (local % 0.25))
+        for freq in chord:
+            for harmonic, weight in ((1, 1.0), (2, 0.4), (3, 0.2)):
+                music[seg] += weight * envelope * np.sin(2 * np.pi * freq * harmonic * t[seg])
+    return {"silence": np.zeros(n, dtype=np.float32), "near_silence": at(white, -70.0),
+            "white_noise": at(white, -20.0), "rumble_noise": at(brown, -20.0), "music": at(music, -14.0)}
+
+
+def non_speech_check(model, processor, task: str = "srt", src_lang: str = "eng", tgt_lang: str | None = "deu",
+                     clips: dict[str, Any] | None = None, generate_kwargs: dict | None = None, engine=None
+                     ) -> dict[str, Any]:
+    """Run clips where nothing is spoken (`non_speech_clips`) through the model, with the pipeline's silence
+    skipping (`audio_llm_srt.is_silent`: a window under -60 dBFS is not decoded) on and off. Returns per setting the
+    share of clips the model wrote text for (`hallucination_rate`) and per clip what it wrote."""
+    from .audio_llm_srt import is_silent
+    from .evaluation import decode_batch
+
+    if clips is None:  # within the model's window
+        clips = non_speech_clips(seconds=min(5.0, float(processor.feature_extractor.chunk_length)))
+    rows = [{"key": name, "src_lang": src_lang, "tgt_lang": None if task == "asr" else tgt_lang, "transcript": "",
+             "translation": "", "audio": {"array": audio, "sampling_rate": 16000}} for name, audio in clips.items()]
+    decoded = decode_batch(model, processor, rows, task, generate_kwargs=generate_kwargs, engine=engine)
+    out: dict[str, Any] = {"task": task, "src_lang": src_lang, "tgt_lang": rows[0]["tgt_lang"], "clips": {}}
+    for skip in (False, True):
+        written = {}
+        for row, result in zip(rows, decoded):
+            text = "" if skip and is_silent(row["audio"]["array"]) else \
+                " ".join(t for t in (result.get("transcript"), result["hypothesis"]) if t and t.strip())
+            written[row["key"]] = text
+        out["skip_silence" if skip else "no_skip"] = {
+            "hallucination_rate": sum(bool(t) for t in written.values()) / len(written), "text": written}
+    return out
+
+
 __all__ = ["LOOP_NGRAM_SIZES", "LOOP_REPEATS", "chrf_pp", "identify_language", "is_loop", "is_off_target",
-           "quality_directions", "speed"]
+           "non_speech_check", "non_speech_clips", "quality_directions", "speed"]

@@ -280,6 +280,7 @@ def test_shared_transcript_rows_equal_generate_many_targets_per_clip(tiny, clip_
     writes.batch_sizes.clear()
     expected = by_hand(model, processor, clip_rows, str(tmp_path), generate)
     assert writes.batch_sizes == [1, 3, 1, 3, 1]  # the hand calls shared the transcript too
+    assert all(isinstance(r.pop("complete"), bool) for r in shared)  # whether EOS ended it (the loop rate's)
     assert shared == expected  # row for row, in the rows' order, the same fields
     # Every row is the clip's transcript, heard once, then its own tag pair (fed as the forced prefix: the model
     # itself only writes eng-deu's), then the translation.

@@ -65,3 +65,65 @@ def test_quality_directions_counts_forced_outputs():
     assert overall["chrf"] == pytest.approx((fra["chrf"]["score"] + deu["chrf"]["score"]) / 2)
     asr = quality_directions([{"src_lang": "fra", "hypothesis": GERMAN, "reference": FRENCH}], "asr")
     assert asr["directions"]["fra"]["off_target_rate"] == 1.0 and "chrf" not in asr["directions"]["fra"]
+
+
+class _Talkative:
+    """An engine forced to speak: wraps the tiny model's engine and writes text for every window."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.decoded = 0
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def decode_rows(self, audio, rows, settings=None):
+        answers = self.engine.decode_rows(audio, rows, settings)
+        self.decoded += len(rows)
+        for answer in answers:
+            answer.update(raw="<|eng|>thank you for watching<|eng|><|deu|>danke fürs Zuschauen",
+                          transcript="thank you for watching", translation="danke fürs Zuschauen",
+                          text="danke fürs Zuschauen", complete=True)
+        return answers
+
+
+def test_non_speech_clips_with_a_model_forced_to_speak_are_counted(tiny):
+    import numpy as np
+
+    from llm_srt.audio_llm_srt import is_silent
+    from llm_srt.generation_llm_srt import TransformersEngine
+    from llm_srt.quality_metrics import non_speech_check, non_speech_clips
+
+    model, processor = tiny
+    clips = non_speech_clips(seconds=2.0)
+    assert {"silence", "white_noise", "music"} <= set(clips)
+    assert is_silent(clips["silence"]) and not is_silent(clips["white_noise"]) and not is_silent(clips["music"])
+    assert all(len(c) == 32000 and c.dtype == np.float32 for c in clips.values())
+    engine = _Talkative(TransformersEngine(model, processor))
+    result = non_speech_check(model, processor, "srt", "eng", "deu", clips=clips, engine=engine,
+                              generate_kwargs={"num_beams": 1, "max_new_tokens": 3})
+    assert engine.decoded == len(clips)
+    silent = sum(is_silent(c) for c in clips.values())  # silence and near-silence (-70 dBFS)
+    assert result["no_skip"]["hallucination_rate"] == 1.0
+    assert result["skip_silence"]["hallucination_rate"] == pytest.approx(1 - silent / len(clips))
+    assert result["skip_silence"]["text"]["silence"] == "" and "danke" in result["skip_silence"]["text"]["music"]
+
+
+def test_evaluate_non_speech_flag(tiny_folder, tmp_path, capsys):
+    import json
+
+    from trainer_scripts.evaluate import main
+
+    out = tmp_path / "ns"
+    args = ["--model", tiny_folder, "--output_dir", str(out), "--non_speech", "true", "--task", "asr",
+            "--num_beams", "1", "--max_new_tokens", "3"]
+    result = main(args)
+    saved = json.load(open(out / "non_speech.json"))
+    assert saved["no_skip"] == result["no_skip"] and set(saved["no_skip"]["text"]) >= {"silence", "music"}
+    assert "Text written where nothing was spoken" in open(out / "non_speech.md").read()
+    with pytest.raises(SystemExit) as raised:  # results are not replaced silently
+        main(args)
+    assert raised.value.code == 2 and "non_speech.json exists already" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as raised:
+        main(["--model", tiny_folder, "--output_dir", str(out)])
+    assert raised.value.code == 2 and "--test_file is required" in capsys.readouterr().err

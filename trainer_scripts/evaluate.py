@@ -48,7 +48,7 @@ from llm_srt.audio_llm_srt import resolve_path  # noqa: E402
 from llm_srt.configuration_llm_srt import normalize_language  # noqa: E402
 from llm_srt.evaluation import decode_batch, group_clips, make_batches  # noqa: E402
 from llm_srt.metrics import score_directions  # noqa: E402
-from llm_srt.quality_metrics import quality_directions, speed  # noqa: E402
+from llm_srt.quality_metrics import non_speech_check, quality_directions, speed  # noqa: E402
 from llm_srt.processing_llm_srt import normalize_task  # noqa: E402
 from llm_srt.safe_io import OutputExistsError, atomic_write  # noqa: E402
 from llm_srt.training import (  # noqa: E402
@@ -69,8 +69,9 @@ REQUIRED = {"asr": ("src_lang", "transcript"), "smt": ("src_lang", "tgt_lang", "
 @dataclass
 class EvaluateArguments:
     model: str = field(metadata={"help": "Model folder or Hub id."})
-    test_file: str = field(metadata={"help": "Test rows: a .jsonl manifest (prepare_data.py) or a datasets folder."})
     output_dir: str = field(metadata={"help": "Where hypotheses, results.json, results.md and the heatmap go."})
+    test_file: str | None = field(
+        default=None, metadata={"help": "Test rows: a .jsonl manifest (prepare_data.py) or a datasets folder."})
     task: str = field(default="srt", metadata={"help": "asr, smt or srt."})
     directions: str | None = field(default=None, metadata={"help": "Comma-separated src-tgt pairs, e.g. eng-deu,deu-eng."})
     src_langs: str | None = field(default=None, metadata={"help": "Keep only these source languages."})
@@ -91,6 +92,13 @@ class EvaluateArguments:
     )
     compare: str | None = field(default=None, metadata={"help": "Another results.json, or the paper's table."})
     compare_system: str = field(default="llm_srt_3b_v2", metadata={"help": "System column of a paper table."})
+    non_speech: bool = field(
+        default=False,
+        metadata={"help": "Instead of a test set: generated silence, noise and music-like clips through the model "
+                          "(--task asr or srt, the first of --src_langs (eng) and --tgt_langs (deu)); reports in "
+                          "non_speech.json/.md how often it writes text where nothing was spoken, with the "
+                          "pipeline's silence skipping on and off."},
+    )
     overwrite: bool = field(
         default=False,
         metadata={"help": "Replace existing results in --output_dir, and discard caches of another model or other "
@@ -108,6 +116,10 @@ class EvaluateArguments:
                 raise ValueError(f"--{name} must be >= 1, got {value}")
         if self.shared_transcript and self.task != "srt":
             raise ValueError(f"--shared_transcript applies to --task srt only, not {self.task}.")
+        if self.test_file is None and not self.non_speech:
+            raise ValueError("--test_file is required (or --non_speech true).")
+        if self.non_speech and self.task == "smt":
+            raise ValueError("--non_speech checks audio: --task asr or srt, not smt.")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
@@ -564,7 +576,7 @@ def compare(results: dict, other: dict[tuple[str, str], float], label: str) -> s
 
 def check_usage(args: EvaluateArguments) -> None:
     """Paths that name nothing are bad usage, found before any work (`UsageError`, `FileNotFoundError`)."""
-    if not os.path.exists(args.test_file):
+    if args.test_file is not None and not os.path.exists(args.test_file):
         raise FileNotFoundError(f"Data not found: {args.test_file}")
     if not os.path.isdir(args.model) and (os.path.exists(args.model) or args.model.count("/") != 1
                                           or args.model.startswith((".", "~"))):
@@ -579,6 +591,8 @@ def evaluate(args: EvaluateArguments) -> dict | None:
     """Check, decode (resuming from the caches) and, on rank 0, merge and report. Returns the results on rank 0."""
     task = normalize_task(args.task)
     check_usage(args)
+    if args.non_speech:
+        return evaluate_non_speech(args)
     fingerprint = cache_fingerprint(args)
     stale = check_output_dir(args, fingerprint)
     comparison = load_comparison(args.compare, args.compare_system) if args.compare else None
@@ -623,6 +637,44 @@ def evaluate(args: EvaluateArguments) -> dict | None:
     if comparison is not None:
         print(compare(results, comparison, os.path.basename(args.compare)))
     return results
+
+
+def evaluate_non_speech(args: EvaluateArguments) -> dict:
+    """`--non_speech`: the generated clips through the model; `non_speech.json` and `non_speech.md`."""
+    from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor
+
+    path = os.path.join(args.output_dir, "non_speech.json")
+    if os.path.exists(path) and not args.overwrite:
+        raise UsageError(f"{path} exists already; pass --overwrite true to replace it.")
+    src = sorted(_codes(args.src_langs, "src_langs") or {"eng"})[0]
+    tgt = sorted(_codes(args.tgt_langs, "tgt_langs") or {"deu"})[0]
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = LlmSrtForConditionalGeneration.from_pretrained(
+        args.model, dtype=getattr(torch, args.dtype) if args.dtype else None).to(device).eval()
+    processor = LlmSrtProcessor.from_pretrained(args.model)
+    generate = {k: v for k, v in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens)) if v}
+    results = {"model": args.model, **non_speech_check(model, processor, args.task, src, tgt, generate_kwargs=generate)}
+    report = non_speech_markdown(results)
+    os.makedirs(args.output_dir, exist_ok=True)
+    with atomic_write(os.path.join(args.output_dir, "non_speech.md")) as handle:
+        handle.write(report)
+    with atomic_write(path) as handle:
+        json.dump(results, handle, indent=2, ensure_ascii=False)
+    print(report)
+    return results
+
+
+def non_speech_markdown(results: dict) -> str:
+    """The non-speech check as a table: per clip, what the model wrote with silence skipping off and on."""
+    off, on = results["no_skip"], results["skip_silence"]
+    lines = [f"# Non-speech check ({results['task']}, {results['src_lang']}"
+             f"{'-' + results['tgt_lang'] if results.get('tgt_lang') else ''}): {results['model']}", "",
+             "| clip | text written (skipping off) | skipping on |", "|---|---|---|"]
+    for clip in off["text"]:
+        lines.append(f"| {clip} | {off['text'][clip][:80] or '-'} | {on['text'][clip][:80] or '-'} |")
+    lines += ["", f"Text written where nothing was spoken: {_rate(off['hallucination_rate'])} of clips with silence "
+              f"skipping off, {_rate(on['hallucination_rate'])} with it on."]
+    return "\n".join(lines) + "\n"
 
 
 def refresh_references(item: dict, row: dict, task: str) -> dict:
