@@ -127,3 +127,26 @@ def test_evaluate_non_speech_flag(tiny_folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as raised:
         main(["--model", tiny_folder, "--output_dir", str(out)])
     assert raised.value.code == 2 and "--test_file is required" in capsys.readouterr().err
+
+
+def test_model_card_carries_the_new_metrics_in_model_index(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from trainer_scripts.push_to_hub import render_card
+
+    results = {"task": "srt", "test_file": "fleurs_test.jsonl", "averages": {"bleu": 21.37, "wer": 0.1234},
+               "quality": {"overall": {"chrf": 45.678, "off_target_rate": 0.0312, "loop_rate": 0.005}},
+               "speed": {"rtfx": 12.345, "device": "cuda:0", "engine": "transformers"}}
+    card = render_card("llm-srt-test", "me/llm-srt-test", "/local/qwen", "openai/whisper-large-v3", results=results)
+    path = tmp_path / "README.md"
+    path.write_text(card)
+    parsed = ModelCard.load(str(path)).data.eval_results  # rendered, then parsed back as the Hub parses it
+    values = {r.metric_type: r.metric_value for r in parsed}
+    assert values == {"bleu": 21.37, "wer": 0.1234, "chrf": 45.68, "off_target_rate": 0.0312, "loop_rate": 0.005,
+                      "rtfx": 12.35}
+    assert all(r.dataset_name == "fleurs_test.jsonl (srt)" for r in parsed)
+    assert "RTFx, cuda:0 transformers (measured)" in card
+    old = render_card("x", "me/x", "/local/qwen", "openai/whisper-large-v3",  # an older results.json: BLEU only
+                      results={"task": "srt", "averages": {"bleu": 10.0}})
+    (tmp_path / "old.md").write_text(old)
+    assert [r.metric_type for r in ModelCard.load(str(tmp_path / "old.md")).data.eval_results] == ["bleu"]
