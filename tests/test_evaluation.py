@@ -109,6 +109,13 @@ def test_run_writes_everything_and_resumes_without_redoing_work(tiny_folder, tes
     assert all(d["count"] == 3 and "signature" in d["bleu"] and "wer" in d for d in full["directions"].values())
     assert full["averages"]["bleu_by_source"].keys() == {"eng"}
     assert open(tmp_path / "full" / "bleu_heatmap.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    quality, speed = full["quality"], full["speed"]  # what BLEU hides, beside it
+    assert set(quality["directions"]) == set(full["directions"]) and quality["overall"]["count"] == 9
+    assert all("chrf" in q and 0 <= q["loop_rate"] <= 1 for q in quality["directions"].values())
+    assert speed["utterances"] == 9 and speed["audio_seconds"] > 0 and speed["device"] == "cpu"
+    assert speed["rtfx"] == pytest.approx(speed["audio_seconds"] / speed["decode_seconds"])
+    report = open(tmp_path / "full" / "results.md").read()
+    assert "chrF++" in report and "off-target" in report and "RTFx" in report
 
     decoded = []
     real = script.decode_batch
@@ -273,6 +280,7 @@ def test_shared_transcript_rows_equal_generate_many_targets_per_clip(tiny, clip_
     writes.batch_sizes.clear()
     expected = by_hand(model, processor, clip_rows, str(tmp_path), generate)
     assert writes.batch_sizes == [1, 3, 1, 3, 1]  # the hand calls shared the transcript too
+    assert all(isinstance(r.pop("complete"), bool) for r in shared)  # whether EOS ended it (the loop rate's)
     assert shared == expected  # row for row, in the rows' order, the same fields
     # Every row is the clip's transcript, heard once, then its own tag pair (fed as the forced prefix: the model
     # itself only writes eng-deu's), then the translation.
@@ -344,7 +352,9 @@ def test_script_shared_transcript_option(tiny, tiny_folder, test_set, tmp_path, 
     model, processor = tiny
     expected = by_hand(model, processor, rows, os.path.dirname(test_set), {"num_beams": 1, "max_new_tokens": 6})
     hypotheses = [json.loads(line) for line in open(out / "hypotheses.srt.jsonl", encoding="utf-8")]
-    assert hypotheses == expected  # row for row, in the test set's order
+    extra = {"complete", "decode_seconds", "audio_seconds", "device", "engine"}  # for the loop rate and the speed
+    assert all(set(h) == set(e) | extra for h, e in zip(hypotheses, expected))
+    assert [{k: h[k] for k in e} for h, e in zip(hypotheses, expected)] == expected  # row for row, in order
     assert "--shared_transcript" in open(out / "results.md", encoding="utf-8").read()
 
 

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -47,9 +48,12 @@ from llm_srt.audio_llm_srt import resolve_path  # noqa: E402
 from llm_srt.configuration_llm_srt import normalize_language  # noqa: E402
 from llm_srt.evaluation import decode_batch, group_clips, make_batches  # noqa: E402
 from llm_srt.metrics import score_directions  # noqa: E402
+from llm_srt.quality_metrics import non_speech_check, quality_directions, speed  # noqa: E402
 from llm_srt.processing_llm_srt import normalize_task  # noqa: E402
 from llm_srt.safe_io import OutputExistsError, atomic_write  # noqa: E402
-from llm_srt.training import DataError, RowChecker, default_base_dir, load_rows, row_labels  # noqa: E402
+from llm_srt.training import (  # noqa: E402
+    DataError, RowChecker, audio_seconds, default_base_dir, load_rows, row_labels,
+)
 
 
 PROG = "evaluate.py"
@@ -65,8 +69,9 @@ REQUIRED = {"asr": ("src_lang", "transcript"), "smt": ("src_lang", "tgt_lang", "
 @dataclass
 class EvaluateArguments:
     model: str = field(metadata={"help": "Model folder or Hub id."})
-    test_file: str = field(metadata={"help": "Test rows: a .jsonl manifest (prepare_data.py) or a datasets folder."})
     output_dir: str = field(metadata={"help": "Where hypotheses, results.json, results.md and the heatmap go."})
+    test_file: str | None = field(
+        default=None, metadata={"help": "Test rows: a .jsonl manifest (prepare_data.py) or a datasets folder."})
     task: str = field(default="srt", metadata={"help": "asr, smt or srt."})
     directions: str | None = field(default=None, metadata={"help": "Comma-separated src-tgt pairs, e.g. eng-deu,deu-eng."})
     src_langs: str | None = field(default=None, metadata={"help": "Keep only these source languages."})
@@ -87,6 +92,13 @@ class EvaluateArguments:
     )
     compare: str | None = field(default=None, metadata={"help": "Another results.json, or the paper's table."})
     compare_system: str = field(default="llm_srt_3b_v2", metadata={"help": "System column of a paper table."})
+    non_speech: bool = field(
+        default=False,
+        metadata={"help": "Instead of a test set: generated silence, noise and music-like clips through the model "
+                          "(--task asr or srt, the first of --src_langs (eng) and --tgt_langs (deu)); reports in "
+                          "non_speech.json/.md how often it writes text where nothing was spoken, with the "
+                          "pipeline's silence skipping on and off."},
+    )
     overwrite: bool = field(
         default=False,
         metadata={"help": "Replace existing results in --output_dir, and discard caches of another model or other "
@@ -104,6 +116,10 @@ class EvaluateArguments:
                 raise ValueError(f"--{name} must be >= 1, got {value}")
         if self.shared_transcript and self.task != "srt":
             raise ValueError(f"--shared_transcript applies to --task srt only, not {self.task}.")
+        if self.test_file is None and not self.non_speech:
+            raise ValueError("--test_file is required (or --non_speech true).")
+        if self.non_speech and self.task == "smt":
+            raise ValueError("--non_speech checks audio: --task asr or srt, not smt.")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
@@ -386,27 +402,78 @@ def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: in
         bar = tqdm(total=len(todo), desc=f"decoding {task} (rank {rank})", unit="utt", disable=rank != 0)
         for indices in make_batches(todo, args.batch_size, args.shared_transcript, base_dir):
             batch = [todo[i] for i in indices]
+            started = time.perf_counter()
             results = decode_batch(model, processor, batch, task, base_dir=base_dir, generate_kwargs=generate,
                                    shared_transcript=args.shared_transcript)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
+            share = (time.perf_counter() - started) / len(batch)  # the batch's decoding time, shared by its rows
             for row, result in zip(batch, results):
                 result["input"] = row_input(row, base_dir, task)
+                result.update(decode_seconds=share, audio_seconds=row_audio_seconds(row, base_dir), device=device,
+                              engine="transformers")
                 cache.write(json.dumps(result, ensure_ascii=False) + "\n")
             cache.flush()
             bar.update(len(batch))
         bar.close()
 
 
+def row_audio_seconds(row: dict, base_dir: str | None) -> float | None:
+    """A row's audio duration (from the file's header, the array or the bytes); None for precomputed features."""
+    audio = row.get("audio")
+    if row.get("input_features") is not None or audio is None:
+        return None
+    if isinstance(audio, dict) and audio.get("array") is not None:
+        return len(audio["array"]) / float(audio.get("sampling_rate") or 16000)
+    if isinstance(audio, dict) and audio.get("bytes") is not None:
+        import io
+
+        import soundfile
+
+        info = soundfile.info(io.BytesIO(bytes(audio["bytes"])))
+        return info.frames / info.samplerate
+    path = audio.get("path") if isinstance(audio, dict) else audio
+    return audio_seconds(resolve_path(path, base_dir))
+
+
+def speed_of(items: list[dict]) -> dict | None:
+    """Decoding speed over the rows' cached timings (summed over ranks and resumed runs); None without timings."""
+    timed = [item for item in items if item.get("decode_seconds")]
+    if not timed:
+        return None
+    seconds = [item.get("audio_seconds") for item in timed]
+    return speed(None if None in seconds else sum(seconds), sum(item["decode_seconds"] for item in timed),
+                 len(timed), ",".join(sorted({str(i.get("device")) for i in timed})),
+                 ",".join(sorted({str(i.get("engine")) for i in timed})))
+
+
 # ------------------------------------------------------------------------------------------------------- reports
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
 def markdown(results: dict) -> str:
     lines = [f"# {results['task'].upper()} results: {results['model']}", ""]
     if results.get("fingerprint", {}).get("shared_transcript"):
         lines += ["Decoded with `--shared_transcript` (each clip's transcript once for all its targets), not the "
                   "paper's independent decoding.", ""]
-    lines += ["| direction | count | BLEU | WER/CER |", "|---|---|---|---|"]
+    lines += ["| direction | count | BLEU | chrF++ | WER/CER | off-target | transcript off-target | empty | loops |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    quality = results.get("quality", {})
     for key, d in results["directions"].items():
         bleu = f"{d['bleu']['score']:.1f}" if "bleu" in d else "-"
         wer = f"{d['wer']['score']:.3f} ({d['wer']['metric']})" if "wer" in d else "-"
-        lines.append(f"| {key} | {d['count']} | {bleu} | {wer} |")
+        q = quality.get("directions", {}).get(key, {})
+        chrf = f"{q['chrf']['score']:.1f}" if "chrf" in q else "-"
+        lines.append(f"| {key} | {d['count']} | {bleu} | {chrf} | {wer} | {_rate(q.get('off_target_rate'))} | "
+                     f"{_rate(q.get('transcript_off_target_rate'))} | {_rate(q.get('empty_rate'))} | "
+                     f"{_rate(q.get('loop_rate'))} |")
+    overall = quality.get("overall")
+    if overall:
+        chrf = f"{overall['chrf']:.1f}" if "chrf" in overall else "-"
+        lines.append(f"| **all** | {overall['count']} | - | {chrf} | - | {_rate(overall.get('off_target_rate'))} | "
+                     f"{_rate(overall.get('transcript_off_target_rate'))} | {_rate(overall.get('empty_rate'))} | "
+                     f"{_rate(overall.get('loop_rate'))} |")
     avg = results["averages"]
     lines += ["", "| average | value |", "|---|---|"]
     if "bleu" in avg:
@@ -415,7 +482,16 @@ def markdown(results: dict) -> str:
         lines += [f"| BLEU, X -> {tgt} | {v:.2f} |" for tgt, v in avg["bleu_by_target"].items()]
     if "wer" in avg:
         lines.append(f"| WER/CER, mean over sources | {avg['wer']:.3f} |")
+    speed_report = results.get("speed")
+    if speed_report:
+        rtfx = f"{speed_report['rtfx']:.2f}" if speed_report.get("rtfx") is not None else "-"
+        audio = f"{speed_report['audio_seconds']:.1f}" if speed_report.get("audio_seconds") is not None else "-"
+        lines += ["", "| speed | value |", "|---|---|", f"| audio seconds | {audio} |",
+                  f"| decoding seconds | {speed_report['decode_seconds']:.1f} |", f"| RTFx | {rtfx} |",
+                  f"| utterances/s | {speed_report['utterances_per_second']:.2f} |",
+                  f"| device, engine | {speed_report['device']}, {speed_report['engine']} |"]
     signatures = sorted({d["bleu"]["signature"] for d in results["directions"].values() if "bleu" in d})
+    signatures += sorted({q["chrf"]["signature"] for q in quality.get("directions", {}).values() if "chrf" in q})
     if signatures:
         lines += ["", "sacreBLEU signatures: " + "; ".join(f"`{s}`" for s in signatures)]
     return "\n".join(lines) + "\n"
@@ -500,7 +576,7 @@ def compare(results: dict, other: dict[tuple[str, str], float], label: str) -> s
 
 def check_usage(args: EvaluateArguments) -> None:
     """Paths that name nothing are bad usage, found before any work (`UsageError`, `FileNotFoundError`)."""
-    if not os.path.exists(args.test_file):
+    if args.test_file is not None and not os.path.exists(args.test_file):
         raise FileNotFoundError(f"Data not found: {args.test_file}")
     if not os.path.isdir(args.model) and (os.path.exists(args.model) or args.model.count("/") != 1
                                           or args.model.startswith((".", "~"))):
@@ -515,6 +591,8 @@ def evaluate(args: EvaluateArguments) -> dict | None:
     """Check, decode (resuming from the caches) and, on rank 0, merge and report. Returns the results on rank 0."""
     task = normalize_task(args.task)
     check_usage(args)
+    if args.non_speech:
+        return evaluate_non_speech(args)
     fingerprint = cache_fingerprint(args)
     stale = check_output_dir(args, fingerprint)
     comparison = load_comparison(args.compare, args.compare_system) if args.compare else None
@@ -547,7 +625,8 @@ def evaluate(args: EvaluateArguments) -> dict | None:
         handle.writelines(json.dumps(item, ensure_ascii=False) + "\n" for item in ordered)
     scores = score_directions(ordered, task)
     results = {"task": task, "model": args.model, "test_file": args.test_file, "rows": len(ordered),
-               "fingerprint": fingerprint, **scores}
+               "fingerprint": fingerprint, **scores, "quality": quality_directions(ordered, task),
+               "speed": speed_of(ordered)}
     report = markdown(results)
     with atomic_write(os.path.join(args.output_dir, "results.md")) as handle:
         handle.write(report)
@@ -558,6 +637,44 @@ def evaluate(args: EvaluateArguments) -> dict | None:
     if comparison is not None:
         print(compare(results, comparison, os.path.basename(args.compare)))
     return results
+
+
+def evaluate_non_speech(args: EvaluateArguments) -> dict:
+    """`--non_speech`: the generated clips through the model; `non_speech.json` and `non_speech.md`."""
+    from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor
+
+    path = os.path.join(args.output_dir, "non_speech.json")
+    if os.path.exists(path) and not args.overwrite:
+        raise UsageError(f"{path} exists already; pass --overwrite true to replace it.")
+    src = sorted(_codes(args.src_langs, "src_langs") or {"eng"})[0]
+    tgt = sorted(_codes(args.tgt_langs, "tgt_langs") or {"deu"})[0]
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = LlmSrtForConditionalGeneration.from_pretrained(
+        args.model, dtype=getattr(torch, args.dtype) if args.dtype else None).to(device).eval()
+    processor = LlmSrtProcessor.from_pretrained(args.model)
+    generate = {k: v for k, v in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens)) if v}
+    results = {"model": args.model, **non_speech_check(model, processor, args.task, src, tgt, generate_kwargs=generate)}
+    report = non_speech_markdown(results)
+    os.makedirs(args.output_dir, exist_ok=True)
+    with atomic_write(os.path.join(args.output_dir, "non_speech.md")) as handle:
+        handle.write(report)
+    with atomic_write(path) as handle:
+        json.dump(results, handle, indent=2, ensure_ascii=False)
+    print(report)
+    return results
+
+
+def non_speech_markdown(results: dict) -> str:
+    """The non-speech check as a table: per clip, what the model wrote with silence skipping off and on."""
+    off, on = results["no_skip"], results["skip_silence"]
+    lines = [f"# Non-speech check ({results['task']}, {results['src_lang']}"
+             f"{'-' + results['tgt_lang'] if results.get('tgt_lang') else ''}): {results['model']}", "",
+             "| clip | text written (skipping off) | skipping on |", "|---|---|---|"]
+    for clip in off["text"]:
+        lines.append(f"| {clip} | {off['text'][clip][:80] or '-'} | {on['text'][clip][:80] or '-'} |")
+    lines += ["", f"Text written where nothing was spoken: {_rate(off['hallucination_rate'])} of clips with silence "
+              f"skipping off, {_rate(on['hallucination_rate'])} with it on."]
+    return "\n".join(lines) + "\n"
 
 
 def refresh_references(item: dict, row: dict, task: str) -> dict:

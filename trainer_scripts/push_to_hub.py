@@ -76,30 +76,47 @@ def size_of(base_llm: str) -> str | None:
     return None
 
 
+def measured_rows(results: dict | None) -> list[tuple[str, str, str, float, str]]:
+    """(dataset name, dataset type, metric type, value, metric name) of an `evaluate.py` results.json: BLEU and WER
+    averages, and beside them chrF++, the off-target and loop rates and the decoding speed when it holds them."""
+    if not results:
+        return []
+    dataset = f"{results.get('test_file', 'test set')} ({results['task']})"
+    avg, overall = results.get("averages", {}), (results.get("quality") or {}).get("overall", {})
+    speed = results.get("speed") or {}
+    candidates = [
+        ("bleu", avg.get("bleu"), 2, "avg BLEU over directions (measured)"),
+        ("wer", avg.get("wer"), 4, "avg WER/CER (measured)"),
+        ("chrf", overall.get("chrf"), 2, "avg chrF++ over directions (measured)"),
+        ("off_target_rate", overall.get("off_target_rate"), 4, "off-target rate, py3langid (measured)"),
+        ("loop_rate", overall.get("loop_rate"), 4, "loop rate (measured)"),
+        ("rtfx", speed.get("rtfx"), 2, f"RTFx, {speed.get('device')} {speed.get('engine')} (measured)"),
+    ]
+    return [(dataset, "custom", metric, round(float(value), digits), name)
+            for metric, value, digits, name in candidates if isinstance(value, (int, float))]
+
+
+def model_index_yaml(name: str, rows: list[tuple[str, str, str, float, str]]) -> str:
+    """The card's `model-index` metadata, by huggingface_hub's `ModelCardData`/`EvalResult` (empty without rows)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    if not rows:
+        return ""
+    results = [EvalResult(task_type="automatic-speech-recognition", task_name="Speech Translation",
+                          dataset_type=dataset_type, dataset_name=dataset_name, metric_type=metric,
+                          metric_value=value, metric_name=metric_name)
+               for dataset_name, dataset_type, metric, value, metric_name in rows]
+    return ModelCardData(model_name=name, eval_results=results).to_yaml() + "\n"
+
+
 def render_card(name: str, repo_id: str, base_llm: str, encoder: str, lora: bool = False,
                 results: dict | None = None) -> str:
     """The model card (YAML metadata + text) for a model built on `base_llm`."""
     size = size_of(base_llm)
     paper_rows = PAPER_RESULTS[size]["rows"] if size else []
-    measured = []
-    if results:
-        avg = results.get("averages", {})
-        if "bleu" in avg:
-            measured.append((f"{results.get('test_file', 'test set')} ({results['task']})", "custom", "bleu",
-                             round(avg["bleu"], 2), "avg BLEU over directions (measured)"))
-        if "wer" in avg:
-            measured.append((f"{results.get('test_file', 'test set')} ({results['task']})", "custom", "wer",
-                             round(avg["wer"], 4), "avg WER/CER (measured)"))
-    rows = measured + paper_rows
-    yaml_rows = []
-    for dataset_name, dataset_type, metric, value, metric_name in rows:
-        yaml_rows += [
-            "  - task: {type: automatic-speech-recognition, name: Speech Translation}",
-            f"    dataset: {{type: {dataset_type}, name: \"{dataset_name}\"}}",
-            f"    metrics:\n    - {{type: {metric}, value: {value}, name: \"{metric_name}\"}}",
-        ]
+    rows = measured_rows(results) + paper_rows
     # No results yet: no model-index at all (a placeholder score would read as a real one on the Hub).
-    model_index = f"model-index:\n- name: {name}\n  results:\n" + "\n".join(yaml_rows) + "\n" if yaml_rows else ""
+    model_index = model_index_yaml(name, rows)
     table = ["| evaluation | metric | value |", "|---|---|---|"]
     table += [f"| {d} | {n} | {v} |" for d, _, _, v, n in rows] or ["| not evaluated yet | | |"]
     template = string.Template(open(TEMPLATE, encoding="utf-8").read())

@@ -37,7 +37,9 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 from llm_srt import LlmSrtForConditionalGeneration  # noqa: E402
-from llm_srt.evaluation import evaluate_rows  # noqa: E402
+from llm_srt.evaluation import decode_rows, evaluate_rows  # noqa: E402
+from llm_srt.metrics import score_directions  # noqa: E402
+from llm_srt.quality_metrics import quality_directions, speed  # noqa: E402
 from llm_srt.testing import build_tiny_processor, build_tiny_tokenizer, tiny_config  # noqa: E402
 from trainer_scripts import make_demo_corpus  # noqa: E402
 from trainer_scripts.train import main as train_stage  # noqa: E402
@@ -124,18 +126,21 @@ def attach_features(rows: list[dict], processor, data_dir: str, variants: int = 
     window = float(processor.feature_extractor.chunk_length)
     rng = np.random.default_rng(seed + 17)
     cache: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
     paths = sorted({r["audio"] for r in rows})
     for start in tqdm(range(0, len(paths), 64), desc="log-mel features", unit="batch"):
         chunk = paths[start:start + 64]
         audio = [load_audio(os.path.join(data_dir, p), target_rate=rate) for p in chunk]
         if lead_seconds:
             audio = [with_leading_silence(a, rate, lead_seconds) for a in audio]
+        for path, clip in zip(chunk, audio):
+            seconds[path] = len(clip) / rate
         for variant in range(variants):
             placed = audio if variant == 0 else [place_in_window(a, rng, rate, window) for a in audio]
             for path, feats in zip(chunk, processor.extract_features(placed, rate).numpy()):
                 cache[f"{path}#{variant}"] = feats
-    return [{**r, "clip": f"{r['audio']}#{i % variants}", "input_features": cache[f"{r['audio']}#{i % variants}"]}
-            for i, r in enumerate(rows)]
+    return [{**r, "clip": f"{r['audio']}#{i % variants}", "input_features": cache[f"{r['audio']}#{i % variants}"],
+             "audio_seconds": seconds[r["audio"]]} for i, r in enumerate(rows)]
 
 
 def save_rows(rows: list[dict], path: str) -> str:
@@ -393,7 +398,9 @@ def evaluate_model(folder: str, test_rows: list[dict], robustness: dict[str, lis
                                           generate_kwargs=generate)["averages"]["wer"]
         scores["smt_bleu"] = evaluate_rows(model, processor, test_rows, "smt", batch_size=64,
                                            generate_kwargs=generate)["averages"]["bleu"]
-        srt = evaluate_rows(model, processor, test_rows, "srt", batch_size=64, generate_kwargs=generate)
+        tick = time.perf_counter()
+        decoded = decode_rows(model, processor, test_rows, "srt", batch_size=64, generate_kwargs=generate)
+        wall = time.perf_counter() - tick
         for name, rows in (robustness or {}).items():
             shifted = evaluate_rows(model, processor, rows, "srt", batch_size=64, generate_kwargs=generate)
             scores[f"srt_bleu_{name}"] = shifted["averages"]["bleu"]
@@ -402,7 +409,12 @@ def evaluate_model(folder: str, test_rows: list[dict], robustness: dict[str, lis
             multi = evaluate_multi_sentence(model, processor, recordings, generate)
             scores["srt_bleu_multi_sentence"] = multi["srt_bleu"]
             scores["language_id_accuracy_multi_sentence"] = multi["language_id_accuracy"]
+    srt, quality = score_directions(decoded, "srt"), quality_directions(decoded, "srt")["overall"]
     scores["srt_bleu"] = srt["averages"]["bleu"]
+    scores.update(srt_chrf=quality["chrf"], srt_off_target_rate=quality["off_target_rate"],
+                  srt_empty_rate=quality["empty_rate"], srt_loop_rate=quality["loop_rate"],
+                  srt_speed=speed(sum(r["audio_seconds"] for r in test_rows), wall, len(test_rows), "cpu",
+                                  "transformers"))
     scores["srt_wer"] = srt["averages"].get("wer")
     scores["srt_bleu_by_direction"] = {k: round(v["bleu"]["score"], 1) for k, v in srt["directions"].items()}
     scores["language_id_accuracy"] = language_detection_accuracy(model, test_rows)
@@ -432,11 +444,19 @@ def robustness_table(results: dict) -> str:
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| model | ASR WER | SMT BLEU | SRT BLEU | SRT WER | language ID |", "|---|---|---|---|---|---|"]
+    lines = ["| model | ASR WER | SMT BLEU | SRT BLEU | SRT chrF++ | SRT WER | SRT off-target | SRT empty | SRT loops "
+             "| SRT RTFx | language ID |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
     for name, s in results.items():
-        srt_wer = f"{s['srt_wer']:.3f}" if s.get("srt_wer") is not None else "-"
-        lid = f"{s['language_id_accuracy']:.3f}" if s.get("language_id_accuracy") is not None else "-"
-        lines.append(f"| {name} | {s['asr_wer']:.3f} | {s['smt_bleu']:.1f} | {s['srt_bleu']:.1f} | {srt_wer} | {lid} |")
+        rtfx = (s.get("srt_speed") or {}).get("rtfx")
+        lines.append(f"| {name} | {s['asr_wer']:.3f} | {s['smt_bleu']:.1f} | {s['srt_bleu']:.1f} | "
+                     f"{fmt(s.get('srt_chrf'), '.1f')} | {fmt(s.get('srt_wer'), '.3f')} | "
+                     f"{fmt(s.get('srt_off_target_rate'), '.1%')} | {fmt(s.get('srt_empty_rate'), '.1%')} | "
+                     f"{fmt(s.get('srt_loop_rate'), '.1%')} | {fmt(rtfx, '.1f')} | "
+                     f"{fmt(s.get('language_id_accuracy'), '.3f')} |")
     return "\n".join(lines)
 
 
