@@ -300,6 +300,9 @@ class SpeechTranslationPipeline(ChunkPipeline):
                 "text": transcript if task == "asr" else join_window_texts(translations, tgt),
                 "src_lang": src,
                 "tgt_lang": None if task == "asr" else tgt,
+                # False when the token budget cut a window's answer (its text is then partial or, for a
+                # translation cut before the tag pair, left out)
+                "complete": all(p.get("complete", True) for p in pieces if p is not None),
             }
             if is_auto(forward_params.get("src_lang")):
                 output["language_probability"] = None if detected is None else detected["probability"]
@@ -313,6 +316,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
                         "text": "" if piece is None else (piece.get("transcript") if task == "asr"
                                                           else piece.get("translation")) or "",
                         "transcript": "" if piece is None else piece.get("transcript") or "",
+                        "complete": True if piece is None else piece.get("complete", True),
                     }
                     if window["detection"] is not None:
                         chunk["src_lang"] = window.get("src_lang")

@@ -127,6 +127,9 @@ def test_chunked_upload_refused_as_soon_as_the_limit_is_passed(server):
     head = (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
             "Content-Type: multipart/form-data; boundary=XBOUNDARYX\r\n\r\n").encode()
     sock.sendall(head)
+    part = (b"--XBOUNDARYX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+            b"Content-Type: audio/wav\r\n\r\n")
+    sock.sendall(f"{len(part):x}\r\n".encode() + part + b"\r\n")
     chunk = b"\0" * 65536
     sent, status = 0, None
     sock.settimeout(0.05)
@@ -148,7 +151,7 @@ def test_chunked_upload_refused_as_soon_as_the_limit_is_passed(server):
         status, headers, body = read_response(sock)
     finally:
         sock.close()
-    assert status == 413
+    assert status == 413, body
     assert sent < 8 * 1024 * 1024, f"the server read {sent} bytes before refusing"
     assert json.loads(body)["error"]["code"] == "file_too_large"
 
