@@ -17,6 +17,7 @@ from transformers.utils import logging
 
 from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS
 from .loading import load_model_and_processor
+from .pipeline_llm_srt import MIN_CHUNK_LENGTH_S
 from .safe_io import (
     OutputExistsError,
     UsageError,
@@ -81,6 +82,8 @@ def list_languages(out=sys.stdout) -> None:
 # ---------------------------------------------------------------------------------------------------- translate
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything that can be checked without the model; raises UsageError naming the argument at fault."""
+    if args.chunk_length is not None and args.chunk_length < MIN_CHUNK_LENGTH_S:
+        raise UsageError(f"--chunk-length {args.chunk_length:g} is shorter than {MIN_CHUNK_LENGTH_S:g} s.")
     from .configuration_llm_srt import normalize_language
 
     try:
