@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from transformers.utils import logging
 
 from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS
+from .loading import load_model_and_processor
+from .pipeline_llm_srt import MIN_CHUNK_LENGTH_S
 from .safe_io import (
     OutputExistsError,
     UsageError,
@@ -62,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     translate.add_argument("--output", default="-", help="JSON-lines output file (default: stdout)")
     translate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    translate.add_argument("--trust-remote-code", action="store_true",
+                           help="run the model folder's own Python code where it differs from the installed llm-srt "
+                                "(or the folder is another architecture); off by default")
     commands.add_parser("languages", help="list the supported languages")
     add_serve_parser(commands)  # FastAPI is imported only when it runs
     return parser
@@ -77,6 +82,8 @@ def list_languages(out=sys.stdout) -> None:
 # ---------------------------------------------------------------------------------------------------- translate
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything that can be checked without the model; raises UsageError naming the argument at fault."""
+    if args.chunk_length is not None and args.chunk_length < MIN_CHUNK_LENGTH_S:
+        raise UsageError(f"--chunk-length {args.chunk_length:g} is shorter than {MIN_CHUNK_LENGTH_S:g} s.")
     from .configuration_llm_srt import normalize_language
 
     try:
@@ -159,10 +166,12 @@ def load_pipeline(args: argparse.Namespace):
     from transformers import pipeline
 
     try:
-        return pipeline(
-            "speech-translation", model=args.model, trust_remote_code=True, device=args.device,
-            dtype=getattr(torch, args.dtype) if args.dtype else None,
-        )
+        model, processor = load_model_and_processor(args.model, args.trust_remote_code,
+                                                    getattr(torch, args.dtype) if args.dtype else None)
+        return pipeline("speech-translation", model=model, processor=processor, device=args.device,
+                        trust_remote_code=args.trust_remote_code)
+    except UsageError:  # the folder's code differs: --trust-remote-code named
+        raise
     except Exception as error:  # noqa: BLE001 - whatever the loader raises, name the model and stop
         where = "" if os.path.isdir(args.model) else " (no such local folder; tried it as a Hub id)"
         raise WorkError(f"could not load the model {args.model}{where}: {one_line(error)}") from None
@@ -325,6 +334,11 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
                         help="tokens generated per window (default: the model's, 400)")
     parser.add_argument("--num-beams", type=positive_int, default=1,
                         help="beam size (default 1: greedy, which makes batched answers equal single ones)")
+    parser.add_argument("--max-queue", type=positive_int, default=256,
+                        help="most audio windows waiting to be decoded; beyond it requests get 503 with Retry-After")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model folder's own Python code where it differs from the installed llm-srt "
+                             "(or the folder is another architecture); off by default")
     return parser
 
 
@@ -344,7 +358,10 @@ def run_server(args: argparse.Namespace) -> int:
             args.model, served_model_name=args.served_model_name, max_batch_size=args.max_batch_size,
             max_wait_ms=args.max_wait_ms, max_file_mb=args.max_file_mb, max_new_tokens=args.max_new_tokens,
             num_beams=args.num_beams, max_audio_seconds=args.max_audio_seconds, device=args.device, dtype=args.dtype,
+            max_queue=args.max_queue, trust_remote_code=args.trust_remote_code,
         )
+    except UsageError:
+        raise
     except Exception as error:  # noqa: BLE001 - whatever the loader raises, name the model and stop
         where = "" if os.path.isdir(args.model) else " (no such local folder; tried it as a Hub id)"
         message = " ".join(str(error).split()) or type(error).__name__

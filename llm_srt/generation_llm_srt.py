@@ -22,7 +22,8 @@ are plain generate keywords (`num_beams`, `max_new_tokens`, `no_repeat_ngram_siz
      "transcript": str | None, "translation": str | None,
      "raw": str,              # the decoded answer, special tags kept
      "well_formed": bool,     # an SRT answer holding its tag pair (always True for asr/smt)
-     "complete": bool,        # ended by EOS; False when the token budget (max_new_tokens) cut it
+     "complete": bool,        # ended by EOS; False when the token budget (max_new_tokens) cut it (a cut SRT
+                              # answer without its tag pair has an empty translation: its text is a transcript)
      "token_ids": list[int]}  # the answer's ids, without EOS and padding
 """
 
@@ -387,6 +388,10 @@ def answer_record(processor, token_ids: Sequence[int], row: DecodeRow) -> dict[s
     decoded = processor.post_process(torch.tensor([ids], dtype=torch.long), task=row.task, src_lang=row.src_lang,
                                      tgt_lang=row.tgt_lang if row.task == "srt" else None)[0]
     transcript, translation = decoded.get("transcript"), decoded.get("translation")
+    if row.task == "srt" and not complete and not decoded.get("well_formed", True):
+        # cut by the token budget before the tag pair: what was decoded is (part of) the transcript, never a
+        # translation (split_srt_output's fallback would label it one)
+        transcript, translation = decoded["raw"].split("<|")[0].strip(), ""
     return {
         "text": (transcript if row.task == "asr" else translation) or "",
         "transcript": transcript,

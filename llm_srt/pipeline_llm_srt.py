@@ -124,6 +124,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
     def __call__(self, inputs, *args, **kwargs):
         """Run on one input, a list (returns a list) or an iterable (returns a lazy iterator of results, in order);
         see the class docstring for the arguments."""
+        _check_call_arguments(kwargs)
         inputs, single = self._as_pipeline_inputs(inputs)
         if isinstance(inputs, list) and not inputs:
             self._sanitize_parameters(**{k: v for k, v in kwargs.items() if k not in ("batch_size", "num_workers")})
@@ -300,6 +301,9 @@ class SpeechTranslationPipeline(ChunkPipeline):
                 "text": transcript if task == "asr" else join_window_texts(translations, tgt),
                 "src_lang": src,
                 "tgt_lang": None if task == "asr" else tgt,
+                # False when the token budget cut a window's answer (its text is then partial or, for a
+                # translation cut before the tag pair, left out)
+                "complete": all(p.get("complete", True) for p in pieces if p is not None),
             }
             if is_auto(forward_params.get("src_lang")):
                 output["language_probability"] = None if detected is None else detected["probability"]
@@ -313,6 +317,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
                         "text": "" if piece is None else (piece.get("transcript") if task == "asr"
                                                           else piece.get("translation")) or "",
                         "transcript": "" if piece is None else piece.get("transcript") or "",
+                        "complete": True if piece is None else piece.get("complete", True),
                     }
                     if window["detection"] is not None:
                         chunk["src_lang"] = window.get("src_lang")
@@ -413,6 +418,55 @@ class SpeechTranslationPipeline(ChunkPipeline):
         logger.warning(message + f"using the most likely supported language, {detected['language']} "
                                  f"(probability {detected['probability']:.2f} among them). Pass src_lang= to override.")
 
+
+
+# ------------------------------------------------------------------------------------------------ entry checks
+MIN_CHUNK_LENGTH_S = 1.0  # shorter windows hold too little speech to translate (and multiply the decode calls)
+_INT_SETTINGS = {"num_beams": 1, "max_new_tokens": 1, "min_new_tokens": 0, "no_repeat_ngram_size": 0}
+_FLOAT_SETTINGS = ("length_penalty", "repetition_penalty", "temperature")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_call_arguments(kwargs: dict) -> None:
+    """Types and ranges of a call's arguments, checked before any work, each error naming the argument (the
+    values would otherwise fail deep inside with a raw TypeError, or not at all)."""
+    for name in ("src_lang",):
+        value = kwargs.get(name)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a language name or code (a string) or 'auto', got {value!r}.")
+    tgt = kwargs.get("tgt_lang")
+    if tgt is not None and not isinstance(tgt, str):
+        if not isinstance(tgt, (list, tuple)) or not all(isinstance(t, str) for t in tgt):
+            raise TypeError(f"tgt_lang must be a language (a string) or a list of languages, got {tgt!r}.")
+    for name, low in (("batch_size", 1), ("num_workers", 0)):
+        value = kwargs.get(name)
+        if value is not None and (not _is_int(value) or value < low):
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    chunk = kwargs.get("chunk_length_s")
+    if chunk is not None and (not _is_number(chunk) or not chunk >= MIN_CHUNK_LENGTH_S):
+        raise ValueError(f"chunk_length_s must be a number of seconds, at least {MIN_CHUNK_LENGTH_S:g} (and at most "
+                         f"the model's window), got {chunk!r}.")
+    generate_kwargs = kwargs.get("generate_kwargs")
+    if generate_kwargs is not None and not isinstance(generate_kwargs, dict):
+        raise TypeError(f"generate_kwargs must be a dict of generate's keywords, got {generate_kwargs!r}.")
+    settings = {**(generate_kwargs or {}), **kwargs}
+    for name, low in _INT_SETTINGS.items():
+        value = settings.get(name)
+        if value is not None and (not _is_int(value) or value < low):
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    for name in _FLOAT_SETTINGS:
+        value = settings.get(name)
+        if value is not None and not _is_number(value):
+            raise ValueError(f"{name} must be a number, got {value!r}.")
+    if settings.get("do_sample") is not None and not isinstance(settings["do_sample"], bool):
+        raise ValueError(f"do_sample must be True or False, got {settings['do_sample']!r}.")
 
 
 # ------------------------------------------------------------------------------------------------ iteration stages

@@ -246,3 +246,4 @@ __all__ = [
     "new_file_mode", "set_argument_types", "one_line", "run_reporting_errors",
     "number_type", "positive_int", "positive_float", "non_negative_float",
 ]
+

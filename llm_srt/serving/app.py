@@ -17,6 +17,7 @@ from ..audio_llm_srt import AudioInputError, describe_input, is_silent, load_aud
 from ..configuration_llm_srt import LANGUAGES, normalize_language, supported_languages_text
 from ..configuration_llm_srt import UNSPACED_LANGUAGES
 from ..generation_llm_srt import TransformersEngine, vote_language
+from ..loading import load_model_and_processor
 from .batcher import Batcher, Row
 from .protocol import (
     DEFAULT_MAX_AUDIO_SECONDS,
@@ -35,6 +36,8 @@ from .protocol import (
 
 logger = logging.get_logger(__name__)
 
+MIN_TEMPERATURE = 0.01  # smallest sampling temperature; 0 means greedy
+_DISCONNECT_POLL_SECONDS = 0.5  # how often a waiting request checks that its client is still there
 _FORM_SLACK_BYTES = 1 << 20  # room for the other form fields and multipart framing in the Content-Length check
 
 
@@ -51,6 +54,7 @@ class ServeSettings:
     max_new_tokens: int | None = None
     num_beams: int = 1
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
+    max_queue: int = 256  # most windows waiting in the batcher; beyond it a 503 with Retry-After
 
 
 class SpeechServer:
@@ -61,7 +65,8 @@ class SpeechServer:
     def __init__(self, model, processor, settings: ServeSettings):
         self.model, self.processor, self.settings = model, processor, settings
         self.engine = TransformersEngine(model, processor)
-        self.batcher = Batcher(self.engine, settings.max_batch_size, settings.max_wait_ms)
+        self.batcher = Batcher(self.engine, settings.max_batch_size, settings.max_wait_ms,
+                               max_queue=settings.max_queue)
         self.sampling_rate = processor.feature_extractor.sampling_rate
         self.window_seconds = float(processor.feature_extractor.chunk_length)
         self.created = int(time.time())
@@ -78,9 +83,10 @@ class SpeechServer:
             except ValueError:
                 raise ServeError(400, f"temperature must be a number, got {shown(temperature)}.", "temperature",
                                  "invalid_value") from None
-            if not 0 <= value <= 2:
-                raise ServeError(400, f"temperature must be between 0 and 2, got {value}.", "temperature",
-                                 "invalid_value")
+            if not 0 <= value <= 2 or 0 < value < MIN_TEMPERATURE:
+                # below MIN_TEMPERATURE, logits / temperature overflow and sampling fails inside generate
+                raise ServeError(400, f"temperature must be 0 (greedy) or between {MIN_TEMPERATURE:g} and 2, got "
+                                 f"{shown(temperature)}.", "temperature", "invalid_value")
             if value > 0:
                 settings.update(do_sample=True, temperature=value, num_beams=1)
         return settings
@@ -109,13 +115,19 @@ class SpeechServer:
             return ["eng"]
         return list(dict.fromkeys(self.language(name, "target_language") for name in names))
 
+    @staticmethod
+    def file_name(upload) -> str:
+        """The upload's file name for messages, cut as every echoed value is (`shown`)."""
+        name = getattr(upload, "filename", None) or "file"
+        return name if len(repr(name)) <= 60 else shown(name)
+
     async def read_file(self, upload) -> bytes:
         if upload is None or isinstance(upload, str):
             raise ServeError(400, "Upload the audio as the multipart form field 'file'.", "file",
                              "missing_required_parameter")
         limit = int(self.settings.max_file_mb * 1024 * 1024)
         data = await upload.read(limit + 1)
-        name = getattr(upload, "filename", None) or "file"
+        name = self.file_name(upload)
         if len(data) > limit:
             raise ServeError(413, f"{name}: the file is larger than this server's limit of "
                              f"{self.settings.max_file_mb:g} MB.", "file", "file_too_large")
@@ -174,15 +186,18 @@ class SpeechServer:
     async def handle(self, request, task: str):
         """One transcription or translation request -> a Starlette response."""
         from starlette.concurrency import run_in_threadpool
-        from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+        from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
         limit = int(self.settings.max_file_mb * 1024 * 1024)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit + _FORM_SLACK_BYTES:
             raise ServeError(413, f"The upload is larger than this server's limit of {self.settings.max_file_mb:g} "
                              "MB.", "file", "file_too_large")
+        request = _counted(request, limit + _FORM_SLACK_BYTES, self.settings.max_file_mb)
         try:
             form = await request.form(max_files=1, max_fields=64)
+        except ServeError:
+            raise
         except Exception as error:  # starlette's MultiPartException and malformed bodies
             raise ServeError(400, f"Could not read the multipart form: {error}", None, "invalid_form") from None
         self.check_model(form.get("model"))
@@ -209,7 +224,7 @@ class SpeechServer:
         settings = self.generation_settings(form.get("temperature"))
         upload = form.get("file")
         data = await self.read_file(upload)
-        name = getattr(upload, "filename", None) or "file"
+        name = self.file_name(upload)
 
         audio = await run_in_threadpool(self.decode_audio, data, name)
         spans = split_on_silence(audio, self.sampling_rate, self.window_seconds)
@@ -220,7 +235,8 @@ class SpeechServer:
             src = await run_in_threadpool(self.detect_language, [windows[w] for w in speech] or windows)
         targets = targets or [src]
         rows = [Row("asr" if tgt == src else "srt", src, tgt) for tgt in targets]
-        futures = {w: asyncio.wrap_future(self.batcher.submit(windows[w], rows, settings)) for w in speech}
+        submitted = self.batcher.submit_all([windows[w] for w in speech], rows, settings)  # 503 when full
+        futures = {w: asyncio.wrap_future(future) for w, future in zip(speech, submitted)}
         duration = len(audio) / self.sampling_rate
 
         def segment(w: int, result: dict) -> dict:
@@ -228,13 +244,22 @@ class SpeechServer:
             return {"id": w, "seek": int(round(start * 100)), "start": round(start, 3), "end": round(end, 3),
                     "text": result["text"].strip(), "transcript": result["transcript"].strip(),
                     "tokens": result["tokens"], "temperature": float(settings.get("temperature", 0.0)),
-                    "compression_ratio": compression_ratio(result["text"])}
+                    "compression_ratio": compression_ratio(result["text"]),
+                    "complete": result["complete"], "finish_reason": "stop" if result["complete"] else "length"}
 
         if stream:
             return StreamingResponse(self._stream(futures, segment, targets[0], task), media_type="text/event-stream")
 
+        pending = set(futures.values())
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=_DISCONNECT_POLL_SECONDS)
+            if pending and await request.is_disconnected():
+                for future in pending:  # still queued: dropped undecoded (the batch in progress finishes)
+                    future.cancel()
+                logger.info(f"A client went away: {len(pending)} of its windows were cancelled.")
+                return Response(status_code=499)
         try:
-            done = {w: await future for w, future in futures.items()}
+            done = {w: future.result() for w, future in futures.items()}
         except ServeError:
             raise
         except Exception as error:
@@ -260,9 +285,11 @@ class SpeechServer:
         """Server-sent events in OpenAI's format: one `transcript.text.delta` per window, then `...done`."""
         pieces = []
         separator = "" if tgt in UNSPACED_LANGUAGES else " "
+        complete = True
         try:
             for w, future in futures.items():
-                text = segment(w, (await future)[0])["text"]
+                answer = segment(w, (await future)[0])
+                text, complete = answer["text"], complete and answer["complete"]
                 if not text:
                     continue
                 delta = (separator if pieces else "") + text
@@ -272,19 +299,41 @@ class SpeechServer:
             logger.warning(f"A streamed request failed while decoding: {error}")
             yield sse({"type": "error", "error": error_body(f"Decoding failed: {error}", "server_error")["error"]})
             return
-        yield sse({"type": "transcript.text.done", "text": "".join(pieces)})
+        finally:  # the client went away (the response is cancelled) or a window failed: drop the rest undecoded
+            for future in futures.values():
+                future.cancel()
+        yield sse({"type": "transcript.text.done", "text": "".join(pieces), "complete": complete,
+                   "finish_reason": "stop" if complete else "length"})
 
 
 
 
 
-def load_model(model_path: str | os.PathLike, device: str | None = None, dtype: str | None = None):
-    """Load a saved LLM-SRT model and processor (remote code allowed) in eval mode on `device`."""
-    from transformers import AutoModel, AutoProcessor
+def _counted(request, limit: int, limit_mb: float):
+    """`request` reading its body through a counter: a 413 as soon as more than `limit` bytes have arrived, whether
+    or not the client declared a Content-Length (a chunked upload is not read whole first)."""
+    from starlette.requests import Request
 
-    torch_dtype = getattr(torch, dtype) if dtype else None
-    model = AutoModel.from_pretrained(model_path, trust_remote_code=True, dtype=torch_dtype)
-    processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
+    receive, seen = request.receive, 0
+
+    async def counted():
+        nonlocal seen
+        message = await receive()
+        if message.get("type") == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise ServeError(413, f"The upload is larger than this server's limit of {limit_mb:g} MB.", "file",
+                                 "file_too_large")
+        return message
+
+    return Request(request.scope, counted)
+
+
+def load_model(model_path: str | os.PathLike, device: str | None = None, dtype: str | None = None,
+               trust_remote_code: bool = False):
+    """Load a saved LLM-SRT model and processor in eval mode on `device`, with the installed classes unless
+    `trust_remote_code` (a folder whose code differs from them is refused without it: `model_code_to_trust`)."""
+    model, processor = load_model_and_processor(model_path, trust_remote_code, getattr(torch, dtype) if dtype else None)
     return model.to(device or "cpu").eval(), processor
 
 
@@ -300,6 +349,8 @@ def create_app(
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
     device: str | None = None,
     dtype: str | None = None,
+    max_queue: int = 256,
+    trust_remote_code: bool = False,
 ):
     """The FastAPI app serving `model` (a saved model folder or Hub id, or a `(model, processor)` pair).
 
@@ -317,18 +368,21 @@ def create_app(
         raise ValueError(f"max_file_mb must be positive, got {max_file_mb}.")
     if num_beams < 1:
         raise ValueError(f"num_beams must be at least 1, got {num_beams}.")
+    if max_queue < 1:
+        raise ValueError(f"max_queue must be at least 1, got {max_queue}.")
     if not max_audio_seconds > 0:
         raise ValueError(f"max_audio_seconds must be positive, got {max_audio_seconds}.")
     if isinstance(model, (str, os.PathLike)):
         name = served_model_name or os.path.basename(os.path.normpath(os.fspath(model)))
         aliases = tuple(dict.fromkeys([os.fspath(model), os.path.normpath(os.fspath(model))]))
-        model, processor = load_model(model, device, dtype)
+        model, processor = load_model(model, device, dtype, trust_remote_code)
     else:
         model, processor = model
         name, aliases = served_model_name or "llm-srt", ()
     server = SpeechServer(model, processor, ServeSettings(
         served_model_name=name, model_aliases=aliases, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-        max_file_mb=max_file_mb, max_new_tokens=max_new_tokens, num_beams=num_beams, max_audio_seconds=max_audio_seconds,
+        max_file_mb=max_file_mb, max_new_tokens=max_new_tokens, num_beams=num_beams,
+        max_audio_seconds=max_audio_seconds, max_queue=max_queue,
     ))
 
     @contextlib.asynccontextmanager
@@ -345,7 +399,7 @@ def create_app(
 
     @app.exception_handler(ServeError)
     async def serve_error(request: Request, error: ServeError):
-        return JSONResponse(error.body(), status_code=error.status)
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):

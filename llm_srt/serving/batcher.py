@@ -54,16 +54,24 @@ class Batcher:
         max_batch_size: most rows (window x target pairs) per batch; a larger job runs alone.
         max_wait_ms: how long the first queued job waits for others to join its batch.
         shared_transcript: several SRT targets of a window share its transcript (default, as the pipeline).
+        max_queue: most windows waiting; `submit_all` refuses a request that would pass it (503, Retry-After)
+            unless the queue is empty (a request alone is always admitted: its size is bounded by the audio limit).
+
+    A job whose future was cancelled (its client has gone) is dropped when its turn comes, undecoded
+    (`stats["cancelled"]`).
     """
 
     def __init__(self, engine: DecodingEngine, max_batch_size: int = 16, max_wait_ms: float = 10.0,
-                 shared_transcript: bool = True):
+                 shared_transcript: bool = True, max_queue: int = 256):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}.")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}.")
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, got {max_queue}.")
         self.engine, self.shared_transcript = engine, shared_transcript
-        self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000.0
+        self.max_batch_size, self.max_wait, self.max_queue = max_batch_size, max_wait_ms / 1000.0, max_queue
+        self._admission = threading.Lock()
         self.model_lock = threading.Lock()  # the worker and language detection share the model
         self.stats = collections.Counter()  # submitted (windows), batches (decode batches), rows, windows
         self._queue: queue.Queue = queue.Queue()
@@ -84,13 +92,33 @@ class Batcher:
             self._thread = None
 
     def submit(self, window: np.ndarray, rows: Sequence[Row], settings: dict) -> concurrent.futures.Future:
-        """Queue one window; the future's result is one dict per row (`text`, `transcript`, `tokens`)."""
+        """Queue one window; the future's result is one dict per row (`text`, `transcript`, `tokens`, `complete`:
+        False when the token budget cut the answer)."""
         if self._thread is None:
             raise ServeError(503, "The server is not running its decoding worker.", type="server_error")
         job = WindowJob(window=window, rows=list(rows), settings=tuple(sorted(settings.items())))
         self.stats["submitted"] += 1
         self._queue.put(job)
         return job.future
+
+    def submit_all(self, windows: Sequence[np.ndarray], rows: Sequence[Row], settings: dict
+                   ) -> list[concurrent.futures.Future]:
+        """Queue every window of one request, or none: a 503 (`queue_full`, with Retry-After) when the queue would
+        pass `max_queue`."""
+        with self._admission:
+            waiting = self.queued
+            if waiting and waiting + len(windows) > self.max_queue:
+                self.stats["refused"] += 1
+                raise ServeError(503, f"The server is busy ({waiting} audio windows waiting, at most "
+                                 f"{self.max_queue}); retry shortly.", None, "queue_full", "server_error",
+                                 headers={"Retry-After": str(self.retry_after(waiting))})
+            return [self.submit(window, rows, settings) for window in windows]
+
+    def retry_after(self, waiting: int) -> int:
+        """Seconds a refused client should wait: the queue's batches at the measured pace (1 s when unmeasured)."""
+        batches = max(self.stats["batches"], 1)
+        per_batch = self.stats["decode_seconds"] / batches if self.stats["batches"] else 1.0
+        return max(1, min(600, int(per_batch * (waiting / self.max_batch_size + 1) + 0.999)))
 
     @property
     def queued(self) -> int:
@@ -149,11 +177,18 @@ class Batcher:
 
     def _run(self, jobs: list[WindowJob]) -> None:
         """Decode `jobs` in one batch and resolve their futures; a failing batch is retried job by job."""
-        running = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+        running = []
+        for job in jobs:
+            if job.future.set_running_or_notify_cancel():
+                running.append(job)
+            else:
+                self.stats["cancelled"] += 1  # its client has gone
         if not running:
             return
+        started = time.monotonic()
         try:
             results = self._decode(running)
+            self.stats["decode_seconds"] += time.monotonic() - started
         except Exception as error:
             if len(running) == 1:
                 logger.warning(f"Decoding a window failed: {error}")

@@ -26,10 +26,11 @@ class ServeError(Exception):
 
     def __init__(
         self, status: int, message: str, param: str | None = None, code: str | None = None,
-        type: str = "invalid_request_error",
+        type: str = "invalid_request_error", headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+        self.headers = headers
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -99,18 +100,24 @@ class Transcript:
         return join_window_texts([s["text"] for s in self.segments], self.tgt)
 
     @property
+    def complete(self) -> bool:
+        """False when the token budget cut a window's answer (a translation cut before it began is left empty)."""
+        return all(s.get("complete", True) for s in self.segments)
+
+    @property
     def transcript(self) -> str:
         return join_window_texts([s["transcript"] for s in self.segments], self.src)
 
     def json(self) -> dict:
-        body = {"text": self.text, "usage": {"type": "duration", "seconds": round(self.duration, 3)}}
+        body = {"text": self.text, "complete": self.complete,
+                "usage": {"type": "duration", "seconds": round(self.duration, 3)}}
         if self.task == "translate":
             body.update(transcript=self.transcript, language=self.src, target_language=self.tgt)
         return body
 
     def verbose_json(self) -> dict:
         body = {"task": self.task, "language": language_name(self.src), "duration": round(self.duration, 3),
-                "text": self.text, "segments": self.segments,
+                "text": self.text, "complete": self.complete, "segments": self.segments,
                 "usage": {"type": "duration", "seconds": round(self.duration, 3)}}
         if self.task == "translate":
             body.update(transcript=self.transcript, target_language=language_name(self.tgt))

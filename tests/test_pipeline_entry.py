@@ -1,0 +1,54 @@
+"""Issue 21: the pipeline's arguments are checked at its entry, with messages naming the argument (not raw
+TypeErrors from deep inside); the CLI refuses the same values."""
+
+import numpy as np
+import pytest
+from transformers import pipeline
+
+from llm_srt.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_folder):
+    return pipeline("speech-translation", model=tiny_folder, trust_remote_code=True)
+
+
+RAW = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+AUDIO = {"raw": RAW, "sampling_rate": 16000}
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({"tgt_lang": 5}, "tgt_lang"),
+    ({"tgt_lang": ["deu", 7]}, "tgt_lang"),
+    ({"src_lang": 3, "tgt_lang": "deu"}, "src_lang"),
+    ({"tgt_lang": "deu", "batch_size": "2"}, "batch_size"),
+    ({"tgt_lang": "deu", "batch_size": 2.5}, "batch_size"),
+    ({"tgt_lang": "deu", "chunk_length_s": 0.001}, "chunk_length_s"),
+    ({"tgt_lang": "deu", "chunk_length_s": -1}, "chunk_length_s"),
+    ({"tgt_lang": "deu", "chunk_length_s": "10"}, "chunk_length_s"),
+    ({"tgt_lang": "deu", "generate_kwargs": "num_beams=2"}, "generate_kwargs"),
+    ({"tgt_lang": "deu", "generate_kwargs": {"max_new_tokens": "5"}}, "max_new_tokens"),
+    ({"tgt_lang": "deu", "generate_kwargs": {"num_beams": 1.5}}, "num_beams"),
+    ({"tgt_lang": "deu", "max_new_tokens": -3}, "max_new_tokens"),
+    ({"tgt_lang": "deu", "num_workers": "1"}, "num_workers"),
+])
+def test_bad_argument_types_are_named(pipe, kwargs, named):
+    with pytest.raises((TypeError, ValueError), match=named) as caught:
+        pipe(AUDIO, src_lang=kwargs.pop("src_lang", "eng"), **kwargs)
+    assert "Traceback" not in str(caught.value)
+
+
+def test_good_arguments_still_run(pipe):
+    out = pipe(AUDIO, src_lang="eng", tgt_lang="deu", batch_size=2, chunk_length_s=1.5, max_new_tokens=3)
+    assert out["tgt_lang"] == "deu" and out["complete"] in (True, False)
+
+
+def test_cli_refuses_a_tiny_chunk_length(tiny_folder, tmp_path, capsys):
+    audio = tmp_path / "a.wav"
+    import soundfile
+
+    soundfile.write(audio, RAW, 16000)
+    code = cli_main(["translate", str(audio), "--model", tiny_folder, "--src", "eng", "--tgt", "deu",
+                     "--chunk-length", "0.001"])
+    assert code == 2
+    assert "--chunk-length" in capsys.readouterr().err

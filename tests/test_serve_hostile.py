@@ -1,0 +1,262 @@
+"""Issue 21 part A: remote code only on request, limits on what the server actually reads, a bounded queue,
+cancelled work of gone clients, cut answers flagged, entry type checks. Raw sockets, not only the openai client."""
+
+import io
+import json
+import os
+import shutil
+import socket
+import time
+
+import numpy as np
+import pytest
+import soundfile
+
+
+pytest.importorskip("fastapi")
+
+from llm_srt.cli import main as cli_main  # noqa: E402
+from llm_srt.serving import create_app  # noqa: E402
+from llm_srt.testing import ServerThread, synthetic_speech  # noqa: E402
+
+
+SR = 16000
+
+
+def wav_bytes(seconds: float, seed: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, synthetic_speech(seconds, seed=seed, pause_every=0.9), SR, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def multipart(fields: dict, data: bytes, boundary: str = "XBOUNDARYX") -> bytes:
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
+             for k, v in fields.items()]
+    parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+                 "Content-Type: audio/wav\r\n\r\n".encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+def read_response(sock: socket.socket, timeout: float = 60.0) -> tuple[int, dict, bytes]:
+    sock.settimeout(timeout)
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
+    length = int(headers.get("content-length", "0") or 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return status, headers, body
+
+
+@pytest.fixture(scope="module")
+def server(tiny_folder):
+    app = create_app(tiny_folder, served_model_name="tiny", max_batch_size=4, max_wait_ms=5, max_file_mb=1,
+                     max_new_tokens=4, max_queue=8)
+    with ServerThread(app) as running:
+        running.state = app.state.server
+        running.port = int(running.url.rsplit(":", 1)[1])
+        yield running
+
+
+# --------------------------------------------------------------------------------------------------- remote code
+def _edited_folder(tiny_folder, tmp_path):
+    folder = tmp_path / "edited"
+    shutil.copytree(tiny_folder, folder)
+    marker = tmp_path / "marker"
+    with open(folder / "modeling_llm_srt.py", "a") as f:
+        f.write(f"\nopen({str(marker)!r}, 'w').write('ran')\n")
+    return folder, marker
+
+
+def test_translate_refuses_edited_model_code_without_the_flag(tiny_folder, tmp_path, capsys):
+    folder, marker = _edited_folder(tiny_folder, tmp_path)
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(wav_bytes(1.0))
+    code = cli_main(["translate", str(audio), "--model", str(folder), "--src", "eng", "--tgt", "deu",
+                     "--max-new-tokens", "3"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "--trust-remote-code" in err and "modeling_llm_srt.py" in err
+    assert not marker.exists()
+    code = cli_main(["translate", str(audio), "--model", str(folder), "--src", "eng", "--tgt", "deu",
+                     "--max-new-tokens", "3", "--trust-remote-code"])
+    assert code == 0, capsys.readouterr().err
+    assert marker.exists()
+
+
+def test_translate_loads_identical_code_without_the_flag(tiny_folder, tmp_path, capsys):
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(wav_bytes(1.0))
+    code = cli_main(["translate", str(audio), "--model", tiny_folder, "--src", "eng", "--tgt", "deu",
+                     "--max-new-tokens", "3"])
+    assert code == 0, capsys.readouterr().err
+
+
+def test_serve_refuses_edited_model_code_without_the_flag(tiny_folder, tmp_path):
+    folder, marker = _edited_folder(tiny_folder, tmp_path)
+    with pytest.raises(ValueError, match="--trust-remote-code"):
+        create_app(str(folder))
+    assert not marker.exists()
+    app = create_app(str(folder), trust_remote_code=True)
+    assert marker.exists() and app.state.server is not None
+
+
+def test_other_architecture_with_remote_code_needs_the_flag(tiny_folder, tmp_path):
+    folder = tmp_path / "other"
+    shutil.copytree(tiny_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "someone_else"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="--trust-remote-code"):
+        create_app(str(folder))
+
+
+# ------------------------------------------------------------------------------------------------ server limits
+def test_chunked_upload_refused_as_soon_as_the_limit_is_passed(server):
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    head = (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            "Content-Type: multipart/form-data; boundary=XBOUNDARYX\r\n\r\n").encode()
+    sock.sendall(head)
+    part = (b"--XBOUNDARYX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+            b"Content-Type: audio/wav\r\n\r\n")
+    sock.sendall(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+    chunk = b"\0" * 65536
+    sent, status = 0, None
+    sock.settimeout(0.05)
+    try:
+        while sent < 50 * 1024 * 1024:  # 50 MB: far beyond the 1 MB limit
+            try:
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            except socket.timeout:
+                pass
+            sent += len(chunk)
+            try:
+                peek = sock.recv(16, socket.MSG_PEEK)
+                if peek:
+                    break
+            except socket.timeout:
+                pass
+        status, headers, body = read_response(sock)
+    finally:
+        sock.close()
+    assert status == 413, body
+    assert sent < 8 * 1024 * 1024, f"the server read {sent} bytes before refusing"
+    assert json.loads(body)["error"]["code"] == "file_too_large"
+
+
+def test_full_queue_answers_503_with_retry_after(tiny_folder):
+    app = create_app(tiny_folder, served_model_name="tiny", max_batch_size=1, max_wait_ms=0, max_file_mb=5,
+                     max_new_tokens=4, max_queue=2)
+    state = app.state.server
+    with ServerThread(app) as running:
+        port = int(running.url.rsplit(":", 1)[1])
+        gate = __import__("threading").Event()
+        original = state.batcher._decode
+
+        def slow(prepared):
+            gate.wait(30)
+            return original(prepared)
+
+        state.batcher._decode = slow
+        try:
+            body = multipart({"language": "eng"}, wav_bytes(8.0, seed=1))  # several windows: fills the queue
+            request = (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                       "Content-Type: multipart/form-data; boundary=XBOUNDARYX\r\n\r\n").encode() + body
+            first = socket.create_connection(("127.0.0.1", port))
+            first.sendall(request)
+            deadline = time.monotonic() + 30
+            while state.batcher.queued < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            second = socket.create_connection(("127.0.0.1", port))
+            second.sendall(request)
+            status, headers, raw = read_response(second)
+            second.close()
+            assert status in (429, 503)
+            assert "retry-after" in headers
+            assert json.loads(raw)["error"]["code"] == "queue_full"
+        finally:
+            gate.set()
+            status, _, _ = read_response(first)
+            first.close()
+        assert status == 200
+
+
+def test_windows_of_a_gone_client_are_not_decoded(tiny_folder):
+    app = create_app(tiny_folder, served_model_name="tiny", max_batch_size=1, max_wait_ms=0, max_file_mb=5,
+                     max_new_tokens=4)
+    state = app.state.server
+    with ServerThread(app) as running:
+        port = int(running.url.rsplit(":", 1)[1])
+        gate = __import__("threading").Event()
+        original = state.batcher._decode
+
+        def slow(prepared):
+            gate.wait(30)
+            return original(prepared)
+
+        state.batcher._decode = slow
+        body = multipart({"language": "eng"}, wav_bytes(10.0, seed=2))
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                      "Content-Type: multipart/form-data; boundary=XBOUNDARYX\r\n\r\n").encode() + body)
+        deadline = time.monotonic() + 30
+        while state.batcher.stats["submitted"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        submitted = state.batcher.stats["submitted"]
+        assert submitted >= 3
+        sock.close()  # the client goes
+        time.sleep(1.0)  # the server notices the disconnect
+        gate.set()
+        deadline = time.monotonic() + 30
+        while state.batcher.queued and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert state.batcher.stats["windows"] <= 2, state.batcher.stats
+        assert state.batcher.stats["cancelled"] >= submitted - 2
+
+
+def _post(port, fields, data):
+    body = multipart(fields, data)
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall((f"POST /v1/audio/translations HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                  "Content-Type: multipart/form-data; boundary=XBOUNDARYX\r\n\r\n").encode() + body)
+    try:
+        status, _, raw = read_response(sock)
+    finally:
+        sock.close()
+    return status, json.loads(raw)
+
+
+def test_tiny_temperature_is_a_400_not_a_500(server):
+    status, body = _post(server.port, {"language": "eng", "target_language": "deu", "temperature": "1e-45"},
+                         wav_bytes(1.0))
+    assert status == 400, body
+    assert body["error"]["param"] == "temperature"
+
+
+def test_cut_answers_are_flagged_and_never_labelled_translations(server):
+    # 4 new tokens never reach the tag pair: every answer is cut by the budget
+    status, body = _post(server.port, {"language": "eng", "target_language": "deu",
+                                       "response_format": "verbose_json"}, wav_bytes(1.0))
+    assert status == 200, body
+    assert body["complete"] is False
+    for segment in body["segments"]:
+        assert segment["complete"] is False and segment["finish_reason"] == "length"
+        assert segment["text"] == ""
+    assert body["text"] == ""
+    status, body = _post(server.port, {"language": "eng", "target_language": "deu,fra"}, wav_bytes(1.0))
+    assert status == 200, body
+    assert [t["complete"] for t in body["translations"]] == [False, False]
+    assert all(t["text"] == "" for t in body["translations"])
