@@ -95,7 +95,7 @@ def load_split(data_dir: str, split: str) -> list[dict]:
 
 def place_in_window(audio: np.ndarray, rng: np.random.Generator, rate: int, window_seconds: float,
                     max_lead_seconds: float = 1.2, noise: bool = True) -> np.ndarray:
-    """A training variant of a clip: random leading and trailing silence (speech anywhere in the window), a random
+    """A training version of a clip: random leading and trailing silence (speech anywhere in the window), a random
     loudness (-10 to +4 dB) and light noise (-65 to -40 dBFS), so the encoder, the language detector and the
     adapter learn speech, not where it starts. The clip still fits the window."""
     room = max(0, int(window_seconds * rate) - len(audio) - int(0.05 * rate))
@@ -131,8 +131,8 @@ def attach_features(rows: list[dict], processor, data_dir: str, variants: int = 
     for start in tqdm(range(0, len(paths), 64), desc="log-mel features", unit="batch"):
         chunk = paths[start:start + 64]
         audio = [load_audio(os.path.join(data_dir, p), target_rate=rate) for p in chunk]
-        if lead_seconds:
-            audio = [with_leading_silence(a, rate, lead_seconds) for a in audio]
+        if lead_seconds:  # as much as fits: the demo's window is 3 s and a few clips are longer than 2 s
+            audio = [with_leading_silence(a, rate, min(lead_seconds, window - len(a) / rate)) for a in audio]
         for path, clip in zip(chunk, audio):
             seconds[path] = len(clip) / rate
         for variant in range(variants):
