@@ -278,6 +278,27 @@ __all__ = [
 ]
 
 
+def whisper_hearing(audio_config, whisper_code: str = "de", seed: int = 1):
+    """A tiny random Whisper (`WhisperForConditionalGeneration`) with `audio_config`'s encoder shape whose decoder
+    hears `whisper_code` in any audio: a language detector with a known answer, for tests."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES as WHISPER_LANGUAGES
+
+    from .language_detection_llm_srt import WHISPER_FIRST_LANGUAGE_ID
+
+    torch.manual_seed(seed)
+    whisper = WhisperForConditionalGeneration(WhisperConfig(**audio_config.to_dict())).eval()
+    with torch.no_grad():
+        decoder = whisper.model.decoder
+        decoder.layer_norm.weight.zero_()
+        decoder.layer_norm.bias.zero_()
+        decoder.layer_norm.bias[0] = 1.0
+        token = WHISPER_FIRST_LANGUAGE_ID + list(WHISPER_LANGUAGES).index(whisper_code)  # Whisper's order
+        decoder.embed_tokens.weight[token] = 0.0
+        decoder.embed_tokens.weight[token, 0] = 12.0  # proj_out is tied to the token embeddings
+    return whisper
+
+
 class ServerThread:
     """Run an app with uvicorn in a background thread (tests, benchmarks); `url` is its `http://host:port`."""
 

@@ -14,7 +14,7 @@ from transformers import pipeline
 
 from llm_srt.generation_llm_srt import DecodeRow, TransformersEngine, decode_window_rows, decode_windows
 from llm_srt.testing import SAMPLING_RATE as SR
-from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech
+from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech, whisper_hearing
 
 
 pytest.importorskip("fastapi")
@@ -28,21 +28,8 @@ SETTINGS = {"num_beams": 1, "max_new_tokens": 8}
 @pytest.fixture(scope="module")
 def folder_with_detector(tokenizer, tmp_path_factory):
     """A tiny model saved with a Whisper language detector whose decoder hears German in any audio."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    from llm_srt.language_detection_llm_srt import WHISPER_FIRST_LANGUAGE_ID
-
     model, processor = build_tiny_model_and_processor(seed=0, tokenizer=tokenizer)
-    torch.manual_seed(1)
-    whisper = WhisperForConditionalGeneration(WhisperConfig(**model.config.audio_config.to_dict())).eval()
-    with torch.no_grad():
-        decoder = whisper.model.decoder
-        decoder.layer_norm.weight.zero_()
-        decoder.layer_norm.bias.zero_()
-        decoder.layer_norm.bias[0] = 1.0
-        german = WHISPER_FIRST_LANGUAGE_ID + 2  # Whisper's order: en, zh, de, ...
-        decoder.embed_tokens.weight[german] = 0.0
-        decoder.embed_tokens.weight[german, 0] = 12.0  # proj_out is tied to the token embeddings
+    whisper = whisper_hearing(model.config.audio_config, "de")
     whisper_folder = tmp_path_factory.mktemp("whisper")
     whisper.save_pretrained(whisper_folder)
     model.load_language_detector(str(whisper_folder), save_with_model=True)

@@ -306,21 +306,10 @@ def force_language(detector, code):
 @pytest.fixture(scope="module")
 def whisper_folder(tiny, tmp_path_factory):
     """A tiny random Whisper with the tiny model's encoder shape, its decoder made to hear German."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    from llm_srt.language_detection_llm_srt import WHISPER_FIRST_LANGUAGE_ID
+    from llm_srt.testing import whisper_hearing
 
     model, _ = tiny
-    torch.manual_seed(1)
-    whisper = WhisperForConditionalGeneration(WhisperConfig(**model.config.audio_config.to_dict())).eval()
-    with torch.no_grad():
-        decoder = whisper.model.decoder
-        decoder.layer_norm.weight.zero_()
-        decoder.layer_norm.bias.zero_()
-        decoder.layer_norm.bias[0] = 1.0
-        german = WHISPER_FIRST_LANGUAGE_ID + 2  # Whisper's order: en, zh, de, ...
-        decoder.embed_tokens.weight[german] = 0.0
-        decoder.embed_tokens.weight[german, 0] = 12.0  # proj_out is tied to the token embeddings
+    whisper = whisper_hearing(model.config.audio_config, "de")
     folder = tmp_path_factory.mktemp("tiny_whisper")
     whisper.save_pretrained(folder)
     return str(folder)

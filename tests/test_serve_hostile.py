@@ -1,11 +1,13 @@
 """Issue 21 part A: remote code only on request, limits on what the server actually reads, a bounded queue,
 cancelled work of gone clients, cut answers flagged, entry type checks. Raw sockets, not only the openai client."""
 
+import contextlib
 import io
 import json
 import os
 import shutil
 import socket
+import threading
 import time
 
 import numpy as np
@@ -156,25 +158,39 @@ def test_chunked_upload_refused_as_soon_as_the_limit_is_passed(server):
     assert json.loads(body)["error"]["code"] == "file_too_large"
 
 
-def test_full_queue_answers_503_with_retry_after(tiny_folder):
+def upload_request(body: bytes, endpoint: str = "transcriptions") -> bytes:
+    """A raw HTTP request posting a multipart `body`."""
+    return (f"POST /v1/audio/{endpoint} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            "Content-Type: multipart/form-data; boundary=XBOUNDARYX\r\n\r\n").encode() + body
+
+
+@contextlib.contextmanager
+def held_server(tiny_folder, **settings):
+    """A running one-window-at-a-time server whose decoding waits until `gate.set()` (done on exit too); yields
+    (server state, port, gate)."""
     app = create_app(tiny_folder, served_model_name="tiny", max_batch_size=1, max_wait_ms=0, max_file_mb=5,
-                     max_new_tokens=4, max_queue=2)
+                     max_new_tokens=4, **settings)
     state = app.state.server
     with ServerThread(app) as running:
-        port = int(running.url.rsplit(":", 1)[1])
-        gate = __import__("threading").Event()
+        gate = threading.Event()
         original = state.batcher._decode
 
-        def slow(prepared):
+        def slow(jobs):
             gate.wait(30)
-            return original(prepared)
+            return original(jobs)
 
         state.batcher._decode = slow
         try:
-            body = multipart({"language": "eng"}, wav_bytes(8.0, seed=1))  # several windows: fills the queue
-            request = (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-                       "Content-Type: multipart/form-data; boundary=XBOUNDARYX\r\n\r\n").encode() + body
-            first = socket.create_connection(("127.0.0.1", port))
+            yield state, int(running.url.rsplit(":", 1)[1]), gate
+        finally:
+            gate.set()
+
+
+def test_full_queue_answers_503_with_retry_after(tiny_folder):
+    with held_server(tiny_folder, max_queue=2) as (state, port, gate):
+        request = upload_request(multipart({"language": "eng"}, wav_bytes(8.0, seed=1)))  # several windows
+        first = socket.create_connection(("127.0.0.1", port))
+        try:
             first.sendall(request)
             deadline = time.monotonic() + 30
             while state.batcher.queued < 1 and time.monotonic() < deadline:
@@ -194,23 +210,9 @@ def test_full_queue_answers_503_with_retry_after(tiny_folder):
 
 
 def test_windows_of_a_gone_client_are_not_decoded(tiny_folder):
-    app = create_app(tiny_folder, served_model_name="tiny", max_batch_size=1, max_wait_ms=0, max_file_mb=5,
-                     max_new_tokens=4)
-    state = app.state.server
-    with ServerThread(app) as running:
-        port = int(running.url.rsplit(":", 1)[1])
-        gate = __import__("threading").Event()
-        original = state.batcher._decode
-
-        def slow(prepared):
-            gate.wait(30)
-            return original(prepared)
-
-        state.batcher._decode = slow
-        body = multipart({"language": "eng"}, wav_bytes(10.0, seed=2))
+    with held_server(tiny_folder) as (state, port, gate):
         sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-                      "Content-Type: multipart/form-data; boundary=XBOUNDARYX\r\n\r\n").encode() + body)
+        sock.sendall(upload_request(multipart({"language": "eng"}, wav_bytes(10.0, seed=2))))
         deadline = time.monotonic() + 30
         while state.batcher.stats["submitted"] < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -228,10 +230,8 @@ def test_windows_of_a_gone_client_are_not_decoded(tiny_folder):
 
 
 def _post(port, fields, data):
-    body = multipart(fields, data)
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall((f"POST /v1/audio/translations HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-                  "Content-Type: multipart/form-data; boundary=XBOUNDARYX\r\n\r\n").encode() + body)
+    sock.sendall(upload_request(multipart(fields, data), "translations"))
     try:
         status, _, raw = read_response(sock)
     finally:

@@ -339,7 +339,9 @@ def multi_sentence_recordings(test_rows: list[dict], data_dir: str, rate: int, c
     rng = np.random.default_rng(seed + 23)
     recordings = []
     for index in range(count):
-        spoken = list(rng.choice(languages, 2, replace=False)) if index % 2 else [languages[index % len(languages)]]
+        # two languages in every other recording, where a third is left for the target
+        mixed = index % 2 and len(languages) > 2
+        spoken = list(rng.choice(languages, 2, replace=False)) if mixed else [languages[index % len(languages)]]
         target = [lang for lang in languages if lang not in spoken][0]
         sentences = [by_language[spoken[i % len(spoken)]][int(rng.integers(len(by_language[spoken[i % len(spoken)]])))]
                      for i in range(int(rng.integers(2, 4)))]
