@@ -81,7 +81,7 @@ def direct(server, audio: np.ndarray, task: str, src: str, tgt: str | None = Non
 
 
 SHORT, SHORT_WAV = clip(1.3, seed=1)  # one window (the tiny model's window is 2 s)
-LONG, LONG_WAV = clip(4.5, seed=2)  # three windows
+LONG, LONG_WAV = clip(4.5, seed=2)  # five stretches of speech between pauses
 
 
 # ------------------------------------------------------------------------------------------------------- endpoints
@@ -140,9 +140,10 @@ def test_every_response_format_of_long_audio(server, client):
 
     verbose = ask("verbose_json")
     segments = verbose.segments
-    assert len(segments) == 3 and verbose.language == "english" and verbose.duration == pytest.approx(4.5, abs=1e-3)
+    assert len(segments) == 5 and verbose.language == "english" and verbose.duration == pytest.approx(4.5, abs=1e-3)
     assert segments[0].start == 0 and segments[-1].end == pytest.approx(4.5, abs=1e-3)
     assert all(a.end == b.start and a.end - a.start <= 2 for a, b in zip(segments, segments[1:]))  # window times
+    assert all(0.6 < s.end % 0.9 < 0.9 for s in segments[:-1])  # every cut inside a pause (one every 0.9 s)
     for segment in segments:  # each window is the model's output on that window alone
         window = LONG[int(round(segment.start * SR)):int(round(segment.end * SR))]
         assert segment.text == direct(server, window, "asr", "eng")["transcript"]
