@@ -505,3 +505,25 @@ def test_pipeline_decodes_every_sentence_window(tokenizer):
     for bad in (-1, float("nan"), "0.2", True):
         with pytest.raises(ValueError, match="min_pause_s"):
             pipe(audio, sampling_rate=SR, src_lang="eng", tgt_lang="deu", min_pause_s=bad)
+
+
+def test_an_undecoded_datasets_audio_column_needs_no_torchcodec(pipe, tmp_path):
+    """`Audio(decode=False)` rows ({"bytes", "path"}) are decoded by the pipeline itself (soundfile), so a CPU
+    machine without torchcodec reads a `datasets` corpus: column, rows and KeyDataset all give the array's result."""
+    datasets = pytest.importorskip("datasets")
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    clips = [synthetic_speech(0.6 + 0.2 * i, seed=30 + i) for i in range(3)]
+    paths = []
+    for i, clip in enumerate(clips):
+        paths.append(str(tmp_path / f"c{i}.wav"))
+        soundfile.write(paths[-1], clip, SR, subtype="FLOAT")
+    ds = datasets.Dataset.from_dict({"audio": paths}).cast_column("audio", datasets.Audio(decode=False))
+    assert set(ds[0]["audio"]) == {"bytes", "path"}  # undecoded: nothing needed torchcodec
+    expected = [run(pipe, clip, sampling_rate=SR) for clip in clips]
+    assert list(run(pipe, ds["audio"])) == expected
+    assert list(run(pipe, ds)) == expected
+    assert list(run(pipe, KeyDataset(ds, "audio"))) == expected
+    embedded = datasets.Dataset.from_dict({"audio": [{"bytes": open(p, "rb").read(), "path": None} for p in paths]})
+    embedded = embedded.cast_column("audio", datasets.Audio(decode=False))
+    assert list(run(pipe, embedded["audio"])) == expected  # bytes only, as a Parquet corpus holds them
