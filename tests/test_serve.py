@@ -34,9 +34,9 @@ def wav_bytes(audio: np.ndarray, rate: int = SR) -> bytes:
     return buffer.getvalue()
 
 
-def clip(seconds: float, seed: int) -> tuple[np.ndarray, bytes]:
+def clip(seconds: float, seed: int, pause_every: float | None = 0.9) -> tuple[np.ndarray, bytes]:
     """A speech-like clip as the server will see it (16-bit PCM round trip) and its wav bytes."""
-    data = wav_bytes(synthetic_speech(seconds, seed=seed, pause_every=0.9))
+    data = wav_bytes(synthetic_speech(seconds, seed=seed, pause_every=pause_every))
     return soundfile.read(io.BytesIO(data), dtype="float32")[0], data
 
 
@@ -80,7 +80,7 @@ def direct(server, audio: np.ndarray, task: str, src: str, tgt: str | None = Non
     return answer_record(processor, ids[0].tolist(), DecodeRow(0, task, src, tgt if task == "srt" else None))
 
 
-SHORT, SHORT_WAV = clip(1.3, seed=1)  # one window (the tiny model's window is 2 s)
+SHORT, SHORT_WAV = clip(1.3, seed=1, pause_every=None)  # one window (no pause) (the tiny model's window is 2 s)
 LONG, LONG_WAV = clip(4.5, seed=2)  # five stretches of speech between pauses
 
 
