@@ -56,8 +56,9 @@ class LoadArguments:
     max_wait_ms: float = field(default=10.0, metadata={"help": "The server's --max-wait-ms."})
     device: str | None = field(default=None, metadata={"help": "cpu (default) or cuda."})
     dtype: str | None = field(default=None, metadata={"help": "float32 (default), bfloat16 or float16."})
-    output: str = field(default=os.path.join(ROOT, "benchmarks", "results", "serve_load.json"),
-                        metadata={"help": "JSON results file ('' for none)."})
+    output: str = field(default=os.path.join("outputs", "benchmarks", "serve_load.json"), metadata={
+        "help": "JSON results file ('' for none; default under the untracked outputs/; the recorded results: "
+                "--output benchmarks/results/serve_load.json)."})
 
 
 def make_requests(count: int, seconds: float, manifest: str | None = None) -> list[dict]:

@@ -78,8 +78,11 @@ class SpeedArguments:
     one_to_many: str = field(default="1,4,14", metadata={"help": "Target counts ('' to skip)."})
     one_to_many_beams: int = field(default=1, metadata={"help": "One-to-many: beam size (greedy by default)."})
     transcript_tokens: int = field(default=0, metadata={"help": "One-to-many: forced transcript length (0: preset)."})
-    output: str = field(default="benchmarks/results/speed.json")
-    readme: str | None = field(default="benchmarks/README.md", metadata={"help": "Append the tables here ('' to skip)."})
+    output: str = field(default="outputs/benchmarks/speed.json", metadata={
+        "help": "JSON results file (default under the untracked outputs/; the recorded results were written with "
+                "--output benchmarks/results/speed.json)."})
+    readme: str | None = field(default="", metadata={
+        "help": "Append the tables to this file (default: none; the recorded ones: --readme benchmarks/README.md)."})
 
 
 # ------------------------------------------------------------------------------------------------------- models

@@ -20,7 +20,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
 
-from .audio_llm_srt import describe_input, is_silent, load_audio, split_on_silence
+from .audio_llm_srt import PAUSE_SECONDS, describe_input, is_silent, load_audio, split_on_silence
 from .configuration_llm_srt import LANGUAGES, PIPELINE_TASK, normalize_language
 from .generation_llm_srt import TransformersEngine, decode_windows, join_window_texts, vote_language
 from .language_detection_llm_srt import whisper_language_name
@@ -57,8 +57,10 @@ class SpeechTranslationPipeline(ChunkPipeline):
     Inputs: a file path, file bytes, a numpy array or torch tensor (with `sampling_rate`), a `datasets` Audio value
     (`{"array", "sampling_rate"}`, `{"path", "bytes"}` or a decoder), a `datasets` row (a dict with an `"audio"`
     key), or a list, generator, `KeyDataset`, `datasets` column or `datasets.Dataset` of these. Audio is mixed down
-    to mono and resampled to 16 kHz. Audio longer than `chunk_length_s` (default: the model's 30 s window) is split
-    at pauses into windows that are translated and joined in order. Silent windows are skipped without running the
+    to mono and resampled to 16 kHz. Audio is split at every pause of at least `min_pause_s` (default 0.15 s; 0:
+    only where the window requires) and at the quietest points of stretches longer than `chunk_length_s` (default:
+    the model's 30 s window), into windows that are translated and joined in order (the models learn one
+    utterance per clip: a window of two sentences comes back with one). Silent windows are skipped without running the
     model; a silent input gives an empty result.
 
     Call arguments: `src_lang` (a language, or `"auto"`/None: detected from the encoder output with Whisper's
@@ -93,6 +95,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
         return_transcript: bool | None = None,
         return_timestamps: bool | None = None,
         chunk_length_s: float | None = None,
+        min_pause_s: float | None = None,
         sampling_rate: int | None = None,
         generate_kwargs: dict | None = None,
         streamer: Any = None,
@@ -108,13 +111,17 @@ class SpeechTranslationPipeline(ChunkPipeline):
             raise TypeError(f"Unexpected arguments for the speech-translation pipeline: {sorted(kwargs)}.")
         if streamer is not None:
             generate_kwargs["streamer"] = streamer
+        if min_pause_s is not None and (isinstance(min_pause_s, bool) or not isinstance(min_pause_s, (int, float))
+                                        or not 0 <= min_pause_s < float("inf")):
+            raise ValueError(f"min_pause_s must be a number of seconds >= 0 (0: cut only where the window requires), "
+                             f"got {min_pause_s!r}.")
         if unsupported_language not in (None, "warn", "error"):
             raise ValueError(f"unsupported_language must be 'warn' or 'error', got {unsupported_language!r}.")
 
         def given(**values):
             return {name: value for name, value in values.items() if value is not None}
 
-        preprocess = given(sampling_rate=sampling_rate, chunk_length_s=chunk_length_s)
+        preprocess = given(sampling_rate=sampling_rate, chunk_length_s=chunk_length_s, min_pause_s=min_pause_s)
         forward = given(src_lang=src_lang, tgt_lang=tgt_lang, task=task, generate_kwargs=generate_kwargs or None,
                         language_per_window=language_per_window, unsupported_language=unsupported_language)
         postprocess = given(return_transcript=return_transcript, return_timestamps=return_timestamps)
@@ -181,9 +188,11 @@ class SpeechTranslationPipeline(ChunkPipeline):
         return PipelineIterator(per_input, self.postprocess, postprocess_params)
 
     # ------------------------------------------------------------------------------------------------------- steps
-    def preprocess(self, inputs: Any, sampling_rate: int | None = None, chunk_length_s: float | None = None):
-        """Load one input and yield its windows: `input_features` (None when silent), `span` in seconds, and
-        `is_last` on the input's last window."""
+    def preprocess(self, inputs: Any, sampling_rate: int | None = None, chunk_length_s: float | None = None,
+                   min_pause_s: float | None = PAUSE_SECONDS):
+        """Load one input and yield its windows (one per stretch of speech between pauses of `min_pause_s`, at
+        most `chunk_length_s` long): `input_features` (None when silent), `span` in seconds, and `is_last` on the
+        input's last window."""
         if isinstance(inputs, dict) and "audio" in inputs and not any(key in inputs for key in ("array", "raw")):
             inputs = inputs["audio"]  # a datasets row
         rate = self.processor.feature_extractor.sampling_rate
@@ -192,7 +201,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
         chunk = window_seconds if chunk_length_s is None else float(chunk_length_s)
         if not 0 < chunk <= window_seconds:
             raise ValueError(f"chunk_length_s must be in (0, {window_seconds:g}] (the model's window), got {chunk}.")
-        spans = split_on_silence(audio, rate, chunk)
+        spans = split_on_silence(audio, rate, chunk, min_pause_seconds=min_pause_s)
         for index, (start, end) in enumerate(spans):
             window = audio[start:end]
             silent = is_silent(window)

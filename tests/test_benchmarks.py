@@ -60,3 +60,24 @@ def test_kv_cache_size_from_shapes():
     config = Qwen2Config(hidden_size=896, num_attention_heads=14, num_key_value_heads=2, num_hidden_layers=24)
     # 2 (keys, values) x 24 layers x 2 heads x 64 dims x 100 positions x 3 rows x 4 bytes
     assert speed.kv_cache_mib(config, 100, 3, torch.float32) == 2 * 24 * 2 * 64 * 100 * 3 * 4 / 2**20
+
+
+def test_benchmarks_write_no_tracked_file_by_default():
+    """`python benchmarks/serve_load.py --model runs/demo/srt ...` overwrote the tracked
+    benchmarks/results/serve_load.json: every default output is under the untracked outputs/."""
+    import dataclasses
+    import importlib.util
+
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split())
+    for script, fields in (("serve_load.py", ("output",)), ("speed.py", ("output", "readme"))):
+        spec = importlib.util.spec_from_file_location(f"_bench_{script[:-3]}", os.path.join(ROOT, "benchmarks", script))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+        classes = [c for c in vars(module).values() if dataclasses.is_dataclass(c) and isinstance(c, type)]
+        defaults = {f.name: f.default for c in classes for f in dataclasses.fields(c) if f.name in fields}
+        assert set(defaults) == set(fields), (script, defaults)
+        for name, default in defaults.items():
+            if default:
+                relative = os.path.relpath(os.path.join(ROOT, default), ROOT)
+                assert relative not in tracked and relative.split(os.sep)[0] == "outputs", (script, name, default)

@@ -99,7 +99,7 @@ def test_long_audio_is_split_at_pauses_and_joined_in_order(tokenizer):
     model, processor = build_tiny_model_and_processor(tokenizer=tokenizer, window_seconds=30)
     pipe = SpeechTranslationPipeline(model=model, processor=processor)
     audio = synthetic_speech(95.0, seed=3, pause_every=2.5)
-    spans = split_on_silence(audio, SR, 30.0)
+    spans = split_on_silence(audio, SR, 30.0, min_pause_seconds=None)  # cut only where the window requires
     assert spans[0][0] == 0 and spans[-1][1] == len(audio)
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous: nothing dropped or repeated
     assert all(0 < end - start <= 30 * SR for start, end in spans) and len(spans) == 4
@@ -109,7 +109,8 @@ def test_long_audio_is_split_at_pauses_and_joined_in_order(tokenizer):
     hook = model.audio_tower.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     try:
         result = pipe(audio, sampling_rate=SR, src_lang="eng", task="transcribe", return_timestamps=True,
-                      generate_kwargs={"num_beams": 1, "max_new_tokens": 3, "min_new_tokens": 3}, batch_size=8)
+                      generate_kwargs={"num_beams": 1, "max_new_tokens": 3, "min_new_tokens": 3}, batch_size=8,
+                      min_pause_s=0)
     finally:
         hook.remove()
     assert calls == [4]  # the four windows, one batch
@@ -439,3 +440,79 @@ def test_shared_transcript_must_be_a_bool(pipe, speech):
     with pytest.raises(ValueError, match="shared_transcript must be True or False"):
         pipe(speech, sampling_rate=SR, src_lang="eng", tgt_lang=["deu", "fra"], generate_kwargs=GEN,
              shared_transcript="no")
+
+
+def sentences_with_pauses(lengths, pauses, seed=11):
+    """Speech-like 'sentences' of `lengths` seconds separated by silent `pauses` (seconds); returns the audio and
+    each sentence's (start, end) in samples."""
+    parts, spans, at = [], [], 0
+    for i, seconds in enumerate(lengths):
+        sentence = synthetic_speech(seconds, seed=seed + i)
+        parts.append(sentence)
+        spans.append((at, at + len(sentence)))
+        at += len(sentence)
+        if i < len(pauses):
+            parts.append(np.zeros(int(pauses[i] * SR), dtype=np.float32))
+            at += int(pauses[i] * SR)
+    return np.concatenate(parts), spans
+
+
+@pytest.mark.parametrize("pauses", [(0.2, 0.5, 0.3), (1.0, 0.15, 2.0), (0.3, 0.3, 0.3)])
+def test_every_sentence_gets_a_window_of_its_own(pauses):
+    """A window holding two sentences came back with one (the models learn one utterance per clip): every pause
+    between sentences is a cut, even where the audio would fit one window, and no sentence is cut."""
+    audio, sentences = sentences_with_pauses([1.0, 1.1, 1.2, 0.9], pauses)
+    spans = split_on_silence(audio, SR, 3.0)
+    assert spans[0][0] == 0 and spans[-1][1] == len(audio)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous: nothing dropped or repeated
+    assert all(0 < end - start <= 3 * SR for start, end in spans)
+    holders = [[w for w, (start, end) in enumerate(spans) if start <= s and e <= end] for s, e in sentences]
+    assert all(len(h) == 1 for h in holders), holders  # no sentence straddles a cut
+    assert len({h[0] for h in holders}) == len(sentences)  # no window holds two sentences
+
+
+def test_a_long_sentence_is_still_cut_to_the_window():
+    audio, _ = sentences_with_pauses([7.0, 1.0], [0.5])
+    spans = split_on_silence(audio, SR, 3.0)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])) and spans[-1][1] == len(audio)
+    assert all(0 < end - start <= 3 * SR for start, end in spans) and len(spans) >= 4
+
+
+def test_pipeline_decodes_every_sentence_window(tokenizer):
+    model, processor = build_tiny_model_and_processor(tokenizer=tokenizer, window_seconds=3)
+    pipe = SpeechTranslationPipeline(model=model, processor=processor)
+    audio, sentences = sentences_with_pauses([1.0, 1.1, 1.2], (0.2, 0.5))
+    result = pipe(audio, sampling_rate=SR, src_lang="eng", tgt_lang="deu", return_timestamps=True,
+                  generate_kwargs={"num_beams": 1, "max_new_tokens": 3, "min_new_tokens": 3})
+    chunks = result["chunks"]
+    assert len(chunks) == 3 and all(c["transcript"].strip() for c in chunks)  # each window decoded
+    for (start, end), chunk in zip(sentences, chunks):
+        assert chunk["timestamp"][0] <= start / SR and end / SR <= chunk["timestamp"][1]
+    joined = pipe(audio, sampling_rate=SR, src_lang="eng", tgt_lang="deu", return_timestamps=True, min_pause_s=0,
+                  generate_kwargs={"num_beams": 1, "max_new_tokens": 3})
+    assert len(joined["chunks"]) == 2  # 0: the old behaviour, cuts only where the 3 s window requires
+    for bad in (-1, float("nan"), "0.2", True):
+        with pytest.raises(ValueError, match="min_pause_s"):
+            pipe(audio, sampling_rate=SR, src_lang="eng", tgt_lang="deu", min_pause_s=bad)
+
+
+def test_an_undecoded_datasets_audio_column_needs_no_torchcodec(pipe, tmp_path):
+    """`Audio(decode=False)` rows ({"bytes", "path"}) are decoded by the pipeline itself (soundfile), so a CPU
+    machine without torchcodec reads a `datasets` corpus: column, rows and KeyDataset all give the array's result."""
+    datasets = pytest.importorskip("datasets")
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    clips = [synthetic_speech(0.6 + 0.2 * i, seed=30 + i) for i in range(3)]
+    paths = []
+    for i, clip in enumerate(clips):
+        paths.append(str(tmp_path / f"c{i}.wav"))
+        soundfile.write(paths[-1], clip, SR, subtype="FLOAT")
+    ds = datasets.Dataset.from_dict({"audio": paths}).cast_column("audio", datasets.Audio(decode=False))
+    assert set(ds[0]["audio"]) == {"bytes", "path"}  # undecoded: nothing needed torchcodec
+    expected = [run(pipe, clip, sampling_rate=SR) for clip in clips]
+    assert list(run(pipe, ds["audio"])) == expected
+    assert list(run(pipe, ds)) == expected
+    assert list(run(pipe, KeyDataset(ds, "audio"))) == expected
+    embedded = datasets.Dataset.from_dict({"audio": [{"bytes": open(p, "rb").read(), "path": None} for p in paths]})
+    embedded = embedded.cast_column("audio", datasets.Audio(decode=False))
+    assert list(run(pipe, embedded["audio"])) == expected  # bytes only, as a Parquet corpus holds them

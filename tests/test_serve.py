@@ -34,9 +34,9 @@ def wav_bytes(audio: np.ndarray, rate: int = SR) -> bytes:
     return buffer.getvalue()
 
 
-def clip(seconds: float, seed: int) -> tuple[np.ndarray, bytes]:
+def clip(seconds: float, seed: int, pause_every: float | None = 0.9) -> tuple[np.ndarray, bytes]:
     """A speech-like clip as the server will see it (16-bit PCM round trip) and its wav bytes."""
-    data = wav_bytes(synthetic_speech(seconds, seed=seed, pause_every=0.9))
+    data = wav_bytes(synthetic_speech(seconds, seed=seed, pause_every=pause_every))
     return soundfile.read(io.BytesIO(data), dtype="float32")[0], data
 
 
@@ -80,8 +80,8 @@ def direct(server, audio: np.ndarray, task: str, src: str, tgt: str | None = Non
     return answer_record(processor, ids[0].tolist(), DecodeRow(0, task, src, tgt if task == "srt" else None))
 
 
-SHORT, SHORT_WAV = clip(1.3, seed=1)  # one window (the tiny model's window is 2 s)
-LONG, LONG_WAV = clip(4.5, seed=2)  # three windows
+SHORT, SHORT_WAV = clip(1.3, seed=1, pause_every=None)  # one window (no pause) (the tiny model's window is 2 s)
+LONG, LONG_WAV = clip(4.5, seed=2)  # five stretches of speech between pauses
 
 
 # ------------------------------------------------------------------------------------------------------- endpoints
@@ -140,9 +140,10 @@ def test_every_response_format_of_long_audio(server, client):
 
     verbose = ask("verbose_json")
     segments = verbose.segments
-    assert len(segments) == 3 and verbose.language == "english" and verbose.duration == pytest.approx(4.5, abs=1e-3)
+    assert len(segments) == 5 and verbose.language == "english" and verbose.duration == pytest.approx(4.5, abs=1e-3)
     assert segments[0].start == 0 and segments[-1].end == pytest.approx(4.5, abs=1e-3)
     assert all(a.end == b.start and a.end - a.start <= 2 for a, b in zip(segments, segments[1:]))  # window times
+    assert all(0.6 < s.end % 0.9 < 0.9 for s in segments[:-1])  # every cut inside a pause (one every 0.9 s)
     for segment in segments:  # each window is the model's output on that window alone
         window = LONG[int(round(segment.start * SR)):int(round(segment.end * SR))]
         assert segment.text == direct(server, window, "asr", "eng")["transcript"]
