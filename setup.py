@@ -35,6 +35,6 @@ setup(
     entry_points={
         "console_scripts": ["llm-srt=llm_srt.cli:main"],
         # vLLM runs this in each of its processes: registers LLM-SRT's config and vLLM model (no-op without vLLM)
-        "vllm.general_plugins": ["llm_srt=llm_srt.vllm_llm_srt:register"],
+        "vllm.general_plugins": ["llm_srt=llm_srt.vllm_plugin:register"],
     },
 )
