@@ -44,14 +44,19 @@ from vllm.multimodal.processing.processor import BaseMultiModalProcessor
 from vllm.sequence import IntermediateTensors
 from vllm.tokenizers.registry import cached_tokenizer_from_config
 
-from .configuration_llm_srt import LANGUAGES, LlmSrtConfig, language_tag, normalize_language, supported_languages_text
+from .configuration_llm_srt import (
+    LANGUAGES,
+    UNSPACED_LANGUAGES,
+    WHISPER_CODES,
+    LlmSrtConfig,
+    language_tag,
+    normalize_language,
+    supported_languages_text,
+)
 
 
-# Our ISO 639-3 codes -> the ISO 639-1 codes of vLLM's (Whisper's) language table, which its API validates against.
-ISO639_1 = {
-    "deu": "de", "eng": "en", "fra": "fr", "ind": "id", "ita": "it", "jpn": "ja", "kor": "ko", "nld": "nl",
-    "por": "pt", "rus": "ru", "spa": "es", "tha": "th", "vie": "vi", "yue": "yue", "zho": "zh",
-}
+# vLLM's API validates languages against Whisper's (ISO 639-1) codes: the language table's `whisper` column.
+ISO639_1 = WHISPER_CODES
 LORA_KEY = re.compile(r"^(?P<module>.+)\.(?:lora_(?P<ab>[AB])\.default\.weight|base_layer\.(?P<kind>weight|bias))$")
 
 
@@ -167,7 +172,7 @@ class LlmSrtVllmForConditionalGeneration(nn.Module, SupportsMultiModal, Supports
 
     supported_languages: ClassVar[Mapping[str, str]] = {ISO639_1[code]: name for code, (name, _) in LANGUAGES.items()}
     supports_transcription: ClassVar[Literal[True]] = True
-    no_space_languages: ClassVar[set[str]] = {"ja", "zh", "yue", "th"}
+    no_space_languages: ClassVar[set[str]] = {WHISPER_CODES[code] for code in UNSPACED_LANGUAGES}
 
     # Our module names -> vLLM's: Whisper's fused attention projections and its MLP module.
     hf_to_vllm_mapper = WeightsMapper(
