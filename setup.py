@@ -32,5 +32,9 @@ setup(
             "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "openai>=1.60",
         ],
     },
-    entry_points={"console_scripts": ["llm-srt=llm_srt.cli:main"]},
+    entry_points={
+        "console_scripts": ["llm-srt=llm_srt.cli:main"],
+        # vLLM runs this in each of its processes: registers LLM-SRT's config and vLLM model (no-op without vLLM)
+        "vllm.general_plugins": ["llm_srt=llm_srt.vllm_plugin:register"],
+    },
 )

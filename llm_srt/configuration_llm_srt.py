@@ -7,8 +7,13 @@ import os
 from typing import NamedTuple
 
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import logging
+
+
+try:
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # transformers < 5.20 (vLLM's pin): LlmSrtConfig.__post_init__ builds the sub-configs itself
+    SubConfigSpec = None
 
 
 logger = logging.get_logger(__name__)
@@ -206,15 +211,19 @@ class LlmSrtConfig(PreTrainedConfig):
     """
 
     model_type = "llm_srt"
-    sub_configs_defaults = {
-        "audio_config": SubConfigSpec(config_class=AutoConfig, model_type="whisper", init_kwargs=WHISPER_LARGE_V3_ENCODER),
-        "projector_config": SubConfigSpec(
-            config_class=AutoConfig,
-            model_type="blip_2_qformer",
-            init_kwargs={"num_hidden_layers": 8, "encoder_hidden_size": 1280},
-        ),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2", init_kwargs=QWEN25_CONFIGS["3b"]),
+    # sub-config -> (default model type, default arguments)
+    _sub_config_defaults = {
+        "audio_config": ("whisper", WHISPER_LARGE_V3_ENCODER),
+        "projector_config": ("blip_2_qformer", {"num_hidden_layers": 8, "encoder_hidden_size": 1280}),
+        "text_config": ("qwen2", QWEN25_CONFIGS["3b"]),
     }
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {
+            key: SubConfigSpec(config_class=AutoConfig, model_type=model_type_, init_kwargs=kwargs)
+            for key, (model_type_, kwargs) in _sub_config_defaults.items()
+        }
+    else:
+        sub_configs = {key: AutoConfig for key in _sub_config_defaults}
 
     audio_config: dict | PreTrainedConfig | None = None
     projector_config: dict | PreTrainedConfig | None = None
@@ -233,6 +242,14 @@ class LlmSrtConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        if SubConfigSpec is None:  # what transformers >= 5.20 does with sub_configs_defaults
+            from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+            for key, (default_type, defaults) in self._sub_config_defaults.items():
+                value = getattr(self, key)
+                if not isinstance(value, PreTrainedConfig):
+                    value = dict(defaults if value is None else value)
+                    setattr(self, key, CONFIG_MAPPING[value.pop("model_type", default_type)](**value))
         super().__post_init__(**kwargs)
         encoder_width = self.audio_config.d_model
         if self.projector_config.encoder_hidden_size != encoder_width:
