@@ -39,7 +39,7 @@ def test_pipeline_loads_from_folder_with_remote_code(pipe):
 
 def test_every_input_form_matches_the_array(pipe, speech, tmp_path):
     expected = run(pipe, speech, sampling_rate=SR)
-    assert set(expected) == {"text", "transcript", "src_lang", "tgt_lang"}
+    assert set(expected) == {"text", "transcript", "src_lang", "tgt_lang", "complete"}
     assert expected["src_lang"] == "eng" and expected["tgt_lang"] == "deu"
     path = tmp_path / "clip.wav"
     soundfile.write(path, speech, SR, subtype="FLOAT")
@@ -128,7 +128,7 @@ def test_silent_audio_returns_empty_without_running_the_llm(pipe, caplog):
             result = pipe(np.zeros(SR, dtype=np.float32), sampling_rate=SR, src_lang="eng", tgt_lang="deu")
     finally:
         del pipe.model.generate
-    assert result == {"text": "", "transcript": "", "src_lang": "eng", "tgt_lang": "deu"}
+    assert result == {"text": "", "transcript": "", "src_lang": "eng", "tgt_lang": "deu", "complete": True}
     assert calls == [] and "silent" in caplog.text
 
 
