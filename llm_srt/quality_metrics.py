@@ -196,3 +196,33 @@ def non_speech_check(model, processor, task: str = "srt", src_lang: str = "eng",
 
 __all__ = ["LOOP_NGRAM_SIZES", "LOOP_REPEATS", "chrf_pp", "identify_language", "is_loop", "is_off_target",
            "non_speech_check", "non_speech_clips", "quality_directions", "speed"]
+
+
+COMET_SKIPPED = ("COMET: not computed (optional: pass --comet_model with a local COMET checkpoint, e.g. "
+                 "wmt22-comet-da's checkpoints/model.ckpt, and `pip install unbabel-comet`).")
+
+
+def comet_directions(rows: Sequence[dict[str, Any]], checkpoint: str, batch_size: int = 16) -> dict[str, Any]:
+    """COMET (Unbabel's `comet` package, a local checkpoint: nothing is downloaded) per direction and overall, from
+    each row's source `transcript` reference, `hypothesis` and `reference`.
+
+    Raises:
+        ValueError: naming the checkpoint when the package is missing or the file does not exist.
+    """
+    import os
+
+    if not os.path.isfile(checkpoint):
+        raise ValueError(f"--comet_model {checkpoint}: no such file (a COMET checkpoint, e.g. .../checkpoints/model.ckpt).")
+    try:
+        from comet import load_from_checkpoint
+    except ImportError:
+        raise ValueError("--comet_model needs Unbabel's COMET: pip install unbabel-comet") from None
+    model = load_from_checkpoint(checkpoint)
+    data = [{"src": r.get("transcript_reference") or r.get("source") or "", "mt": r["hypothesis"] or "",
+             "ref": r["reference"]} for r in rows]
+    scores = model.predict(data, batch_size=batch_size, gpus=0, progress_bar=False).scores
+    by_direction: dict[str, list[float]] = {}
+    for row, score in zip(rows, scores):
+        by_direction.setdefault(f"{row['src_lang']}-{row.get('tgt_lang')}", []).append(float(score))
+    return {"directions": {k: sum(v) / len(v) for k, v in by_direction.items()},
+            "overall": sum(scores) / len(scores) if len(scores) else None, "checkpoint": checkpoint}

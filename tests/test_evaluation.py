@@ -116,6 +116,7 @@ def test_run_writes_everything_and_resumes_without_redoing_work(tiny_folder, tes
     assert speed["rtfx"] == pytest.approx(speed["audio_seconds"] / speed["decode_seconds"])
     report = open(tmp_path / "full" / "results.md").read()
     assert "chrF++" in report and "off-target" in report and "RTFx" in report
+    assert "COMET: not computed" in report and full["comet"] == {"skipped": report.split("\n")[-2]}
 
     decoded = []
     real = script.decode_batch
@@ -365,4 +366,44 @@ def test_shared_transcript_is_for_srt_only(tiny_folder, test_set, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert raised.value.code == 2
     assert err[-1] == "evaluate.py: error: --shared_transcript applies to --task srt only, not asr."
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_comet_scores_per_direction_with_a_local_checkpoint(tmp_path, monkeypatch):
+    """`comet_directions` with a stand-in for Unbabel's package: averages per direction and overall, nothing
+    downloaded (the checkpoint is a local file)."""
+    import sys
+    import types
+
+    from llm_srt.quality_metrics import comet_directions
+
+    seen = {}
+
+    class Model:
+        def predict(self, data, batch_size, gpus, progress_bar):
+            seen["data"] = data
+            return types.SimpleNamespace(scores=[0.5, 0.7, 0.9])
+
+    fake = types.ModuleType("comet")
+    fake.load_from_checkpoint = lambda path: seen.update(path=path) or Model()
+    monkeypatch.setitem(sys.modules, "comet", fake)
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"x")
+    rows = [{"src_lang": "eng", "tgt_lang": "deu", "hypothesis": "a", "reference": "b", "transcript_reference": "s"},
+            {"src_lang": "eng", "tgt_lang": "deu", "hypothesis": None, "reference": "d"},
+            {"src_lang": "eng", "tgt_lang": "fra", "hypothesis": "e", "reference": "f"}]
+    result = comet_directions(rows, str(checkpoint))
+    assert seen["path"] == str(checkpoint) and seen["data"][0] == {"src": "s", "mt": "a", "ref": "b"}
+    assert seen["data"][1]["mt"] == ""  # a missing hypothesis scores as empty
+    assert result["directions"] == {"eng-deu": pytest.approx(0.6), "eng-fra": pytest.approx(0.9)}
+    assert result["overall"] == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="no such file"):
+        comet_directions(rows, str(tmp_path / "missing.ckpt"))
+
+
+def test_a_missing_comet_checkpoint_is_refused_before_decoding(tiny_folder, test_set, tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        run_evaluate(script_args(tiny_folder, test_set, str(tmp_path / "o"), "--comet_model", "/nowhere/model.ckpt"))
+    assert raised.value.code == 2
+    assert "--comet_model /nowhere/model.ckpt: no such file" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")

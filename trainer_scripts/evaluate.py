@@ -48,7 +48,13 @@ from llm_srt.audio_llm_srt import resolve_path  # noqa: E402
 from llm_srt.configuration_llm_srt import normalize_language  # noqa: E402
 from llm_srt.evaluation import decode_batch, group_clips, make_batches  # noqa: E402
 from llm_srt.metrics import score_directions  # noqa: E402
-from llm_srt.quality_metrics import non_speech_check, quality_directions, speed  # noqa: E402
+from llm_srt.quality_metrics import (  # noqa: E402
+    COMET_SKIPPED,
+    comet_directions,
+    non_speech_check,
+    quality_directions,
+    speed,
+)
 from llm_srt.processing_llm_srt import normalize_task  # noqa: E402
 from llm_srt.safe_io import OutputExistsError, atomic_write  # noqa: E402
 from llm_srt.training import (  # noqa: E402
@@ -99,6 +105,11 @@ class EvaluateArguments:
                           "non_speech.json/.md how often it writes text where nothing was spoken, with the "
                           "pipeline's silence skipping on and off."},
     )
+    comet_model: str | None = field(
+        default=None,
+        metadata={"help": "A local COMET checkpoint (needs `pip install unbabel-comet`): COMET per direction beside "
+                          "BLEU for smt/srt. Optional; without it results.md says COMET was skipped."},
+    )
     overwrite: bool = field(
         default=False,
         metadata={"help": "Replace existing results in --output_dir, and discard caches of another model or other "
@@ -120,6 +131,16 @@ class EvaluateArguments:
             raise ValueError("--test_file is required (or --non_speech true).")
         if self.non_speech and self.task == "smt":
             raise ValueError("--non_speech checks audio: --task asr or srt, not smt.")
+        if self.comet_model is not None:
+            import importlib.util
+
+            if self.task == "asr":
+                raise ValueError("--comet_model scores translations: --task smt or srt, not asr.")
+            if not os.path.isfile(self.comet_model):
+                raise ValueError(f"--comet_model {self.comet_model}: no such file (a local COMET checkpoint, e.g. "
+                                 ".../checkpoints/model.ckpt; nothing is downloaded).")
+            if importlib.util.find_spec("comet") is None:
+                raise ValueError("--comet_model needs Unbabel's COMET: pip install unbabel-comet")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
@@ -627,7 +648,16 @@ def evaluate(args: EvaluateArguments) -> dict | None:
     results = {"task": task, "model": args.model, "test_file": args.test_file, "rows": len(ordered),
                "fingerprint": fingerprint, **scores, "quality": quality_directions(ordered, task),
                "speed": speed_of(ordered)}
+    if task != "asr":
+        if args.comet_model:
+            results["comet"] = comet_directions(ordered, args.comet_model)
+        else:
+            results["comet"] = {"skipped": COMET_SKIPPED}
     report = markdown(results)
+    if task != "asr":
+        report += "\n" + (f"COMET ({os.path.basename(args.comet_model)}): {results['comet']['overall']:.4f} overall; "
+                          + ", ".join(f"{k} {v:.4f}" for k, v in results["comet"]["directions"].items())
+                          if args.comet_model else COMET_SKIPPED) + "\n"
     with atomic_write(os.path.join(args.output_dir, "results.md")) as handle:
         handle.write(report)
     heatmap(results, os.path.join(args.output_dir, "bleu_heatmap.png"))
