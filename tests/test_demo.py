@@ -63,8 +63,11 @@ def test_curriculum_runs_every_stage_and_ablation(corpus, tmp_path):
                                        "w/o ASR (SMT -> SRT)", "w/o SMT (ASR -> SRT)", "w/o SRT (ASR -> SMT)"]
     for scores in report["results"].values():
         assert {"asr_wer", "smt_bleu", "srt_bleu", "srt_wer", "srt_bleu_by_direction"} <= set(scores)
-    table = open(tmp_path / "run" / "results.md").read()
-    assert table.count("\n") == 9 and "| after SRT |" in table
+    main_table, _, robustness = open(tmp_path / "run" / "results.md").read().partition("\n\nSpeech anywhere")
+    assert main_table.count("\n") == 8 and "| after SRT |" in main_table  # header, rule, 7 models
+    assert robustness.count("| after SRT |") == 1  # the final model's robustness row
+    assert {"srt_bleu_lead_0.3s", "language_id_accuracy_lead_1.0s", "srt_bleu_multi_sentence",
+            "language_id_accuracy_multi_sentence"} <= set(report["results"]["after SRT"])
     assert json.load(open(tmp_path / "run" / "results.json"))["recipe"] == "smoke"
     pipe = pipeline("speech-translation", model=str(tmp_path / "run" / "srt"), trust_remote_code=True)
     out = pipe(os.path.join(folder, "audio", "eng", "000.wav"), src_lang="eng", tgt_lang="deu",
