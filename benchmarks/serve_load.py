@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Load test of `llm-srt serve`: requests/s and latency for 1, 4 and 16 concurrent clients.
+"""Load test of `llm-srt serve`: requests/s and latency for 1, 4 and 16 concurrent clients, per decoding engine.
 
     python benchmarks/serve_load.py                       # a tiny random model (speed.py's tiny shapes), CPU
+    python benchmarks/serve_load.py --engines transformers,vllm --concurrency 1,4,16,64   # both engines, side by side
     python benchmarks/serve_load.py --model runs/demo/srt --manifest runs/demo/data/test.jsonl   # the demo model
     python benchmarks/serve_load.py --model path/to/model --device cuda --requests 64
 
@@ -10,6 +11,11 @@ and translations of synthetic speech, through OpenAI's Python client) with 1 cli
 one after another, the baseline - and with N concurrent clients. For each level it prints requests/s, p50/p95
 latency, the speed-up over one at a time and how many `generate` calls served the requests (batching). Every answer
 is checked against the one-at-a-time answer of the same request. Results go to a JSON file.
+
+`--engines transformers,vllm` measures both engines on the same model and requests, one after the other, and
+prints them side by side with the vLLM/transformers ratio of requests/s per level. The vLLM server runs in vLLM's
+environment (`--vllm_python`, default $LLM_SRT_VLLM_PYTHON; README "Serving with vLLM") as `llm-srt serve --engine
+vllm`; every server is measured over HTTP the same way (batch counts from its /health).
 """
 
 import io
@@ -54,6 +60,10 @@ class LoadArguments:
     max_new_tokens: int = field(default=16, metadata={"help": "Tokens generated per window."})
     max_batch_size: int = field(default=16, metadata={"help": "The server's --max-batch-size."})
     max_wait_ms: float = field(default=10.0, metadata={"help": "The server's --max-wait-ms."})
+    engines: str = field(default="transformers", metadata={
+        "help": "Comma-separated decoding engines to measure side by side: transformers, vllm."})
+    vllm_python: str | None = field(default=None, metadata={
+        "help": "Python of vLLM's environment (default: $LLM_SRT_VLLM_PYTHON)."})
     device: str | None = field(default=None, metadata={"help": "cpu (default) or cuda."})
     dtype: str | None = field(default=None, metadata={"help": "float32 (default), bfloat16 or float16."})
     output: str = field(default=os.path.join("outputs", "benchmarks", "serve_load.json"), metadata={
@@ -91,73 +101,134 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def run(args: LoadArguments) -> dict:
-    """Serve, send every level's requests, and return the measurements (also printed as a table)."""
+def load_levels(url: str, requests: list[dict], levels: list[int]) -> list[dict]:
+    """Send every level's requests to the server at `url` and measure them (batching read from its /health)."""
+    import urllib.request
     import warnings
 
     import openai
 
     warnings.filterwarnings("ignore", message="deprecated", category=DeprecationWarning)  # audio.translations
-    with tempfile.TemporaryDirectory() as scratch:
-        model = args.model or save_tiny_model(os.path.join(scratch, "tiny"), seed=0, **TINY_SHAPES)
-        app = create_app(model, served_model_name="bench", max_batch_size=args.max_batch_size,
-                         max_wait_ms=args.max_wait_ms, max_new_tokens=args.max_new_tokens, device=args.device,
-                         dtype=args.dtype)
-    server = app.state.server
-    requests = make_requests(args.requests, args.seconds, args.manifest)
-    levels = [int(n) for n in args.concurrency.split(",")]
-    rows, answers = [], {}
-    with ServerThread(app) as running:
-        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=600)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
 
-        def send(index: int) -> tuple[str, float]:
-            request = requests[index]
-            api = client.audio.translations if request["endpoint"] == "translations" else client.audio.transcriptions
-            start = time.perf_counter()
-            result = api.create(model="bench", file=("clip.wav", request["wav"]), extra_body=request["extra"])
-            return result.text, time.perf_counter() - start
+    def health() -> dict:
+        return json.loads(urllib.request.urlopen(url + "/health", timeout=30).read())
 
-        for index in range(min(2, len(requests))):  # warm-up: first-call allocations and caches
-            send(index)
-        for clients in levels:
-            batches_before = server.batcher.stats["batches"]
-            rows_before = server.batcher.stats["rows"]
-            start = time.perf_counter()
-            with ThreadPoolExecutor(clients) as pool:
-                results = list(pool.map(send, range(len(requests))))
-            wall = time.perf_counter() - start
-            texts, latencies = [r[0] for r in results], [r[1] for r in results]
-            answers.setdefault("baseline", texts)
-            batches = server.batcher.stats["batches"] - batches_before
-            rows.append({
-                "clients": clients, "requests": len(requests), "seconds": round(wall, 3),
-                "requests_per_s": round(len(requests) / wall, 3),
-                "p50_latency_s": round(percentile(latencies, 50), 3),
-                "p95_latency_s": round(percentile(latencies, 95), 3),
-                "generate_calls": batches,
-                "rows_per_call": round((server.batcher.stats["rows"] - rows_before) / max(batches, 1), 2),
-                "same_answers_as_one_at_a_time": texts == answers["baseline"],
-            })
+    def send(index: int) -> tuple[str, float]:
+        request = requests[index]
+        api = client.audio.translations if request["endpoint"] == "translations" else client.audio.transcriptions
+        start = time.perf_counter()
+        result = api.create(model="bench", file=("clip.wav", request["wav"]), extra_body=request["extra"])
+        return result.text, time.perf_counter() - start
+
+    for index in range(min(2, len(requests))):  # warm-up: first-call allocations and caches
+        send(index)
+    rows, baseline = [], None
+    for clients in levels:
+        before = health()
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            results = list(pool.map(send, range(len(requests))))
+        wall = time.perf_counter() - start
+        after = health()
+        texts, latencies = [r[0] for r in results], [r[1] for r in results]
+        baseline = baseline or texts
+        batches = after["batches"] - before["batches"]
+        rows.append({
+            "clients": clients, "requests": len(requests), "seconds": round(wall, 3),
+            "requests_per_s": round(len(requests) / wall, 3),
+            "p50_latency_s": round(percentile(latencies, 50), 3),
+            "p95_latency_s": round(percentile(latencies, 95), 3),
+            "generate_calls": batches,
+            "rows_per_call": round((after["rows"] - before["rows"]) / max(batches, 1), 2),
+            "same_answers_as_one_at_a_time": texts == baseline,
+            "answers": texts,
+        })
     base = rows[0]["requests_per_s"]
     for row in rows:
         row["speedup"] = round(row["requests_per_s"] / base, 2)
+    return rows
+
+
+def serve_engine(engine: str, model: str, args: LoadArguments, scratch: str):
+    """A context manager running `llm-srt serve` for `engine` on `model`; it yields the server's URL."""
+    import contextlib
+
+    from llm_srt.testing import ServerProcess
+
+    common = ["--served-model-name", "bench", "--max-batch-size", str(args.max_batch_size), "--max-wait-ms",
+              str(args.max_wait_ms), "--max-new-tokens", str(args.max_new_tokens)]
+    if engine == "vllm":
+        python = args.vllm_python or os.environ.get("LLM_SRT_VLLM_PYTHON")
+        if not python:
+            raise ValueError("--engines vllm needs vLLM's environment: --vllm_python or $LLM_SRT_VLLM_PYTHON.")
+        env = {**os.environ, "PYTHONPATH": ROOT, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+        server = ServerProcess(python, model, *common, "--engine", "vllm",
+                               *(["--dtype", args.dtype] if args.dtype else []), env=env,
+                               log_path=os.path.join(scratch, "vllm_serve.log"))
+
+        @contextlib.contextmanager
+        def running():
+            with server:
+                yield server.url
+        return running()
+    app = create_app(model, served_model_name="bench", max_batch_size=args.max_batch_size,
+                     max_wait_ms=args.max_wait_ms, max_new_tokens=args.max_new_tokens, device=args.device,
+                     dtype=args.dtype)
+
+    @contextlib.contextmanager
+    def in_process():
+        with ServerThread(app) as thread:
+            yield thread.url
+    return in_process()
+
+
+def run(args: LoadArguments) -> dict:
+    """Serve with each engine, send every level's requests, and return the measurements (also printed)."""
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = [e for e in engines if e not in ("transformers", "vllm")]
+    if unknown or not engines:
+        raise ValueError(f"--engines: transformers and/or vllm, got {args.engines!r}")
+    requests = make_requests(args.requests, args.seconds, args.manifest)
+    levels = [int(n) for n in args.concurrency.split(",")]
+    per_engine = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        model = args.model or save_tiny_model(os.path.join(scratch, "tiny"), seed=0, **TINY_SHAPES)
+        for engine in engines:
+            with serve_engine(engine, model, args, scratch) as url:
+                per_engine[engine] = load_levels(url, requests, levels)
     report = {
         "model": args.model or "tiny random model (benchmarks/speed.py's tiny shapes: 30 s window, 80 queries)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
-        "device": str(server.engine.device), "engine": server.engine.name,
-        "settings": {k: v for k, v in asdict(args).items() if k != "output"}, "rows": rows,
+        "device": args.device or "cpu", "engines": engines,
+        "settings": {k: v for k, v in asdict(args).items() if k != "output"},
+        "rows": per_engine[engines[0]], "per_engine": per_engine,
     }
     print(f"model: {report['model']} on {report['device']} ({report['machine']})")
     audio = f"the rows of {args.manifest}" if args.manifest else f"{args.seconds:g} s synthetic speech"
     print(f"{args.requests} requests of {audio} (half transcriptions, half translations), "
           f"{args.max_new_tokens} new tokens max, --max-batch-size {args.max_batch_size} --max-wait-ms "
           f"{args.max_wait_ms:g}")
-    print("| clients | requests/s | p50 latency (s) | p95 latency (s) | speed-up | generate calls | rows/call | same answers |")
-    print("|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['clients']}{' (one at a time)' if row['clients'] == 1 else ''} | {row['requests_per_s']:.2f} | "
-              f"{row['p50_latency_s']:.2f} | {row['p95_latency_s']:.2f} | {row['speedup']:.2f}x | "
-              f"{row['generate_calls']} | {row['rows_per_call']:.1f} | {'yes' if row['same_answers_as_one_at_a_time'] else 'NO'} |")
+    for engine, rows in per_engine.items():
+        print(f"\nengine: {engine}")
+        print("| clients | requests/s | p50 latency (s) | p95 latency (s) | speed-up | batches | rows/batch | same answers |")
+        print("|---|---|---|---|---|---|---|---|")
+        for row in rows:
+            print(f"| {row['clients']}{' (one at a time)' if row['clients'] == 1 else ''} | {row['requests_per_s']:.2f} | "
+                  f"{row['p50_latency_s']:.2f} | {row['p95_latency_s']:.2f} | {row['speedup']:.2f}x | "
+                  f"{row['generate_calls']} | {row['rows_per_call']:.1f} | "
+                  f"{'yes' if row['same_answers_as_one_at_a_time'] else 'NO'} |")
+    if len(engines) == 2:
+        first, second = engines
+        report["ratios"] = [{"clients": a["clients"], "ratio": round(b["requests_per_s"] / a["requests_per_s"], 2),
+                             "same_answers": a["answers"] == b["answers"]}
+                            for a, b in zip(per_engine[first], per_engine[second])]
+        print(f"\n| clients | {first} requests/s | {second} requests/s | {second} / {first} | "
+              f"p95 {first} (s) | p95 {second} (s) | same answers |")
+        print("|---|---|---|---|---|---|---|")
+        for a, b, ratio in zip(per_engine[first], per_engine[second], report["ratios"]):
+            print(f"| {a['clients']} | {a['requests_per_s']:.2f} | {b['requests_per_s']:.2f} | {ratio['ratio']:.2f}x | "
+                  f"{a['p95_latency_s']:.2f} | {b['p95_latency_s']:.2f} | {'yes' if ratio['same_answers'] else 'NO'} |")
     return report
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from transformers.utils import logging
 
 from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS
+from .generation_llm_srt import ENGINES
 from .loading import load_model_and_processor
 from .pipeline_llm_srt import MIN_CHUNK_LENGTH_S
 from .safe_io import (
@@ -339,6 +340,11 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run the model folder's own Python code where it differs from the installed llm-srt "
                              "(or the folder is another architecture); off by default")
+    parser.add_argument("--engine", choices=list(ENGINES), default="transformers",
+                        help="what decodes: transformers (default, no extra install) or vllm (vLLM's engine: "
+                             "continuous batching, tensor parallelism; needs vLLM, see README)")
+    parser.add_argument("--tensor-parallel-size", type=positive_int, default=1,
+                        help="with --engine vllm: devices (or CPU processes) the LLM is split over")
     return parser
 
 
@@ -358,7 +364,8 @@ def run_server(args: argparse.Namespace) -> int:
             args.model, served_model_name=args.served_model_name, max_batch_size=args.max_batch_size,
             max_wait_ms=args.max_wait_ms, max_file_mb=args.max_file_mb, max_new_tokens=args.max_new_tokens,
             num_beams=args.num_beams, max_audio_seconds=args.max_audio_seconds, device=args.device, dtype=args.dtype,
-            max_queue=args.max_queue, trust_remote_code=args.trust_remote_code,
+            max_queue=args.max_queue, trust_remote_code=args.trust_remote_code, engine=args.engine,
+            tensor_parallel_size=args.tensor_parallel_size,
         )
     except UsageError:
         raise

@@ -362,6 +362,10 @@ def generate_many_targets(
 
 
 # ------------------------------------------------------------------------------------------------ the decoding seam
+# The engines behind the seam: this module's `TransformersEngine`, and `vllm_engine.VllmEngine` (needs vLLM).
+ENGINES = ("transformers", "vllm")
+
+
 @dataclass(frozen=True)
 class DecodeRow:
     """One answer to decode: audio window `window` (an index into the handles given with it) for `task` (asr, smt,
@@ -442,9 +446,11 @@ class DecodingEngine(abc.ABC):
 
     @abc.abstractmethod
     def decode_shared_transcript(self, audio: Sequence[Any], src_lang: str, targets: Sequence[str],
-                                 settings: dict | None = None) -> list[list[dict[str, Any]]]:
+                                 settings: dict | None = None, transcripts: Sequence[str | None] | None = None
+                                 ) -> list[list[dict[str, Any]]]:
         """SRT of every audio into every target with each audio's transcript decoded once; per audio, one answer
-        per target (in `targets`' order)."""
+        per target (in `targets`' order). `transcripts` (one per audio; None where unknown) skip that decode: only
+        the translations after them are decoded."""
 
     def detect_languages(self, windows: Sequence[np.ndarray]) -> list[dict]:
         """One language detection per window."""
@@ -495,10 +501,22 @@ class TransformersEngine(DecodingEngine):
         return [answer_record(processor, ids.tolist(), row) for ids, row in zip(generated, rows)]
 
     @torch.inference_mode()
-    def decode_shared_transcript(self, audio, src_lang, targets, settings=None):
+    def decode_shared_transcript(self, audio, src_lang, targets, settings=None, transcripts=None):
         targets = list(targets)
+        if transcripts is not None and any(t is None for t in transcripts):
+            # generate_many_targets takes all transcripts or none: decode the unknown ones first
+            known = [a for a, t in enumerate(transcripts) if t is not None]
+            unknown = [a for a, t in enumerate(transcripts) if t is None]
+            answers: list = [None] * len(audio)
+            for group, given in ((known, [transcripts[a] for a in known]), (unknown, None)):
+                if group:
+                    for a, per_target in zip(group, self.decode_shared_transcript(
+                            [audio[a] for a in group], src_lang, targets, settings, given)):
+                        answers[a] = per_target
+            return answers
         ids = generate_many_targets(self.model, self.processor, src_lang, targets,
                                     audio_embeds=torch.stack(list(audio)).to(self.device), shared_transcript=True,
+                                    transcripts=None if transcripts is None else list(transcripts),
                                     **dict(settings or {}))
         answers = [answer_record(self.processor, row_ids.tolist(), DecodeRow(0, "srt", src_lang, targets[r % len(targets)]))
                    for r, row_ids in enumerate(ids)]

@@ -332,3 +332,65 @@ class ServerThread:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (for a server started in another process)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    """`llm-srt serve` in another process (e.g. `--engine vllm` in vLLM's environment), for tests and benchmarks:
+    started on a free port, ready once `/health` answers; `url` is its `http://host:port`; its output goes to
+    `log_path`."""
+
+    def __init__(self, python: str, model: str, *serve_args: str, env: dict | None = None,
+                 log_path: str | os.PathLike | None = None, start_timeout: float = 900.0):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [python, "-m", "llm_srt.cli", "serve", model, "--port", str(self.port), *serve_args]
+        self.env, self.start_timeout = env, start_timeout
+        self.log_path = str(log_path) if log_path is not None else os.devnull
+        self.process = None
+
+    def log(self) -> str:
+        if self.log_path == os.devnull:
+            return ""
+        with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+    def start(self) -> "ServerProcess":
+        import subprocess
+        import urllib.request
+
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=5).read()
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{' '.join(self.command)} did not start: {self.log()[-4000:]}")
+                time.sleep(2)
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._log.close()
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -42,6 +42,7 @@ from vllm.multimodal.processing import (
 )
 from vllm.multimodal.processing.processor import BaseMultiModalProcessor
 from vllm.sequence import IntermediateTensors
+from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 from vllm.tokenizers.registry import cached_tokenizer_from_config
 
 from .configuration_llm_srt import (
@@ -362,3 +363,47 @@ class LlmSrtVllmForConditionalGeneration(nn.Module, SupportsMultiModal, Supports
         """The answer's last part: the translation of an SRT answer `transcript<|src|><|tgt|>translation`, the
         transcript of an ASR one."""
         return text.split("|>")[-1].strip()
+
+
+# ------------------------------------------------------------------------------------------ decoding rules of generate
+HISTORY_ARGS = ("llm_srt_history", "llm_srt_no_repeat_ngram_size", "llm_srt_repetition_penalty")
+
+
+def banned_ngram_tokens(seen: Sequence[int], ngram_size: int) -> list[int]:
+    """The tokens that would repeat an n-gram of `seen` (transformers' `NoRepeatNGramLogitsProcessor` rule)."""
+    if ngram_size <= 0 or len(seen) + 1 < ngram_size:
+        return []
+    tail = tuple(seen[len(seen) - ngram_size + 1:])
+    return [seen[i + ngram_size - 1] for i in range(len(seen) - ngram_size + 1)
+            if tuple(seen[i:i + ngram_size - 1]) == tail]
+
+
+class LlmSrtHistoryLogitsProcessor(AdapterLogitsProcessor):
+    """`no_repeat_ngram_size` and `repetition_penalty` as transformers' `generate` applies them for LLM-SRT: over the
+    generated tokens only (never the prompt, as the original: its LLM sees only embeddings), plus a forced answer
+    prefix counted as generated (the shared-transcript step). vLLM has no n-gram ban of its own, and its repetition
+    penalty also counts the prompt. Per request through `SamplingParams.extra_args` (`HISTORY_ARGS`)."""
+
+    def is_argmax_invariant(self) -> bool:
+        return False  # bans and penalties change the greedy choice
+
+    def new_req_logits_processor(self, params):
+        extra = params.extra_args or {}
+        ngram = int(extra.get("llm_srt_no_repeat_ngram_size") or 0)
+        penalty = float(extra.get("llm_srt_repetition_penalty") or 1.0)
+        if ngram <= 0 and penalty == 1.0:
+            return None
+        history = [int(token) for token in extra.get("llm_srt_history") or ()]
+
+        def process(output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+            seen = history + list(output_ids)
+            if penalty != 1.0 and seen:  # transformers' order: the penalty, then the n-gram ban
+                index = torch.tensor(sorted(set(seen)), device=logits.device)
+                scores = logits[index]
+                logits[index] = torch.where(scores < 0, scores * penalty, scores / penalty)
+            banned = banned_ngram_tokens(seen, ngram)
+            if banned:
+                logits[torch.tensor(banned, device=logits.device)] = float("-inf")
+            return logits
+
+        return process

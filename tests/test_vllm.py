@@ -1,6 +1,10 @@
-"""LLM-SRT on vLLM: greedy tokens and first-step logprobs equal to the transformers model, for asr, smt and srt and a
-batch of different-length audio. The transformers side runs here; vLLM runs in its own environment (transformers
-<5.20), named by LLM_SRT_VLLM_PYTHON (README: "Serving with vLLM"); without it these tests are skipped."""
+"""LLM-SRT on vLLM, through the decoding seam: `VllmEngine` gives the transformers engine's greedy tokens (asr, smt,
+srt, different-length audio, shared transcripts with the forced history's n-gram ban), close first-step logprobs and
+the same language detections; `llm-srt serve --engine vllm` answers the `openai` client as the default engine does;
+`evaluate.py --engine vllm --tensor_parallel_size 2` writes the default engine's hypotheses and scores.
+
+The transformers side runs here; vLLM runs in its own environment (transformers <5.20), named by
+LLM_SRT_VLLM_PYTHON (README: "Serving with vLLM"); without it these tests are skipped."""
 
 import json
 import os
@@ -8,69 +12,210 @@ import subprocess
 import sys
 
 import pytest
+import soundfile
 import torch
 
-from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech
+from llm_srt.generation_llm_srt import DecodeRow, TransformersEngine
+from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech, whisper_hearing
 
 
 VLLM_PYTHON = os.environ.get("LLM_SRT_VLLM_PYTHON")
 pytestmark = pytest.mark.skipif(not VLLM_PYTHON, reason="LLM_SRT_VLLM_PYTHON (the vLLM environment's python) not set")
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 MAX_NEW_TOKENS = 8
 # Head size 32 everywhere (vLLM's CPU attention supports 32, 64, 80, ...).
 SHAPES = dict(encoder_width=64, qformer_width=64, llm_width=128, num_heads=2, projector_dropout=0.0)
+GREEDY = {"max_new_tokens": MAX_NEW_TOKENS, "num_beams": 1}
+ROWS = [
+    dict(window=0, task="srt", src_lang="eng", tgt_lang="deu"),
+    dict(window=1, task="srt", src_lang="eng", tgt_lang="deu"),
+    dict(window=2, task="srt", src_lang="eng", tgt_lang="zho"),
+    dict(window=1, task="asr", src_lang="fra"),
+    dict(window=2, task="smt", src_lang="eng", tgt_lang="jpn", transcript="I see three red cats."),
+]
+# n-gram size 1: no token of the forced `transcript<|src|><|tgt|>` (nor an earlier one) may be generated, so the
+# answer shows whether the forced prefix counts as history
+SHARED = dict(audio=[0, 1, 2], src_lang="eng", targets=["deu", "fra", "jpn"],
+              settings={"max_new_tokens": 10, "num_beams": 1, "no_repeat_ngram_size": 1},
+              transcripts=["I see three red cats.", "hello hello hello", None])
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def _cases(processor):
-    lengths = [0.4, 1.1, 2.0]
-    audios = [synthetic_speech(seconds, seed=i) for i, seconds in enumerate(lengths)]
-    cases = [("srt", dict(src_lang="eng", tgt_lang="deu"), audio) for audio in audios]
-    cases.append(("asr", dict(src_lang="fra"), audios[1]))
-    cases.append(("smt", dict(src_lang="eng", tgt_lang="jpn", transcript="I see three red cats."), audios[2]))
-    return cases
+def vllm_env() -> dict:
+    return {**os.environ, **VLLM_ENV, "PYTHONPATH": ROOT}
 
 
 @pytest.fixture(scope="module")
-def decoded(tmp_path_factory):
-    """(transformers answers, vLLM answers) for the same requests; one vLLM engine start."""
-    folder = tmp_path_factory.mktemp("tiny_vllm")
+def folder(tmp_path_factory):
+    """A tiny model with vLLM-supported head sizes, varied greedy tokens, and a language detector hearing German."""
     model, processor = build_tiny_model_and_processor(seed=0, **SHAPES)
     torch.manual_seed(1)
     with torch.no_grad():  # wider random weights after the encoder, so greedy tokens vary (not one token repeated)
         for name, weight in model.named_parameters():
             if weight.dim() == 2 and not name.startswith("audio_tower"):
                 weight.normal_(0, 1.0 if "embed" in name else 0.2)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    reference, items = [], []
-    for task, langs, audio in _cases(processor):
-        inputs = processor(audio, task=task, sampling_rate=16000, **langs)
-        with torch.no_grad():
-            out = model.generate(**inputs, num_beams=1, do_sample=False, no_repeat_ngram_size=0,
-                                 max_new_tokens=MAX_NEW_TOKENS, output_scores=True, return_dict_in_generate=True)
-        first = torch.log_softmax(out.scores[0][0].float(), dim=-1)
-        reference.append({"ids": out.sequences[0].tolist(), "first_logprobs": first})
-        prompt = processor.build_prompt(task, langs["src_lang"], langs.get("tgt_lang"), langs.get("transcript"))
-        items.append({"prompt_ids": processor.tokenizer.encode(prompt), "audio": audio.tolist()})
-    request = tmp_path_factory.mktemp("io") / "request.json"
-    answer = request.with_name("answer.json")
-    request.write_text(json.dumps({"folder": str(folder), "items": items, "max_new_tokens": MAX_NEW_TOKENS}))
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": os.getcwd()}
-    worker = os.path.join(os.path.dirname(__file__), "vllm_worker.py")
-    run = subprocess.run([VLLM_PYTHON, worker, str(request), str(answer)], env=env, capture_output=True, text=True,
-                         timeout=1200)
+    whisper_folder = tmp_path_factory.mktemp("whisper")
+    whisper_hearing(model.config.audio_config, "de").save_pretrained(whisper_folder)
+    model.load_language_detector(str(whisper_folder), save_with_model=True)
+    path = tmp_path_factory.mktemp("tiny_vllm")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def audio():
+    return [synthetic_speech(seconds, seed=i) for i, seconds in enumerate([0.4, 1.1, 2.0])]
+
+
+@pytest.fixture(scope="module")
+def transformers_side(folder, audio):
+    from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor
+
+    model = LlmSrtForConditionalGeneration.from_pretrained(folder).eval()
+    engine = TransformersEngine(model, LlmSrtProcessor.from_pretrained(folder))
+    handles, detections = engine.encode(audio, detect_language=True)
+    rows = [DecodeRow(**row) for row in ROWS]
+    answers = engine.decode_rows(handles, rows, GREEDY)
+    with torch.no_grad():
+        first = []
+        for row in rows:
+            block = engine.processor.prompt_blocks(row.task, row.src_lang, [row.tgt_lang], [row.transcript])[0]
+            out = model(input_ids=torch.tensor([block]), audio_embeds=handles[row.window][None])
+            first.append(torch.log_softmax(out.logits[0, -1].float(), dim=-1))
+    shared = engine.decode_shared_transcript([handles[i] for i in SHARED["audio"]], SHARED["src_lang"],
+                                             SHARED["targets"], SHARED["settings"], SHARED["transcripts"])
+    return {"detections": [d["language"] for d in detections], "rows": answers, "first_logprobs": first,
+            "shared": [[a["token_ids"] for a in per_audio] for per_audio in shared]}
+
+
+@pytest.fixture(scope="module")
+def vllm_side(folder, audio, tmp_path_factory):
+    io = tmp_path_factory.mktemp("io")
+    request, answer = io / "request.json", io / "answer.json"
+    request.write_text(json.dumps({"folder": folder, "audio": [a.tolist() for a in audio], "rows": ROWS,
+                                   "settings": GREEDY, "shared": SHARED}))
+    run = subprocess.run([VLLM_PYTHON, os.path.join(ROOT, "tests", "vllm_worker.py"), str(request), str(answer)],
+                         env=vllm_env(), capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-4000:]
-    return reference, json.loads(answer.read_text())
+    return json.loads(answer.read_text())
 
 
-def test_greedy_tokens_equal_transformers(decoded):
-    reference, answers = decoded
-    assert [r["ids"] for r in reference] == [a["ids"] for a in answers]
+def test_greedy_tokens_equal_the_transformers_engine(transformers_side, vllm_side):
+    ours = [{"ids": a["token_ids"], "complete": a["complete"], "text": a["text"]} for a in transformers_side["rows"]]
+    assert ours == vllm_side["rows"]
     # the comparison means something: the tiny model does not emit one token over and over
-    assert len({tuple(r["ids"]) for r in reference}) > 1
+    assert len({tuple(r["ids"]) for r in ours}) == len(ours)
 
 
-def test_first_step_logprobs_close(decoded):
-    reference, answers = decoded
-    for ref, answer in zip(reference, answers):
-        for token, logprob in answer["first_logprobs"].items():
-            assert abs(ref["first_logprobs"][int(token)].item() - logprob) < 1e-3
+def test_first_step_logprobs_close(transformers_side, vllm_side):
+    for ours, theirs in zip(transformers_side["first_logprobs"], vllm_side["first_logprobs"]):
+        assert len(theirs) >= 5
+        for token, logprob in theirs.items():
+            assert abs(ours[int(token)].item() - logprob) < 1e-3
+
+
+def test_shared_transcript_equal_and_the_forced_prefix_counts_as_history(folder, transformers_side, vllm_side):
+    from llm_srt import LlmSrtProcessor
+
+    assert transformers_side["shared"] == vllm_side["shared"]
+    processor = LlmSrtProcessor.from_pretrained(folder)
+    _, prefixes = processor.forced_answer_inputs("eng", SHARED["targets"], SHARED["transcripts"][:1])
+    for prefix, answer in zip(prefixes, vllm_side["shared"][0]):
+        assert answer[:len(prefix)] == prefix
+        generated = answer[len(prefix):]
+        assert generated and not set(generated) & set(prefix)  # the 1-gram ban saw the forced prefix
+        assert len(set(generated)) == len(generated)
+
+
+def test_language_detection_and_refusals(transformers_side, vllm_side):
+    assert vllm_side["detections"] == transformers_side["detections"] == ["deu"] * 3
+    beams, unknown = vllm_side["refusals"]
+    assert "num_beams=4" in beams and "transformers engine" in beams
+    assert "output_scores" in unknown
+
+
+# ---------------------------------------------------------------------------------------------- llm-srt serve
+@pytest.fixture(scope="module")
+def vllm_server(folder, tmp_path_factory):
+    from llm_srt.testing import ServerProcess
+
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with ServerProcess(VLLM_PYTHON, folder, "--engine", "vllm", "--max-new-tokens", str(MAX_NEW_TOKENS), "--dtype",
+                       "float32", env=vllm_env(), log_path=log) as server:
+        yield server.url + "/v1"
+
+
+def _ask(base_url, wav, model):
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=300)
+    with open(wav, "rb") as f:
+        transcription = client.audio.transcriptions.create(model=model, file=f, language="fra",
+                                                           response_format="verbose_json")
+    with open(wav, "rb") as f:  # several targets, one shared transcript; the language detected
+        translation = client.audio.translations.create(model=model, file=f, response_format="verbose_json",
+                                                       extra_body={"target_language": "deu,jpn"})
+    with pytest.raises(openai.BadRequestError, match="Unsupported language"):
+        with open(wav, "rb") as f:
+            client.audio.transcriptions.create(model=model, file=f, language="klingon")
+    return transcription.model_dump(), translation.model_dump()
+
+
+def test_serve_engine_vllm_answers_as_the_default_engine(folder, vllm_server, audio, tmp_path):
+    from llm_srt.serving import create_app
+    from llm_srt.testing import ServerThread
+
+    wav = tmp_path / "speech.wav"
+    soundfile.write(wav, audio[2], 16000, subtype="FLOAT")
+    theirs = _ask(vllm_server, wav, folder)  # the path as given on the command line names the model
+    with ServerThread(create_app(folder, max_new_tokens=MAX_NEW_TOKENS)) as server:
+        ours = _ask(server.url + "/v1", wav, os.path.basename(folder))
+    assert theirs == ours
+    transcription, translation = theirs
+    assert transcription["language"] in ("fra", "french") and transcription["text"]
+    per_target = translation["translations"]
+    assert [t["target_language"] for t in per_target] == ["german", "japanese"]
+    assert {t["language"] for t in per_target} == {"german"}  # detected: the detector hears German
+
+
+def test_serve_engine_vllm_refuses_beams_by_name(folder):
+    run = subprocess.run([VLLM_PYTHON, "-m", "llm_srt.cli", "serve", folder, "--engine", "vllm", "--num-beams", "4"],
+                         env=vllm_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "num_beams=4" in run.stderr and "transformers engine" in run.stderr
+
+
+# ---------------------------------------------------------------------------------------------- evaluate.py
+def test_evaluate_engine_vllm_equals_the_default_also_split_over_two_processes(folder, audio, tmp_path):
+    rows = []
+    for i, clip in enumerate(audio):
+        soundfile.write(tmp_path / f"c{i}.wav", clip, 16000)
+        for tgt in ("deu", "jpn"):
+            rows.append({"audio": f"c{i}.wav", "src_lang": "eng", "tgt_lang": tgt, "transcript": f"I see {i} cats",
+                         "translation": f"{tgt} {i}", "key": f"c{i}-{tgt}"})
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    script = os.path.join(ROOT, "trainer_scripts", "evaluate.py")
+    common = ["--model", folder, "--test_file", str(test_file), "--task", "srt", "--batch_size", "4",
+              "--max_new_tokens", str(MAX_NEW_TOKENS), "--dtype", "float32"]  # vLLM's "auto" casts float32 to bf16
+    ours = subprocess.run([sys.executable, script, *common, "--num_beams", "1", "--output_dir", str(tmp_path / "tf")],
+                          capture_output=True, text=True, timeout=600)
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    for name, parallel in (("vllm", "1"), ("vllm_tp2", "2")):
+        theirs = subprocess.run([VLLM_PYTHON, script, *common, "--engine", "vllm", "--tensor_parallel_size", parallel,
+                                 "--output_dir", str(tmp_path / name)],
+                                # one NUMA node: vLLM cannot bind 2 CPU workers itself; one core each, by hand
+                                env={**vllm_env(), "VLLM_CPU_OMP_THREADS_BIND": "0|1" if parallel == "2" else "auto"},
+                                capture_output=True, text=True, timeout=1200)
+        assert theirs.returncode == 0, theirs.stderr[-4000:]
+
+    def hypotheses(name):
+        lines = open(tmp_path / name / "hypotheses.srt.jsonl", encoding="utf-8").read().splitlines()
+        return {item["key"]: (item["raw"], item["hypothesis"]) for item in map(json.loads, lines)}
+
+    assert hypotheses("vllm") == hypotheses("tf") and len(hypotheses("tf")) == len(rows)
+    scores = [json.load(open(tmp_path / name / "results.json")) for name in ("tf", "vllm")]
+    assert scores[0]["directions"] == scores[1]["directions"] and scores[0]["averages"] == scores[1]["averages"]
+    assert scores[1]["speed"]["engine"] == "vllm" and scores[0]["speed"]["engine"] == "transformers"
+    assert hypotheses("vllm_tp2") == hypotheses("tf")  # split over 2 processes, the same answers

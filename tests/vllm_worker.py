@@ -1,6 +1,8 @@
-"""Run by tests/test_vllm.py with the vLLM environment's Python: decodes the requests of a JSON file with vLLM's
-offline engine (one engine start) and writes the generated ids and first-step logprobs as JSON."""
+"""Run by tests/test_vllm.py with the vLLM environment's Python: decodes the requests of a JSON file through
+`VllmEngine` (one engine start) and writes the answers as JSON: per-row ids, first-step logprobs, shared-transcript
+answers, language detections and the engine's refusals."""
 
+import asyncio
 import json
 import sys
 
@@ -8,26 +10,48 @@ import numpy as np
 
 
 def main(request_file: str, answer_file: str) -> None:
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
+
+    from llm_srt.generation_llm_srt import DecodeRow
+    from llm_srt.vllm_engine import VllmEngine
 
     request = json.load(open(request_file))
-    llm = LLM(model=request["folder"], dtype="float32", max_model_len=512, enforce_eager=True, seed=0,
-              tensor_parallel_size=request.get("tensor_parallel_size", 1))
-    prompts = []
-    for item in request["items"]:
-        prompt = {"prompt_token_ids": item["prompt_ids"]}
-        if item.get("audio") is not None:
-            prompt["multi_modal_data"] = {"audio": (np.asarray(item["audio"], dtype=np.float32), 16000)}
-        prompts.append(prompt)
-    params = SamplingParams(temperature=0, max_tokens=request["max_new_tokens"], logprobs=5)
-    outputs = llm.generate(prompts, params)
-    answers = [
-        {
-            "ids": list(out.outputs[0].token_ids),
-            "first_logprobs": {str(k): v.logprob for k, v in out.outputs[0].logprobs[0].items()},
-        }
-        for out in outputs
-    ]
+    audio = [np.asarray(a, dtype=np.float32) for a in request["audio"]]
+    answers = {}
+    with VllmEngine(request["folder"], dtype="float32", enforce_eager=True, max_model_len=512,
+                    tensor_parallel_size=request.get("tensor_parallel_size", 1)) as engine:
+        handles, detections = engine.encode(audio, detect_language=True)
+        answers["detections"] = [d["language"] for d in detections]
+        rows = [DecodeRow(**row) for row in request["rows"]]
+        decoded = engine.decode_rows(handles, rows, request["settings"])
+        answers["rows"] = [{"ids": a["token_ids"], "complete": a["complete"], "text": a["text"]} for a in decoded]
+        shared = request["shared"]
+        answers["shared"] = [[a["token_ids"] for a in per_audio] for per_audio in engine.decode_shared_transcript(
+            [handles[i] for i in shared["audio"]], shared["src_lang"], shared["targets"], shared["settings"],
+            shared.get("transcripts"))]
+        # first-step logprobs of each row's prompt, straight from vLLM's engine
+        params = SamplingParams(temperature=0, max_tokens=1, logprobs=5)
+
+        async def first_logprobs(row, block):
+            prompt = {"prompt_token_ids": block[engine.processor.num_audio_tokens:],
+                      "multi_modal_data": {"audio": (handles[row.window], 16000)}}
+            async for out in engine.llm.generate(prompt, params, request_id=f"logprobs-{id(row)}"):
+                final = out
+            return {str(k): v.logprob for k, v in final.outputs[0].logprobs[0].items()}
+
+        async def all_logprobs():
+            blocks = [engine.processor.prompt_blocks(r.task, r.src_lang, [r.tgt_lang], [r.transcript])[0] for r in rows]
+            return await asyncio.gather(*(first_logprobs(r, b) for r, b in zip(rows, blocks)))
+
+        answers["first_logprobs"] = engine._run(all_logprobs())
+        refusals = []
+        for settings in ({"num_beams": 4}, {"output_scores": True}):
+            try:
+                engine.sampling_params(settings)
+                refusals.append(None)
+            except ValueError as error:
+                refusals.append(str(error))
+        answers["refusals"] = refusals
     json.dump(answers, open(answer_file, "w"))
 
 

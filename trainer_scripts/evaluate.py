@@ -47,6 +47,7 @@ sys.path.insert(0, os.path.dirname(_HERE))
 from llm_srt.audio_llm_srt import resolve_path  # noqa: E402
 from llm_srt.configuration_llm_srt import normalize_language  # noqa: E402
 from llm_srt.evaluation import decode_batch, group_clips, make_batches  # noqa: E402
+from llm_srt.generation_llm_srt import ENGINES  # noqa: E402
 from llm_srt.metrics import score_directions  # noqa: E402
 from llm_srt.quality_metrics import (  # noqa: E402
     COMET_SKIPPED,
@@ -110,6 +111,13 @@ class EvaluateArguments:
         metadata={"help": "A local COMET checkpoint (needs `pip install unbabel-comet`): COMET per direction beside "
                           "BLEU for smt/srt. Optional; without it results.md says COMET was skipped."},
     )
+    engine: str = field(
+        default="transformers",
+        metadata={"help": "What decodes: transformers (default) or vllm (vLLM's offline engine, greedy or sampled; "
+                          "needs vLLM, see README)."},
+    )
+    tensor_parallel_size: int = field(
+        default=1, metadata={"help": "With --engine vllm: devices (or CPU processes) the LLM is split over."})
     overwrite: bool = field(
         default=False,
         metadata={"help": "Replace existing results in --output_dir, and discard caches of another model or other "
@@ -125,6 +133,21 @@ class EvaluateArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1, got {value}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"--tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        if self.engine == "vllm":
+            if self.num_beams not in (None, 1):
+                raise ValueError(f"--num_beams {self.num_beams}: the vLLM engine decodes greedily; beam search needs "
+                                 "--engine transformers.")
+            if self.device is not None:
+                raise ValueError("--device applies to --engine transformers; vLLM places the model itself "
+                                 "(--tensor_parallel_size to split it).")
+            if self.non_speech:
+                raise ValueError("--non_speech runs on --engine transformers.")
+        elif self.tensor_parallel_size != 1:
+            raise ValueError("--tensor_parallel_size applies to --engine vllm.")
         if self.shared_transcript and self.task != "srt":
             raise ValueError(f"--shared_transcript applies to --task srt only, not {self.task}.")
         if self.test_file is None and not self.non_speech:
@@ -274,7 +297,9 @@ def cache_fingerprint(args: EvaluateArguments) -> dict:
     """The fingerprint stored in (and required of) every cache: the model and the settings behind a hypothesis."""
     return {**model_fingerprint(args.model), "task": normalize_task(args.task), "num_beams": args.num_beams,
             "max_new_tokens": args.max_new_tokens, "dtype": args.dtype,
-            "shared_transcript": bool(args.shared_transcript)}
+            "shared_transcript": bool(args.shared_transcript),
+            # only when not the default, so caches written before engines existed still match
+            **({"engine": args.engine} if args.engine != "transformers" else {})}
 
 
 def fingerprint_differences(old: dict | None, new: dict) -> str:
@@ -396,8 +421,6 @@ def shard(rows: list[dict], rank: int, world: int, shared_transcript: bool, base
 def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: int, fingerprint: dict) -> None:
     """Decode this process's rows that no cache holds yet, appending each batch to this rank's cache file (its first
     line is `fingerprint`)."""
-    from tqdm.auto import tqdm
-
     from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor
 
     task = normalize_task(args.task)
@@ -410,11 +433,33 @@ def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: in
             if done.get(r["key"], {}).get("input") != row_input(r, base_dir, task)]
     if not todo:
         return
-    device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype) if args.dtype else None
-    model = LlmSrtForConditionalGeneration.from_pretrained(args.model, dtype=dtype).to(device).eval()
     processor = LlmSrtProcessor.from_pretrained(args.model)
+    if args.engine == "vllm":
+        from llm_srt.vllm_engine import VllmEngine
+
+        model, device = None, "vllm"
+        engine = VllmEngine(args.model, processor, tensor_parallel_size=args.tensor_parallel_size,
+                            dtype=args.dtype or "auto")
+    else:
+        device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available()
+                                 else "cpu")
+        dtype = getattr(torch, args.dtype) if args.dtype else None
+        model = LlmSrtForConditionalGeneration.from_pretrained(args.model, dtype=dtype).to(device).eval()
+        engine = None
     generate = {k: v for k, v in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens)) if v}
+    try:
+        _decode_into_cache(args, todo, task, base_dir, cache_path, fingerprint, model, processor, engine, device,
+                           generate, rank)
+    finally:
+        if engine is not None:
+            engine.shutdown()
+
+
+def _decode_into_cache(args, todo, task, base_dir, cache_path, fingerprint, model, processor, engine, device,
+                       generate, rank) -> None:
+    """Decode `todo` batch by batch, appending each batch's results to this rank's cache."""
+    from tqdm.auto import tqdm
+
     fresh = read_cache(cache_path)[0] != fingerprint  # none yet, or a header cut short: start the file again
     with open(cache_path, "w" if fresh else "a", encoding="utf-8") as cache, torch.inference_mode():
         if fresh:
@@ -425,14 +470,14 @@ def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: in
             batch = [todo[i] for i in indices]
             started = time.perf_counter()
             results = decode_batch(model, processor, batch, task, base_dir=base_dir, generate_kwargs=generate,
-                                   shared_transcript=args.shared_transcript)
+                                   shared_transcript=args.shared_transcript, engine=engine)
             if device.startswith("cuda"):
                 torch.cuda.synchronize(device)
             share = (time.perf_counter() - started) / len(batch)  # the batch's decoding time, shared by its rows
             for row, result in zip(batch, results):
                 result["input"] = row_input(row, base_dir, task)
                 result.update(decode_seconds=share, audio_seconds=row_audio_seconds(row, base_dir), device=device,
-                              engine="transformers")
+                              engine=args.engine)
                 cache.write(json.dumps(result, ensure_ascii=False) + "\n")
             cache.flush()
             bar.update(len(batch))
@@ -619,6 +664,9 @@ def evaluate(args: EvaluateArguments) -> dict | None:
     comparison = load_comparison(args.compare, args.compare_system) if args.compare else None
     rows = select_rows(args, max_seconds=audio_window(args.model))
     rank, world = distributed()
+    if world > 1 and args.engine == "vllm":
+        raise UsageError(f"--engine vllm runs in one process ({world} were started): vLLM splits the model itself "
+                         "with --tensor_parallel_size.")
     if rank == 0:
         os.makedirs(args.output_dir, exist_ok=True)
         for path in stale:

@@ -15,9 +15,10 @@ from transformers.utils import logging
 
 from ..audio_llm_srt import AudioInputError, describe_input, is_silent, load_audio, split_on_silence
 from ..configuration_llm_srt import LANGUAGES, normalize_language, supported_languages_text
-from ..configuration_llm_srt import UNSPACED_LANGUAGES
-from ..generation_llm_srt import TransformersEngine, vote_language
+from ..configuration_llm_srt import UNSPACED_LANGUAGES, check_model_location
+from ..generation_llm_srt import ENGINES, DecodingEngine, TransformersEngine, vote_language
 from ..loading import load_model_and_processor
+from ..processing_llm_srt import LlmSrtProcessor
 from .batcher import Batcher, Row
 from .protocol import (
     DEFAULT_MAX_AUDIO_SECONDS,
@@ -62,9 +63,9 @@ class SpeechServer:
 
     PASS_LANGUAGE = f"Pass `language`, the language spoken in the audio (one of: {', '.join(LANGUAGES)})."
 
-    def __init__(self, model, processor, settings: ServeSettings):
+    def __init__(self, model, processor, settings: ServeSettings, engine: DecodingEngine | None = None):
         self.model, self.processor, self.settings = model, processor, settings
-        self.engine = TransformersEngine(model, processor)
+        self.engine = engine if engine is not None else TransformersEngine(model, processor)
         self.batcher = Batcher(self.engine, settings.max_batch_size, settings.max_wait_ms,
                                max_queue=settings.max_queue)
         self.sampling_rate = processor.feature_extractor.sampling_rate
@@ -351,8 +352,13 @@ def create_app(
     dtype: str | None = None,
     max_queue: int = 256,
     trust_remote_code: bool = False,
+    engine: str = "transformers",
+    tensor_parallel_size: int = 1,
 ):
     """The FastAPI app serving `model` (a saved model folder or Hub id, or a `(model, processor)` pair).
+
+    `engine` decodes: "transformers" (default; `device`, `dtype`) or "vllm" (a model folder; vLLM's engine with
+    `tensor_parallel_size`, greedy or sampled decoding, see `vllm_engine.VllmEngine`).
 
     The decoding worker starts and stops with the app (its lifespan); `app.state.server` is the [`SpeechServer`]
     (its `batcher.stats` counts the `generate` calls).
@@ -372,10 +378,33 @@ def create_app(
         raise ValueError(f"max_queue must be at least 1, got {max_queue}.")
     if not max_audio_seconds > 0:
         raise ValueError(f"max_audio_seconds must be positive, got {max_audio_seconds}.")
+    if engine not in ENGINES:
+        raise ValueError(f"Unknown engine {engine!r}: one of {', '.join(ENGINES)}.")
+    decoding_engine = None
+    if engine == "vllm":
+        if not isinstance(model, (str, os.PathLike)):
+            raise ValueError("The vLLM engine serves a model folder (or Hub id), not a loaded (model, processor).")
+        if num_beams > 1:
+            raise ValueError(f"num_beams={num_beams}: the vLLM engine decodes greedily; beam search needs the "
+                             "transformers engine.")
+        if device is not None:
+            raise ValueError("device applies to the transformers engine; vLLM places the model on its platform's "
+                             "devices (tensor_parallel_size to split it).")
+    elif tensor_parallel_size != 1:
+        raise ValueError("tensor_parallel_size applies to the vLLM engine (engine='vllm').")
     if isinstance(model, (str, os.PathLike)):
         name = served_model_name or os.path.basename(os.path.normpath(os.fspath(model)))
         aliases = tuple(dict.fromkeys([os.fspath(model), os.path.normpath(os.fspath(model))]))
-        model, processor = load_model(model, device, dtype, trust_remote_code)
+        if engine == "vllm":
+            from ..vllm_engine import VllmEngine
+
+            check_model_location(model)
+            processor = LlmSrtProcessor.from_pretrained(model)
+            decoding_engine = VllmEngine(model, processor, tensor_parallel_size=tensor_parallel_size,
+                                         dtype=dtype or "auto")
+            model = None
+        else:
+            model, processor = load_model(model, device, dtype, trust_remote_code)
     else:
         model, processor = model
         name, aliases = served_model_name or "llm-srt", ()
@@ -383,7 +412,7 @@ def create_app(
         served_model_name=name, model_aliases=aliases, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
         max_file_mb=max_file_mb, max_new_tokens=max_new_tokens, num_beams=num_beams,
         max_audio_seconds=max_audio_seconds, max_queue=max_queue,
-    ))
+    ), engine=decoding_engine)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -392,6 +421,8 @@ def create_app(
             yield
         finally:
             await asyncio.to_thread(server.batcher.stop)
+            if hasattr(server.engine, "shutdown"):
+                await asyncio.to_thread(server.engine.shutdown)
 
     app = FastAPI(title="llm-srt", description="OpenAI-compatible speech recognition and translation with LLM-SRT",
                   lifespan=lifespan)

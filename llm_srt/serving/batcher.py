@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import queue
 import threading
 import time
@@ -59,6 +60,9 @@ class Batcher:
 
     A job whose future was cancelled (its client has gone) is dropped when its turn comes, undecoded
     (`stats["cancelled"]`).
+
+    An engine that takes several batches at once (`concurrent_batches`, e.g. vLLM's, which merges them into its
+    running batch) gets that many worker threads; the transformers engine gets one, holding `model_lock`.
     """
 
     def __init__(self, engine: DecodingEngine, max_batch_size: int = 16, max_wait_ms: float = 10.0,
@@ -76,25 +80,41 @@ class Batcher:
         self.stats = collections.Counter()  # submitted (windows), batches (decode batches), rows, windows
         self._queue: queue.Queue = queue.Queue()
         self._pending: collections.deque[WindowJob] = collections.deque()
-        self._thread: threading.Thread | None = None
+        self.workers = max(1, int(getattr(engine, "concurrent_batches", 1)))
+        self._taking = threading.Lock()  # one worker at a time forms its batch from the queue
+        self._stats_lock = threading.Lock()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="llm-srt-batcher", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._stopping = False
+            self._threads = [threading.Thread(target=self._loop, name=f"llm-srt-batcher-{i}", daemon=True)
+                             for i in range(self.workers)]
+            for thread in self._threads:
+                thread.start()
 
     def stop(self) -> None:
-        """Finish the batch in progress, fail the queued jobs (503) and end the worker."""
-        if self._thread is not None:
+        """Finish the batches in progress, fail the queued jobs (503) and end the workers."""
+        if self._threads:
             self._queue.put(_STOP)
-            self._thread.join()
-            self._thread = None
+            for thread in self._threads:
+                thread.join()
+            self._threads = []
+            leftovers = list(self._pending)
+            self._pending.clear()
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is not _STOP:
+                    leftovers.append(item)
+            for job in leftovers:
+                job.future.set_exception(ServeError(503, "The server is shutting down.", type="server_error"))
 
     def submit(self, window: np.ndarray, rows: Sequence[Row], settings: dict) -> concurrent.futures.Future:
         """Queue one window; the future's result is one dict per row (`text`, `transcript`, `tokens`, `complete`:
         False when the token budget cut the answer)."""
-        if self._thread is None:
+        if not self._threads:
             raise ServeError(503, "The server is not running its decoding worker.", type="server_error")
         job = WindowJob(window=window, rows=list(rows), settings=tuple(sorted(settings.items())))
         self.stats["submitted"] += 1
@@ -126,19 +146,16 @@ class Batcher:
 
     # ---------------------------------------------------------------------------------------------------- worker
     def _loop(self) -> None:
-        stopping = False
-        while not stopping:
-            batch, stopping = self._next_batch()
+        # One engine call at a time holds the model; an engine taking several batches runs them side by side.
+        exclusive = self.model_lock if self.workers == 1 else contextlib.nullcontext()
+        while True:
+            with self._taking:
+                if self._stopping:
+                    return
+                batch, self._stopping = self._next_batch()
             if batch:
-                with self.model_lock:
+                with exclusive:
                     self._run(batch)
-        leftovers = list(self._pending)
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is not _STOP:
-                leftovers.append(item)
-        for job in leftovers:
-            job.future.set_exception(ServeError(503, "The server is shutting down.", type="server_error"))
 
     def _next_batch(self) -> tuple[list[WindowJob], bool]:
         """The oldest job and the compatible ones that arrive within `max_wait` (up to `max_batch_size` rows)."""
@@ -188,7 +205,8 @@ class Batcher:
         started = time.monotonic()
         try:
             results = self._decode(running)
-            self.stats["decode_seconds"] += time.monotonic() - started
+            with self._stats_lock:
+                self.stats["decode_seconds"] += time.monotonic() - started
         except Exception as error:
             if len(running) == 1:
                 logger.warning(f"Decoding a window failed: {error}")
@@ -211,8 +229,9 @@ class Batcher:
         rows = [[DecodeRow(j, row.task, row.src, None if row.task == "asr" else row.tgt) for row in job.rows]
                 for j, job in enumerate(jobs)]
         answers = decode_window_rows(self.engine, audio, rows, dict(jobs[0].settings), self.shared_transcript)
-        self.stats["batches"] += 1
-        self.stats["rows"] += sum(len(job.rows) for job in jobs)
-        self.stats["windows"] += len(jobs)
+        with self._stats_lock:
+            self.stats["batches"] += 1
+            self.stats["rows"] += sum(len(job.rows) for job in jobs)
+            self.stats["windows"] += len(jobs)
         return [[{"text": answer["text"], "transcript": answer["transcript"] or "", "tokens": answer["token_ids"],
                   "complete": answer["complete"]} for answer in job_answers] for job_answers in answers]
