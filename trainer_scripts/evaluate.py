@@ -57,7 +57,7 @@ from llm_srt.quality_metrics import (  # noqa: E402
     speed,
 )
 from llm_srt.processing_llm_srt import normalize_task  # noqa: E402
-from llm_srt.safe_io import OutputExistsError, atomic_write  # noqa: E402
+from llm_srt.safe_io import OutputExistsError, UsageError, atomic_write  # noqa: E402
 from llm_srt.training import (  # noqa: E402
     DataError, RowChecker, audio_seconds, default_base_dir, load_rows, row_labels,
 )
@@ -166,10 +166,6 @@ class EvaluateArguments:
                 raise ValueError("--comet_model needs Unbabel's COMET: pip install unbabel-comet")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-
-
-class UsageError(ValueError):
-    """Bad usage found after parsing: a path that names nothing, outputs that would be replaced."""
 
 
 # ------------------------------------------------------------------------------------------------------ selection

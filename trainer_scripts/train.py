@@ -36,6 +36,7 @@ from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArgume
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor  # noqa: E402
+from llm_srt.safe_io import UsageError  # noqa: E402
 from llm_srt.training import (  # noqa: E402
     LlmSrtDataCollator,
     add_input_features,
@@ -350,10 +351,6 @@ class DistributedReport(TrainerCallback):
         logger.info(f"distributed: {engine} over {accelerator.num_processes} processes ({dist.get_backend()}); "
                     f"rank {accelerator.process_index}: {sharded} of {total} parameters sharded (DTensor); "
                     f"training from step {state.global_step} of {state.max_steps}")
-
-
-class UsageError(ValueError):
-    """Bad usage found after parsing (an output folder that would be replaced, a checkpoint that is not one)."""
 
 
 def setup(model_args: ModelArguments, data_args: DataArguments, training_args: Seq2SeqTrainingArguments):
