@@ -163,7 +163,7 @@ def serve_engine(engine: str, model: str, args: LoadArguments, scratch: str):
         if not python:
             raise ValueError("--engines vllm needs vLLM's environment: --vllm_python or $LLM_SRT_VLLM_PYTHON.")
         env = {**os.environ, "PYTHONPATH": ROOT, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
-        server = ServerProcess(python, model, *common, "--engine", "vllm",
+        server = ServerProcess.llm_srt_serve(python, model, *common, "--engine", "vllm",
                                *(["--dtype", args.dtype] if args.dtype else []), env=env,
                                log_path=os.path.join(scratch, "vllm_serve.log"))
 

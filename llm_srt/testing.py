@@ -342,18 +342,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ServerProcess:
-    """`llm-srt serve` in another process (e.g. `--engine vllm` in vLLM's environment), for tests and benchmarks:
-    started on a free port, ready once `/health` answers; `url` is its `http://host:port`; its output goes to
-    `log_path`."""
+    """A server in another process (`llm-srt serve --engine vllm` or vLLM's own, in vLLM's environment), for tests
+    and benchmarks: `command` with `{port}` replaced by a free port; ready once `/health` answers; `url` is its
+    `http://host:port`; its output goes to `log_path`. `ServerProcess.llm_srt_serve(python, model, ...)` builds the
+    `llm-srt serve` one."""
 
-    def __init__(self, python: str, model: str, *serve_args: str, env: dict | None = None,
-                 log_path: str | os.PathLike | None = None, start_timeout: float = 900.0):
+    def __init__(self, command: list[str], env: dict | None = None, log_path: str | os.PathLike | None = None,
+                 start_timeout: float = 900.0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [python, "-m", "llm_srt.cli", "serve", model, "--port", str(self.port), *serve_args]
+        self.command = [part.replace("{port}", str(self.port)) for part in command]
         self.env, self.start_timeout = env, start_timeout
         self.log_path = str(log_path) if log_path is not None else os.devnull
         self.process = None
+
+    @classmethod
+    def llm_srt_serve(cls, python: str, model: str, *serve_args: str, **kwargs) -> "ServerProcess":
+        return cls([python, "-m", "llm_srt.cli", "serve", model, "--port", "{port}", *serve_args], **kwargs)
 
     def log(self) -> str:
         if self.log_path == os.devnull:
