@@ -125,7 +125,7 @@ def test_a_finished_model_in_output_dir_is_not_replaced(init_model, tmp_path, ca
     before = {name: (out / name).read_bytes() for name in os.listdir(out) if (out / name).is_file()}
     status, err = exit_of(main, train_args(init_model, path, str(out)), capsys)
     assert status == 2 and "Traceback" not in err
-    assert str(out) in err and "finished model" in err and "--overwrite_output_dir" in err
+    assert str(out) in err and "holds a model" in err and "--overwrite_output_dir" in err
     assert {name: (out / name).read_bytes() for name in before} == before and sorted(os.listdir(out)) == sorted(before)
     # the input model folder is never an output, whatever the flags
     status, err = exit_of(main, train_args(init_model, path, init_model, "--overwrite_output_dir", "true"), capsys)
@@ -179,26 +179,99 @@ def test_last_complete_checkpoint_reads_the_files_written_last(tmp_path, caplog)
     assert last_complete_checkpoint(str(tmp_path / "missing")) is None
 
 
-def test_overwriting_drops_the_replaced_runs_checkpoints(tmp_path, caplog):
-    """`--overwrite_output_dir` starts afresh: the old run's checkpoints go too. Kept, a kill of the new run before
-    it passes the old step count would resume the old run (its checkpoint-10 is newer than the new checkpoint-2)."""
-    from llm_srt.training import last_complete_checkpoint, plan_output_dir
+def _checkpoint(folder, step):
+    (folder / f"checkpoint-{step}").mkdir()
+    (folder / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"x")
+    (folder / f"checkpoint-{step}" / "trainer_state.json").write_text('{"global_step": %d}' % step)
+
+
+def test_overwriting_keeps_the_replaced_runs_checkpoints_out_of_reach(tmp_path, caplog):
+    """`--overwrite_output_dir` starts afresh and removes the final model only: the old run's checkpoints are moved
+    into `replaced-1/` (kept, never resumed: a kill of the new run before it passes the old step count must not
+    resume the old run from its checkpoint-10)."""
+    from llm_srt.training import FINAL_MARKER, last_complete_checkpoint, plan_output_dir
 
     for step in (4, 10):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"x")
-        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text('{"global_step": %d}' % step)
+        _checkpoint(tmp_path, step)
     (tmp_path / "notes.txt").write_text("mine")
     assert plan_output_dir(str(tmp_path)) == str(tmp_path / "checkpoint-10")  # without the flag: resumed, kept
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-4", "notes.txt"]
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / FINAL_MARKER).write_text(json.dumps({"files": ["config.json", "model.safetensors", "tokenizer.json"]}))
     with caplog.at_level(logging.WARNING):
         assert plan_output_dir(str(tmp_path), overwrite=True) is None
-    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # only the checkpoints of the replaced run are removed
-    assert "checkpoint-10" in caplog.text and "checkpoint-4" in caplog.text
-    (tmp_path / "checkpoint-2").mkdir()  # the new run, killed after its second step
-    (tmp_path / "checkpoint-2" / "model.safetensors").write_bytes(b"x")
-    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    # the final model goes; the checkpoints are kept, out of the resume's reach; other files stay
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "replaced-1"]
+    assert sorted(os.listdir(tmp_path / "replaced-1")) == ["checkpoint-10", "checkpoint-4"]
+    assert (tmp_path / "replaced-1" / "checkpoint-10" / "model.safetensors").read_bytes() == b"x"
+    assert "replaced-1" in caplog.text and "checkpoint-10" in caplog.text
+    _checkpoint(tmp_path, 2)  # the new run, killed after its second step
     assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+    assert plan_output_dir(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+    # a second overwrite keeps its own set apart
+    assert plan_output_dir(str(tmp_path), overwrite=True) is None
+    assert sorted(os.listdir(tmp_path / "replaced-2")) == ["checkpoint-2"]
+
+
+def test_a_model_without_the_completion_marker_is_not_finished(tmp_path, caplog):
+    """Final artefacts without `training_complete.json` (written last) are a final save a kill cut: the rerun
+    resumes from the newest checkpoint instead of calling the folder finished. With the marker it is finished."""
+    from llm_srt.safe_io import OutputExistsError
+    from llm_srt.training import FINAL_MARKER, plan_output_dir
+
+    _checkpoint(tmp_path, 3)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"cut")
+    (tmp_path / ".final-save.partial").mkdir()  # the staging folder of the cut save
+    with caplog.at_level(logging.WARNING):
+        assert plan_output_dir(str(tmp_path)) == str(tmp_path / "checkpoint-3")
+    assert "did not finish" in caplog.text and FINAL_MARKER in caplog.text
+    assert not (tmp_path / ".final-save.partial").exists()
+    (tmp_path / FINAL_MARKER).write_text(json.dumps({"files": ["config.json", "model.safetensors"]}))
+    with pytest.raises(OutputExistsError, match="holds a finished model"):
+        plan_output_dir(str(tmp_path))
+    # a model and no checkpoint (copied in, or a cut save of a run without checkpoints) is not trained over
+    os.remove(tmp_path / FINAL_MARKER)
+    shutil.rmtree(tmp_path / "checkpoint-3")
+    with pytest.raises(OutputExistsError, match=f"holds a model .*no {FINAL_MARKER}"):
+        plan_output_dir(str(tmp_path))
+
+
+def test_a_kill_during_the_final_save_is_resumed_not_called_finished(init_model, tmp_path, monkeypatch, caplog):
+    """train.py writes the final model to a staging folder, moves it in and writes the marker last: a kill while
+    saving leaves no marker, and the same command resumes from the last checkpoint and finishes the save."""
+    from trainer_scripts import train
+    from llm_srt.training import FINAL_MARKER
+
+    path = write_rows(tmp_path / "train.jsonl", corpus_rows(tmp_path, n=2))
+    out = tmp_path / "run"
+    args = train_args(init_model, path, str(out), "--save_strategy", "steps", "--save_steps", "1", steps=1)
+    real_save = train.LlmSrtTrainer.save_model
+
+    def killed_while_saving(self, output_dir=None, _internal_call=False):
+        real_save(self, output_dir, _internal_call)
+        if not _internal_call:  # the final save (checkpoints pass _internal_call=True)
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(train.LlmSrtTrainer, "save_model", killed_while_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(args)
+    assert not (out / FINAL_MARKER).exists() and (out / "checkpoint-1").is_dir()
+    monkeypatch.undo()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train.main(args)
+    assert f"Resuming from {out / 'checkpoint-1'}" in caplog.text
+    marker = json.loads((out / FINAL_MARKER).read_text())
+    assert "model.safetensors" in marker["files"] and "config.json" in marker["files"]
+    assert not (out / ".final-save.partial").exists()
+    from llm_srt import LlmSrtForConditionalGeneration
+
+    LlmSrtForConditionalGeneration.from_pretrained(str(out))  # a loadable model
+    with pytest.raises(SystemExit) as refused:  # now finished: refused without the flag
+        train.main(args)
+    assert refused.value.code == 2
 
 
 # ------------------------------------------------------------------------------------------------- evaluate.py

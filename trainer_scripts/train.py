@@ -42,13 +42,16 @@ from llm_srt.training import (  # noqa: E402
     build_compute_metrics,
     checkpoint_problem,
     configure_stage,
+    FINAL_STAGING,
     default_base_dir,
     enable_fsdp_on_cpu,
     fsdp_layer_classes,
     fsdp_offload_requested,
     is_fsdp_checkpoint,
     load_rows,
+    mark_finished,
     plan_output_dir,
+    publish_final_model,
     requested_fsdp_version,
     select_stage_rows,
     sharded_parameter_count,
@@ -403,8 +406,14 @@ def setup(model_args: ModelArguments, data_args: DataArguments, training_args: S
 
 
 def run(trainer: Seq2SeqTrainer, checkpoint: str | None, eval_rows) -> dict:
-    """Train (resuming from `checkpoint`), save the model and processor, evaluate; returns the final metrics."""
+    """Train (resuming from `checkpoint`), save the model and processor, evaluate; returns the final metrics.
+
+    The final model is written to a staging folder inside `--output_dir` and moved in file by file; the completion
+    marker (`training_complete.json`) is written last, after the metrics. A run killed before the marker leaves a
+    folder the next run resumes (from its newest checkpoint) instead of calling it finished.
+    """
     training_args = trainer.args
+    output_dir = training_args.output_dir
     if checkpoint:
         logger.info(f"Resuming from {checkpoint}")
     result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -413,14 +422,19 @@ def run(trainer: Seq2SeqTrainer, checkpoint: str | None, eval_rows) -> dict:
         # Checkpoints may be sharded (resumable by the same launch); the output folder is a loadable model: full
         # weights, gathered from every process and written by the first.
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    trainer.save_model(training_args.output_dir)
+    staging = os.path.join(output_dir, FINAL_STAGING)
+    trainer.save_model(staging)
+    files: list[str] = []
     if trainer.is_world_process_zero():
-        trainer.processing_class.save_pretrained(training_args.output_dir)
+        trainer.processing_class.save_pretrained(staging)
+        files = publish_final_model(staging, output_dir)
     if eval_rows is not None:
         metrics.update(trainer.evaluate())
     trainer.log_metrics("all", metrics)
     if trainer.is_world_process_zero():
         trainer.save_metrics("all", metrics)
+        mark_finished(output_dir, [*files, "all_results.json"], global_step=trainer.state.global_step)
+        logger.info(f"Finished: {output_dir} holds the final model.")
     return metrics
 
 
