@@ -339,3 +339,40 @@ def test_evaluate_user_errors_are_one_line_without_traceback(tiny_folder, tmp_pa
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"evaluate.py: error: Data not found: {tmp_path / 'missing.jsonl'}"
+
+
+def test_a_cache_line_cut_by_a_kill_is_dropped_and_its_row_redone(tiny_folder, eval_set, tmp_path, caplog):
+    """A kill mid-write leaves the cache's last line without its newline: the resume drops it (a warning names the
+    file) and decodes that row again, instead of appending the next line onto the cut one and losing the row."""
+    from trainer_scripts.evaluate import main
+
+    out = tmp_path / "eval"
+    first = main(eval_args(tiny_folder, eval_set, str(out)))
+    cache = out / "hypotheses.smt.rank0.jsonl"
+    lines = cache.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert len(lines) == 4  # the fingerprint and three rows
+    cache.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2], encoding="utf-8")
+    for name in ("results.json", "results.md", "hypotheses.smt.jsonl"):
+        os.remove(out / name)
+    with caplog.at_level(logging.WARNING):
+        again = main(eval_args(tiny_folder, eval_set, str(out)))
+    assert str(cache) in caplog.text and "cut" in caplog.text
+    assert again["directions"] == first["directions"]
+    # every line of the cache is whole JSON again, the redone row once
+    items = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines()]
+    assert [item.get("key") for item in items[1:]] == ["u0", "u1", "u2"]
+
+
+def test_drop_cut_last_line(tmp_path, caplog):
+    from llm_srt.safe_io import drop_cut_last_line
+
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"a": 1}\n{"b": 2}\n')
+    assert drop_cut_last_line(str(path)) is None and path.read_text() == '{"a": 1}\n{"b": 2}\n'
+    path.write_text('{"a": 1}\n{"b": ')
+    with caplog.at_level(logging.WARNING):
+        assert drop_cut_last_line(str(path)) == '{"b": '
+    assert path.read_text() == '{"a": 1}\n' and "line 2" in caplog.text
+    path.write_text('{"a"')
+    assert drop_cut_last_line(str(path)) == '{"a"' and path.read_text() == ""
+    assert drop_cut_last_line(str(tmp_path / "missing.jsonl")) is None

@@ -56,7 +56,7 @@ from llm_srt.quality_metrics import (  # noqa: E402
     speed,
 )
 from llm_srt.processing_llm_srt import normalize_task  # noqa: E402
-from llm_srt.safe_io import OutputExistsError, atomic_write  # noqa: E402
+from llm_srt.safe_io import OutputExistsError, atomic_write, drop_cut_last_line  # noqa: E402
 from llm_srt.training import (  # noqa: E402
     DataError, RowChecker, audio_seconds, default_base_dir, load_rows, row_labels,
 )
@@ -416,6 +416,8 @@ def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: in
     processor = LlmSrtProcessor.from_pretrained(args.model)
     generate = {k: v for k, v in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens)) if v}
     fresh = read_cache(cache_path)[0] != fingerprint  # none yet, or a header cut short: start the file again
+    if not fresh:
+        drop_cut_last_line(cache_path)  # a line a kill cut (its row is in `todo`): appending would glue onto it
     with open(cache_path, "w" if fresh else "a", encoding="utf-8") as cache, torch.inference_mode():
         if fresh:
             cache.write(json.dumps({"fingerprint": fingerprint}, ensure_ascii=False) + "\n")
