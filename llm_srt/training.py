@@ -21,7 +21,7 @@ import torch
 from transformers import BatchFeature
 from transformers.utils import logging
 
-from .audio_llm_srt import load_audio, resolve_path
+from .audio_llm_srt import audio_file_info, load_audio, resolve_path
 from .configuration_llm_srt import normalize_language
 from .metrics import score_directions, split_srt_response
 from .processing_llm_srt import IGNORE_INDEX, LlmSrtProcessor, normalize_task
@@ -158,10 +158,9 @@ def row_labels(source: str | None, count: int) -> list[str]:
 
 
 def audio_seconds(path: str) -> float:
-    """A file's duration from its header (`soundfile.info`: frames / sample rate), without decoding it."""
-    import soundfile
-
-    info = soundfile.info(path)
+    """A file's duration from its header (frames / sample rate), without decoding it (a header without the length,
+    as streaming FLAC encoders write, is counted: `audio_file_info`)."""
+    info = audio_file_info(path)
     if not info.samplerate or info.samplerate <= 0:
         raise ValueError(f"sample rate {info.samplerate}")
     return info.frames / info.samplerate
@@ -245,10 +244,8 @@ class RowChecker:
                 shape = np.shape(audio["array"])
                 seconds, name = (max(shape) if shape else 0) / rate, "the audio array"
             elif audio.get("bytes") is not None:
-                import soundfile
-
                 try:
-                    info = soundfile.info(io.BytesIO(bytes(audio["bytes"])))
+                    info = audio_file_info(io.BytesIO(bytes(audio["bytes"])))
                     seconds = info.frames / info.samplerate
                 except Exception as error:
                     seconds = f"cannot read the audio bytes ({str(error).strip()})."

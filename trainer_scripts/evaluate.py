@@ -451,9 +451,9 @@ def row_audio_seconds(row: dict, base_dir: str | None) -> float | None:
     if isinstance(audio, dict) and audio.get("bytes") is not None:
         import io
 
-        import soundfile
+        from llm_srt.audio_llm_srt import audio_file_info
 
-        info = soundfile.info(io.BytesIO(bytes(audio["bytes"])))
+        info = audio_file_info(io.BytesIO(bytes(audio["bytes"])))
         return info.frames / info.samplerate
     path = audio.get("path") if isinstance(audio, dict) else audio
     return audio_seconds(resolve_path(path, base_dir))

@@ -151,9 +151,9 @@ class Report:
 
 def clip_duration(path: str) -> float:
     """Seconds of audio in a file (header only); raises for an unreadable file."""
-    import soundfile
+    from llm_srt.audio_llm_srt import audio_file_info
 
-    info = soundfile.info(path)
+    info = audio_file_info(path)  # a header without the length (a streamed FLAC) is counted
     if info.frames <= 0 or info.samplerate <= 0:
         raise ValueError("no samples")
     return info.frames / info.samplerate

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from ..audio_llm_srt import AudioInputError, describe_input, is_silent, load_audio, split_on_silence
+from ..audio_llm_srt import UNKNOWN_FRAMES, AudioInputError, audio_file_info, describe_input, is_silent, load_audio, split_on_silence
 from ..configuration_llm_srt import LANGUAGES, normalize_language, supported_languages_text
 from ..configuration_llm_srt import UNSPACED_LANGUAGES
 from ..generation_llm_srt import TransformersEngine, vote_language
@@ -151,18 +151,23 @@ class SpeechServer:
         compressed silence can hold days of audio. A header soundfile cannot read is left to `load_audio`."""
         import soundfile
 
+        limit = self.settings.max_audio_seconds
         try:
-            info = soundfile.info(io.BytesIO(data))
+            header = soundfile.info(io.BytesIO(data))
+            # a header without the length (a streamed FLAC) is counted by decoding, never past the limits below
+            most = min(limit * max(header.samplerate, 1), limit * 96_000 / max(header.channels, 1))
+            info = audio_file_info(io.BytesIO(data), max_frames=int(most) + 1)
         except Exception:  # noqa: BLE001 - not a format soundfile reads: load_audio reports it
             return
         if info.samplerate <= 0 or info.frames < 0:
             return  # check_sampling_rate names a bad rate
-        limit = self.settings.max_audio_seconds
         seconds = info.frames / info.samplerate
         # the decoded array holds every channel at the file's own rate: bound its size as well as its duration
         # (as much as 48 kHz stereo of the longest duration)
         if seconds > limit or info.frames * max(info.channels, 1) > limit * 96_000:
-            raise ServeError(413, f"{name}: {seconds:.0f} s of audio ({info.channels} channel(s) at "
+            # a header without the length is counted only until past the limit
+            length = f"more than {limit:g} s" if header.frames >= UNKNOWN_FRAMES else f"{seconds:.0f} s"
+            raise ServeError(413, f"{name}: {length} of audio ({info.channels} channel(s) at "
                              f"{info.samplerate} Hz), more than this server's limit of {limit:g} s.", "file",
                              "audio_too_long")
 
