@@ -176,11 +176,14 @@ class RowChecker:
         base_dir: folder relative audio paths are under.
         max_seconds: the model's audio window (clips longer than it are refused); None: not checked.
         check_audio: whether to check the `audio` field (False when precomputed `input_features` replace it).
+        processor, max_positions: the processor that builds a row's token ids and the LLM's context
+            (`max_position_embeddings`): `check_length` refuses rows longer than it. None: not checked.
     """
 
     def __init__(self, source: str, base_dir: str | None = None, max_seconds: float | None = None,
-                 check_audio: bool = True):
+                 check_audio: bool = True, processor: LlmSrtProcessor | None = None, max_positions: int | None = None):
         self.source, self.base_dir, self.max_seconds, self.check_audio = source, base_dir, max_seconds, check_audio
+        self.processor, self.max_positions = processor, max_positions
         self.keys: dict[str, str] = {}
         self._durations: dict[str, float | str] = {}  # path -> seconds, or why it cannot be read
 
@@ -218,6 +221,22 @@ class RowChecker:
             problem = self._audio_problem(row.get("audio"))
             if problem:
                 raise DataError(f"{where}, field 'audio': {problem}")
+
+    def check_length(self, row: dict[str, Any], label: str, stage: str) -> None:
+        """Refuse (`DataError`) a row whose tokens (audio slots, prompt, target, end token, as the processor builds
+        them for `stage`) do not fit the LLM's context. A row already checked by `__call__`."""
+        if self.processor is None or not self.max_positions:
+            return
+        ids = self.processor.prepare_text(stage, [row["src_lang"]], [row.get("tgt_lang")], [row.get("transcript")],
+                                          [row.get("translation")])["input_ids"][0]
+        if len(ids) > self.max_positions:
+            fields = ("transcript",) if stage == "asr" else ("transcript", "translation")
+            named = f"field {fields[0]!r}" if len(fields) == 1 else "fields " + ", ".join(map(repr, fields))
+            raise DataError(
+                f"{self.where(row, label)}, {named}: {len(ids)} tokens with the {self.processor.num_audio_tokens} "
+                f"audio slots, more than the LLM's context of {self.max_positions} positions "
+                "(max_position_embeddings); shorten or drop the row."
+            )
 
     def _audio_problem(self, audio: Any) -> str | None:
         seconds: float | str
@@ -285,13 +304,15 @@ def default_base_dir(path: str, base_dir: str | None = None) -> str:
 
 
 def select_stage_rows(dataset, stage: str, base_dir: str | None = None, source: str | None = None,
-                      max_seconds: float | None = None):
+                      max_seconds: float | None = None, processor: LlmSrtProcessor | None = None,
+                      max_positions: int | None = None):
     """Keep the rows a stage can use and check every one of them before training.
 
     Rows lacking a translation are dropped from the SMT/SRT stages (counted and logged: ASR-only corpora). A value
     of the wrong kind, a language outside the 15, an empty text, a duplicate key, or audio that is missing,
     unreadable or longer than `max_seconds` (the model's window) raise `DataError` naming `source` (the data file),
-    the row (`line N` of a manifest) and the field. Audio is checked from file headers, not decoded.
+    the row (`line N` of a manifest) and the field. Audio is checked from file headers, not decoded. With a
+    `processor` and the LLM's context (`max_positions`), a kept row whose tokens do not fit is refused as well.
     """
     from tqdm.auto import tqdm
 
@@ -308,7 +329,8 @@ def select_stage_rows(dataset, stage: str, base_dir: str | None = None, source: 
     check_columns = [c for c in ("key", "audio", *TEXT_FIELDS) if c in columns and not (c == "audio" and has_features)]
     view = _audio_column_undecoded(dataset.select_columns(check_columns))
     labels = row_labels(source, len(dataset))
-    check = RowChecker(source, base_dir=base_dir, max_seconds=max_seconds, check_audio=not has_features)
+    check = RowChecker(source, base_dir=base_dir, max_seconds=max_seconds, check_audio=not has_features,
+                       processor=processor, max_positions=max_positions)
     kept = []
     rows = tqdm(view, total=len(view), desc=f"checking {os.path.basename(source)}", unit="row",
                 disable=len(view) < 1000)
@@ -316,6 +338,7 @@ def select_stage_rows(dataset, stage: str, base_dir: str | None = None, source: 
         usable = all(row.get(f) not in (None, "") for f in needed if f in ("tgt_lang", "translation"))
         check(row, labels[index], needed=needed if usable else ("src_lang", "transcript"))
         if usable:
+            check.check_length(row, labels[index], stage)
             kept.append(index)
     dropped = len(dataset) - len(kept)
     if dropped:

@@ -98,6 +98,29 @@ def test_bad_rows_are_named_before_the_first_step(init_model, tmp_path, monkeypa
     assert re.search(message, last), last
 
 
+def test_rows_beyond_the_llms_context_are_named_before_the_first_step(init_model, tmp_path, monkeypatch, capsys):
+    """Prompt + target + eos + the audio slots must fit the LLM's context (`max_position_embeddings`, 1024 in the
+    tiny model with its 8 slots): a longer row is refused by line and field, like a clip longer than the window."""
+    import transformers
+
+    from trainer_scripts.train import main
+
+    monkeypatch.setattr(transformers.Seq2SeqTrainer, "train", lambda *a, **k: pytest.fail("trained on a long row"))
+    rows = corpus_rows(tmp_path)
+    rows[1]["translation"] = " ".join(["Katzen"] * 1100)
+    path = write_rows(tmp_path / "train.jsonl", rows)
+    status, err = exit_of(main, train_args(init_model, path, str(tmp_path / "out"), "--stage", "srt"), capsys)
+    last = err.strip().splitlines()[-1]
+    assert status == 1 and "Traceback" not in err
+    assert f"{path} line 2 (key u1), fields 'transcript', 'translation': " in last
+    assert "more than the LLM's context of 1024 positions" in last and "8 audio slots" in last
+    # the ASR stage reads the transcript only: a long one is named alone
+    rows[1]["transcript"] = " ".join(["cats"] * 1100)
+    path = write_rows(tmp_path / "train.jsonl", rows)
+    status, err = exit_of(main, train_args(init_model, path, str(tmp_path / "out"), "--stage", "asr"), capsys)
+    assert status == 1 and f"{path} line 2 (key u1), field 'transcript': " in err.strip().splitlines()[-1]
+
+
 def test_blank_lines_are_skipped_and_line_numbers_stay_true(tmp_path):
     rows = corpus_rows(tmp_path)
     rows[2]["src_lang"] = "xx"
