@@ -22,7 +22,9 @@ from transformers.utils import logging
 
 from .audio_llm_srt import PAUSE_SECONDS, describe_input, is_silent, load_audio, split_on_silence
 from .configuration_llm_srt import LANGUAGES, PIPELINE_TASK, normalize_language
-from .generation_llm_srt import TransformersEngine, decode_windows, join_window_texts, vote_language
+from .generation_llm_srt import (
+    TransformersEngine, decode_windows, join_window_texts, temperature_problem, vote_language,
+)
 from .language_detection_llm_srt import whisper_language_name
 from .processing_llm_srt import normalize_task
 
@@ -474,6 +476,8 @@ def _check_call_arguments(kwargs: dict) -> None:
         value = settings.get(name)
         if value is not None and not _is_number(value):
             raise ValueError(f"{name} must be a number, got {value!r}.")
+    if settings.get("temperature") is not None and temperature_problem(settings["temperature"]):
+        raise ValueError(temperature_problem(settings["temperature"]))
     if settings.get("do_sample") is not None and not isinstance(settings["do_sample"], bool):
         raise ValueError(f"do_sample must be True or False, got {settings['do_sample']!r}.")
 

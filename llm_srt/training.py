@@ -65,7 +65,7 @@ def _json_rows(path: str) -> tuple[list[dict], list[str]]:
 
     Raises `DataError` naming the line for text that is not JSON, or a row that is not an object.
     """
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:  # -sig: a BOM (editors' exports) is no part of line 1
         text = handle.read()
     if not text.strip():  # `datasets` fails obscurely on an empty file
         raise DataError(f"{path} is empty: no rows.")

@@ -404,3 +404,26 @@ def test_a_flac_without_its_length_in_the_header_is_decoded(speech, tmp_path):
     (tmp_path / "long.flac").write_bytes(flac_without_length(np.tile(speech, 6)))
     with pytest.raises(DataError, match=r"long.flac lasts 3\.0 s, longer than the model's 2 s window"):
         check({"audio": "long.flac", "src_lang": "eng", "transcript": "x"}, "line 2")
+
+
+def test_config_refuses_a_qformer_head_count_that_does_not_divide_its_width():
+    from llm_srt import LlmSrtConfig
+    from llm_srt.testing import tiny_config
+
+    config = tiny_config(400).to_dict()
+    projector = config["projector_config"]
+    with pytest.raises(ValueError, match=r"projector_config: num_attention_heads 5 does not divide its hidden_size "
+                                         r"32"):
+        LlmSrtConfig(**{**config, "projector_config": {**projector, "num_attention_heads": 5}})
+    with pytest.raises(ValueError, match=r"num_queries must be a whole number >= 1, got 'eighty'"):
+        LlmSrtConfig(**{**config, "num_queries": "eighty"})
+
+
+def test_config_json_that_is_not_json_is_named_with_its_error(tmp_path):
+    from llm_srt import LlmSrtConfig
+
+    (tmp_path / "config.json").write_text('{"model_type": "llm_srt",\n "num_queries" 80}')
+    with pytest.raises(OSError) as raised:
+        LlmSrtConfig.from_pretrained(tmp_path)
+    assert str(raised.value) == (f"{tmp_path / 'config.json'}: not valid JSON (Expecting ':' delimiter, line 2 "
+                                 "column 16); undo the edit, or save or download the model again.")

@@ -399,3 +399,12 @@ def test_drop_cut_last_line(tmp_path, caplog):
     path.write_text('{"a"')
     assert drop_cut_last_line(str(path)) == '{"a"' and path.read_text() == ""
     assert drop_cut_last_line(str(tmp_path / "missing.jsonl")) is None
+
+
+def test_a_manifest_starting_with_a_byte_order_mark_loads(tmp_path):
+    path = write_rows(tmp_path / "bom.jsonl", corpus_rows(tmp_path))
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(b"\xef\xbb\xbf" + data)
+    assert len(select_stage_rows(load_rows(path), "srt", base_dir=str(tmp_path), source=path)) == 3

@@ -52,3 +52,19 @@ def test_cli_refuses_a_tiny_chunk_length(tiny_folder, tmp_path, capsys):
                      "--chunk-length", "0.001"])
     assert code == 2
     assert "--chunk-length" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-3, -0.5, float("nan"), float("inf")])
+def test_an_underflowing_temperature_is_refused_at_the_entry(pipe, tiny, temperature):
+    """A positive temperature below 0.01 overflows logits / temperature and failed deep inside sampling (a 500 in
+    the server); it is refused where the value comes in: the pipeline's entry and the model's generate, naming it."""
+    import torch
+
+    with pytest.raises(ValueError, match=r"temperature must be 0 \(greedy\) or a number >= 0.01"):
+        pipe(AUDIO, src_lang="eng", tgt_lang="deu", generate_kwargs={"do_sample": True, "temperature": temperature})
+    model, processor = tiny
+    inputs = processor(audio=[RAW], sampling_rate=16000, task="asr", src_lang="eng", return_tensors="pt")
+    with pytest.raises(ValueError, match=r"temperature must be 0 \(greedy\) or a number >= 0.01"):
+        model.generate(**inputs, do_sample=True, temperature=temperature, max_new_tokens=2)
+    with torch.no_grad():  # a usable temperature still samples
+        model.generate(**inputs, do_sample=True, temperature=0.7, max_new_tokens=2)

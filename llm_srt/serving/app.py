@@ -13,10 +13,12 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from ..audio_llm_srt import UNKNOWN_FRAMES, AudioInputError, audio_file_info, describe_input, is_silent, load_audio, split_on_silence
+from ..audio_llm_srt import (
+    UNKNOWN_FRAMES, AudioInputError, audio_file_info, describe_input, is_silent, load_audio, split_on_silence,
+)
 from ..configuration_llm_srt import LANGUAGES, normalize_language, supported_languages_text
 from ..configuration_llm_srt import UNSPACED_LANGUAGES
-from ..generation_llm_srt import TransformersEngine, vote_language
+from ..generation_llm_srt import MIN_TEMPERATURE, TransformersEngine, temperature_problem, vote_language
 from ..loading import load_model_and_processor
 from .batcher import Batcher, Row
 from .protocol import (
@@ -36,7 +38,6 @@ from .protocol import (
 
 logger = logging.get_logger(__name__)
 
-MIN_TEMPERATURE = 0.01  # smallest sampling temperature; 0 means greedy
 _DISCONNECT_POLL_SECONDS = 0.5  # how often a waiting request checks that its client is still there
 _FORM_SLACK_BYTES = 1 << 20  # room for the other form fields and multipart framing in the Content-Length check
 
@@ -83,8 +84,7 @@ class SpeechServer:
             except ValueError:
                 raise ServeError(400, f"temperature must be a number, got {shown(temperature)}.", "temperature",
                                  "invalid_value") from None
-            if not 0 <= value <= 2 or 0 < value < MIN_TEMPERATURE:
-                # below MIN_TEMPERATURE, logits / temperature overflow and sampling fails inside generate
+            if temperature_problem(value) or value > 2:  # one rule with the pipeline and generate; OpenAI's 2
                 raise ServeError(400, f"temperature must be 0 (greedy) or between {MIN_TEMPERATURE:g} and 2, got "
                                  f"{shown(temperature)}.", "temperature", "invalid_value")
             if value > 0:
