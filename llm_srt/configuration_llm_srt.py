@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from transformers import AutoConfig, PreTrainedConfig
@@ -85,6 +86,31 @@ def normalize_language(language: str) -> str:
     if key not in _ALIASES:
         raise ValueError(f"Unsupported language {language!r}. Supported languages: {supported_languages_text()}.")
     return _ALIASES[key]
+
+
+def normalize_targets(targets: Sequence[str], src_lang: str | None = None, name: str = "tgt_lang") -> list[str]:
+    """Target languages as our codes, in the order given: the one rule of the processor, the pipeline, the CLI, the
+    server and the training checks.
+
+    A language named twice (under any of its names: `de`, `deu`, `German`) is refused, naming it: the caller would
+    get fewer results than it asked for. A target equal to the source (`src_lang`, when known) is kept, with a
+    logged warning: the answer is the speech rewritten in its own language, not a translation.
+
+    Raises:
+        ValueError: an unsupported language, an empty list, or a language named twice (`name` says which argument).
+    """
+    codes: dict[str, str] = {}
+    for target in targets:
+        code = normalize_language(target)
+        if code in codes:
+            raise ValueError(f"{name} names {code} twice ({codes[code]!r} and {target!r}); give each target once.")
+        codes[code] = target
+    if not codes:
+        raise ValueError(f"{name} is empty: pass at least one target language.")
+    if src_lang is not None and normalize_language(src_lang) in codes:
+        logger.warning(f"{name} {normalize_language(src_lang)} is the source language: the same language, so the "
+                       "answer is a rewrite of what was said, not a translation.")
+    return list(codes)
 
 
 def language_tag(language: str, mandarin_tag: str = "zho") -> str:
@@ -360,4 +386,4 @@ LlmSrtConfig.register_for_auto_class()
 
 __all__ = ["CER_LANGUAGES", "LANGUAGES", "LANGUAGE_TABLE", "LanguageInfo", "LlmSrtConfig", "PIPELINE_TASK",
            "UNSPACED_LANGUAGES", "WHISPER_CODES", "check_model_location", "generation_setting", "language_tag",
-           "normalize_language", "read_config_json"]
+           "normalize_language", "normalize_targets", "read_config_json"]

@@ -55,7 +55,7 @@ from transformers import (
 )
 from transformers.utils import logging
 
-from .configuration_llm_srt import UNSPACED_LANGUAGES, generation_setting
+from .configuration_llm_srt import UNSPACED_LANGUAGES, generation_setting, normalize_targets
 
 
 logger = logging.get_logger(__name__)
@@ -294,8 +294,7 @@ def generate_many_targets(
             raise ValueError(f"generate_many_targets sets {name} itself to end the transcript decode; do not pass "
                              "it, or pass shared_transcript=False to decode every target whole with it.")
     targets = [tgt_langs] if isinstance(tgt_langs, str) else list(tgt_langs)
-    if not targets:
-        raise ValueError("tgt_langs is empty: pass at least one target language.")
+    normalize_targets(targets, name="tgt_langs")  # empty, or a target named twice: refused
     if (input_features is None) == (audio_embeds is None):
         raise ValueError("Pass exactly one of input_features and audio_embeds.")
     if audio_embeds is None:

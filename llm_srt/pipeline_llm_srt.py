@@ -21,7 +21,7 @@ from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
 
 from .audio_llm_srt import PAUSE_SECONDS, describe_input, is_silent, load_audio, split_on_silence
-from .configuration_llm_srt import LANGUAGES, PIPELINE_TASK, normalize_language
+from .configuration_llm_srt import LANGUAGES, PIPELINE_TASK, normalize_language, normalize_targets
 from .generation_llm_srt import (
     TransformersEngine, decode_windows, join_window_texts, temperature_problem, vote_language,
 )
@@ -360,9 +360,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
             if tgt_lang is None:
                 raise ValueError("Pass tgt_lang= (one language or a list) for speech translation, or task='transcribe'.")
             targets = [tgt_lang] if isinstance(tgt_lang, str) else list(tgt_lang)
-            if not targets:
-                raise ValueError("tgt_lang is an empty list.")
-            targets = list(dict.fromkeys(normalize_language(t) for t in targets))
+            targets = normalize_targets(targets, None if src == AUTO else src)  # a target named twice is refused
             single_target = isinstance(tgt_lang, str)
         generate_kwargs = dict(params.pop("generate_kwargs", None) or {})
         if not isinstance(generate_kwargs.get("shared_transcript", True), bool):

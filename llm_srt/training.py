@@ -184,6 +184,7 @@ class RowChecker:
                  check_audio: bool = True, processor: LlmSrtProcessor | None = None, max_positions: int | None = None):
         self.source, self.base_dir, self.max_seconds, self.check_audio = source, base_dir, max_seconds, check_audio
         self.processor, self.max_positions = processor, max_positions
+        self.same_language: list[str] = []  # rows whose target is their source (kept; `report` warns once)
         self.keys: dict[str, str] = {}
         self._durations: dict[str, float | str] = {}  # path -> seconds, or why it cannot be read
 
@@ -217,10 +218,21 @@ class RowChecker:
                     normalize_language(value)
                 except ValueError as error:
                     raise DataError(f"{where}, field {name!r}: {error}") from None
+        if "tgt_lang" in needed and normalize_language(row["src_lang"]) == normalize_language(row["tgt_lang"]):
+            self.same_language.append(label)
         if self.check_audio:
             problem = self._audio_problem(row.get("audio"))
             if problem:
                 raise DataError(f"{where}, field 'audio': {problem}")
+
+    def report(self) -> None:
+        """One warning for the rows translating into their own language (src_lang == tgt_lang): kept, as the
+        pipeline and the server keep such a target (`normalize_targets`)."""
+        if self.same_language:
+            count = len(self.same_language)
+            logger.warning(f"{self.source}: {count} row{'s' if count > 1 else ''} translate into their own language "
+                           f"(src_lang == tgt_lang; first: {self.same_language[0]}): kept, trained and scored as "
+                           "given.")
 
     def check_length(self, row: dict[str, Any], label: str, stage: str) -> None:
         """Refuse (`DataError`) a row whose tokens (audio slots, prompt, target, end token, as the processor builds
@@ -340,6 +352,7 @@ def select_stage_rows(dataset, stage: str, base_dir: str | None = None, source: 
         if usable:
             check.check_length(row, labels[index], stage)
             kept.append(index)
+    check.report()
     dropped = len(dataset) - len(kept)
     if dropped:
         logger.warning(f"{stage}: dropped {dropped} of {len(dataset)} rows without a translation (ASR-only rows).")

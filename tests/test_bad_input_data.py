@@ -408,3 +408,14 @@ def test_a_manifest_starting_with_a_byte_order_mark_loads(tmp_path):
     with open(path, "wb") as handle:
         handle.write(b"\xef\xbb\xbf" + data)
     assert len(select_stage_rows(load_rows(path), "srt", base_dir=str(tmp_path), source=path)) == 3
+
+
+def test_rows_translating_into_their_own_language_are_kept_with_one_warning(tmp_path, caplog):
+    rows = corpus_rows(tmp_path, n=4)
+    rows[1]["tgt_lang"] = rows[3]["tgt_lang"] = "English"
+    path = write_rows(tmp_path / "same.jsonl", rows)
+    with caplog.at_level(logging.WARNING):
+        kept = select_stage_rows(load_rows(path), "srt", base_dir=str(tmp_path), source=path)
+    assert len(kept) == 4
+    warnings = [r.getMessage() for r in caplog.records if "own language" in r.getMessage()]
+    assert len(warnings) == 1 and "2 rows" in warnings[0] and "line 2" in warnings[0] and path in warnings[0]

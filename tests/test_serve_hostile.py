@@ -274,3 +274,9 @@ def test_a_flac_without_its_length_is_served_and_its_true_length_limited(server,
     status, body = _post(server.port, {"language": "eng"}, flac_without_length(np.tile(speech, 3)))
     assert status == 413 and body["error"]["code"] == "audio_too_long", body
     assert "more than 2 s of audio" in body["error"]["message"] and "576460752303424" not in body["error"]["message"]
+
+
+def test_duplicate_targets_are_refused_naming_the_language(server):
+    status, body = _post(server.port, {"language": "eng", "target_language": "deu,fra,German"}, wav_bytes(1.0))
+    assert status == 400 and body["error"]["param"] == "target_language", body
+    assert body["error"]["code"] == "invalid_value" and "deu twice" in body["error"]["message"]

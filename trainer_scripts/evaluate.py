@@ -225,7 +225,7 @@ def select_rows(args: EvaluateArguments, max_seconds: float | None = None) -> li
                 seen_asr.add(clip)
             if "audio" not in row and "input_features" not in row:
                 raise DataError(f"{where}, field 'audio': missing.")
-            audio_check(row, label)
+            audio_check(row, label, needed=("tgt_lang",) if task != "asr" else ())  # counts src == tgt rows
             key = row.get("key")
             if key in (None, ""):  # a row without a key gets its position, unless another row's key took it
                 key = str(index)
@@ -235,6 +235,7 @@ def select_rows(args: EvaluateArguments, max_seconds: float | None = None) -> li
                 used.add(key)
             row.update(src_lang=src, tgt_lang=tgt, key=str(key))
             selected.append(row)
+    audio_check.report()
     if args.max_rows:
         selected = selected[: args.max_rows]
     if not selected:

@@ -16,7 +16,7 @@ from transformers.utils import logging
 from ..audio_llm_srt import (
     UNKNOWN_FRAMES, AudioInputError, audio_file_info, describe_input, is_silent, load_audio, split_on_silence,
 )
-from ..configuration_llm_srt import LANGUAGES, normalize_language, supported_languages_text
+from ..configuration_llm_srt import LANGUAGES, normalize_language, normalize_targets, supported_languages_text
 from ..configuration_llm_srt import UNSPACED_LANGUAGES
 from ..generation_llm_srt import MIN_TEMPERATURE, TransformersEngine, temperature_problem, vote_language
 from ..loading import load_model_and_processor
@@ -108,12 +108,19 @@ class SpeechServer:
                 "unsupported_language",
             ) from None
 
-    def targets(self, values: Sequence[str]) -> list[str]:
-        """`target_language` values (each may be comma-separated) -> distinct codes, in order; English if none."""
+    def targets(self, values: Sequence[str], src: str | None = None) -> list[str]:
+        """`target_language` values (each may be comma-separated) -> codes, in order; English if none. A language
+        named twice is a 400 naming it (`normalize_targets`, the pipeline's rule); the source language is allowed,
+        with a logged warning."""
         names = [part.strip() for value in values for part in str(value).split(",") if part.strip()]
         if not names:
             return ["eng"]
-        return list(dict.fromkeys(self.language(name, "target_language") for name in names))
+        for name in names:
+            self.language(name, "target_language")  # an unsupported one: 400 unsupported_language
+        try:
+            return normalize_targets(names, src, "target_language")  # each valid, so short
+        except ValueError as error:
+            raise ServeError(400, str(error), "target_language", "invalid_value") from None
 
     @staticmethod
     def file_name(upload) -> str:
@@ -216,7 +223,7 @@ class SpeechServer:
         detect = language in (None, "") or str(language).strip().lower() == "auto"
         src = None if detect else self.language(str(language), "language")
         if task == "translate":
-            targets = self.targets(form.getlist("target_language") + form.getlist("target_language[]"))
+            targets = self.targets(form.getlist("target_language") + form.getlist("target_language[]"), src)
         else:
             targets = None
             if any(str(v).strip() for v in form.getlist("target_language") + form.getlist("target_language[]")):
