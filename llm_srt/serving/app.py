@@ -172,9 +172,11 @@ class SpeechServer:
         # the decoded array holds every channel at the file's own rate: bound its size as well as its duration
         # (as much as 48 kHz stereo of the longest duration)
         if seconds > limit or info.frames * max(info.channels, 1) > limit * 96_000:
-            # a header without the length is counted only until past the limit
-            length = f"more than {limit:g} s" if header.frames >= UNKNOWN_FRAMES else f"{seconds:.0f} s"
-            raise ServeError(413, f"{name}: {length} of audio ({info.channels} channel(s) at "
+            if header.frames >= UNKNOWN_FRAMES:  # a header without the length: counted only until past the limit
+                raise ServeError(413, f"{name}: longer than this server's limit of {limit:g} s of audio "
+                                 f"({info.channels} channel(s) at {info.samplerate} Hz; its header holds no length, "
+                                 "counted while decoding).", "file", "audio_too_long")
+            raise ServeError(413, f"{name}: {seconds:.0f} s of audio ({info.channels} channel(s) at "
                              f"{info.samplerate} Hz), more than this server's limit of {limit:g} s.", "file",
                              "audio_too_long")
 
