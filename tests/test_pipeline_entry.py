@@ -126,6 +126,8 @@ def test_generate_many_targets_refuses_duplicates(tiny):
     model, processor = tiny
     features = processor(audio=[RAW], sampling_rate=16000, task="asr", src_lang="eng",
                          return_tensors="pt")["input_features"]
+    with pytest.raises(ValueError, match="tgt_langs names deu twice"):
+        processor.shared_prompt_prefix("srt", "eng", ["deu", "German"])
     with pytest.raises(ValueError, match="tgt_langs names fra twice"):
         generate_many_targets(model, processor, "eng", ["fra", "deu", "fr"], input_features=features,
                               max_new_tokens=2)
