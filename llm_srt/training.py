@@ -230,9 +230,9 @@ class RowChecker:
         pipeline and the server keep such a target (`normalize_targets`)."""
         if self.same_language:
             count = len(self.same_language)
-            logger.warning(f"{self.source}: {count} row{'s' if count > 1 else ''} translate into their own language "
-                           f"(src_lang == tgt_lang; first: {self.same_language[0]}): kept, trained and scored as "
-                           "given.")
+            rows = f"{count} rows translate" if count > 1 else "1 row translates"
+            logger.warning(f"{self.source}: {rows} into their own language (src_lang == tgt_lang; first: "
+                           f"{self.same_language[0]}): kept, trained and scored as given.")
 
     def check_length(self, row: dict[str, Any], label: str, stage: str) -> None:
         """Refuse (`DataError`) a row whose tokens (audio slots, prompt, target, end token, as the processor builds

@@ -37,12 +37,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor  # noqa: E402
 from llm_srt.training import (  # noqa: E402
+    FINAL_STAGING,
     LlmSrtDataCollator,
     add_input_features,
     build_compute_metrics,
     checkpoint_problem,
     configure_stage,
-    FINAL_STAGING,
     default_base_dir,
     enable_fsdp_on_cpu,
     fsdp_layer_classes,
