@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from transformers.utils import logging
@@ -32,11 +32,65 @@ def describe_input(item: Any) -> str:
     return f"<{type(item).__name__}{' shape ' + str(tuple(shape)) if shape is not None else ''}>"
 
 
+# soundfile reports SF_COUNT_MAX (2**63 - 1) frames for a file whose header holds no length: a FLAC written by a
+# streaming encoder (STREAMINFO total_samples 0). Such files are read, and counted, block by block.
+UNKNOWN_FRAMES = 1 << 62
+_BLOCK_FRAMES = 1 << 16
+
+
+class AudioFileInfo(NamedTuple):
+    """An audio file's length in frames (samples per channel), its sample rate and channel count."""
+
+    frames: int
+    samplerate: int
+    channels: int
+
+
+def _read_blocks(file, max_frames: int | None = None, keep: bool = True) -> tuple[list[np.ndarray], int]:
+    """Read an open `soundfile.SoundFile` whose header holds no length to its end (or past `max_frames`), a block
+    at a time: (the blocks if `keep`, the frame count). libsndfile decodes such files, but soundfile's `read` sizes
+    its array from the header (2**63 frames) and seeks after every read, which fails at the end of the stream:
+    libsndfile's own read is called instead."""
+    import soundfile
+
+    buffer = np.empty((_BLOCK_FRAMES, file.channels), np.float32)
+    pointer = soundfile._ffi.cast("float *", buffer.ctypes.data)
+    blocks, frames = [], 0
+    while max_frames is None or frames <= max_frames:
+        wanted = _BLOCK_FRAMES if max_frames is None else min(_BLOCK_FRAMES, max_frames + 1 - frames)
+        read = soundfile._snd.sf_readf_float(file._file, pointer, wanted)
+        if read <= 0:
+            break
+        if keep:
+            blocks.append(buffer[:read].copy())
+        frames += read
+    return blocks, frames
+
+
+def audio_file_info(source, max_frames: int | None = None) -> AudioFileInfo:
+    """An audio file's length, rate and channels from its header (`source`: a path or a file object), without
+    decoding it. A header without the length (a streamed FLAC) is counted by decoding in blocks, stopping once past
+    `max_frames` (the count is then `max_frames + 1`). Raises soundfile's errors for data it cannot read."""
+    import soundfile
+
+    with soundfile.SoundFile(source) as file:
+        frames = file.frames
+        if frames >= UNKNOWN_FRAMES:
+            frames = _read_blocks(file, max_frames, keep=False)[1]
+        return AudioFileInfo(frames, file.samplerate, file.channels)
+
+
 def _decode_file(source, name: str) -> tuple[np.ndarray, int]:
     import soundfile
 
     try:
-        samples, rate = soundfile.read(source, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(source) as file:
+            if file.frames >= UNKNOWN_FRAMES:  # no length in the header: read to the end, block by block
+                parts = _read_blocks(file)[0]
+                samples = np.concatenate(parts) if parts else np.zeros((0, file.channels), np.float32)
+            else:
+                samples = file.read(dtype="float32", always_2d=True)
+            rate = file.samplerate
     except Exception as error:  # soundfile raises LibsndfileError / RuntimeError for unreadable data
         raise AudioInputError(f"{name}: cannot decode audio ({error}).") from None
     return samples, int(rate)
@@ -379,4 +433,4 @@ def split_on_silence(
     return windows
 
 
-__all__ = ["AudioInputError", "load_audio", "as_float_mono", "check_sampling_rate", "resolve_path", "split_on_silence", "find_pauses", "is_silent", "to_mono", "describe_input"]
+__all__ = ["AudioFileInfo", "AudioInputError", "audio_file_info", "load_audio", "as_float_mono", "check_sampling_rate", "resolve_path", "split_on_silence", "find_pauses", "is_silent", "to_mono", "describe_input"]

@@ -85,13 +85,12 @@ def check_arguments(args: argparse.Namespace) -> None:
     """Everything that can be checked without the model; raises UsageError naming the argument at fault."""
     if args.chunk_length is not None and args.chunk_length < MIN_CHUNK_LENGTH_S:
         raise UsageError(f"--chunk-length {args.chunk_length:g} is shorter than {MIN_CHUNK_LENGTH_S:g} s.")
-    from .configuration_llm_srt import normalize_language
+    from .configuration_llm_srt import normalize_language, normalize_targets
 
     try:
-        if args.src.strip().lower() != "auto":
-            normalize_language(args.src)
-        for target in args.tgt or []:
-            normalize_language(target)
+        source = None if args.src.strip().lower() == "auto" else normalize_language(args.src)
+        if args.tgt:
+            normalize_targets(args.tgt, source, "--tgt")  # a target named twice is refused
     except ValueError as error:
         raise UsageError(str(error)) from None
     if args.task == "translate" and not args.tgt:

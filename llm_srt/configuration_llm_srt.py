@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.utils import logging
@@ -84,6 +86,31 @@ def normalize_language(language: str) -> str:
     if key not in _ALIASES:
         raise ValueError(f"Unsupported language {language!r}. Supported languages: {supported_languages_text()}.")
     return _ALIASES[key]
+
+
+def normalize_targets(targets: Sequence[str], src_lang: str | None = None, name: str = "tgt_lang") -> list[str]:
+    """Target languages as our codes, in the order given: the one rule of the processor, the pipeline, the CLI, the
+    server and the training checks.
+
+    A language named twice (under any of its names: `de`, `deu`, `German`) is refused, naming it: the caller would
+    get fewer results than it asked for. A target equal to the source (`src_lang`, when known) is kept, with a
+    logged warning: the answer is the speech rewritten in its own language, not a translation.
+
+    Raises:
+        ValueError: an unsupported language, an empty list, or a language named twice (`name` says which argument).
+    """
+    codes: dict[str, str] = {}
+    for target in targets:
+        code = normalize_language(target)
+        if code in codes:
+            raise ValueError(f"{name} names {code} twice ({codes[code]!r} and {target!r}); give each target once.")
+        codes[code] = target
+    if not codes:
+        raise ValueError(f"{name} is empty: pass at least one target language.")
+    if src_lang is not None and normalize_language(src_lang) in codes:
+        logger.warning(f"{name} {normalize_language(src_lang)} is the source language: the same language, so the "
+                       "answer is a rewrite of what was said, not a translation.")
+    return list(codes)
 
 
 def language_tag(language: str, mandarin_tag: str = "zho") -> str:
@@ -166,9 +193,11 @@ def check_model_location(path: str | os.PathLike) -> None:
     Raises:
         FileNotFoundError: the folder does not exist.
         NotADirectoryError: the path is a file, not a model folder.
+        OSError: its `config.json` is not JSON (`read_config_json`).
     """
     text = os.fspath(path)
     if os.path.isdir(text):
+        read_config_json(text)
         return
     if os.path.isfile(text):
         raise NotADirectoryError(f"model folder expected, got a file: {text}")
@@ -181,6 +210,44 @@ def check_model_location(path: str | os.PathLike) -> None:
         except HFValidationError:
             pass
     raise FileNotFoundError(f"model folder not found: {text}")
+
+
+def read_config_json(folder: str | os.PathLike) -> dict | None:
+    """A local model folder's `config.json` as a dict; None when `folder` is no local folder or has no config.json.
+
+    Raises:
+        OSError: the file is not JSON (one line naming the file, the JSON error and its line and column).
+        ValueError: it is JSON but not an object.
+    """
+    path = os.path.join(os.fspath(folder), "config.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except UnicodeDecodeError as error:
+        raise OSError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); undo the edit, or save or "
+                      "download the model again.") from None
+    except json.JSONDecodeError as error:
+        raise OSError(f"{path}: not valid JSON ({error.msg}, line {error.lineno} column {error.colno}); undo the "
+                      "edit, or save or download the model again.") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a valid LLM-SRT config (expected a JSON object, got "
+                         f"{type(config).__name__}); save or download it again.")
+    return config
+
+
+def _check_positive_int(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
+
+
+# Sizes of each sub-model that must be whole numbers >= 1 (a bad value fails deep in torch otherwise).
+_SUB_CONFIG_SIZES = {
+    "audio_config": ("d_model", "encoder_layers", "encoder_attention_heads", "num_mel_bins", "max_source_positions"),
+    "projector_config": ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"),
+    "text_config": ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size"),
+}
 
 
 class LlmSrtConfig(PreTrainedConfig):
@@ -251,6 +318,18 @@ class LlmSrtConfig(PreTrainedConfig):
                     value = dict(defaults if value is None else value)
                     setattr(self, key, CONFIG_MAPPING[value.pop("model_type", default_type)](**value))
         super().__post_init__(**kwargs)
+        for key, names in _SUB_CONFIG_SIZES.items():
+            for name in names:
+                if getattr(getattr(self, key), name, None) is not None:
+                    _check_positive_int(getattr(getattr(self, key), name), f"{key}: {name}")
+        for key, width, heads in (("audio_config", "d_model", "encoder_attention_heads"),
+                                  ("projector_config", "hidden_size", "num_attention_heads"),
+                                  ("text_config", "hidden_size", "num_attention_heads")):
+            sub = getattr(self, key)
+            if getattr(sub, width) % getattr(sub, heads):
+                raise ValueError(f"{key}: {heads} {getattr(sub, heads)} does not divide its {width} "
+                                 f"{getattr(sub, width)} (each head takes an equal share of the width).")
+        _check_positive_int(self.num_queries, "num_queries")
         encoder_width = self.audio_config.d_model
         if self.projector_config.encoder_hidden_size != encoder_width:
             self.projector_config.encoder_hidden_size = encoder_width
@@ -264,8 +343,6 @@ class LlmSrtConfig(PreTrainedConfig):
             )
         if self.mandarin_tag not in MANDARIN_TAGS:
             raise ValueError(f"mandarin_tag must be one of {MANDARIN_TAGS}, got {self.mandarin_tag!r}.")
-        if self.num_queries <= 0:
-            raise ValueError(f"num_queries must be positive, got {self.num_queries}.")
         if self.lora_config is not None:
             self.lora_config = {**DEFAULT_LORA_CONFIG, **self.lora_config}
 
@@ -274,6 +351,7 @@ class LlmSrtConfig(PreTrainedConfig):
         """Load a saved config; a missing folder and a config.json that parses but is not an LLM-SRT config (wrong
         types, bad values) are errors naming the folder or the file."""
         check_model_location(pretrained_model_name_or_path)
+        read_config_json(pretrained_model_name_or_path)  # not JSON: named with its error, line and column
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except OSError:
@@ -308,4 +386,4 @@ LlmSrtConfig.register_for_auto_class()
 
 __all__ = ["CER_LANGUAGES", "LANGUAGES", "LANGUAGE_TABLE", "LanguageInfo", "LlmSrtConfig", "PIPELINE_TASK",
            "UNSPACED_LANGUAGES", "WHISPER_CODES", "check_model_location", "generation_setting", "language_tag",
-           "normalize_language"]
+           "normalize_language", "normalize_targets", "read_config_json"]

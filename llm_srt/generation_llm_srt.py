@@ -32,6 +32,7 @@ from __future__ import annotations
 import abc
 import collections
 import copy
+import math
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -54,13 +55,28 @@ from transformers import (
 )
 from transformers.utils import logging
 
-from .configuration_llm_srt import UNSPACED_LANGUAGES, generation_setting
+from .configuration_llm_srt import UNSPACED_LANGUAGES, generation_setting, normalize_targets
 
 
 logger = logging.get_logger(__name__)
 
 
 # -------------------------------------------------------------------------------------------------- model.generate
+# Smallest sampling temperature: below it logits / temperature overflow (1e-45 gives inf) and sampling fails inside
+# generate ("probability tensor contains inf"). 0 means greedy where a caller offers it (the server).
+MIN_TEMPERATURE = 0.01
+
+
+def temperature_problem(value) -> str | None:
+    """Why `value` cannot be a sampling temperature (not a number, not finite, negative, or positive but below
+    `MIN_TEMPERATURE`), in one sentence naming it; None when it can (0 included: greedy)."""
+    number = value.item() if isinstance(value, (np.generic, torch.Tensor)) and np.size(value) == 1 else value
+    if (isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) or number < 0
+            or 0 < number < MIN_TEMPERATURE):
+        return f"temperature must be 0 (greedy) or a number >= {MIN_TEMPERATURE:g}, got {value!r}."
+    return None
+
+
 def check_generate_kwargs(kwargs: dict, generation_config: GenerationConfig) -> None:
     """Refuse decoding settings that transformers would fail on obscurely (`num_beams=0` is a ZeroDivisionError).
 
@@ -88,6 +104,9 @@ def check_generate_kwargs(kwargs: dict, generation_config: GenerationConfig) -> 
     penalty = value("repetition_penalty")
     if penalty is not None and not (isinstance(penalty, (int, float)) and penalty > 0):
         raise ValueError(f"repetition_penalty must be a positive number, got {penalty!r}.")
+    temperature = value("temperature")
+    if value("do_sample") and temperature is not None and temperature_problem(temperature):
+        raise ValueError(temperature_problem(temperature))
 
 
 class LlmSrtGenerationMixin(GenerationMixin):
@@ -275,8 +294,7 @@ def generate_many_targets(
             raise ValueError(f"generate_many_targets sets {name} itself to end the transcript decode; do not pass "
                              "it, or pass shared_transcript=False to decode every target whole with it.")
     targets = [tgt_langs] if isinstance(tgt_langs, str) else list(tgt_langs)
-    if not targets:
-        raise ValueError("tgt_langs is empty: pass at least one target language.")
+    normalize_targets(targets, name="tgt_langs")  # empty, or a target named twice: refused
     if (input_features is None) == (audio_embeds is None):
         raise ValueError("Pass exactly one of input_features and audio_embeds.")
     if audio_embeds is None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 
+from .configuration_llm_srt import LlmSrtConfig, read_config_json
 from .safe_io import UsageError
+
 
 def model_code_to_trust(model: str | os.PathLike, trust_remote_code: bool = False) -> bool:
     """The `trust_remote_code` to load `model` with: a local llm-srt folder whose `*.py` files equal the installed
@@ -20,14 +22,10 @@ def model_code_to_trust(model: str | os.PathLike, trust_remote_code: bool = Fals
         return False
     package = os.path.dirname(os.path.abspath(__file__))
     code = sorted(name for name in os.listdir(folder) if name.endswith(".py"))
-    try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError):
-        config = {}
-    model_type = config.get("model_type") if isinstance(config, dict) else None
+    config = read_config_json(folder) or {}  # not JSON: an OSError naming the file, the error, line and column
+    model_type = config.get("model_type")
     if model_type not in (None, "llm_srt"):
-        if code or (isinstance(config, dict) and config.get("auto_map")):
+        if code or config.get("auto_map"):
             raise UsageError(
                 f"{folder} holds a {model_type!r} model with its own code, not an llm-srt model: pass "
                 "--trust-remote-code (trust_remote_code=True) to run that code."
@@ -62,11 +60,15 @@ def load_model_and_processor(model: str | os.PathLike, trust_remote_code: bool =
 
     trust = model_code_to_trust(model, trust_remote_code)
     model_class = AutoModelForSpeechSeq2Seq
+    kwargs = {}
+    if not trust and (read_config_json(model) or {}).get("model_type") == "llm_srt":
+        # Our config class reads it: an edited value is named with the file (AutoConfig's errors do not name it).
+        kwargs["config"] = LlmSrtConfig.from_pretrained(model)
     if trust and os.path.isdir(os.fspath(model)):
         with open(os.path.join(os.fspath(model), "config.json"), encoding="utf-8") as f:
             auto_map = json.load(f).get("auto_map") or {}
         reference = auto_map.get("AutoModelForSpeechSeq2Seq") or auto_map.get("AutoModel")
         if reference:
             model_class = get_class_from_dynamic_module(reference, os.fspath(model))
-    loaded = model_class.from_pretrained(model, trust_remote_code=trust, dtype=dtype)
+    loaded = model_class.from_pretrained(model, trust_remote_code=trust, dtype=dtype, **kwargs)
     return loaded, AutoProcessor.from_pretrained(model, trust_remote_code=trust)

@@ -4,10 +4,14 @@
   lao mya), otherwise `13a`.
 - WER: Whisper's `BasicTextNormalizer` on hypotheses and references, then jiwer WER, or CER for jpn kor tha zho/cmn
   yue. Whisper's English normalizer is available as an option.
+
+Every score (BLEU, chrF++, WER, CER) first puts hypotheses and references in Unicode NFC (`scoring_pairs`): the same
+text in decomposed form (NFD accents, Hangul as jamo) is the same text, not a different one.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -39,13 +43,20 @@ def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> None:
         raise ValueError("Nothing to score: no references.")
 
 
+def scoring_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Hypotheses and references checked (same count, not empty) and in Unicode NFC, as every score reads them."""
+    _check_pairs(hypotheses, references)
+    return ([unicodedata.normalize("NFC", text) for text in hypotheses],
+            [unicodedata.normalize("NFC", text) for text in references])
+
+
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], tgt_lang: str) -> dict[str, Any]:
-    """Corpus BLEU of one direction: `{"score", "signature", "tokenize", "count"}`."""
+    """Corpus BLEU of one direction (text in NFC): `{"score", "signature", "tokenize", "count"}`."""
     from sacrebleu.metrics import BLEU
 
-    _check_pairs(hypotheses, references)
+    hypotheses, references = scoring_pairs(hypotheses, references)
     metric = BLEU(tokenize=bleu_tokenizer(tgt_lang))
-    result = metric.corpus_score(list(hypotheses), [list(references)])
+    result = metric.corpus_score(hypotheses, [references])
     return {"score": result.score, "signature": str(metric.get_signature()), "tokenize": metric.tokenizer.signature(),
             "count": len(references)}
 
@@ -74,13 +85,14 @@ def text_normalizer(english: bool = False):
 def error_rate(
     hypotheses: Sequence[str], references: Sequence[str], language: str, english_normalizer: bool = False
 ) -> dict[str, Any]:
-    """WER (or CER for unspaced scripts) after normalization: `{"score", "metric", "count", "skipped_empty"}`.
+    """WER (or CER for unspaced scripts) after NFC and Whisper's normalizer: `{"score", "metric", "count",
+    "skipped_empty"}`.
 
     Pairs whose reference is empty after normalization cannot be scored and are counted in `skipped_empty`.
     """
     import jiwer
 
-    _check_pairs(hypotheses, references)
+    hypotheses, references = scoring_pairs(hypotheses, references)
     normalize = text_normalizer(english_normalizer and _code(language) == "eng")
     pairs = [(normalize(h).strip(), normalize(r).strip()) for h, r in zip(hypotheses, references)]
     kept = [(h, r) for h, r in pairs if r]
@@ -159,5 +171,5 @@ def evaluate_module_path(name: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "evaluate_metrics", f"llm_srt_{name}")
 
 
-__all__ = ["evaluate_module_path", "corpus_bleu", "error_rate", "bleu_tokenizer", "score_directions", "averages", "CHAR_LEVEL_LANGUAGES",
+__all__ = ["evaluate_module_path", "corpus_bleu", "error_rate", "bleu_tokenizer", "score_directions", "scoring_pairs", "averages", "CHAR_LEVEL_LANGUAGES",
            "LANGUAGES"]

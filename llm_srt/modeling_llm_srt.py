@@ -90,7 +90,7 @@ def unreadable_safetensors(folder: str) -> list[str]:
 def corrupt_weights_error(where: str, error: Exception) -> OSError:
     """The error to raise for weights safetensors cannot read: names the file (the library's message does not)."""
     return OSError(
-        f"{where}: cannot read the weights, the file is truncated or corrupt ({error}); save or download it again."
+        f"{where} is truncated or corrupt: its weights cannot be read ({error}); save or download it again."
     )
 
 

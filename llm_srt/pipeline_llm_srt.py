@@ -21,8 +21,10 @@ from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
 
 from .audio_llm_srt import PAUSE_SECONDS, describe_input, is_silent, load_audio, split_on_silence
-from .configuration_llm_srt import LANGUAGES, PIPELINE_TASK, normalize_language
-from .generation_llm_srt import TransformersEngine, decode_windows, join_window_texts, vote_language
+from .configuration_llm_srt import LANGUAGES, PIPELINE_TASK, normalize_language, normalize_targets
+from .generation_llm_srt import (
+    TransformersEngine, decode_windows, join_window_texts, temperature_problem, vote_language,
+)
 from .language_detection_llm_srt import whisper_language_name
 from .processing_llm_srt import normalize_task
 
@@ -358,9 +360,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
             if tgt_lang is None:
                 raise ValueError("Pass tgt_lang= (one language or a list) for speech translation, or task='transcribe'.")
             targets = [tgt_lang] if isinstance(tgt_lang, str) else list(tgt_lang)
-            if not targets:
-                raise ValueError("tgt_lang is an empty list.")
-            targets = list(dict.fromkeys(normalize_language(t) for t in targets))
+            targets = normalize_targets(targets, None if src == AUTO else src)  # a target named twice is refused
             single_target = isinstance(tgt_lang, str)
         generate_kwargs = dict(params.pop("generate_kwargs", None) or {})
         if not isinstance(generate_kwargs.get("shared_transcript", True), bool):
@@ -474,6 +474,8 @@ def _check_call_arguments(kwargs: dict) -> None:
         value = settings.get(name)
         if value is not None and not _is_number(value):
             raise ValueError(f"{name} must be a number, got {value!r}.")
+    if settings.get("temperature") is not None and temperature_problem(settings["temperature"]):
+        raise ValueError(temperature_problem(settings["temperature"]))
     if settings.get("do_sample") is not None and not isinstance(settings["do_sample"], bool):
         raise ValueError(f"do_sample must be True or False, got {settings['do_sample']!r}.")
 

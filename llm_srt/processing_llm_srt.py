@@ -11,7 +11,7 @@ from transformers import BatchFeature, ProcessorMixin
 from transformers.utils import logging
 
 from .audio_llm_srt import as_float_mono, check_sampling_rate, describe_input, undecoded_kind
-from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS, language_tag, normalize_language
+from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS, language_tag, normalize_language, normalize_targets
 
 
 logger = logging.get_logger(__name__)
@@ -319,7 +319,10 @@ class LlmSrtProcessor(ProcessorMixin):
     def shared_prompt_prefix(self, task: str, src_lang: str, tgt_langs: Sequence[str]) -> list[int]:
         """The ids every `[audio + prompt]` block of these targets starts with: the audio slots and the prompt's
         first BPE chunks (`<|eng|><|` for SRT), whose KV cache can be computed once for all targets. The last
-        chunk of a prompt is left out: the text after the prompt may merge into it."""
+        chunk of a prompt is left out: the text after the prompt may merge into it. A target named twice is refused
+        (`normalize_targets`)."""
+        if tgt_langs:
+            normalize_targets(tgt_langs, name="tgt_langs")
         blocks = self.prompt_blocks(task, src_lang, list(tgt_langs) or [None])
         prompts = [block[self.num_audio_tokens:] for block in blocks]
         shared = prompts[0][:-1]

@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from .configuration_llm_srt import LANGUAGE_TABLE
-from .metrics import _code, _check_pairs
+from .metrics import _code, scoring_pairs
 
 # The identifier's labels that count as each of our languages (ISO 639-1 -> our code).
 _CHINESE = ("zh", "yue", "wuu")
@@ -63,12 +63,12 @@ def is_off_target(text: str, expected: str) -> bool | None:
 
 
 def chrf_pp(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
-    """Corpus chrF++ (sacreBLEU `CHRF(word_order=2)`): `{"score", "signature"}`."""
+    """Corpus chrF++ (sacreBLEU `CHRF(word_order=2)`, text in NFC): `{"score", "signature"}`."""
     from sacrebleu.metrics import CHRF
 
-    _check_pairs(hypotheses, references)
+    hypotheses, references = scoring_pairs(hypotheses, references)
     metric = CHRF(word_order=2)
-    return {"score": metric.corpus_score(list(hypotheses), [list(references)]).score,
+    return {"score": metric.corpus_score(hypotheses, [references]).score,
             "signature": str(metric.get_signature())}
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO
+
+
+logger = logging.getLogger(__name__)
 
 
 class OutputExistsError(FileExistsError):
@@ -164,6 +168,43 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         raise
 
 
+def drop_cut_last_line(path: str | os.PathLike) -> str | None:
+    """Cut a line-per-record file (a JSON-lines cache appended to as work is done) back to its last whole line.
+
+    A run killed mid-write leaves the last line without its newline; appending to it would glue the next record
+    onto the cut one and lose both. The cut text is removed (a warning names the file and the line) and returned,
+    so its record is done again; None when the file ends with a newline, is empty or does not exist.
+    """
+    try:
+        handle = open(path, "r+b")
+    except FileNotFoundError:
+        return None
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return None
+        keep, end = 0, size
+        while end > 0:  # the last newline, read backwards a block at a time
+            start = max(0, end - (1 << 16))
+            handle.seek(start)
+            found = handle.read(end - start).rfind(b"\n")
+            if found >= 0:
+                keep = start + found + 1
+                break
+            end = start
+        handle.seek(keep)
+        tail = handle.read()
+        handle.seek(0)
+        line = handle.read(keep).count(b"\n") + 1
+        handle.truncate(keep)
+    logger.warning(f"{os.fspath(path)} line {line} was cut short (a run stopped while writing it): dropped, its "
+                   "record is done again.")
+    return tail.decode("utf-8", errors="replace")
+
+
 def number_type(cast: type = float, low: float | None = None, high: float | None = None, low_open: bool = False,
                 what: str | None = None):
     """An argparse `type`: `cast(text)`, finite, at least `low` (above it with `low_open`) and at most `high`."""
@@ -243,7 +284,7 @@ def run_reporting_errors(
 
 __all__ = [
     "OutputExistsError", "UsageError", "same_file", "check_output_file", "check_output_dir", "atomic_write", "atomic_dir",
-    "new_file_mode", "set_argument_types", "one_line", "run_reporting_errors",
+    "drop_cut_last_line", "new_file_mode", "set_argument_types", "one_line", "run_reporting_errors",
     "number_type", "positive_int", "positive_float", "non_negative_float",
 ]
 

@@ -267,8 +267,25 @@ def synthetic_speech(
     return audio.astype(np.float32)
 
 
+def flac_without_length(audio: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> bytes:
+    """`audio` as FLAC whose STREAMINFO holds no total length (total_samples 0), as streaming encoders write it."""
+    import io
+
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, sampling_rate, format="FLAC")
+    data = bytearray(buffer.getvalue())
+    # "fLaC", a 4-byte block header, then STREAMINFO: total_samples is its 36 bits from the low nibble of byte 13
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0, "expected STREAMINFO first"
+    data[8 + 13] &= 0xF0
+    data[8 + 14:8 + 18] = b"\0\0\0\0"
+    return bytes(data)
+
+
 __all__ = [
     "build_qwen2_5_tokenizer",
+    "flac_without_length",
     "build_tiny_tokenizer",
     "tiny_config",
     "build_tiny_processor",

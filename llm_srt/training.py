@@ -7,6 +7,7 @@ rows (Common Voice) have no `tgt_lang`/`translation`. A precomputed `input_featu
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -20,7 +21,7 @@ import torch
 from transformers import BatchFeature
 from transformers.utils import logging
 
-from .audio_llm_srt import load_audio, resolve_path
+from .audio_llm_srt import audio_file_info, load_audio, resolve_path
 from .configuration_llm_srt import normalize_language
 from .metrics import score_directions, split_srt_response
 from .processing_llm_srt import IGNORE_INDEX, LlmSrtProcessor, normalize_task
@@ -64,7 +65,7 @@ def _json_rows(path: str) -> tuple[list[dict], list[str]]:
 
     Raises `DataError` naming the line for text that is not JSON, or a row that is not an object.
     """
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:  # -sig: a BOM (editors' exports) is no part of line 1
         text = handle.read()
     if not text.strip():  # `datasets` fails obscurely on an empty file
         raise DataError(f"{path} is empty: no rows.")
@@ -157,10 +158,9 @@ def row_labels(source: str | None, count: int) -> list[str]:
 
 
 def audio_seconds(path: str) -> float:
-    """A file's duration from its header (`soundfile.info`: frames / sample rate), without decoding it."""
-    import soundfile
-
-    info = soundfile.info(path)
+    """A file's duration from its header (frames / sample rate), without decoding it (a header without the length,
+    as streaming FLAC encoders write, is counted: `audio_file_info`)."""
+    info = audio_file_info(path)
     if not info.samplerate or info.samplerate <= 0:
         raise ValueError(f"sample rate {info.samplerate}")
     return info.frames / info.samplerate
@@ -176,11 +176,15 @@ class RowChecker:
         base_dir: folder relative audio paths are under.
         max_seconds: the model's audio window (clips longer than it are refused); None: not checked.
         check_audio: whether to check the `audio` field (False when precomputed `input_features` replace it).
+        processor, max_positions: the processor that builds a row's token ids and the LLM's context
+            (`max_position_embeddings`): `check_length` refuses rows longer than it. None: not checked.
     """
 
     def __init__(self, source: str, base_dir: str | None = None, max_seconds: float | None = None,
-                 check_audio: bool = True):
+                 check_audio: bool = True, processor: LlmSrtProcessor | None = None, max_positions: int | None = None):
         self.source, self.base_dir, self.max_seconds, self.check_audio = source, base_dir, max_seconds, check_audio
+        self.processor, self.max_positions = processor, max_positions
+        self.same_language: list[str] = []  # rows whose target is their source (kept; `report` warns once)
         self.keys: dict[str, str] = {}
         self._durations: dict[str, float | str] = {}  # path -> seconds, or why it cannot be read
 
@@ -214,10 +218,37 @@ class RowChecker:
                     normalize_language(value)
                 except ValueError as error:
                     raise DataError(f"{where}, field {name!r}: {error}") from None
+        if "tgt_lang" in needed and normalize_language(row["src_lang"]) == normalize_language(row["tgt_lang"]):
+            self.same_language.append(label)
         if self.check_audio:
             problem = self._audio_problem(row.get("audio"))
             if problem:
                 raise DataError(f"{where}, field 'audio': {problem}")
+
+    def report(self) -> None:
+        """One warning for the rows translating into their own language (src_lang == tgt_lang): kept, as the
+        pipeline and the server keep such a target (`normalize_targets`)."""
+        if self.same_language:
+            count = len(self.same_language)
+            rows = f"{count} rows translate" if count > 1 else "1 row translates"
+            logger.warning(f"{self.source}: {rows} into their own language (src_lang == tgt_lang; first: "
+                           f"{self.same_language[0]}): kept, trained and scored as given.")
+
+    def check_length(self, row: dict[str, Any], label: str, stage: str) -> None:
+        """Refuse (`DataError`) a row whose tokens (audio slots, prompt, target, end token, as the processor builds
+        them for `stage`) do not fit the LLM's context. A row already checked by `__call__`."""
+        if self.processor is None or not self.max_positions:
+            return
+        ids = self.processor.prepare_text(stage, [row["src_lang"]], [row.get("tgt_lang")], [row.get("transcript")],
+                                          [row.get("translation")])["input_ids"][0]
+        if len(ids) > self.max_positions:
+            fields = ("transcript",) if stage == "asr" else ("transcript", "translation")
+            named = f"field {fields[0]!r}" if len(fields) == 1 else "fields " + ", ".join(map(repr, fields))
+            raise DataError(
+                f"{self.where(row, label)}, {named}: {len(ids)} tokens with the {self.processor.num_audio_tokens} "
+                f"audio slots, more than the LLM's context of {self.max_positions} positions "
+                "(max_position_embeddings); shorten or drop the row."
+            )
 
     def _audio_problem(self, audio: Any) -> str | None:
         seconds: float | str
@@ -244,10 +275,8 @@ class RowChecker:
                 shape = np.shape(audio["array"])
                 seconds, name = (max(shape) if shape else 0) / rate, "the audio array"
             elif audio.get("bytes") is not None:
-                import soundfile
-
                 try:
-                    info = soundfile.info(io.BytesIO(bytes(audio["bytes"])))
+                    info = audio_file_info(io.BytesIO(bytes(audio["bytes"])))
                     seconds = info.frames / info.samplerate
                 except Exception as error:
                     seconds = f"cannot read the audio bytes ({str(error).strip()})."
@@ -287,13 +316,15 @@ def default_base_dir(path: str, base_dir: str | None = None) -> str:
 
 
 def select_stage_rows(dataset, stage: str, base_dir: str | None = None, source: str | None = None,
-                      max_seconds: float | None = None):
+                      max_seconds: float | None = None, processor: LlmSrtProcessor | None = None,
+                      max_positions: int | None = None):
     """Keep the rows a stage can use and check every one of them before training.
 
     Rows lacking a translation are dropped from the SMT/SRT stages (counted and logged: ASR-only corpora). A value
     of the wrong kind, a language outside the 15, an empty text, a duplicate key, or audio that is missing,
     unreadable or longer than `max_seconds` (the model's window) raise `DataError` naming `source` (the data file),
-    the row (`line N` of a manifest) and the field. Audio is checked from file headers, not decoded.
+    the row (`line N` of a manifest) and the field. Audio is checked from file headers, not decoded. With a
+    `processor` and the LLM's context (`max_positions`), a kept row whose tokens do not fit is refused as well.
     """
     from tqdm.auto import tqdm
 
@@ -310,7 +341,8 @@ def select_stage_rows(dataset, stage: str, base_dir: str | None = None, source: 
     check_columns = [c for c in ("key", "audio", *TEXT_FIELDS) if c in columns and not (c == "audio" and has_features)]
     view = _audio_column_undecoded(dataset.select_columns(check_columns))
     labels = row_labels(source, len(dataset))
-    check = RowChecker(source, base_dir=base_dir, max_seconds=max_seconds, check_audio=not has_features)
+    check = RowChecker(source, base_dir=base_dir, max_seconds=max_seconds, check_audio=not has_features,
+                       processor=processor, max_positions=max_positions)
     kept = []
     rows = tqdm(view, total=len(view), desc=f"checking {os.path.basename(source)}", unit="row",
                 disable=len(view) < 1000)
@@ -318,7 +350,9 @@ def select_stage_rows(dataset, stage: str, base_dir: str | None = None, source: 
         usable = all(row.get(f) not in (None, "") for f in needed if f in ("tgt_lang", "translation"))
         check(row, labels[index], needed=needed if usable else ("src_lang", "transcript"))
         if usable:
+            check.check_length(row, labels[index], stage)
             kept.append(index)
+    check.report()
     dropped = len(dataset) - len(kept)
     if dropped:
         logger.warning(f"{stage}: dropped {dropped} of {len(dataset)} rows without a translation (ASR-only rows).")
@@ -333,9 +367,65 @@ def select_stage_rows(dataset, stage: str, base_dir: str | None = None, source: 
 TRAINER_STATE_NAME = "trainer_state.json"
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
-# Files whose presence at the top of an output folder means it holds a finished model.
+# Files whose presence at the top of an output folder means it holds a model.
 FINISHED_MODEL_FILES = ("config.json", *WEIGHTS_FILES)
+# train.py's final save: written into FINAL_STAGING, moved into the output folder file by file, and FINAL_MARKER
+# written last (after the final metrics). Without the marker the final files are a save a kill cut short.
+FINAL_MARKER = "training_complete.json"
+FINAL_STAGING = ".final-save.partial"
+# Where `--overwrite_output_dir` keeps a replaced run's checkpoints: `replaced-1/checkpoint-N`, out of the resume's
+# reach (it looks at the top level only).
+REPLACED_PREFIX = "replaced-"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_WEIGHTS_SHARD = re.compile(r"^(model|pytorch_model|adapter_model)-\d+-of-\d+\.(safetensors|bin)$")
+
+
+def _is_weights_file(name: str) -> bool:
+    return name in WEIGHTS_FILES or bool(_WEIGHTS_SHARD.match(name))
+
+
+def _is_local_main_process() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+def finished_run(output_dir: str) -> dict | None:
+    """The completion marker of a finished `train.py` run in `output_dir` (parsed), or None: no finished run (no
+    marker, or one cut short)."""
+    try:
+        with open(os.path.join(output_dir, FINAL_MARKER), encoding="utf-8") as handle:
+            marker = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def publish_final_model(staging: str, output_dir: str) -> list[str]:
+    """Move the final save's files from `staging` into `output_dir` (one rename each) and remove `staging`.
+
+    Weights files of an earlier save that this one does not have go first (a stale `model.safetensors` would be
+    loaded instead of new shards), and so does an old completion marker. Returns the files moved in; the caller
+    writes the marker (`mark_finished`) once everything else is written.
+    """
+    names = sorted(os.listdir(staging))
+    for name in (FINAL_MARKER, *(n for n in os.listdir(output_dir) if _is_weights_file(n) and n not in names)):
+        target = os.path.join(output_dir, name)
+        if os.path.isfile(target):
+            os.remove(target)
+    for name in names:
+        target = os.path.join(output_dir, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(staging, name), target)
+    os.rmdir(staging)
+    return names
+
+
+def mark_finished(output_dir: str, files: Sequence[str], **info: Any) -> None:
+    """Write the completion marker (atomically), listing the final files; the last thing a finished run writes."""
+    from .safe_io import atomic_write
+
+    with atomic_write(os.path.join(output_dir, FINAL_MARKER)) as handle:
+        json.dump({"files": sorted(files), **info}, handle, indent=2)
 
 
 def checkpoint_problem(folder: str) -> str | None:
@@ -371,14 +461,45 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     return None
 
 
+def _remove_final_model(output_dir: str, marker: dict | None) -> None:
+    """Remove a finished or cut final save (the files its marker lists, config and weights), nothing else."""
+    listed = [n for n in (marker or {}).get("files", []) if isinstance(n, str) and os.sep not in n and n not in
+              ("", ".", "..") and not _CHECKPOINT.match(n)]
+    for name in (*listed, *(n for n in os.listdir(output_dir) if n in FINISHED_MODEL_FILES or _is_weights_file(n)),
+                 FINAL_MARKER):
+        path = os.path.join(output_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+
+def _set_aside_checkpoints(output_dir: str, names: Sequence[str]) -> str:
+    """Move a replaced run's checkpoints into the next free `replaced-N/` folder; returns that folder."""
+    number = 1
+    while os.path.exists(os.path.join(output_dir, f"{REPLACED_PREFIX}{number}")):
+        number += 1
+    folder = os.path.join(output_dir, f"{REPLACED_PREFIX}{number}")
+    os.makedirs(folder)
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(os.path.join(output_dir, name), os.path.join(folder, name))
+    return folder
+
+
 def plan_output_dir(output_dir: str, overwrite: bool = False, inputs: Sequence[str] = ()) -> str | None:
     """Check a training `--output_dir` and return the checkpoint to resume from (None: start afresh).
 
     - an output folder that is one of `inputs` (the starting model) is refused, whatever `overwrite` says;
-    - a folder holding a finished model (`config.json`, weights) is refused unless `overwrite`;
-    - otherwise the newest complete checkpoint is resumed from (`overwrite` starts afresh instead, and removes the
-      replaced run's `checkpoint-*` folders);
+    - a finished run (its completion marker `FINAL_MARKER`, which `train.py` writes last) is refused unless
+      `overwrite`;
+    - a model without the marker (a final save a kill cut short) is not finished: the newest complete checkpoint
+      is resumed from, and the final model written again; with no checkpoint it is refused unless `overwrite`;
+    - `overwrite` starts afresh: it removes the final model only, and moves the replaced run's `checkpoint-*`
+      folders into `replaced-N/` (kept, never resumed);
     - a folder with other files and no checkpoint to resume from is refused unless `overwrite`.
+    A staging folder left by a cut final save is removed.
 
     Raises:
         ValueError: the output folder is an input.
@@ -393,28 +514,48 @@ def plan_output_dir(output_dir: str, overwrite: bool = False, inputs: Sequence[s
         return None
     if not os.path.isdir(output_dir):
         raise OutputExistsError(f"--output_dir {output_dir} is a file, not a folder.")
-    entries = sorted(os.listdir(output_dir))
-    finished = [name for name in FINISHED_MODEL_FILES if name in entries]
-    if finished and not overwrite:
+    staging = os.path.join(output_dir, FINAL_STAGING)
+    if os.path.isdir(staging) and _is_local_main_process():
+        logger.warning(f"Removing {staging}: the staging folder of a final save that did not finish.")
+        shutil.rmtree(staging, ignore_errors=True)
+    entries = sorted(name for name in os.listdir(output_dir) if name != FINAL_STAGING)
+    marker = finished_run(output_dir)
+    model_files = [name for name in FINISHED_MODEL_FILES if name in entries]
+    if marker is not None and not overwrite:
         raise OutputExistsError(
-            f"--output_dir {output_dir} holds a finished model ({', '.join(finished)}); pass "
-            "--overwrite_output_dir true to train again and replace it, or choose another folder."
+            f"--output_dir {output_dir} holds a finished model ({', '.join([FINAL_MARKER, *model_files])}); pass "
+            "--overwrite_output_dir true to train again and replace it (its checkpoints are kept in "
+            f"{REPLACED_PREFIX}N/), or choose another folder."
         )
+    checkpoints = [name for name in entries if _CHECKPOINT.match(name) and os.path.isdir(os.path.join(output_dir, name))]
     if overwrite:
+        if not _is_local_main_process():
+            return None
         if entries:
-            logger.warning(f"--overwrite_output_dir: training from scratch into {output_dir}; files there are replaced.")
-        # The replaced run's checkpoints go too: kept, a kill of the new run before it passes their step would
-        # resume the old run from them. (Every process may get here: a folder another removed first is skipped.)
-        stale = [name for name in entries if _CHECKPOINT.match(name) and os.path.isdir(os.path.join(output_dir, name))]
-        if stale:
-            logger.warning(f"--overwrite_output_dir: removing the replaced run's checkpoints {', '.join(stale)}.")
-            for name in stale:
-                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+            logger.warning(f"--overwrite_output_dir: training from scratch into {output_dir}; its final model is "
+                           "replaced.")
+        _remove_final_model(output_dir, marker)
+        # The replaced run's checkpoints are kept, but out of the resume's reach: left in place, a kill of the new
+        # run before it passes their step would resume the old run from them.
+        if checkpoints:
+            folder = _set_aside_checkpoints(output_dir, checkpoints)
+            logger.warning(f"--overwrite_output_dir: the replaced run's checkpoints {', '.join(checkpoints)} are kept "
+                           f"in {folder} (never resumed; delete it to free the space).")
         return None
     checkpoint = last_complete_checkpoint(output_dir)
+    if model_files:
+        if checkpoint is None:
+            raise OutputExistsError(
+                f"--output_dir {output_dir} holds a model ({', '.join(model_files)}) but no {FINAL_MARKER} and no "
+                "checkpoint to resume from (a model from elsewhere, or a train.py run whose final save did not "
+                "finish); pass --overwrite_output_dir true to train afresh into it, or choose another folder."
+            )
+        logger.warning(f"{output_dir} holds a final save that did not finish (no {FINAL_MARKER}, which train.py "
+                       f"writes last): resuming from {checkpoint}; the final model is written again.")
     if checkpoint:
         return checkpoint
-    others = [name for name in entries if not _CHECKPOINT.match(name) and name != "runs"]
+    others = [name for name in entries if not _CHECKPOINT.match(name) and name != "runs"
+              and not re.fullmatch(rf"{REPLACED_PREFIX}\d+", name)]
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise OutputExistsError(
@@ -687,7 +828,11 @@ __all__ = [
     "load_rows",
     "RowChecker",
     "checkpoint_problem",
+    "FINAL_MARKER",
+    "finished_run",
     "last_complete_checkpoint",
+    "mark_finished",
+    "publish_final_model",
     "plan_output_dir",
     "row_labels",
     "select_stage_rows",

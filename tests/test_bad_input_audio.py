@@ -1,5 +1,6 @@
 """Bad and unusual audio, processor and model-loading inputs: scaled, mixed, converted, or refused with a clear error."""
 
+import io
 import json
 
 import numpy as np
@@ -375,3 +376,54 @@ def test_processor_takes_a_list_of_0d_tensors_as_one_clip(tiny, speech):
     expected = features(processor, speech)
     torch.testing.assert_close(features(processor, as_list), expected)
     np.testing.assert_array_equal(load_audio(as_list, sampling_rate=SR), speech.astype(np.float32))
+
+
+# ------------------------------------------------------------------------------- FLAC without a length in its header
+def test_a_flac_without_its_length_in_the_header_is_decoded(speech, tmp_path):
+    """Streaming encoders leave STREAMINFO's total_samples at 0 (unknown): soundfile then reports 2**63-1 frames.
+    Such a file is decoded (in blocks) and its true length counted, not refused as 576460752303424 s of audio."""
+    import soundfile
+
+    from llm_srt.audio_llm_srt import audio_file_info
+    from llm_srt.testing import flac_without_length
+    from llm_srt.training import DataError, RowChecker
+
+    data = flac_without_length(speech)
+    assert soundfile.info(io.BytesIO(data)).frames > 2**62  # what the header says: unknown
+    path = tmp_path / "stream.flac"
+    path.write_bytes(data)
+    for source in (str(path), data, {"bytes": data}):
+        audio = load_audio(source)
+        assert len(audio) == len(speech) and np.allclose(audio, speech, atol=1e-3)
+    info = audio_file_info(str(path))
+    assert (info.frames, info.samplerate, info.channels) == (len(speech), 16000, 1)
+    assert audio_file_info(io.BytesIO(data), max_frames=100).frames == 101  # counting stops past a limit
+    # training's row check reads the true length: a 0.5 s clip is fine in a 2 s window, a 3 s one named in seconds
+    check = RowChecker("train.jsonl", base_dir=str(tmp_path), max_seconds=2.0)
+    check({"audio": "stream.flac", "src_lang": "eng", "transcript": "x"}, "line 1")
+    (tmp_path / "long.flac").write_bytes(flac_without_length(np.tile(speech, 6)))
+    with pytest.raises(DataError, match=r"long.flac lasts 3\.0 s, longer than the model's 2 s window"):
+        check({"audio": "long.flac", "src_lang": "eng", "transcript": "x"}, "line 2")
+
+
+def test_config_refuses_a_qformer_head_count_that_does_not_divide_its_width():
+    from llm_srt import LlmSrtConfig
+    from llm_srt.testing import tiny_config
+
+    config = tiny_config(400).to_dict()
+    projector = config["projector_config"]
+    with pytest.raises(ValueError, match=r"projector_config: num_attention_heads 5 does not divide its hidden_size "
+                                         r"32"):
+        LlmSrtConfig(**{**config, "projector_config": {**projector, "num_attention_heads": 5}})
+    with pytest.raises(ValueError, match=r"num_queries must be a whole number >= 1, got 'eighty'"):
+        LlmSrtConfig(**{**config, "num_queries": "eighty"})
+
+
+def test_config_json_that_is_not_json_is_named_with_its_error(tmp_path):
+    from llm_srt import LlmSrtConfig
+
+    (tmp_path / "config.json").write_text('{"model_type": "llm_srt",\n "num_queries" 80}')
+    with pytest.raises(OSError) as raised:
+        LlmSrtConfig.from_pretrained(tmp_path)
+    assert str(raised.value) == (f"{tmp_path / 'config.json'}: not valid JSON (Expecting ':' delimiter, line 2 "
+                                 "column 16); undo the edit, or save or download the model again.")

@@ -98,6 +98,29 @@ def test_bad_rows_are_named_before_the_first_step(init_model, tmp_path, monkeypa
     assert re.search(message, last), last
 
 
+def test_rows_beyond_the_llms_context_are_named_before_the_first_step(init_model, tmp_path, monkeypatch, capsys):
+    """Prompt + target + eos + the audio slots must fit the LLM's context (`max_position_embeddings`, 1024 in the
+    tiny model with its 8 slots): a longer row is refused by line and field, like a clip longer than the window."""
+    import transformers
+
+    from trainer_scripts.train import main
+
+    monkeypatch.setattr(transformers.Seq2SeqTrainer, "train", lambda *a, **k: pytest.fail("trained on a long row"))
+    rows = corpus_rows(tmp_path)
+    rows[1]["translation"] = " ".join(["Katzen"] * 1100)
+    path = write_rows(tmp_path / "train.jsonl", rows)
+    status, err = exit_of(main, train_args(init_model, path, str(tmp_path / "out"), "--stage", "srt"), capsys)
+    last = err.strip().splitlines()[-1]
+    assert status == 1 and "Traceback" not in err
+    assert f"{path} line 2 (key u1), fields 'transcript', 'translation': " in last
+    assert "more than the LLM's context of 1024 positions" in last and "8 audio slots" in last
+    # the ASR stage reads the transcript only: a long one is named alone
+    rows[1]["transcript"] = " ".join(["cats"] * 1100)
+    path = write_rows(tmp_path / "train.jsonl", rows)
+    status, err = exit_of(main, train_args(init_model, path, str(tmp_path / "out"), "--stage", "asr"), capsys)
+    assert status == 1 and f"{path} line 2 (key u1), field 'transcript': " in err.strip().splitlines()[-1]
+
+
 def test_blank_lines_are_skipped_and_line_numbers_stay_true(tmp_path):
     rows = corpus_rows(tmp_path)
     rows[2]["src_lang"] = "xx"
@@ -125,7 +148,7 @@ def test_a_finished_model_in_output_dir_is_not_replaced(init_model, tmp_path, ca
     before = {name: (out / name).read_bytes() for name in os.listdir(out) if (out / name).is_file()}
     status, err = exit_of(main, train_args(init_model, path, str(out)), capsys)
     assert status == 2 and "Traceback" not in err
-    assert str(out) in err and "finished model" in err and "--overwrite_output_dir" in err
+    assert str(out) in err and "holds a model" in err and "--overwrite_output_dir" in err
     assert {name: (out / name).read_bytes() for name in before} == before and sorted(os.listdir(out)) == sorted(before)
     # the input model folder is never an output, whatever the flags
     status, err = exit_of(main, train_args(init_model, path, init_model, "--overwrite_output_dir", "true"), capsys)
@@ -179,26 +202,99 @@ def test_last_complete_checkpoint_reads_the_files_written_last(tmp_path, caplog)
     assert last_complete_checkpoint(str(tmp_path / "missing")) is None
 
 
-def test_overwriting_drops_the_replaced_runs_checkpoints(tmp_path, caplog):
-    """`--overwrite_output_dir` starts afresh: the old run's checkpoints go too. Kept, a kill of the new run before
-    it passes the old step count would resume the old run (its checkpoint-10 is newer than the new checkpoint-2)."""
-    from llm_srt.training import last_complete_checkpoint, plan_output_dir
+def _checkpoint(folder, step):
+    (folder / f"checkpoint-{step}").mkdir()
+    (folder / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"x")
+    (folder / f"checkpoint-{step}" / "trainer_state.json").write_text('{"global_step": %d}' % step)
+
+
+def test_overwriting_keeps_the_replaced_runs_checkpoints_out_of_reach(tmp_path, caplog):
+    """`--overwrite_output_dir` starts afresh and removes the final model only: the old run's checkpoints are moved
+    into `replaced-1/` (kept, never resumed: a kill of the new run before it passes the old step count must not
+    resume the old run from its checkpoint-10)."""
+    from llm_srt.training import FINAL_MARKER, last_complete_checkpoint, plan_output_dir
 
     for step in (4, 10):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"x")
-        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text('{"global_step": %d}' % step)
+        _checkpoint(tmp_path, step)
     (tmp_path / "notes.txt").write_text("mine")
     assert plan_output_dir(str(tmp_path)) == str(tmp_path / "checkpoint-10")  # without the flag: resumed, kept
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-4", "notes.txt"]
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / FINAL_MARKER).write_text(json.dumps({"files": ["config.json", "model.safetensors", "tokenizer.json"]}))
     with caplog.at_level(logging.WARNING):
         assert plan_output_dir(str(tmp_path), overwrite=True) is None
-    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # only the checkpoints of the replaced run are removed
-    assert "checkpoint-10" in caplog.text and "checkpoint-4" in caplog.text
-    (tmp_path / "checkpoint-2").mkdir()  # the new run, killed after its second step
-    (tmp_path / "checkpoint-2" / "model.safetensors").write_bytes(b"x")
-    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    # the final model goes; the checkpoints are kept, out of the resume's reach; other files stay
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "replaced-1"]
+    assert sorted(os.listdir(tmp_path / "replaced-1")) == ["checkpoint-10", "checkpoint-4"]
+    assert (tmp_path / "replaced-1" / "checkpoint-10" / "model.safetensors").read_bytes() == b"x"
+    assert "replaced-1" in caplog.text and "checkpoint-10" in caplog.text
+    _checkpoint(tmp_path, 2)  # the new run, killed after its second step
     assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+    assert plan_output_dir(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+    # a second overwrite keeps its own set apart
+    assert plan_output_dir(str(tmp_path), overwrite=True) is None
+    assert sorted(os.listdir(tmp_path / "replaced-2")) == ["checkpoint-2"]
+
+
+def test_a_model_without_the_completion_marker_is_not_finished(tmp_path, caplog):
+    """Final artefacts without `training_complete.json` (written last) are a final save a kill cut: the rerun
+    resumes from the newest checkpoint instead of calling the folder finished. With the marker it is finished."""
+    from llm_srt.safe_io import OutputExistsError
+    from llm_srt.training import FINAL_MARKER, plan_output_dir
+
+    _checkpoint(tmp_path, 3)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"cut")
+    (tmp_path / ".final-save.partial").mkdir()  # the staging folder of the cut save
+    with caplog.at_level(logging.WARNING):
+        assert plan_output_dir(str(tmp_path)) == str(tmp_path / "checkpoint-3")
+    assert "did not finish" in caplog.text and FINAL_MARKER in caplog.text
+    assert not (tmp_path / ".final-save.partial").exists()
+    (tmp_path / FINAL_MARKER).write_text(json.dumps({"files": ["config.json", "model.safetensors"]}))
+    with pytest.raises(OutputExistsError, match="holds a finished model"):
+        plan_output_dir(str(tmp_path))
+    # a model and no checkpoint (copied in, or a cut save of a run without checkpoints) is not trained over
+    os.remove(tmp_path / FINAL_MARKER)
+    shutil.rmtree(tmp_path / "checkpoint-3")
+    with pytest.raises(OutputExistsError, match=f"holds a model .*no {FINAL_MARKER}"):
+        plan_output_dir(str(tmp_path))
+
+
+def test_a_kill_during_the_final_save_is_resumed_not_called_finished(init_model, tmp_path, monkeypatch, caplog):
+    """train.py writes the final model to a staging folder, moves it in and writes the marker last: a kill while
+    saving leaves no marker, and the same command resumes from the last checkpoint and finishes the save."""
+    from trainer_scripts import train
+    from llm_srt.training import FINAL_MARKER
+
+    path = write_rows(tmp_path / "train.jsonl", corpus_rows(tmp_path, n=2))
+    out = tmp_path / "run"
+    args = train_args(init_model, path, str(out), "--save_strategy", "steps", "--save_steps", "1", steps=1)
+    real_save = train.LlmSrtTrainer.save_model
+
+    def killed_while_saving(self, output_dir=None, _internal_call=False):
+        real_save(self, output_dir, _internal_call)
+        if not _internal_call:  # the final save (checkpoints pass _internal_call=True)
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(train.LlmSrtTrainer, "save_model", killed_while_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(args)
+    assert not (out / FINAL_MARKER).exists() and (out / "checkpoint-1").is_dir()
+    monkeypatch.undo()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train.main(args)
+    assert f"Resuming from {out / 'checkpoint-1'}" in caplog.text
+    marker = json.loads((out / FINAL_MARKER).read_text())
+    assert "model.safetensors" in marker["files"] and "config.json" in marker["files"]
+    assert not (out / ".final-save.partial").exists()
+    from llm_srt import LlmSrtForConditionalGeneration
+
+    LlmSrtForConditionalGeneration.from_pretrained(str(out))  # a loadable model
+    with pytest.raises(SystemExit) as refused:  # now finished: refused without the flag
+        train.main(args)
+    assert refused.value.code == 2
 
 
 # ------------------------------------------------------------------------------------------------- evaluate.py
@@ -266,3 +362,60 @@ def test_evaluate_user_errors_are_one_line_without_traceback(tiny_folder, tmp_pa
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"evaluate.py: error: Data not found: {tmp_path / 'missing.jsonl'}"
+
+
+def test_a_cache_line_cut_by_a_kill_is_dropped_and_its_row_redone(tiny_folder, eval_set, tmp_path, caplog):
+    """A kill mid-write leaves the cache's last line without its newline: the resume drops it (a warning names the
+    file) and decodes that row again, instead of appending the next line onto the cut one and losing the row."""
+    from trainer_scripts.evaluate import main
+
+    out = tmp_path / "eval"
+    first = main(eval_args(tiny_folder, eval_set, str(out)))
+    cache = out / "hypotheses.smt.rank0.jsonl"
+    lines = cache.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert len(lines) == 4  # the fingerprint and three rows
+    cache.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2], encoding="utf-8")
+    for name in ("results.json", "results.md", "hypotheses.smt.jsonl"):
+        os.remove(out / name)
+    with caplog.at_level(logging.WARNING):
+        again = main(eval_args(tiny_folder, eval_set, str(out)))
+    assert str(cache) in caplog.text and "cut" in caplog.text
+    assert again["directions"] == first["directions"]
+    # every line of the cache is whole JSON again, the redone row once
+    items = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines()]
+    assert [item.get("key") for item in items[1:]] == ["u0", "u1", "u2"]
+
+
+def test_drop_cut_last_line(tmp_path, caplog):
+    from llm_srt.safe_io import drop_cut_last_line
+
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"a": 1}\n{"b": 2}\n')
+    assert drop_cut_last_line(str(path)) is None and path.read_text() == '{"a": 1}\n{"b": 2}\n'
+    path.write_text('{"a": 1}\n{"b": ')
+    with caplog.at_level(logging.WARNING):
+        assert drop_cut_last_line(str(path)) == '{"b": '
+    assert path.read_text() == '{"a": 1}\n' and "line 2" in caplog.text
+    path.write_text('{"a"')
+    assert drop_cut_last_line(str(path)) == '{"a"' and path.read_text() == ""
+    assert drop_cut_last_line(str(tmp_path / "missing.jsonl")) is None
+
+
+def test_a_manifest_starting_with_a_byte_order_mark_loads(tmp_path):
+    path = write_rows(tmp_path / "bom.jsonl", corpus_rows(tmp_path))
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(b"\xef\xbb\xbf" + data)
+    assert len(select_stage_rows(load_rows(path), "srt", base_dir=str(tmp_path), source=path)) == 3
+
+
+def test_rows_translating_into_their_own_language_are_kept_with_one_warning(tmp_path, caplog):
+    rows = corpus_rows(tmp_path, n=4)
+    rows[1]["tgt_lang"] = rows[3]["tgt_lang"] = "English"
+    path = write_rows(tmp_path / "same.jsonl", rows)
+    with caplog.at_level(logging.WARNING):
+        kept = select_stage_rows(load_rows(path), "srt", base_dir=str(tmp_path), source=path)
+    assert len(kept) == 4
+    warnings = [r.getMessage() for r in caplog.records if "own language" in r.getMessage()]
+    assert len(warnings) == 1 and "2 rows" in warnings[0] and "line 2" in warnings[0] and path in warnings[0]

@@ -323,3 +323,44 @@ def test_sigterm_mid_run_keeps_the_old_output_and_names_the_finished_lines(tmp_p
     assert len(partial) == 1 and partial[0] in run.stderr
     assert "Traceback" not in run.stderr
     assert [json.loads(line)["file"] for line in (tmp_path / partial[0]).read_text().splitlines()] == wavs[:1]
+
+
+# ------------------------------------------------------------------------------------ an edited model folder
+def _edited(tiny_folder, tmp_path, name, edit):
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(tiny_folder, folder)
+    config = folder / "config.json"
+    config.write_text(edit(config.read_text(encoding="utf-8")), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("comma", lambda text: text.replace('"num_queries"', '"num_queries" 8, "x"', 1),
+     r"config.json: not valid JSON \(Expecting ':' delimiter, line \d+ column \d+\)"),
+    ("type", lambda text: text.replace('"num_queries": 8', '"num_queries": "eighty"', 1),
+     r"config.json: not a valid LLM-SRT config \(.*num_queries.*'eighty'"),
+    ("heads", lambda text: json.dumps({**json.loads(text), "projector_config": {
+        **json.loads(text)["projector_config"], "num_attention_heads": 5}}),
+     r"config.json: not a valid LLM-SRT config \(.*num_attention_heads 5 does not divide .*hidden_size 32"),
+])
+def test_an_edited_config_is_one_line_naming_the_file_and_the_fault(capsys, tiny_folder, wavs, tmp_path, name, edit,
+                                                                      message):
+    import re
+
+    folder = _edited(tiny_folder, tmp_path, name, edit)
+    status, _, err = run_cli(capsys, "translate", wavs[0], "--model", folder, "--src", "eng", "--tgt", "deu", *FAST)
+    assert status == 1
+    assert_one_line_error(err, f"{folder}{os.sep}config.json")
+    assert re.search(message, err), err
+    assert "\\n" not in err and "File \"" not in err  # no flattened traceback
+
+
+def test_truncated_weights_through_the_cli_name_the_file(capsys, tiny_folder, wavs, tmp_path):
+    folder = _edited(tiny_folder, tmp_path, "cut", lambda text: text)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    status, _, err = run_cli(capsys, "translate", wavs[0], "--model", folder, "--src", "eng", "--tgt", "deu", *FAST)
+    assert status == 1
+    assert_one_line_error(err, f"{weights} is truncated or corrupt")

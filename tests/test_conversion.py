@@ -157,6 +157,15 @@ def test_bad_checkpoints_are_refused_naming_the_fault(components, tmp_path):
     attempt(original_checkpoint(48, 4), "holds LoRA weights: pass --lora")
     attempt(good, "--lora was given", extra=("--lora", "true"))
     attempt({"encoder_projector.query": torch.zeros(1, 8, 32), "meta": {"epoch": 3}}, "not tensors: \\['meta'\\]")
+    # weights no model should hold: NaN / inf values, integers (or bools) where the model has float parameters
+    nan = good["encoder_projector.norm.weight"].clone()
+    nan[3] = float("nan")
+    attempt({**good, "encoder_projector.norm.weight": nan},
+            r"non-finite values \(NaN or inf\): \['encoder_projector.norm.weight' \(1 NaN, 0 inf\)\]")
+    attempt({**good, "encoder_projector.linear1.bias": torch.full((48,), float("inf"))},
+            r"'encoder_projector.linear1.bias' \(0 NaN, 48 inf\)")
+    attempt({**good, "encoder_projector.norm.bias": torch.zeros(64, dtype=torch.int64)},
+            r"not floating point: \['encoder_projector.norm.bias' \(torch.int64\)\]")
 
     torch.save({"encoder_projector.query": PickledThing()}, tmp_path / "pickled.pt")
     with pytest.raises(ConversionError, match="needs pickled code"):

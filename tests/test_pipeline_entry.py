@@ -52,3 +52,82 @@ def test_cli_refuses_a_tiny_chunk_length(tiny_folder, tmp_path, capsys):
                      "--chunk-length", "0.001"])
     assert code == 2
     assert "--chunk-length" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-3, -0.5, float("nan"), float("inf")])
+def test_an_underflowing_temperature_is_refused_at_the_entry(pipe, tiny, temperature):
+    """A positive temperature below 0.01 overflows logits / temperature and failed deep inside sampling (a 500 in
+    the server); it is refused where the value comes in: the pipeline's entry and the model's generate, naming it."""
+    import torch
+
+    with pytest.raises(ValueError, match=r"temperature must be 0 \(greedy\) or a number >= 0.01"):
+        pipe(AUDIO, src_lang="eng", tgt_lang="deu", generate_kwargs={"do_sample": True, "temperature": temperature})
+    model, processor = tiny
+    inputs = processor(audio=[RAW], sampling_rate=16000, task="asr", src_lang="eng", return_tensors="pt")
+    with pytest.raises(ValueError, match=r"temperature must be 0 \(greedy\) or a number >= 0.01"):
+        model.generate(**inputs, do_sample=True, temperature=temperature, max_new_tokens=2)
+    with torch.no_grad():  # a usable temperature still samples
+        model.generate(**inputs, do_sample=True, temperature=0.7, max_new_tokens=2)
+
+
+# ------------------------------------------------------------------------ duplicate targets, source == target
+def test_one_rule_for_targets():
+    """`normalize_targets` is the rule every entry uses: a language named twice (under any of its names) is refused
+    naming it; a target equal to the source is kept with a warning."""
+    import logging
+
+    from llm_srt.configuration_llm_srt import normalize_targets
+
+    assert normalize_targets(["German", "fr"], "eng") == ["deu", "fra"]
+    with pytest.raises(ValueError, match=r"tgt_lang names deu twice \('deu' and 'de'\); give each target once"):
+        normalize_targets(["deu", "fra", "de"])
+    with pytest.raises(ValueError, match="tgt_lang is empty"):
+        normalize_targets([])
+    logger = logging.getLogger("llm_srt.configuration_llm_srt")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        assert normalize_targets(["eng", "deu"], "en") == ["eng", "deu"]
+    finally:
+        logger.removeHandler(handler)
+    assert any("eng" in r.getMessage() and "same language" in r.getMessage() for r in records)
+
+
+def test_pipeline_refuses_duplicate_targets_and_warns_on_its_own_language(pipe, caplog):
+    import logging
+
+    with pytest.raises(ValueError, match="tgt_lang names deu twice"):
+        pipe(AUDIO, src_lang="eng", tgt_lang=["deu", "German"], generate_kwargs={"max_new_tokens": 2})
+    with caplog.at_level(logging.WARNING):
+        result = pipe(AUDIO, src_lang="eng", tgt_lang="en", generate_kwargs={"max_new_tokens": 2, "num_beams": 1})
+    assert result["tgt_lang"] == "eng" and "tgt_lang eng is the source language" in caplog.text
+
+
+def test_cli_refuses_duplicate_targets(tiny_folder, tmp_path, capsys):
+    import soundfile
+
+    path = tmp_path / "a.wav"
+    soundfile.write(path, RAW, 16000)
+    try:
+        status = cli_main(["translate", str(path), "--model", tiny_folder, "--src", "eng", "--tgt", "deu,fra,de"])
+    except SystemExit as stop:
+        status = stop.code
+    err = capsys.readouterr().err
+    assert status == 2 and "--tgt names deu twice" in err and "Traceback" not in err
+
+
+def test_generate_many_targets_refuses_duplicates(tiny):
+    import torch
+
+    from llm_srt.generation_llm_srt import generate_many_targets
+
+    model, processor = tiny
+    features = processor(audio=[RAW], sampling_rate=16000, task="asr", src_lang="eng",
+                         return_tensors="pt")["input_features"]
+    with pytest.raises(ValueError, match="tgt_langs names deu twice"):
+        processor.shared_prompt_prefix("srt", "eng", ["deu", "German"])
+    with pytest.raises(ValueError, match="tgt_langs names fra twice"):
+        generate_many_targets(model, processor, "eng", ["fra", "deu", "fr"], input_features=features,
+                              max_new_tokens=2)

@@ -258,3 +258,23 @@ def test_an_output_in_the_corpus_never_replaces_its_clips(tmp_path, capsys):
     assert clip.read_bytes() == before
     # a new manifest or dataset folder inside the corpus folder is still fine
     assert status_of(capsys, [*base, "--output", tmp_path / "fleurs" / "train.jsonl"])[0] == 0
+
+
+def test_a_byte_order_mark_before_the_tsv_header_is_not_part_of_its_first_column(tmp_path):
+    """Spreadsheet exports start with a UTF-8 BOM: read as utf-8-sig, 'path' is found (it was "no 'path' column
+    (its columns: path, ...)"), in CoVoST-2 / Common Voice TSVs and FLEURS' headerless ones alike."""
+    cv = tmp_path / "cv"
+    make_cv(cv, "path\tsentence\tclient_id\n1.wav\tHello there\tc\n")
+    tsv = cv / "en" / "train.tsv"
+    tsv.write_bytes(b"\xef\xbb\xbf" + tsv.read_bytes())
+    summary = prepare(["--corpus", "commonvoice", "--source", str(cv), "--output", str(tmp_path / "cv.jsonl")])
+    assert summary["kept"] == 1 and read(tmp_path / "cv.jsonl")[0]["transcript"] == "Hello there"
+
+    fleurs = tmp_path / "fleurs"
+    make_fleurs(fleurs)
+    path = fleurs / "data" / "en_us" / "train.tsv"  # one language only: sentence ids must still pair up
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    summary = prepare(["--corpus", "fleurs", "--source", str(fleurs), "--languages", "eng,deu", "--tasks", "srt",
+                       "--output", str(tmp_path / "f.jsonl")])
+    rows = read(tmp_path / "f.jsonl")
+    assert sorted((r["src_lang"], r["tgt_lang"]) for r in rows) == [("deu", "eng"), ("eng", "deu"), ("eng", "deu")]

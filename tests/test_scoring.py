@@ -79,3 +79,31 @@ def test_trainer_metrics_score_srt_with_the_original_rule(tokenizer):
     metrics = build_compute_metrics(processor, "srt", rows)(SimpleNamespace(predictions=predictions))
     bleu = [v for k, v in metrics.items() if "bleu" in k.lower()]
     assert bleu and all(v == pytest.approx(100.0) for v in bleu), metrics
+
+
+# ------------------------------------------------------------------------------------------ Unicode normalization
+VIETNAMESE = ["Tôi thấy ba con mèo ở nhà.", "Chúng tôi đã học tiếng Việt trong nhiều năm."]
+KOREAN = ["고양이 세 마리를 봅니다.", "우리는 한국어를 배웠습니다."]
+
+
+def test_nfd_references_score_like_nfc():
+    """Text is NFC-normalized before scoring (as sacreBLEU users expect): references in NFD (decomposed accents,
+    Hangul as jamo) are the same text as NFC hypotheses: BLEU and chrF++ 100, WER and CER 0."""
+    import unicodedata
+
+    from llm_srt.metrics import corpus_bleu, error_rate, score_directions
+    from llm_srt.quality_metrics import chrf_pp
+
+    for texts, language in ((VIETNAMESE, "vie"), (KOREAN, "kor")):
+        nfd = [unicodedata.normalize("NFD", t) for t in texts]
+        assert nfd != texts  # the test means something
+        assert corpus_bleu(texts, nfd, language)["score"] == pytest.approx(100)
+        assert corpus_bleu(nfd, texts, language)["score"] == pytest.approx(100)
+        assert chrf_pp(texts, nfd)["score"] == pytest.approx(100)
+        assert error_rate(texts, nfd, language)["score"] == 0
+        rows = [{"src_lang": "eng", "tgt_lang": language, "hypothesis": h, "reference": r, "transcript": "I see",
+                 "transcript_reference": "I see"} for h, r in zip(texts, nfd)]
+        scores = score_directions(rows, "srt")["directions"][f"eng-{language}"]
+        assert scores["bleu"]["score"] == pytest.approx(100) and scores["wer"]["score"] == 0
+    # a real difference still counts
+    assert corpus_bleu(["Tôi thấy hai con chó ở nhà."], [VIETNAMESE[0]], "vie")["score"] < 60

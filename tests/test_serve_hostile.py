@@ -260,3 +260,24 @@ def test_cut_answers_are_flagged_and_never_labelled_translations(server):
     assert status == 200, body
     assert [t["complete"] for t in body["translations"]] == [False, False]
     assert all(t["text"] == "" for t in body["translations"])
+
+
+def test_a_flac_without_its_length_is_served_and_its_true_length_limited(server, monkeypatch):
+    """A streamed FLAC (total_samples 0 in its header) is decoded, not refused as 576460752303424 s of audio; the
+    duration limit holds on its counted length."""
+    from llm_srt.testing import flac_without_length
+
+    speech = synthetic_speech(1.0, seed=3, pause_every=0.9)
+    status, body = _post(server.port, {"language": "eng", "target_language": "deu"}, flac_without_length(speech))
+    assert status == 200, body
+    monkeypatch.setattr(server.state.settings, "max_audio_seconds", 2.0)
+    status, body = _post(server.port, {"language": "eng"}, flac_without_length(np.tile(speech, 3)))
+    assert status == 413 and body["error"]["code"] == "audio_too_long", body
+    assert "longer than this server's limit of 2 s" in body["error"]["message"]
+    assert "576460752303424" not in body["error"]["message"]
+
+
+def test_duplicate_targets_are_refused_naming_the_language(server):
+    status, body = _post(server.port, {"language": "eng", "target_language": "deu,fra,German"}, wav_bytes(1.0))
+    assert status == 400 and body["error"]["param"] == "target_language", body
+    assert body["error"]["code"] == "invalid_value" and "deu twice" in body["error"]["message"]

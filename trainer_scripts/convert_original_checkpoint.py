@@ -139,7 +139,21 @@ def read_original_checkpoint(path: str) -> dict[str, torch.Tensor]:
     bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise ConversionError(f"{path}: entries that are not tensors: {bad[:10]}")
+    non_finite = [f"{key!r} ({int(torch.isnan(v).sum())} NaN, {int(torch.isinf(v).sum())} inf)"
+                  for key, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise ConversionError(f"{path}: weights with non-finite values (NaN or inf): [{', '.join(non_finite[:10])}"
+                              f"{', ...' if len(non_finite) > 10 else ''}]; the training run that wrote it diverged, "
+                              "or the file is damaged.")
     return state
+
+
+def our_key(key: str) -> str | None:
+    """Our name for an original checkpoint key; None for a key that has no place in LLM-SRT."""
+    for old, new in PREFIXES:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return None
 
 
 def map_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
@@ -148,11 +162,8 @@ def map_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], l
     for key, tensor in state.items():
         if UNUSED_QFORMER.match(key):
             dropped.append(key)
-            continue
-        for old, new in PREFIXES:
-            if key.startswith(old):
-                mapped[new + key[len(old):]] = tensor
-                break
+        elif (new := our_key(key)) is not None:
+            mapped[new] = tensor
         else:
             unplaced.append(key)
     return mapped, dropped, unplaced
@@ -181,10 +192,16 @@ def infer_config_kwargs(state: dict[str, torch.Tensor]) -> dict:
     return kwargs
 
 
-def check_fit(model, mapped: dict[str, torch.Tensor], adapter_only: bool) -> None:
-    """Raise listing missing trained parameters, keys the model lacks, and shape mismatches."""
+def check_fit(model, mapped: dict[str, torch.Tensor], adapter_only: bool, names: dict[str, str] | None = None) -> None:
+    """Raise listing missing trained parameters, keys the model lacks, shape mismatches and integer tensors in float
+    slots (`names`: the checkpoint's own name of each of our keys, for that message)."""
     own = model.state_dict()
     problems = state_dict_mismatches(own, mapped, required={k for k in own if is_adapter_key(k)})
+    # an integer (or bool) tensor where the model has a float parameter would be cast silently
+    wrong_kind = [f"{(names or {}).get(k, k)!r} ({v.dtype})" for k, v in mapped.items()
+                  if k in own and own[k].is_floating_point() and not v.is_floating_point()]
+    if wrong_kind:
+        problems.append(f"weights that are not floating point: [{', '.join(wrong_kind[:10])}]")
     if adapter_only and any(not is_adapter_key(k) for k in mapped):
         problems.append("--adapter_only, but the checkpoint holds encoder/LLM weights: "
                         f"{sorted(k for k in mapped if not is_adapter_key(k))[:10]}")
@@ -220,7 +237,7 @@ def convert(args: ConvertArguments) -> str:
     if args.lora:
         model.enable_lora(r=inferred["lora"]["r"], lora_alpha=args.lora_alpha,
                           target_modules=inferred["lora"]["target_modules"])
-    check_fit(model, mapped, args.adapter_only)
+    check_fit(model, mapped, args.adapter_only, names={our_key(k): k for k in state if our_key(k)})
     model.load_state_dict({k: v.to(dtype) for k, v in mapped.items()}, strict=False)
     model.eval()
 

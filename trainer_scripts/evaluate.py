@@ -57,7 +57,7 @@ from llm_srt.quality_metrics import (  # noqa: E402
     speed,
 )
 from llm_srt.processing_llm_srt import normalize_task  # noqa: E402
-from llm_srt.safe_io import OutputExistsError, UsageError, atomic_write  # noqa: E402
+from llm_srt.safe_io import OutputExistsError, UsageError, atomic_write, drop_cut_last_line  # noqa: E402
 from llm_srt.training import (  # noqa: E402
     DataError, RowChecker, audio_seconds, default_base_dir, load_rows, row_labels,
 )
@@ -244,7 +244,7 @@ def select_rows(args: EvaluateArguments, max_seconds: float | None = None) -> li
                 seen_asr.add(clip)
             if "audio" not in row and "input_features" not in row:
                 raise DataError(f"{where}, field 'audio': missing.")
-            audio_check(row, label)
+            audio_check(row, label, needed=("tgt_lang",) if task != "asr" else ())  # counts src == tgt rows
             key = row.get("key")
             if key in (None, ""):  # a row without a key gets its position, unless another row's key took it
                 key = str(index)
@@ -254,6 +254,7 @@ def select_rows(args: EvaluateArguments, max_seconds: float | None = None) -> li
                 used.add(key)
             row.update(src_lang=src, tgt_lang=tgt, key=str(key))
             selected.append(row)
+    audio_check.report()
     if args.max_rows:
         selected = selected[: args.max_rows]
     if not selected:
@@ -457,6 +458,8 @@ def _decode_into_cache(args, todo, task, base_dir, cache_path, fingerprint, mode
     from tqdm.auto import tqdm
 
     fresh = read_cache(cache_path)[0] != fingerprint  # none yet, or a header cut short: start the file again
+    if not fresh:
+        drop_cut_last_line(cache_path)  # a line a kill cut (its row is in `todo`): appending would glue onto it
     with open(cache_path, "w" if fresh else "a", encoding="utf-8") as cache, torch.inference_mode():
         if fresh:
             cache.write(json.dumps({"fingerprint": fingerprint}, ensure_ascii=False) + "\n")
@@ -490,9 +493,9 @@ def row_audio_seconds(row: dict, base_dir: str | None) -> float | None:
     if isinstance(audio, dict) and audio.get("bytes") is not None:
         import io
 
-        import soundfile
+        from llm_srt.audio_llm_srt import audio_file_info
 
-        info = soundfile.info(io.BytesIO(bytes(audio["bytes"])))
+        info = audio_file_info(io.BytesIO(bytes(audio["bytes"])))
         return info.frames / info.samplerate
     path = audio.get("path") if isinstance(audio, dict) else audio
     return audio_seconds(resolve_path(path, base_dir))

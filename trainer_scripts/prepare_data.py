@@ -151,9 +151,9 @@ class Report:
 
 def clip_duration(path: str) -> float:
     """Seconds of audio in a file (header only); raises for an unreadable file."""
-    import soundfile
+    from llm_srt.audio_llm_srt import audio_file_info
 
-    info = soundfile.info(path)
+    info = audio_file_info(path)  # a header without the length (a streamed FLAC) is counted
     if info.frames <= 0 or info.samplerate <= 0:
         raise ValueError("no samples")
     return info.frames / info.samplerate
@@ -194,7 +194,7 @@ def read_fleurs_local(args: PrepareArguments, report: Report) -> dict[str, list[
         if not os.path.isfile(tsv):
             raise FileNotFoundError(f"FLEURS {lang}: {tsv} not found (expected the google/fleurs layout).")
         utterances = []
-        with open(tsv, encoding="utf-8", errors="strict") as handle:
+        with open(tsv, encoding="utf-8-sig", errors="strict") as handle:  # -sig: a BOM is no part of the text
             for line_no, line in _lines(handle, tsv):
                 fields = line.rstrip("\n").split("\t")
                 if len(fields) < 6:
@@ -290,7 +290,7 @@ def fleurs_rows(args: PrepareArguments, report: Report) -> Iterator[dict]:
 def read_tsv(path: str, required: tuple[str, ...], report: Report) -> Iterator[dict]:
     """The rows of a TSV with a header; a missing column is an error naming the file, a short line is counted."""
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:  # -sig: a BOM is no part of the header
             reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
             columns = reader.fieldnames or []
             missing = [c for c in required if c not in columns]

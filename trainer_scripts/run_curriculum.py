@@ -40,6 +40,7 @@ from llm_srt import LlmSrtForConditionalGeneration  # noqa: E402
 from llm_srt.evaluation import decode_rows, evaluate_rows  # noqa: E402
 from llm_srt.metrics import score_directions  # noqa: E402
 from llm_srt.quality_metrics import quality_directions, speed  # noqa: E402
+from llm_srt.training import finished_run  # noqa: E402
 from llm_srt.testing import build_tiny_processor, build_tiny_tokenizer, tiny_config  # noqa: E402
 from trainer_scripts import make_demo_corpus  # noqa: E402
 from trainer_scripts.train import main as train_stage  # noqa: E402
@@ -313,12 +314,13 @@ def run_stages(stages, initial: str, train_data: str, recipe: dict, out_dir: str
     folders, previous = [], initial
     for stage in stages:
         folder = os.path.join(out_dir, stage)
-        if not os.path.exists(os.path.join(folder, "model.safetensors")):
+        if finished_run(folder) is None:  # a stage whose final save a kill cut (no marker) is trained again
             recipe_file = os.path.join(ROOT, "trainer_scripts", "recipes", f"demo_{stage}.yaml")
             train_stage([
                 "--recipe", recipe_file, "--init_from", previous, "--train_file", train_data,
                 "--output_dir", folder, "--max_steps", str(recipe["stage_steps"][stage]),
                 "--per_device_train_batch_size", str(recipe["batch_size"]), "--seed", str(seed),
+                *(["--overwrite_output_dir", "true"] if os.path.exists(folder) else []),
             ])
         folders.append(folder)
         previous = folder

@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor  # noqa: E402
 from llm_srt.safe_io import UsageError  # noqa: E402
 from llm_srt.training import (  # noqa: E402
+    FINAL_STAGING,
     LlmSrtDataCollator,
     add_input_features,
     build_compute_metrics,
@@ -49,7 +50,9 @@ from llm_srt.training import (  # noqa: E402
     fsdp_offload_requested,
     is_fsdp_checkpoint,
     load_rows,
+    mark_finished,
     plan_output_dir,
+    publish_final_model,
     requested_fsdp_version,
     select_stage_rows,
     sharded_parameter_count,
@@ -196,32 +199,47 @@ def parse_args(argv: list[str] | None = None):
     return model_args, data_args, training_args
 
 
-def load_model_and_processor(model_args: ModelArguments, dtype=None):
-    """The stage's starting point: a saved model folder, or a fresh model from a Whisper checkpoint and an LLM."""
+def load_processor(model_args: ModelArguments):
+    """The stage's processor and the LLM's context (`max_position_embeddings`, None if the LLM has none), read
+    without the weights, so rows are checked before the model loads."""
+    from transformers import AutoConfig, AutoTokenizer, WhisperFeatureExtractor
+
+    from llm_srt import LlmSrtConfig
+
     if model_args.init_from:
         if not os.path.isdir(model_args.init_from) and not model_args.init_from.count("/") == 1:
             raise FileNotFoundError(f"--init_from: no model folder at {model_args.init_from}")
+        text_config = LlmSrtConfig.from_pretrained(model_args.init_from).text_config
+        processor = LlmSrtProcessor.from_pretrained(model_args.init_from)
+    else:
+        text_config = AutoConfig.from_pretrained(model_args.text_model)
+        tokenizer = AutoTokenizer.from_pretrained(model_args.text_model)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        processor = LlmSrtProcessor(
+            WhisperFeatureExtractor.from_pretrained(model_args.audio_model),
+            tokenizer,
+            num_audio_tokens=model_args.num_queries,
+            audio_token_id=text_config.vocab_size - 1,  # LlmSrtConfig's default: the LLM's last embedding row
+            mandarin_tag=model_args.mandarin_tag,
+        )
+    return processor, getattr(text_config, "max_position_embeddings", None)
+
+
+def load_model_and_processor(model_args: ModelArguments, dtype=None, processor=None):
+    """The stage's starting point: a saved model folder, or a fresh model from a Whisper checkpoint and an LLM.
+    `processor`: the one `load_processor` gave (loaded again if None)."""
+    processor = processor or load_processor(model_args)[0]
+    if model_args.init_from:
         model = LlmSrtForConditionalGeneration.from_pretrained(
             model_args.init_from, attn_implementation=model_args.attn_implementation, dtype=dtype
         )
-        processor = LlmSrtProcessor.from_pretrained(model_args.init_from)
         return model, processor
-    from transformers import AutoTokenizer, WhisperFeatureExtractor
-
     model = LlmSrtForConditionalGeneration.from_components(
         model_args.audio_model, model_args.text_model, dtype=dtype, num_queries=model_args.num_queries,
         mandarin_tag=model_args.mandarin_tag,
     )
-    tokenizer = AutoTokenizer.from_pretrained(model_args.text_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    processor = LlmSrtProcessor(
-        WhisperFeatureExtractor.from_pretrained(model_args.audio_model),
-        tokenizer,
-        num_audio_tokens=model.config.num_queries,
-        audio_token_id=model.config.audio_token_id,
-        mandarin_tag=model.config.mandarin_tag,
-    )
+    processor.audio_token_id = model.config.audio_token_id  # the same rule; the model's config is the authority
     return model, processor
 
 
@@ -232,11 +250,13 @@ def audio_window(model_args: ModelArguments) -> float:
     return WhisperFeatureExtractor.from_pretrained(model_args.init_from or model_args.audio_model).chunk_length
 
 
-def check_split(path: str, data_args: DataArguments, window: float, limit: int | None):
-    """Load a data file, check every row (kinds, languages, audio headers against `window`, duplicate keys) and
-    keep the stage's rows. Returns (rows, base_dir)."""
+def check_split(path: str, data_args: DataArguments, window: float, limit: int | None, processor=None,
+                max_positions: int | None = None):
+    """Load a data file, check every row (kinds, languages, audio headers against `window`, tokens against the
+    LLM's context `max_positions`, duplicate keys) and keep the stage's rows. Returns (rows, base_dir)."""
     base_dir = default_base_dir(path, data_args.audio_base_dir)
-    rows = select_stage_rows(load_rows(path), data_args.stage, base_dir=base_dir, source=path, max_seconds=window)
+    rows = select_stage_rows(load_rows(path), data_args.stage, base_dir=base_dir, source=path, max_seconds=window,
+                             processor=processor, max_positions=max_positions)
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
     return rows, base_dir
@@ -365,12 +385,16 @@ def setup(model_args: ModelArguments, data_args: DataArguments, training_args: S
         raise UsageError(str(error)) from None
     # Rows before the model: a bad row is named in seconds, not at the step that reaches it.
     window = audio_window(model_args)
-    train_rows, base_dir = check_split(data_args.train_file, data_args, window, data_args.max_train_samples)
+    processor, context = load_processor(model_args)
+    train_rows, base_dir = check_split(data_args.train_file, data_args, window, data_args.max_train_samples,
+                                       processor, context)
     eval_rows = eval_base_dir = None
     if data_args.eval_file:
-        eval_rows, eval_base_dir = check_split(data_args.eval_file, data_args, window, data_args.max_eval_samples)
+        eval_rows, eval_base_dir = check_split(data_args.eval_file, data_args, window, data_args.max_eval_samples,
+                                               processor, context)
     dtype = torch.bfloat16 if training_args.bf16 else (torch.float16 if training_args.fp16 else None)
-    model, processor = load_model_and_processor(model_args, dtype=None if dtype == torch.float16 else dtype)
+    model, processor = load_model_and_processor(model_args, dtype=None if dtype == torch.float16 else dtype,
+                                                processor=processor)
     train_rows = prepare_split(train_rows, base_dir, data_args, processor)
     if eval_rows is not None:
         eval_rows = prepare_split(eval_rows, eval_base_dir, data_args, processor)
@@ -400,8 +424,14 @@ def setup(model_args: ModelArguments, data_args: DataArguments, training_args: S
 
 
 def run(trainer: Seq2SeqTrainer, checkpoint: str | None, eval_rows) -> dict:
-    """Train (resuming from `checkpoint`), save the model and processor, evaluate; returns the final metrics."""
+    """Train (resuming from `checkpoint`), save the model and processor, evaluate; returns the final metrics.
+
+    The final model is written to a staging folder inside `--output_dir` and moved in file by file; the completion
+    marker (`training_complete.json`) is written last, after the metrics. A run killed before the marker leaves a
+    folder the next run resumes (from its newest checkpoint) instead of calling it finished.
+    """
     training_args = trainer.args
+    output_dir = training_args.output_dir
     if checkpoint:
         logger.info(f"Resuming from {checkpoint}")
     result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -410,14 +440,19 @@ def run(trainer: Seq2SeqTrainer, checkpoint: str | None, eval_rows) -> dict:
         # Checkpoints may be sharded (resumable by the same launch); the output folder is a loadable model: full
         # weights, gathered from every process and written by the first.
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    trainer.save_model(training_args.output_dir)
+    staging = os.path.join(output_dir, FINAL_STAGING)
+    trainer.save_model(staging)
+    files: list[str] = []
     if trainer.is_world_process_zero():
-        trainer.processing_class.save_pretrained(training_args.output_dir)
+        trainer.processing_class.save_pretrained(staging)
+        files = publish_final_model(staging, output_dir)
     if eval_rows is not None:
         metrics.update(trainer.evaluate())
     trainer.log_metrics("all", metrics)
     if trainer.is_world_process_zero():
         trainer.save_metrics("all", metrics)
+        mark_finished(output_dir, [*files, "all_results.json"], global_step=trainer.state.global_step)
+        logger.info(f"Finished: {output_dir} holds the final model.")
     return metrics
 
 

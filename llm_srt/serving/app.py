@@ -13,10 +13,14 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from ..audio_llm_srt import AudioInputError, describe_input, is_silent, load_audio, split_on_silence
-from ..configuration_llm_srt import LANGUAGES, normalize_language, supported_languages_text
+from ..audio_llm_srt import (
+    UNKNOWN_FRAMES, AudioInputError, audio_file_info, describe_input, is_silent, load_audio, split_on_silence,
+)
+from ..configuration_llm_srt import LANGUAGES, normalize_language, normalize_targets, supported_languages_text
 from ..configuration_llm_srt import UNSPACED_LANGUAGES, check_model_location
-from ..generation_llm_srt import ENGINES, DecodingEngine, TransformersEngine, vote_language
+from ..generation_llm_srt import (
+    ENGINES, MIN_TEMPERATURE, DecodingEngine, TransformersEngine, temperature_problem, vote_language,
+)
 from ..loading import load_model_and_processor
 from ..processing_llm_srt import LlmSrtProcessor
 from .batcher import Batcher, Row
@@ -37,7 +41,6 @@ from .protocol import (
 
 logger = logging.get_logger(__name__)
 
-MIN_TEMPERATURE = 0.01  # smallest sampling temperature; 0 means greedy
 _DISCONNECT_POLL_SECONDS = 0.5  # how often a waiting request checks that its client is still there
 _FORM_SLACK_BYTES = 1 << 20  # room for the other form fields and multipart framing in the Content-Length check
 
@@ -84,8 +87,7 @@ class SpeechServer:
             except ValueError:
                 raise ServeError(400, f"temperature must be a number, got {shown(temperature)}.", "temperature",
                                  "invalid_value") from None
-            if not 0 <= value <= 2 or 0 < value < MIN_TEMPERATURE:
-                # below MIN_TEMPERATURE, logits / temperature overflow and sampling fails inside generate
+            if temperature_problem(value) or value > 2:  # one rule with the pipeline and generate; OpenAI's 2
                 raise ServeError(400, f"temperature must be 0 (greedy) or between {MIN_TEMPERATURE:g} and 2, got "
                                  f"{shown(temperature)}.", "temperature", "invalid_value")
             if value > 0:
@@ -109,12 +111,19 @@ class SpeechServer:
                 "unsupported_language",
             ) from None
 
-    def targets(self, values: Sequence[str]) -> list[str]:
-        """`target_language` values (each may be comma-separated) -> distinct codes, in order; English if none."""
+    def targets(self, values: Sequence[str], src: str | None = None) -> list[str]:
+        """`target_language` values (each may be comma-separated) -> codes, in order; English if none. A language
+        named twice is a 400 naming it (`normalize_targets`, the pipeline's rule); the source language is allowed,
+        with a logged warning."""
         names = [part.strip() for value in values for part in str(value).split(",") if part.strip()]
         if not names:
             return ["eng"]
-        return list(dict.fromkeys(self.language(name, "target_language") for name in names))
+        for name in names:
+            self.language(name, "target_language")  # an unsupported one: 400 unsupported_language
+        try:
+            return normalize_targets(names, src, "target_language")  # each valid, so short
+        except ValueError as error:
+            raise ServeError(400, str(error), "target_language", "invalid_value") from None
 
     @staticmethod
     def file_name(upload) -> str:
@@ -152,17 +161,24 @@ class SpeechServer:
         compressed silence can hold days of audio. A header soundfile cannot read is left to `load_audio`."""
         import soundfile
 
+        limit = self.settings.max_audio_seconds
         try:
-            info = soundfile.info(io.BytesIO(data))
+            header = soundfile.info(io.BytesIO(data))
+            # a header without the length (a streamed FLAC) is counted by decoding, never past the limits below
+            most = min(limit * max(header.samplerate, 1), limit * 96_000 / max(header.channels, 1))
+            info = audio_file_info(io.BytesIO(data), max_frames=int(most) + 1)
         except Exception:  # noqa: BLE001 - not a format soundfile reads: load_audio reports it
             return
         if info.samplerate <= 0 or info.frames < 0:
             return  # check_sampling_rate names a bad rate
-        limit = self.settings.max_audio_seconds
         seconds = info.frames / info.samplerate
         # the decoded array holds every channel at the file's own rate: bound its size as well as its duration
         # (as much as 48 kHz stereo of the longest duration)
         if seconds > limit or info.frames * max(info.channels, 1) > limit * 96_000:
+            if header.frames >= UNKNOWN_FRAMES:  # a header without the length: counted only until past the limit
+                raise ServeError(413, f"{name}: longer than this server's limit of {limit:g} s of audio "
+                                 f"({info.channels} channel(s) at {info.samplerate} Hz; its header holds no length, "
+                                 "counted while decoding).", "file", "audio_too_long")
             raise ServeError(413, f"{name}: {seconds:.0f} s of audio ({info.channels} channel(s) at "
                              f"{info.samplerate} Hz), more than this server's limit of {limit:g} s.", "file",
                              "audio_too_long")
@@ -212,7 +228,7 @@ class SpeechServer:
         detect = language in (None, "") or str(language).strip().lower() == "auto"
         src = None if detect else self.language(str(language), "language")
         if task == "translate":
-            targets = self.targets(form.getlist("target_language") + form.getlist("target_language[]"))
+            targets = self.targets(form.getlist("target_language") + form.getlist("target_language[]"), src)
         else:
             targets = None
             if any(str(v).strip() for v in form.getlist("target_language") + form.getlist("target_language[]")):
