@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Utterances/s of the two decoding engines side by side: the transformers engine and vLLM's, batch 1 to 64.
 
-    python benchmarks/engines.py                        # tiny random model (speed.py's tiny shapes), CPU
+    python benchmarks/engines.py                        # tiny random model (serve_load.py's tiny shapes), CPU
     python benchmarks/engines.py --model path/to/folder --batch_sizes 1,8,64 --dtype bfloat16
 
 Both engines decode the same rows (SRT eng->deu of synthetic speech, greedy, a fixed number of new tokens: the
@@ -26,8 +26,8 @@ from transformers import HfArgumentParser
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, ROOT)
 
-TINY_SHAPES = {"num_queries": 80, "window_seconds": 30, "encoder_width": 64, "qformer_width": 64, "llm_width": 128,
-               "num_heads": 4, "llm_layers": 4, "ffn_multiplier": 4}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_load import TINY_SHAPES  # noqa: E402 - one tiny shape set for both engines' benchmarks
 
 
 @dataclass
