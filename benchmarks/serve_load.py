@@ -61,6 +61,8 @@ class LoadArguments:
     max_new_tokens: int = field(default=16, metadata={"help": "Tokens generated per window."})
     max_batch_size: int = field(default=16, metadata={"help": "The server's --max-batch-size."})
     max_wait_ms: float = field(default=10.0, metadata={"help": "The server's --max-wait-ms."})
+    max_queue: int = field(default=4096, metadata={
+        "help": "The server's --max-queue (windows waiting): high, so that a load level measures speed, not refusals."})
     engines: str = field(default="transformers", metadata={
         "help": "Comma-separated decoding engines to measure side by side: transformers, vllm."})
     vllm_python: str | None = field(default=None, metadata={
@@ -158,7 +160,7 @@ def serve_engine(engine: str, model: str, args: LoadArguments, scratch: str):
     from llm_srt.testing import ServerProcess
 
     common = ["--served-model-name", "bench", "--max-batch-size", str(args.max_batch_size), "--max-wait-ms",
-              str(args.max_wait_ms), "--max-new-tokens", str(args.max_new_tokens)]
+              str(args.max_wait_ms), "--max-new-tokens", str(args.max_new_tokens), "--max-queue", str(args.max_queue)]
     if engine == "vllm":
         python = args.vllm_python or os.environ.get("LLM_SRT_VLLM_PYTHON")
         if not python:
@@ -175,7 +177,7 @@ def serve_engine(engine: str, model: str, args: LoadArguments, scratch: str):
         return running()
     app = create_app(model, served_model_name="bench", max_batch_size=args.max_batch_size,
                      max_wait_ms=args.max_wait_ms, max_new_tokens=args.max_new_tokens, device=args.device,
-                     dtype=args.dtype)
+                     dtype=args.dtype, max_queue=args.max_queue)
 
     @contextlib.contextmanager
     def in_process():
@@ -199,7 +201,7 @@ def run(args: LoadArguments) -> dict:
             with serve_engine(engine, model, args, scratch) as url:
                 per_engine[engine] = load_levels(url, requests, levels)
     report = {
-        "model": args.model or "tiny random model (benchmarks/speed.py's tiny shapes: 30 s window, 80 queries)",
+        "model": args.model or "tiny random model (speed.py's tiny shapes with 2 heads: 30 s window, 80 queries)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
         "device": args.device or "cpu", "engines": engines,
         "settings": {k: v for k, v in asdict(args).items() if k != "output"},
