@@ -279,17 +279,18 @@ def translate(args: argparse.Namespace) -> int:
             except Exception as error:  # noqa: BLE001 - one bad file must not lose the others: report it, go on
                 failures += 1
                 message = one_line(error)
-                # load_audio's messages start with the path already; name it once
-                print(f"{PROG}: error: {message if message.startswith(path) else f'{path}: {message}'}",
-                      file=sys.stderr)
+                # load_audio's messages start with the path already; name it once. tqdm.write puts the line above
+                # the progress bar (a plain print would be glued onto the bar's line).
+                tqdm.write(f"{PROG}: error: {message if message.startswith(path) else f'{path}: {message}'}",
+                           file=sys.stderr)
                 continue
             for row in result if isinstance(result, list) else [result]:
                 out.write({"file": path, **row})
     except BaseException:
         kept = out.abandon()
         if kept:
-            print(f"{PROG}: stopped; {args.output} is unchanged, the {out.lines} result line(s) finished so far are "
-                  f"in {kept}", file=sys.stderr)
+            tqdm.write(f"{PROG}: stopped; {args.output} is unchanged, the {out.lines} result line(s) finished so "
+                       f"far are in {kept}", file=sys.stderr)
         raise
     finally:
         restore()
