@@ -21,7 +21,7 @@ from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
 
 from .audio_llm_srt import PAUSE_SECONDS, describe_input, is_silent, load_audio, split_on_silence
-from .configuration_llm_srt import LANGUAGES, PIPELINE_TASK, normalize_language
+from .configuration_llm_srt import LANGUAGES, PIPELINE_TASK, UntrainedWarnings, normalize_language
 from .generation_llm_srt import TransformersEngine, decode_windows, join_window_texts, vote_language
 from .language_detection_llm_srt import whisper_language_name
 from .processing_llm_srt import normalize_task
@@ -300,6 +300,10 @@ class SpeechTranslationPipeline(ChunkPipeline):
             src = detected["language"] if detected is not None else None
         else:
             src = normalize_language(src)
+        spoken = {src} | {w.get("src_lang") for w in windows if w.get("src_lang")} if src else set()
+        for language in sorted(spoken):  # warned once per direction the model was not trained on
+            for tgt in targets:
+                self.untrained_warnings.check(language, None if task == "asr" else tgt)
         outputs = []
         for tgt in targets:
             pieces = [None if w["decoded"] is None else w["decoded"].get(tgt) for w in windows]
@@ -373,6 +377,13 @@ class SpeechTranslationPipeline(ChunkPipeline):
         return {"task": task_name, "src_lang": src, "targets": targets, "single_target": single_target,
                 "generate_kwargs": generate_kwargs, "language_per_window": bool(params.pop("language_per_window", False)),
                 "unsupported_language": params.pop("unsupported_language", None) or "warn"}
+
+    @property
+    def untrained_warnings(self) -> UntrainedWarnings:
+        """Warns once per direction outside the model's recorded training data (`config.trained_languages`)."""
+        if getattr(self, "_untrained_warnings", None) is None:
+            self._untrained_warnings = UntrainedWarnings(self.model.config, logger)
+        return self._untrained_warnings
 
     @property
     def engine(self) -> TransformersEngine:

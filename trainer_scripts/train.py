@@ -49,6 +49,7 @@ from llm_srt.training import (  # noqa: E402
     is_fsdp_checkpoint,
     load_rows,
     plan_output_dir,
+    record_trained_languages,
     requested_fsdp_version,
     select_stage_rows,
     sharded_parameter_count,
@@ -384,6 +385,9 @@ def setup(model_args: ModelArguments, data_args: DataArguments, training_args: S
                      "target_modules": [m.strip() for m in model_args.lora_target_modules.split(",") if m.strip()]},
     )
     logger.info(f"stage {data_args.stage}: trainable parameters {counts}")
+    languages, directions = record_trained_languages(model.config, train_rows, data_args.stage)
+    logger.info(f"trained on (recorded in config.json): languages {', '.join(languages)}; directions "
+                f"{', '.join(directions) or 'none'}")
     _check_fsdp_layers(model, training_args)
     compute_metrics = None
     if eval_rows is not None and training_args.predict_with_generate:
