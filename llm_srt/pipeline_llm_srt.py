@@ -348,7 +348,12 @@ class SpeechTranslationPipeline(ChunkPipeline):
         params = dict(forward_params)
         task_name = normalize_task(params.pop("task", None) or "translate")
         if task_name == "smt":
-            raise ValueError("The speech-translation pipeline runs 'translate' (speech) or 'transcribe'.")
+            raise ValueError(
+                "The speech-translation pipeline runs task='translate' (SRT: speech -> transcript and translation) "
+                "or 'transcribe' (ASR). SMT, the paper's speech-aided text translation (the audio and its transcript "
+                "in the prompt), goes through the processor: processor(audio, task='smt', src_lang=..., "
+                "tgt_lang=..., transcript=...), then model.generate(**inputs)."
+            )
         src = params.pop("src_lang", None)
         tgt_lang = params.pop("tgt_lang", None)
         if is_auto(src):
