@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import yaml
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
+from transformers.trainer_callback import ProgressCallback
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -353,6 +354,26 @@ class DistributedReport(TrainerCallback):
                     f"training from step {state.global_step} of {state.max_steps}")
 
 
+class StageProgress(ProgressCallback):
+    """The Trainer's progress bars, labelled with the stage ("SRT stage training", "SRT stage evaluation"): a
+    curriculum runs three stages in a row, each with its own bars."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage = stage.upper()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description(f"{self.stage} stage training")
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        new_bar = self.prediction_bar is None
+        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+        if new_bar and self.prediction_bar is not None:
+            self.prediction_bar.set_description(f"{self.stage} stage evaluation")
+
+
 class UsageError(ValueError):
     """Bad usage found after parsing (an output folder that would be replaced, a checkpoint that is not one)."""
 
@@ -403,6 +424,8 @@ def setup(model_args: ModelArguments, data_args: DataArguments, training_args: S
         compute_metrics=compute_metrics,
     )
     trainer.add_callback(DistributedReport(trainer.accelerator))
+    if trainer.pop_callback(ProgressCallback) is not None:  # absent with --disable_tqdm
+        trainer.add_callback(StageProgress(data_args.stage))
     return trainer, checkpoint, eval_rows
 
 
