@@ -123,6 +123,13 @@ def recorded_directions(values) -> list[str]:
     return sorted(keys, key=lambda key: [order.index(code) for code in key.split("-")])
 
 
+def _listed(items: list[str], most: int = 12) -> str:
+    """`a, b, c`, or the first `most` and how many in all (a released model records 210 directions)."""
+    if not items:
+        return "none"
+    return ", ".join(items) if len(items) <= most else f"{', '.join(items[:most])}, ... ({len(items)} in all)"
+
+
 class UntrainedWarnings:
     """Logs a warning, once per (source, target), when a model is asked for a language or direction outside what
     its config records it was trained on (`LlmSrtConfig.untrained_reason`). One per pipeline or server."""
@@ -339,9 +346,9 @@ class LlmSrtConfig(PreTrainedConfig):
                        and code not in self.trained_languages]
             if unknown:
                 reasons.append(f"{' and '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not among its "
-                               f"languages ({', '.join(self.trained_languages) or 'none'})")
+                               f"languages ({_listed(self.trained_languages)})")
         if tgt is not None and self.trained_directions is not None and f"{src}-{tgt}" not in self.trained_directions:
-            reasons.append(f"{src}-{tgt} is not among its directions ({', '.join(self.trained_directions) or 'none'})")
+            reasons.append(f"{src}-{tgt} is not among its directions ({_listed(self.trained_directions)})")
         return "; ".join(reasons) or None
 
     @classmethod
