@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from transformers.utils import logging
 
-from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS
+from .configuration_llm_srt import LANGUAGE_TABLE, MANDARIN_TAGS
 from .generation_llm_srt import ENGINES
 from .loading import load_model_and_processor
 from .pipeline_llm_srt import MIN_CHUNK_LENGTH_S
@@ -68,16 +68,50 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--trust-remote-code", action="store_true",
                            help="run the model folder's own Python code where it differs from the installed llm-srt "
                                 "(or the folder is another architecture); off by default")
-    commands.add_parser("languages", help="list the supported languages")
+    languages = commands.add_parser("languages", help="list the supported languages, or those a model was trained on")
+    languages.add_argument("--model", default=None,
+                           help="model folder or Hub id: list the languages and directions it was trained on")
     add_serve_parser(commands)  # FastAPI is imported only when it runs
     return parser
 
 
-def list_languages(out=sys.stdout) -> None:
+def list_languages(out=None, model: str | None = None) -> None:
+    """The 15 languages (`LANGUAGE_TABLE`), or with `model` the languages and directions its config records it was
+    trained on (all 15 when it records none); to `out` (default: stdout)."""
+    out = sys.stdout if out is None else out
+    mandarin = " or ".join(MANDARIN_TAGS)
+    codes, directions = list(LANGUAGE_TABLE), None
+    if model is not None:
+        config = _model_config(model)
+        mandarin = config.mandarin_tag
+        if config.trained_languages is None:
+            print(f"{model} does not record the languages it was trained on (not recorded in its config.json): "
+                  f"all {len(LANGUAGE_TABLE)} are assumed.\n", file=out)
+        else:
+            codes, directions = config.trained_languages, config.trained_directions
+            print(f"{model} was trained on {len(codes)} language(s):\n", file=out)
     print(f"{'code':<6}{'language':<22}also accepted", file=out)
-    for code, (name, aliases) in LANGUAGES.items():
-        print(f"{code:<6}{name:<22}{', '.join(aliases)}", file=out)
-    print(f"\nMandarin's tag is {' or '.join(MANDARIN_TAGS)}, whichever the model was trained with.", file=out)
+    for code in codes:
+        row = LANGUAGE_TABLE[code]
+        print(f"{code:<6}{row.name:<22}{', '.join(row.aliases)}", file=out)
+    if directions is not None:
+        count = f"{len(directions)} direction{'' if len(directions) == 1 else 's'}"
+        print(f"\nTrained translation directions ({count}): {', '.join(directions) or 'none (recognition only)'}",
+              file=out)
+    print(f"\nMandarin's tag is {mandarin}" + (", whichever the model was trained with." if model is None else "."),
+          file=out)
+
+
+def _model_config(model: str):
+    """The LLM-SRT config of `--model` (UsageError for a path that is no model folder, WorkError when it does not
+    load)."""
+    from .configuration_llm_srt import LlmSrtConfig
+
+    _check_model(model)
+    try:
+        return LlmSrtConfig.from_pretrained(model)
+    except Exception as error:  # noqa: BLE001 - whatever the loader raises, name the model and stop
+        raise WorkError(f"could not read the config of {model}: {one_line(error)}") from None
 
 
 # ---------------------------------------------------------------------------------------------------- translate
@@ -262,6 +296,38 @@ def _terminate_as_interrupt():
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
+def _warnings_above_bars():
+    """While progress bars run: log records (the pipeline's warnings) are written with tqdm.write, on lines of their
+    own above the bar, instead of being glued onto the bar's line."""
+    import logging as stdlib_logging
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm(loggers=[stdlib_logging.getLogger(), stdlib_logging.getLogger("transformers")])
+
+
+def _translate_files(args: argparse.Namespace, pipe, call_kwargs: dict, out: _Output) -> int:
+    """Translate every file into `out`; a failing file is reported (above the progress bar) and skipped. Returns the
+    number of failed files."""
+    from tqdm.auto import tqdm
+
+    failures = 0
+    for path in tqdm(args.audio, desc="translating", unit="file", file=sys.stderr, disable=len(args.audio) < 2):
+        try:
+            result = pipe(path, **call_kwargs)
+        except Exception as error:  # noqa: BLE001 - one bad file must not lose the others: report it, go on
+            failures += 1
+            message = one_line(error)
+            # load_audio's messages start with the path already; name it once. tqdm.write puts the line above
+            # the progress bar (a plain print would be glued onto the bar's line).
+            tqdm.write(f"{PROG}: error: {message if message.startswith(path) else f'{path}: {message}'}",
+                       file=sys.stderr)
+            continue
+        for row in result if isinstance(result, list) else [result]:
+            out.write({"file": path, **row})
+    return failures
+
+
 def translate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -269,27 +335,16 @@ def translate(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args)
     call_kwargs = _call_kwargs(args, pipe)
 
-    failures = 0
     out = _Output(args.output)
     restore = _terminate_as_interrupt()
     try:
-        for path in tqdm(args.audio, desc="translating", unit="file", file=sys.stderr, disable=len(args.audio) < 2):
-            try:
-                result = pipe(path, **call_kwargs)
-            except Exception as error:  # noqa: BLE001 - one bad file must not lose the others: report it, go on
-                failures += 1
-                message = one_line(error)
-                # load_audio's messages start with the path already; name it once
-                print(f"{PROG}: error: {message if message.startswith(path) else f'{path}: {message}'}",
-                      file=sys.stderr)
-                continue
-            for row in result if isinstance(result, list) else [result]:
-                out.write({"file": path, **row})
+        with _warnings_above_bars():
+            failures = _translate_files(args, pipe, call_kwargs, out)
     except BaseException:
         kept = out.abandon()
         if kept:
-            print(f"{PROG}: stopped; {args.output} is unchanged, the {out.lines} result line(s) finished so far are "
-                  f"in {kept}", file=sys.stderr)
+            tqdm.write(f"{PROG}: stopped; {args.output} is unchanged, the {out.lines} result line(s) finished so "
+                       f"far are in {kept}", file=sys.stderr)
         raise
     finally:
         restore()
@@ -302,7 +357,7 @@ def translate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-COMMANDS = {"translate": translate, "languages": lambda args: list_languages() or 0}
+COMMANDS = {"translate": translate, "languages": lambda args: list_languages(model=args.model) or 0}
 
 
 # ------------------------------------------------------------------------------------------------------- serve

@@ -121,6 +121,61 @@ def language_tag(language: str, mandarin_tag: str = "zho") -> str:
     return f"<|{code}|>"
 
 
+def direction_key(src_lang: str, tgt_lang: str) -> str:
+    """A translation direction as recorded in a config, `"eng-deu"` (canonical codes)."""
+    return f"{normalize_language(src_lang)}-{normalize_language(tgt_lang)}"
+
+
+def recorded_languages(values, name: str) -> list[str]:
+    """Canonical codes, once each, in the table's order (ValueError naming `name` and the language)."""
+    try:
+        codes = {normalize_language(value) for value in values}
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+    return [code for code in LANGUAGE_TABLE if code in codes]
+
+
+def recorded_directions(values) -> list[str]:
+    """`"src-tgt"` keys of canonical codes, once each, sorted (ValueError naming the bad entry)."""
+    keys = set()
+    for value in values:
+        parts = value.split("-") if isinstance(value, str) else value
+        if len(parts) != 2:
+            raise ValueError(f"trained_directions: {value!r} is not a direction 'src-tgt' (e.g. 'eng-deu').")
+        try:
+            keys.add(direction_key(*parts))
+        except ValueError as error:
+            raise ValueError(f"trained_directions: {error}") from None
+    order = list(LANGUAGE_TABLE)
+    return sorted(keys, key=lambda key: [order.index(code) for code in key.split("-")])
+
+
+def _listed(items: list[str], most: int = 12) -> str:
+    """`a, b, c`, or the first `most` and how many in all (a released model records 210 directions)."""
+    if not items:
+        return "none"
+    return ", ".join(items) if len(items) <= most else f"{', '.join(items[:most])}, ... ({len(items)} in all)"
+
+
+class UntrainedWarnings:
+    """Logs a warning, once per (source, target), when a model is asked for a language or direction outside what
+    its config records it was trained on (`LlmSrtConfig.untrained_reason`). One per pipeline or server."""
+
+    def __init__(self, config, log=None):
+        self.config, self.log, self.seen = config, log or logger, set()
+
+    def check(self, src_lang: str, tgt_lang: str | None = None) -> None:
+        key = (normalize_language(src_lang), None if tgt_lang is None else normalize_language(tgt_lang))
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        reason = getattr(self.config, "untrained_reason", lambda *args: None)(*key)
+        if reason is not None:
+            asked = key[0] if key[1] is None else f"{key[0]} -> {key[1]}"
+            self.log.warning(f"This model was not trained on {asked}: {reason}. Its answer may be in another "
+                             "language, or wrong (config.trained_languages / trained_directions).")
+
+
 # Shapes of the released backbones, so a config can be built without downloading them (benchmarks, meta-device
 # loading). When a model is assembled from real checkpoints, their own configs are used instead.
 WHISPER_LARGE_V3_ENCODER = {
@@ -272,6 +327,11 @@ class LlmSrtConfig(PreTrainedConfig):
             from; required for an adapter-only checkpoint.
         adapter_only (`bool`, defaults to False): the saved weights hold only the trained parts (projector, LoRA);
             the encoder and LLM are loaded from the two references above.
+        trained_languages (`list[str]`, *optional*): the languages of the model's training data (sources of every
+            stage, targets of the translation stages), as ISO 639-3 codes; recorded by `trainer_scripts/train.py`
+            (the converter records the paper's 15). None: not recorded, all 15 assumed.
+        trained_directions (`list[str]`, *optional*): the translation directions of its training data (`"eng-deu"`);
+            empty after recognition (ASR) training only. None: not recorded, all 210 assumed.
         language_detector_languages (`list[str]`, *optional*): set when Whisper's decoder (language detection for
             `src_lang="auto"`) is part of the model: the Whisper language codes of its output rows. When None, the
             decoder is loaded from `audio_model_name_or_path` on first use.
@@ -305,6 +365,8 @@ class LlmSrtConfig(PreTrainedConfig):
     text_model_name_or_path: str | None = None
     adapter_only: bool = False
     language_detector_languages: list[str] | None = None
+    trained_languages: list[str] | None = None
+    trained_directions: list[str] | None = None
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
@@ -345,6 +407,26 @@ class LlmSrtConfig(PreTrainedConfig):
             raise ValueError(f"mandarin_tag must be one of {MANDARIN_TAGS}, got {self.mandarin_tag!r}.")
         if self.lora_config is not None:
             self.lora_config = {**DEFAULT_LORA_CONFIG, **self.lora_config}
+        if self.trained_languages is not None:
+            self.trained_languages = recorded_languages(self.trained_languages, "trained_languages")
+        if self.trained_directions is not None:
+            self.trained_directions = recorded_directions(self.trained_directions)
+
+    def untrained_reason(self, src_lang: str, tgt_lang: str | None = None) -> str | None:
+        """Why recognizing `src_lang` (or translating it into `tgt_lang`) is outside this model's recorded training
+        data, or None when it is inside it or nothing was recorded."""
+        src = normalize_language(src_lang)
+        tgt = None if tgt_lang is None else normalize_language(tgt_lang)
+        reasons = []
+        if self.trained_languages is not None:
+            unknown = [code for code in dict.fromkeys((src, tgt)) if code is not None
+                       and code not in self.trained_languages]
+            if unknown:
+                reasons.append(f"{' and '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not among its "
+                               f"languages ({_listed(self.trained_languages)})")
+        if tgt is not None and self.trained_directions is not None and f"{src}-{tgt}" not in self.trained_directions:
+            reasons.append(f"{src}-{tgt} is not among its directions ({_listed(self.trained_directions)})")
+        return "; ".join(reasons) or None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "LlmSrtConfig":
@@ -385,5 +467,5 @@ class LlmSrtConfig(PreTrainedConfig):
 LlmSrtConfig.register_for_auto_class()
 
 __all__ = ["CER_LANGUAGES", "LANGUAGES", "LANGUAGE_TABLE", "LanguageInfo", "LlmSrtConfig", "PIPELINE_TASK",
-           "UNSPACED_LANGUAGES", "WHISPER_CODES", "check_model_location", "generation_setting", "language_tag",
-           "normalize_language", "normalize_targets", "read_config_json"]
+           "UNSPACED_LANGUAGES", "UntrainedWarnings", "WHISPER_CODES", "check_model_location", "direction_key",
+           "generation_setting", "language_tag", "normalize_language", "normalize_targets", "read_config_json"]

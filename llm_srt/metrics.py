@@ -36,27 +36,51 @@ def bleu_tokenizer(tgt_lang: str) -> str:
     return "char" if _code(tgt_lang) in CHAR_LEVEL_LANGUAGES else "13a"
 
 
-def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> None:
+def _check_pairs(hypotheses: Sequence[str], references: Sequence[Any]) -> None:
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references.")
     if not references:
         raise ValueError("Nothing to score: no references.")
 
 
-def scoring_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Hypotheses and references checked (same count, not empty) and in Unicode NFC, as every score reads them."""
+def scoring_pairs(hypotheses: Sequence[str], references: Sequence[Any]) -> tuple[list[str], list[Any]]:
+    """Hypotheses and references checked (same count, not empty) and in Unicode NFC, as every score reads them; a
+    row's references may be one string or a list of them (several references)."""
     _check_pairs(hypotheses, references)
-    return ([unicodedata.normalize("NFC", text) for text in hypotheses],
-            [unicodedata.normalize("NFC", text) for text in references])
+
+    def nfc(value):
+        if isinstance(value, str):
+            return unicodedata.normalize("NFC", value)
+        return [unicodedata.normalize("NFC", text) if isinstance(text, str) else text for text in value]
+
+    return [nfc(text) for text in hypotheses], [nfc(reference) for reference in references]
 
 
-def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], tgt_lang: str) -> dict[str, Any]:
-    """Corpus BLEU of one direction (text in NFC): `{"score", "signature", "tokenize", "count"}`."""
+def reference_streams(references: Sequence[str | Sequence[str]]) -> list[list[str | None]]:
+    """sacreBLEU's reference streams from one reference per row (a string) or several (a list per row, as the Hub's
+    sacrebleu metric takes them; rows may have different numbers, the missing ones are None for sacreBLEU).
+
+    Raises:
+        ValueError: a row with no reference, naming the row.
+    """
+    rows = [[ref] if isinstance(ref, str) else list(ref) for ref in references]
+    for index, refs in enumerate(rows):
+        if not refs:
+            raise ValueError(f"row {index} has no reference.")
+        if not all(isinstance(ref, str) for ref in refs):
+            raise ValueError(f"row {index}: references must be strings, got {refs!r}.")
+    width = max(len(refs) for refs in rows)
+    return [[refs[i] if i < len(refs) else None for refs in rows] for i in range(width)]
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str | Sequence[str]], tgt_lang: str) -> dict[str, Any]:
+    """Corpus BLEU of one direction: `{"score", "signature", "tokenize", "count"}`. `references` holds one string
+    per row, or a list of references per row (several references, as sacreBLEU scores them)."""
     from sacrebleu.metrics import BLEU
 
     hypotheses, references = scoring_pairs(hypotheses, references)
     metric = BLEU(tokenize=bleu_tokenizer(tgt_lang))
-    result = metric.corpus_score(hypotheses, [references])
+    result = metric.corpus_score(hypotheses, reference_streams(references))
     return {"score": result.score, "signature": str(metric.get_signature()), "tokenize": metric.tokenizer.signature(),
             "count": len(references)}
 
@@ -171,5 +195,5 @@ def evaluate_module_path(name: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "evaluate_metrics", f"llm_srt_{name}")
 
 
-__all__ = ["evaluate_module_path", "corpus_bleu", "error_rate", "bleu_tokenizer", "score_directions", "scoring_pairs", "averages", "CHAR_LEVEL_LANGUAGES",
+__all__ = ["evaluate_module_path", "corpus_bleu", "reference_streams", "error_rate", "bleu_tokenizer", "score_directions", "scoring_pairs", "averages", "CHAR_LEVEL_LANGUAGES",
            "LANGUAGES"]

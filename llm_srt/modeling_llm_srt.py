@@ -177,7 +177,8 @@ def load_whisper_encoder(name_or_path: str, **kwargs) -> WhisperEncoder:
 
 
 class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, LlmSrtGenerationMixin, LanguageDetectionMixin):
-    """LLM-SRT for ASR, text translation (SMT) and speech translation (SRT), selected by the processor's prompts.
+    """LLM-SRT for ASR, speech-aided text translation (SMT: the audio and its transcript) and speech translation
+    (SRT), selected by the processor's prompts.
 
     `forward` computes the LLM's loss on the answer tokens (labels are -100 elsewhere); `generate` decodes with the
     original's settings by default (beam 5, `no_repeat_ngram_size=5`, 400 new tokens) and returns only new tokens.
@@ -514,7 +515,7 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, LlmSrtGenerationMixi
     ) -> LlmSrtCausalLMOutput:
         r"""
         input_features (`torch.FloatTensor` of shape `(batch, mel_bins, frames)`, *optional*):
-            Log-mel features of the audio, padded to the encoder window; absent for text-only translation.
+            Log-mel features of the audio, padded to the encoder window; absent for SMT from text alone (outside what the models learn; the processor warns).
         audio_embeds (`torch.FloatTensor` of shape `(batch, num_queries, llm_hidden)`, *optional*):
             Precomputed [`get_audio_features`] output, instead of `input_features`.
         labels (`torch.LongTensor` of shape `(batch, sequence_length)`, *optional*):

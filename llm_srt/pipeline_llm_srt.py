@@ -21,7 +21,7 @@ from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
 
 from .audio_llm_srt import PAUSE_SECONDS, describe_input, is_silent, load_audio, split_on_silence
-from .configuration_llm_srt import LANGUAGES, PIPELINE_TASK, normalize_language, normalize_targets
+from .configuration_llm_srt import LANGUAGES, PIPELINE_TASK, UntrainedWarnings, normalize_language, normalize_targets
 from .generation_llm_srt import (
     TransformersEngine, decode_windows, join_window_texts, temperature_problem, vote_language,
 )
@@ -302,6 +302,10 @@ class SpeechTranslationPipeline(ChunkPipeline):
             src = detected["language"] if detected is not None else None
         else:
             src = normalize_language(src)
+        spoken = {src} | {w.get("src_lang") for w in windows if w.get("src_lang")} if src else set()
+        for language in sorted(spoken):  # warned once per direction the model was not trained on
+            for tgt in targets:
+                self.untrained_warnings.check(language, None if task == "asr" else tgt)
         outputs = []
         for tgt in targets:
             pieces = [None if w["decoded"] is None else w["decoded"].get(tgt) for w in windows]
@@ -346,7 +350,12 @@ class SpeechTranslationPipeline(ChunkPipeline):
         params = dict(forward_params)
         task_name = normalize_task(params.pop("task", None) or "translate")
         if task_name == "smt":
-            raise ValueError("The speech-translation pipeline runs 'translate' (speech) or 'transcribe'.")
+            raise ValueError(
+                "The speech-translation pipeline runs task='translate' (SRT: speech -> transcript and translation) "
+                "or 'transcribe' (ASR). SMT, the paper's speech-aided text translation (the audio and its transcript "
+                "in the prompt), goes through the processor: processor(audio, task='smt', src_lang=..., "
+                "tgt_lang=..., transcript=...), then model.generate(**inputs)."
+            )
         src = params.pop("src_lang", None)
         tgt_lang = params.pop("tgt_lang", None)
         if is_auto(src):
@@ -373,6 +382,13 @@ class SpeechTranslationPipeline(ChunkPipeline):
         return {"task": task_name, "src_lang": src, "targets": targets, "single_target": single_target,
                 "generate_kwargs": generate_kwargs, "language_per_window": bool(params.pop("language_per_window", False)),
                 "unsupported_language": params.pop("unsupported_language", None) or "warn"}
+
+    @property
+    def untrained_warnings(self) -> UntrainedWarnings:
+        """Warns once per direction outside the model's recorded training data (`config.trained_languages`)."""
+        if getattr(self, "_untrained_warnings", None) is None:
+            self._untrained_warnings = UntrainedWarnings(self.model.config, logger)
+        return self._untrained_warnings
 
     @property
     def engine(self) -> TransformersEngine:

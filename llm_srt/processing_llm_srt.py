@@ -19,6 +19,25 @@ logger = logging.get_logger(__name__)
 TASKS = ("asr", "smt", "srt")
 TASK_ALIASES = {"transcribe": "asr", "translate": "srt", "text_translate": "smt", "mt": "smt", "st": "srt"}
 IGNORE_INDEX = -100
+# The paper's SMT (speech-aided text translation): the audio AND its transcript in the prompt.
+SMT_WITHOUT_AUDIO = (
+    "task='smt' without audio: the paper's SMT is speech-aided (the audio and its transcript, which the prompt "
+    "carries), and the models learn it only that way; from the transcript alone a trained model may repeat it, loop "
+    "or answer in another language. Pass the audio as well (processor(audio, task='smt', transcript=...))."
+)
+SRT_TRANSCRIPT_IGNORED = (
+    "transcript= was given for task='srt' without translation=: SRT prompts hold no transcript (the model writes "
+    "one), so it is ignored; it is used only as the training answer, with translation=. To translate a known "
+    "transcript, use task='smt' with the audio."
+)
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log `message` once per process (a training or decoding loop calls the processor over and over)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
 
 
 def normalize_task(task: str) -> str:
@@ -208,7 +227,9 @@ class LlmSrtProcessor(ProcessorMixin):
         """Prepare a batch for `forward` (with `labels` when the answers are given) or `generate`.
 
         Args:
-            audio: one clip or a list of clips of 16 kHz samples; None for text-only translation (smt). A clip is a
+            audio: one clip or a list of clips of 16 kHz samples. Every task carries the audio as the paper's
+                models were trained: SMT is speech-aided, the audio with its transcript in the prompt; SMT without
+                audio (text only) is prepared, with a warning (outside what the models learn). A clip is a
                 1-D numpy array, torch tensor or list of numbers, or a 2-D multi-channel one (`(channels, frames)`
                 or `(frames, channels)` with at most 8 channels) that is mixed down to mono: a 2-D array is never a
                 batch. Integer PCM is scaled by its width, half-precision is converted (the pipeline's rules,
@@ -218,7 +239,9 @@ class LlmSrtProcessor(ProcessorMixin):
                 `src_lang="auto"`: the language is to be detected, so no prompt can be written yet: only
                 `input_features` are returned; `model.detect_language(input_features)` gives the languages to call
                 the processor with (the speech-translation pipeline does both steps).
-            transcript: the source text; in the prompt for smt, the target for asr and the first part of srt's.
+            transcript: the source text; in the prompt for smt, the target for asr and the first part of srt's
+                (training only: an srt prompt holds no transcript, so one given without `translation` is ignored,
+                with a warning).
             translation: the target text for smt and srt.
             sampling_rate: the audio's rate; must be the feature extractor's (16000).
 
@@ -232,7 +255,11 @@ class LlmSrtProcessor(ProcessorMixin):
         if audio is not None:
             audio = self._audio_batch(audio)  # one clip becomes a batch of one
         if audio is None and task != "smt":
-            raise ValueError(f"Task {task!r} needs audio; only 'smt' (text translation) runs without it.")
+            raise ValueError(f"Task {task!r} needs audio; only 'smt' (translating a given transcript) runs without it.")
+        if audio is None:
+            _warn_once(SMT_WITHOUT_AUDIO)
+        if task == "srt" and transcript is not None and translation is None:
+            _warn_once(SRT_TRANSCRIPT_IGNORED)
         if audio is not None:
             batch_size = len(audio)
         elif transcript is not None:

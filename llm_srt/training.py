@@ -22,7 +22,7 @@ from transformers import BatchFeature
 from transformers.utils import logging
 
 from .audio_llm_srt import audio_file_info, load_audio, resolve_path
-from .configuration_llm_srt import normalize_language
+from .configuration_llm_srt import normalize_language, recorded_directions, recorded_languages
 from .metrics import score_directions, split_srt_response
 from .processing_llm_srt import IGNORE_INDEX, LlmSrtProcessor, normalize_task
 
@@ -624,6 +624,22 @@ def add_input_features(dataset, processor: LlmSrtProcessor, base_dir: str | None
     return dataset.map(featurize, batched=True, batch_size=32, num_proc=num_proc, desc="log-mel features")
 
 
+def record_trained_languages(config, rows, stage: str) -> tuple[list[str], list[str]]:
+    """Add a stage's training data to what `config` records the model was trained on: the source languages of every
+    stage, and for SMT/SRT also their targets and directions (`trained_languages`, `trained_directions`). Adds to
+    the starting model's record; a model that records none (None) gets this stage's alone. Returns both lists."""
+    stage = normalize_task(stage)
+    languages, directions = set(rows.unique("src_lang")), set()
+    if stage != "asr":
+        pairs = rows.select_columns(["src_lang", "tgt_lang"]).to_dict()
+        directions = set(zip(pairs["src_lang"], pairs["tgt_lang"]))
+        languages |= {tgt for _, tgt in directions}
+    config.trained_languages = recorded_languages([*languages, *(config.trained_languages or ())],
+                                                  "trained_languages")
+    config.trained_directions = recorded_directions([*directions, *(config.trained_directions or ())])
+    return config.trained_languages, config.trained_directions
+
+
 def configure_stage(model, stage: str, use_lora: bool = False, lora_kwargs: dict | None = None) -> dict[str, int]:
     """Freeze as the paper does: the projector trains in every stage; LoRA (when asked) only in the SRT stage.
 
@@ -815,6 +831,7 @@ __all__ = [
     "add_input_features",
     "build_compute_metrics",
     "configure_stage",
+    "record_trained_languages",
     "decode_ids",
     "enable_fsdp_on_cpu",
     "fsdp_layer_classes",

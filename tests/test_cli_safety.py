@@ -292,6 +292,21 @@ def test_a_failed_file_is_named_once(capsys, tmp_path, wavs, fake_pipe, model_di
     assert line.count(str(bad)) == 1, line
 
 
+def test_an_error_during_the_progress_bar_starts_its_own_line(capsys, tmp_path, wavs, fake_pipe, model_dir):
+    """With several files a progress bar runs on stderr; a failing file's error is written above the bar, on a line
+    of its own, not glued after the bar's text (`translating: 33%|...| 1/3 [...]llm-srt: error: ...`)."""
+    fake_pipe()
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"junk")
+    status, _, err = run_cli(capsys, "translate", wavs[0], bad, wavs[1], "--model", model_dir, "--src", "eng",
+                             "--tgt", "deu")
+    assert status == 1 and "translating" in err  # the bar ran
+    shown = [line.split("\r")[-1] for line in err.split("\n")]  # what a terminal shows of each line
+    errors = [line for line in shown if "error:" in line]
+    assert errors and all(line.startswith("llm-srt: error: ") for line in errors), err
+    assert any(line.startswith("llm-srt: 1 of 3 files failed") for line in shown), err
+
+
 SIGTERM_RUN = """
 import os, signal, sys
 from llm_srt import cli

@@ -15,6 +15,7 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 
+from llm_srt.configuration_llm_srt import LANGUAGE_TABLE
 from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech
 from llm_srt.safe_io import UsageError
 from trainer_scripts import convert_original_checkpoint as converter
@@ -126,6 +127,9 @@ def test_converted_model_reproduces_the_original_forward(components, tmp_path, i
     model = AutoModel.from_pretrained(out, trust_remote_code=True).eval()
     loaded_processor = AutoProcessor.from_pretrained(out, trust_remote_code=True)
     assert model.config.adapter_only is adapter_only
+    # the released checkpoints were trained on the paper's 15 languages, all 210 directions: recorded as such
+    assert model.config.trained_languages == list(LANGUAGE_TABLE)
+    assert len(model.config.trained_directions) == 210 and "zho-yue" in model.config.trained_directions
     audio = synthetic_speech(0.8, seed=9)
     batch = loaded_processor([audio], task="srt", src_lang="eng", tgt_lang="deu", sampling_rate=SR)
     with torch.no_grad():

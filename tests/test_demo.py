@@ -90,3 +90,43 @@ def test_quick_curriculum_learns_on_held_out_sentences(corpus, tmp_path):
     assert all(score > untrained["srt_bleu_by_direction"][d] for d, score in final["srt_bleu_by_direction"].items())
     # The robustness test sets are scored too (the quick model is trained without augmented clips: see the recipe)
     assert {"srt_bleu_lead_0.3s", "language_id_accuracy_lead_0.3s"} <= set(final)
+
+
+def readme_tables(heading: str) -> list[list[list[str]]]:
+    """The Markdown tables of README's section `heading` (up to the next heading of its level or above), each as
+    rows of cells (the rule row left out)."""
+    lines = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"),
+                 encoding="utf-8").read().splitlines()
+    start = lines.index(heading)
+    level = heading.split()[0]
+    tables, current = [], []
+    for line in lines[start + 1:]:
+        if line.startswith("#") and len(line.split()[0]) <= len(level):
+            break
+        if line.startswith("|"):
+            if not set(line) <= set("|-: "):
+                current.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
+
+
+def test_readme_demo_tables_have_the_printed_tables_shape_and_labels():
+    """README's demo tables are the ones run_curriculum.py prints: the same columns, the same model labels (footnote
+    marks aside), and the multi-sentence language ID cell with its window count."""
+    from trainer_scripts.run_curriculum import markdown_table, result_names, robustness_table
+
+    main, robust = readme_tables("### Speech anywhere in the window (this round)")
+    printed_main = [cell.strip() for cell in markdown_table({}).splitlines()[0].strip("|").split("|")]
+    assert main[0] == printed_main
+    assert [row[0] for row in main[1:]] == result_names(ablation=False)
+    scores = {"srt_bleu": 89.8, "srt_bleu_lead_0.3s": 82.5, "language_id_accuracy_lead_0.3s": 1.0,
+              "srt_bleu_lead_1.0s": 87.8, "language_id_accuracy_lead_1.0s": 1.0, "srt_bleu_multi_sentence": 91.4,
+              "language_id_accuracy_multi_sentence": 1.0, "language_id_windows_multi_sentence": 76}
+    printed = [[cell.strip() for cell in line.strip("|").split("|")]
+               for line in robustness_table({"after SRT": scores}).splitlines() if not set(line) <= set("|-: ")]
+    assert [cell.rstrip("*") for cell in robust[0]] == printed[0]
+    assert robust[1:] == printed[1:]  # the README's row is exactly what the run's scores print
+    previous = readme_tables("### Previous round (unaugmented demo)")[0]
+    assert previous[0][0] == "model" and [row[0] for row in previous[1:]] == result_names(ablation=True)

@@ -60,6 +60,33 @@ def test_local_evaluate_modules_load_offline():
     assert wer.compute(predictions=["hello word"], references=["Hello, World!"], language="eng")["score"] == 0.5
 
 
+def test_bleu_takes_several_references_per_row_as_sacrebleu_does(tmp_path):
+    """References as a list of lists, one list per row (the Hub's sacrebleu metric's form), also with a varying
+    number per row: the same score as sacreBLEU's command line with one reference file per reference."""
+    hyps = ["The cat sat on the mat.", "I see three red dogs today", "hello world"]
+    refs = [["The cat sat on a mat.", "A cat sat on the mat."], ["I see three red dogs.", "Today I see three red dogs"],
+            ["Hello, world!", "hello world"]]
+    for name, column in (("hyp", hyps), ("ref1", [r[0] for r in refs]), ("ref2", [r[1] for r in refs])):
+        (tmp_path / f"{name}.txt").write_text("\n".join(column) + "\n", encoding="utf-8")
+    cli = subprocess.run([sys.executable, "-m", "sacrebleu", str(tmp_path / "ref1.txt"), str(tmp_path / "ref2.txt"),
+                          "-i", str(tmp_path / "hyp.txt"), "-b", "-w", "6"], capture_output=True, text=True, check=True)
+    ours = corpus_bleu(hyps, refs, "eng")
+    assert ours["score"] == pytest.approx(float(cli.stdout.strip()), abs=1e-6)
+    assert ours["score"] > corpus_bleu(hyps, [r[0] for r in refs], "eng")["score"]
+    assert "nrefs:2" in ours["signature"] and ours["count"] == 3
+    # a varying number of references per row; a row with none is an error naming it
+    varying = corpus_bleu(hyps, [refs[0], [refs[1][0]], refs[2]], "eng")
+    assert "nrefs:var" in varying["signature"]
+    with pytest.raises(ValueError, match="row 1 has no reference"):
+        corpus_bleu(hyps, [refs[0], [], refs[2]], "eng")
+    import evaluate
+
+    bleu = evaluate.load(evaluate_module_path("bleu"))
+    assert bleu.compute(predictions=hyps, references=refs, tgt_lang="eng")["score"] == pytest.approx(ours["score"])
+    assert bleu.compute(predictions=hyps, references=[r[0] for r in refs], tgt_lang="eng")["score"] == pytest.approx(
+        corpus_bleu(hyps, [r[0] for r in refs], "eng")["score"])
+
+
 def test_averages_per_source_target_and_overall():
     rows = []
     for src, tgt, hyp in (("eng", "deu", "a b c d"), ("eng", "fra", "x y z w"), ("deu", "eng", "a b c d")):
@@ -172,6 +199,43 @@ def test_heatmap_axes_carry_language_codes(tmp_path, monkeypatch):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["deu", "eng"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["deu", "eng", "fra"]
     assert os.path.getsize(tmp_path / "h.png") > 1000
+
+
+def _contrast(rgb_a, rgb_b) -> float:
+    """WCAG contrast ratio of two sRGB colours (1 to 21)."""
+    def luminance(rgb):
+        channels = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+        return 0.2126 * channels[0] + 0.7152 * channels[1] + 0.0722 * channels[2]
+    high, low = sorted((luminance(rgb_a), luminance(rgb_b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_heatmap_numbers_contrast_with_their_cells(tmp_path, monkeypatch):
+    """Each cell's number is written in the colour (white or black) that reads best on that cell: black on the
+    yellow of high scores, white on the purple of low ones (white on yellow was unreadable)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
+
+    from trainer_scripts.evaluate import heatmap
+
+    hyps = {("eng", "deu"): "a b c d", ("deu", "eng"): "x y z w", ("fra", "eng"): "a b c z", ("eng", "fra"): "a b c d"}
+    rows = [{"src_lang": s, "tgt_lang": t, "hypothesis": h, "reference": "a b c d"} for (s, t), h in hyps.items()]
+    results = {"task": "srt", **score_directions(rows, "srt")}
+    captured = {}
+    monkeypatch.setattr(plt, "close", lambda fig: captured.setdefault("fig", fig))
+    heatmap(results, str(tmp_path / "h.png"))
+    ax = captured["fig"].axes[0]
+    image = ax.images[0]
+    colours = {}
+    for text in ax.texts:
+        value = float(text.get_text())
+        cell = image.cmap(image.norm(value))
+        colours[value] = to_rgb(text.get_color())
+        assert _contrast(colours[value], cell) >= 4.5, (value, text.get_color(), cell)
+    assert colours[100.0] == (0.0, 0.0, 0.0) and colours[0.0] == (1.0, 1.0, 1.0)
 
 
 def test_compare_with_the_papers_table(tiny_folder, test_set, tmp_path, capsys):

@@ -203,6 +203,60 @@ def test_text_only_smt_has_no_audio_slots(tiny):
     assert batch["input_ids"][1].tolist() == expected
 
 
+def _task_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.endswith("processing_llm_srt")]
+
+
+def test_smt_without_audio_warns_that_the_paper_s_smt_carries_the_audio(tiny, clips, caplog, monkeypatch):
+    """The paper's SMT is speech-aided: the audio AND its transcript (the trained models loop on text alone), so a
+    text-only SMT request is prepared (it has uses) with a warning saying so, once; with the audio, no warning."""
+    import logging
+
+    from llm_srt import processing_llm_srt
+
+    monkeypatch.setattr(processing_llm_srt, "_WARNED", set())
+    _, processor = tiny
+    with caplog.at_level(logging.WARNING):
+        processor(clips[0], task="smt", src_lang="eng", tgt_lang="deu", transcript="hello", sampling_rate=SR)
+        assert _task_warnings(caplog) == []
+        for _ in range(2):
+            processor(task="smt", src_lang="eng", tgt_lang="deu", transcript="hello")
+    warnings = _task_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "without audio" in warnings[0] and "transcript" in warnings[0] and "speech-aided" in warnings[0]
+
+
+def test_a_transcript_given_for_srt_inference_is_named_as_ignored(tiny, clips, caplog, monkeypatch):
+    """SRT prompts hold no transcript: `transcript=` without `translation=` (inference) would be dropped silently;
+    it is prepared with a warning pointing to task='smt'. Training examples (both given) do not warn."""
+    import logging
+
+    from llm_srt import processing_llm_srt
+
+    monkeypatch.setattr(processing_llm_srt, "_WARNED", set())
+    _, processor = tiny
+    with caplog.at_level(logging.WARNING):
+        processor(clips[0], task="srt", src_lang="eng", tgt_lang="deu", transcript="hello", translation="hallo",
+                  sampling_rate=SR)
+        assert _task_warnings(caplog) == []
+        plain = processor(clips[0], task="srt", src_lang="eng", tgt_lang="deu", sampling_rate=SR)
+        given = processor(clips[0], task="srt", src_lang="eng", tgt_lang="deu", transcript="hello", sampling_rate=SR)
+    assert torch.equal(plain["input_ids"], given["input_ids"])  # the transcript really is not used
+    warnings = _task_warnings(caplog)
+    assert len(warnings) == 1 and "ignored" in warnings[0] and "task='smt'" in warnings[0], warnings
+
+
+def test_the_pipeline_refusing_smt_says_what_smt_is_and_where_it_runs(tiny):
+    from llm_srt.pipeline_llm_srt import SpeechTranslationPipeline
+
+    model, processor = tiny
+    pipe = SpeechTranslationPipeline(model=model, processor=processor)
+    with pytest.raises(ValueError) as error:
+        pipe({"array": np.zeros(SR, np.float32), "sampling_rate": SR}, src_lang="eng", tgt_lang="deu", task="smt")
+    message = str(error.value)
+    assert "audio and its transcript" in message and "processor(" in message and "transcript=" in message
+
+
 def test_features_are_whisper_log_mel(tiny, clips):
     _, processor = tiny
     batch = processor(clips[:1], task="asr", src_lang="eng", sampling_rate=SR)

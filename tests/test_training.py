@@ -238,3 +238,13 @@ def test_eval_manifest_in_another_folder_finds_its_audio(tiny, tmp_path):
     expected = processor.extract_features([synthetic_speech(0.5, seed=2)], SR)
     torch.testing.assert_close(collator([evaluation[0]])["input_features"], expected, atol=1e-4, rtol=0)
     assert collator([train[0]])["input_features"].shape == expected.shape
+
+
+def test_the_stage_progress_bar_says_which_stage_runs(corpus, tmp_path, capsys):
+    """The Trainer's bar is unlabelled; a curriculum shows three of them in a row, so each says its stage."""
+    from trainer_scripts.train import main
+
+    init = save_tiny_model(tmp_path / "init")
+    main(stage_args("smt", init, corpus, str(tmp_path / "smt"), steps=1))
+    bars = [line.split("\r")[-1] for line in capsys.readouterr().err.replace("\r", "\n\r").split("\n")]
+    assert any(line.startswith("SMT stage training:") and "1/1" in line for line in bars), bars

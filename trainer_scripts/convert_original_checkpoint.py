@@ -38,6 +38,7 @@ from transformers import HfArgumentParser
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor  # noqa: E402
+from llm_srt.configuration_llm_srt import LANGUAGE_TABLE  # noqa: E402
 from llm_srt.modeling_llm_srt import is_adapter_key, state_dict_mismatches  # noqa: E402
 from llm_srt.safe_io import (  # noqa: E402
     UsageError,
@@ -233,6 +234,9 @@ def convert(args: ConvertArguments) -> str:
         projector_intermediate_size=inferred.get("projector_intermediate_size"), mandarin_tag=args.mandarin_tag,
         projector_config={**_default_qformer(), **inferred["projector_config_overrides"],
                           "num_attention_heads": args.qformer_heads},
+        # the released checkpoints were trained on the paper's 15 languages, in all 210 directions
+        trained_languages=list(LANGUAGE_TABLE),
+        trained_directions=[f"{s}-{t}" for s in LANGUAGE_TABLE for t in LANGUAGE_TABLE if s != t],
     )
     if args.lora:
         model.enable_lora(r=inferred["lora"]["r"], lora_alpha=args.lora_alpha,

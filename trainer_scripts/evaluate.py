@@ -567,6 +567,17 @@ def bleu_by_pair(results: dict) -> dict[tuple[str, str], float]:
     return {(d["src_lang"], d["tgt_lang"]): d["bleu"]["score"] for d in results["directions"].values() if "bleu" in d}
 
 
+def readable_text_colour(background) -> str:
+    """"black" or "white", whichever contrasts more with an RGB(A) background (WCAG relative luminance): black on
+    the yellow of high BLEU, white on the purple of low; either gives at least 4.58:1."""
+    def linear(channel: float) -> float:
+        return channel / 12.92 if channel <= 0.03928 else ((channel + 0.055) / 1.055) ** 2.4
+
+    red, green, blue = (linear(float(c)) for c in background[:3])
+    luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
+    return "black" if (luminance + 0.05) / 0.05 > 1.05 / (luminance + 0.05) else "white"
+
+
 def heatmap(results: dict, path: str) -> str | None:
     """Source x target BLEU matrix as a PNG, language codes on both axes."""
     import matplotlib
@@ -592,7 +603,8 @@ def heatmap(results: dict, path: str) -> str | None:
     for i in range(len(sources)):
         for j in range(len(targets)):
             if not math.isnan(matrix[i, j]):
-                ax.text(j, i, f"{matrix[i, j]:.1f}", ha="center", va="center", color="w", fontsize=7)
+                colour = readable_text_colour(image.cmap(image.norm(matrix[i, j])))
+                ax.text(j, i, f"{matrix[i, j]:.1f}", ha="center", va="center", color=colour, fontsize=7)
     ax.set_title(f"{results['task'].upper()} BLEU")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()

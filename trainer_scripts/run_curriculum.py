@@ -77,6 +77,23 @@ CURRICULA = {
     "w/o SMT": ("asr", "srt"),
     "w/o SRT": ("asr", "smt"),
 }
+UNTRAINED = "untrained (initial)"
+
+
+def stage_label(stage: str) -> str:
+    """The table's label of the full curriculum's model after `stage`: "after SMT"."""
+    return f"after {stage.upper()}"
+
+
+def ablation_label(curriculum: str) -> str:
+    """The table's label of an ablation's final model: "w/o ASR (SMT -> SRT)"."""
+    return f"{curriculum} ({' -> '.join(stage.upper() for stage in CURRICULA[curriculum])})"
+
+
+def result_names(ablation: bool = False) -> list[str]:
+    """The models of the printed table (and results.json), in order; the ablations only with `--ablation`."""
+    names = [UNTRAINED] + [stage_label(stage) for stage in CURRICULA["full"]]
+    return names + ([ablation_label(name) for name in CURRICULA if name != "full"] if ablation else [])
 
 
 @dataclass
@@ -414,6 +431,7 @@ def evaluate_model(folder: str, test_rows: list[dict], robustness: dict[str, lis
             multi = evaluate_multi_sentence(model, processor, recordings, generate)
             scores["srt_bleu_multi_sentence"] = multi["srt_bleu"]
             scores["language_id_accuracy_multi_sentence"] = multi["language_id_accuracy"]
+            scores["language_id_windows_multi_sentence"] = multi["windows"]
     srt, quality = score_directions(decoded, "srt"), quality_directions(decoded, "srt")["overall"]
     scores["srt_bleu"] = srt["averages"]["bleu"]
     scores.update(srt_chrf=quality["chrf"], srt_off_target_rate=quality["off_target_rate"],
@@ -426,24 +444,28 @@ def evaluate_model(folder: str, test_rows: list[dict], robustness: dict[str, lis
     return scores
 
 
-ROBUSTNESS_COLUMNS = (  # (results key, column): leading silence and multi-sentence recordings
-    ("srt_bleu_lead_0.3s", "SRT BLEU, 0.3 s silence first"), ("language_id_accuracy_lead_0.3s", "language ID, 0.3 s"),
-    ("srt_bleu_lead_1.0s", "SRT BLEU, 1.0 s silence first"), ("language_id_accuracy_lead_1.0s", "language ID, 1.0 s"),
-    ("srt_bleu_multi_sentence", "SRT BLEU, multi-sentence"), ("language_id_accuracy_multi_sentence",
-                                                              "language ID per window, multi-sentence"),
+ROBUSTNESS_COLUMNS = (  # (results key, column, as README's "Demo results" shows it): leading silence, multi-sentence
+    ("srt_bleu_lead_0.3s", "0.3 s silence first"), ("language_id_accuracy_lead_0.3s", "language ID"),
+    ("srt_bleu_lead_1.0s", "1.0 s silence first"), ("language_id_accuracy_lead_1.0s", "language ID"),
+    ("srt_bleu_multi_sentence", "multi-sentence recordings"),
+    ("language_id_accuracy_multi_sentence", "language ID per window"),
 )
 
 
 def robustness_table(results: dict) -> str:
-    """Scores with speech elsewhere than at the window's start, for the models that have them."""
+    """Scores with speech elsewhere than at the window's start (SRT BLEU, language ID), for the models that have
+    them (the final model)."""
     rows = {name: s for name, s in results.items() if any(key in s for key, _ in ROBUSTNESS_COLUMNS)}
     if not rows:
         return ""
-    lines = ["| model | SRT BLEU (clean) | " + " | ".join(label for _, label in ROBUSTNESS_COLUMNS) + " |",
+    lines = ["| final model | SRT BLEU (clean) | " + " | ".join(label for _, label in ROBUSTNESS_COLUMNS) + " |",
              "|---" * (len(ROBUSTNESS_COLUMNS) + 2) + "|"]
     for name, s in rows.items():
         cells = ["-" if key not in s else f"{s[key]:.1f}" if key.startswith("srt") else f"{s[key]:.3f}"
                  for key, _ in ROBUSTNESS_COLUMNS]
+        windows = s.get("language_id_windows_multi_sentence")
+        if windows is not None and "language_id_accuracy_multi_sentence" in s:
+            cells[-1] += f" ({windows} windows)"
         lines.append(f"| {name} | {s['srt_bleu']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -495,7 +517,7 @@ def run(args: CurriculumArguments) -> dict:
     train_data = save_rows(train_rows, os.path.join(args.output_dir, "train_features"))
 
     initial, pretraining = build_initial_model(recipe, tokenizer, train_rows, args.output_dir, args.seed)
-    results = {"untrained (initial)": evaluate_model(initial, test_rows)}
+    results = {UNTRAINED: evaluate_model(initial, test_rows)}
     timings = {"setup_s": round(time.time() - started, 1)}
     curricula = CURRICULA if args.ablation else {"full": CURRICULA["full"]}
     for name, stages in curricula.items():
@@ -505,11 +527,11 @@ def run(args: CurriculumArguments) -> dict:
         timings[f"{name}_train_s"] = round(time.time() - tick, 1)
         if name == "full":
             for stage, folder in zip(stages, folders):
-                results[f"after {stage.upper()}"] = evaluate_model(
+                results[stage_label(stage)] = evaluate_model(
                     folder, test_rows, robustness if stage == stages[-1] else None,
                     recordings if stage == stages[-1] else None)
         else:
-            results[f"{name} ({' -> '.join(s.upper() for s in stages)})"] = evaluate_model(folders[-1], test_rows)
+            results[ablation_label(name)] = evaluate_model(folders[-1], test_rows)
     timings["total_s"] = round(time.time() - started, 1)
     report = {"recipe": args.recipe, "settings": recipe, "pretraining": pretraining, "results": results,
               "timings": timings, "held_out_rows": len(test_rows), "arguments": asdict(args)}

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import yaml
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
+from transformers.trainer_callback import ProgressCallback
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -53,6 +54,7 @@ from llm_srt.training import (  # noqa: E402
     mark_finished,
     plan_output_dir,
     publish_final_model,
+    record_trained_languages,
     requested_fsdp_version,
     select_stage_rows,
     sharded_parameter_count,
@@ -373,6 +375,26 @@ class DistributedReport(TrainerCallback):
                     f"training from step {state.global_step} of {state.max_steps}")
 
 
+class StageProgress(ProgressCallback):
+    """The Trainer's progress bars, labelled with the stage ("SRT stage training", "SRT stage evaluation"): a
+    curriculum runs three stages in a row, each with its own bars."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage = stage.upper()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description(f"{self.stage} stage training")
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        new_bar = self.prediction_bar is None
+        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+        if new_bar and self.prediction_bar is not None:
+            self.prediction_bar.set_description(f"{self.stage} stage evaluation")
+
+
 def setup(model_args: ModelArguments, data_args: DataArguments, training_args: Seq2SeqTrainingArguments):
     """Everything before the first step: the output folder (never replaced without `--overwrite_output_dir`), the
     checkpoint to resume from, the model, and every data row checked. Returns (trainer, checkpoint, eval_rows)."""
@@ -405,6 +427,9 @@ def setup(model_args: ModelArguments, data_args: DataArguments, training_args: S
                      "target_modules": [m.strip() for m in model_args.lora_target_modules.split(",") if m.strip()]},
     )
     logger.info(f"stage {data_args.stage}: trainable parameters {counts}")
+    languages, directions = record_trained_languages(model.config, train_rows, data_args.stage)
+    logger.info(f"trained on (recorded in config.json): languages {', '.join(languages)}; directions "
+                f"{', '.join(directions) or 'none'}")
     _check_fsdp_layers(model, training_args)
     compute_metrics = None
     if eval_rows is not None and training_args.predict_with_generate:
@@ -420,6 +445,8 @@ def setup(model_args: ModelArguments, data_args: DataArguments, training_args: S
         compute_metrics=compute_metrics,
     )
     trainer.add_callback(DistributedReport(trainer.accelerator))
+    if trainer.pop_callback(ProgressCallback) is not None:  # absent with --disable_tqdm
+        trainer.add_callback(StageProgress(data_args.stage))
     return trainer, checkpoint, eval_rows
 
 

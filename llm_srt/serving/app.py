@@ -16,7 +16,9 @@ from transformers.utils import logging
 from ..audio_llm_srt import (
     UNKNOWN_FRAMES, AudioInputError, audio_file_info, describe_input, is_silent, load_audio, split_on_silence,
 )
-from ..configuration_llm_srt import LANGUAGES, normalize_language, normalize_targets, supported_languages_text
+from ..configuration_llm_srt import (
+    LANGUAGES, UntrainedWarnings, normalize_language, normalize_targets, supported_languages_text,
+)
 from ..configuration_llm_srt import UNSPACED_LANGUAGES, check_model_location
 from ..generation_llm_srt import (
     ENGINES, MIN_TEMPERATURE, DecodingEngine, TransformersEngine, temperature_problem, vote_language,
@@ -74,6 +76,8 @@ class SpeechServer:
         self.sampling_rate = processor.feature_extractor.sampling_rate
         self.window_seconds = float(processor.feature_extractor.chunk_length)
         self.created = int(time.time())
+        # a request outside the model's recorded training data is answered, with a warning once per direction
+        self.untrained_warnings = UntrainedWarnings(model.config, logger)
 
     # ----------------------------------------------------------------------------------------------- parsing
     def generation_settings(self, temperature: str | None) -> dict:
@@ -252,6 +256,8 @@ class SpeechServer:
             src = await run_in_threadpool(self.detect_language, [windows[w] for w in speech] or windows)
         targets = targets or [src]
         rows = [Row("asr" if tgt == src else "srt", src, tgt) for tgt in targets]
+        for row in rows:
+            self.untrained_warnings.check(src, None if row.task == "asr" else row.tgt)
         submitted = self.batcher.submit_all([windows[w] for w in speech], rows, settings)  # 503 when full
         futures = {w: asyncio.wrap_future(future) for w, future in zip(speech, submitted)}
         duration = len(audio) / self.sampling_rate
