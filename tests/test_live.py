@@ -180,3 +180,38 @@ def test_two_spoken_lines_with_a_pause_give_two_segments_of_real_words(parrot, c
     whole = pipe({"raw": audio, "sampling_rate": SR}, src_lang="eng", tgt_lang=["deu", "fra"], generate_kwargs=PARROT_SETTINGS)
     assert [r["text"] for r in whole] == [translator.text("deu"), translator.text("fra")]
     assert whole[0]["transcript"] == translator.text()
+
+
+# ---------------------------------------------------------------------------------------------------- llm-srt live
+def test_cli_live_prints_subtitles_of_a_file_played_faster_than_real_time(parrot, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import soundfile
+
+    model, processor, clips = parrot
+    folder = tmp_path / "parrot"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    wav = tmp_path / "talk.wav"
+    soundfile.write(wav, np.concatenate([clips[0], np.zeros(SR // 2, dtype=np.float32), clips[1]]), SR)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "llm_srt.cli", "live", str(wav), "--model", str(folder), "--src", "eng",
+               "--tgt", "deu,fra", "--speed", "4", "--max-new-tokens", "40", "--min-chunk", "0.5"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root)
+    assert result.returncode == 0, result.stderr
+    finals = [line.split("] ", 1)[1] for line in result.stdout.splitlines() if line.startswith("[")]
+    assert finals == ["eng: I see three red cats.", "eng: Two blue dogs."]
+    assert "deu: Ich sehe drei rote Katzen." in result.stdout and "fra: Deux chiens bleus." in result.stdout
+    assert result.stdout.index("I see three red cats.") < result.stdout.index("Two blue dogs.")
+    # no microphone package here, or no file and no --mic: one clear line, exit status 2
+    mic = subprocess.run(command[:3] + ["--mic", "--model", str(folder)], capture_output=True, text=True,
+                         timeout=600, cwd=root)
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError):
+        assert mic.returncode == 2 and "sounddevice" in mic.stderr
+    neither = subprocess.run(command[:3] + ["--model", str(folder)], capture_output=True, text=True, timeout=600,
+                             cwd=root)
+    assert neither.returncode == 2 and "--mic" in neither.stderr
