@@ -177,7 +177,8 @@ def test_two_spoken_lines_with_a_pause_give_two_segments_of_real_words(parrot, c
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     pipe = pipeline("speech-translation", model=str(folder), trust_remote_code=True)
-    whole = pipe({"raw": audio, "sampling_rate": SR}, src_lang="eng", tgt_lang=["deu", "fra"], generate_kwargs=PARROT_SETTINGS)
+    whole = pipe({"raw": audio, "sampling_rate": SR}, src_lang="eng", tgt_lang=["deu", "fra"],
+                 generate_kwargs=PARROT_SETTINGS)
     assert [r["text"] for r in whole] == [translator.text("deu"), translator.text("fra")]
     assert whole[0]["transcript"] == translator.text()
 
@@ -206,12 +207,12 @@ def test_cli_live_prints_subtitles_of_a_file_played_faster_than_real_time(parrot
     assert "deu: Ich sehe drei rote Katzen." in result.stdout and "fra: Deux chiens bleus." in result.stdout
     assert result.stdout.index("I see three red cats.") < result.stdout.index("Two blue dogs.")
     # no microphone package here, or no file and no --mic: one clear line, exit status 2
-    mic = subprocess.run(command[:3] + ["--mic", "--model", str(folder)], capture_output=True, text=True,
+    mic = subprocess.run(command[:4] + ["--mic", "--model", str(folder)], capture_output=True, text=True,
                          timeout=600, cwd=root)
     try:
         import sounddevice  # noqa: F401
     except (ImportError, OSError):
         assert mic.returncode == 2 and "sounddevice" in mic.stderr
-    neither = subprocess.run(command[:3] + ["--model", str(folder)], capture_output=True, text=True, timeout=600,
+    neither = subprocess.run(command[:4] + ["--model", str(folder)], capture_output=True, text=True, timeout=600,
                              cwd=root)
     assert neither.returncode == 2 and "--mic" in neither.stderr

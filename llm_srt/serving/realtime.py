@@ -202,7 +202,8 @@ class RealtimeSession:
             raise RealtimeError(f"Unsupported input_audio_format {shown(audio_format)}: send pcm16.",
                                 param="input_audio_format")
         if rate is not None:
-            if isinstance(rate, bool) or not isinstance(rate, int) or not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
+            whole = isinstance(rate, int) and not isinstance(rate, bool)
+            if not whole or not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
                 raise RealtimeError(f"input_audio_sample_rate must be a whole number of Hz between "
                                     f"{MIN_SAMPLING_RATE} and {MAX_SAMPLING_RATE}, got {shown(rate)}.",
                                     param="input_audio_sample_rate")
