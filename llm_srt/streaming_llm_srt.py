@@ -317,12 +317,12 @@ class LiveTranslator:
         audio, rest = self.buffer[:cut], self.buffer[cut:]
         texts = self._decode(audio)
         events: list[LiveEvent] = []
-        if texts is not None:
+        if texts is not None or self.started:  # a segment already reported is closed even if its audio is silent
             if not self.started:
                 events.append(self._event("segment_start"))
             finals = {}
             for key, stream in self.streams.items():
-                words = words_of(texts[key], stream.language)
+                words = words_of(texts[key], stream.language) if texts is not None else list(stream.committed)
                 done = len(stream.committed)
                 if words[:done] != stream.committed:
                     logger.info(f"Live segment {len(self.segments)}: the last decode of {key} changed confirmed "

@@ -216,3 +216,32 @@ def test_cli_live_prints_subtitles_of_a_file_played_faster_than_real_time(parrot
     neither = subprocess.run(command[:4] + ["--model", str(folder)], capture_output=True, text=True, timeout=600,
                              cwd=root)
     assert neither.returncode == 2 and "--mic" in neither.stderr
+
+
+def test_live_latency_benchmark_reports_every_direction(tiny_folder, tmp_path):
+    import json
+    import os
+    import sys
+
+    import soundfile
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from live_latency import main
+
+    data = tmp_path / "data"
+    (data / "audio").mkdir(parents=True)
+    rows = []
+    for n in range(2):
+        soundfile.write(data / "audio" / f"{n}.wav", synthetic_speech(1.2, seed=n), SR)
+        rows += [{"audio": f"audio/{n}.wav", "src_lang": "eng", "tgt_lang": tgt, "transcript": "I see three red cats.",
+                  "translation": text} for tgt, text in (("deu", "Ich sehe drei rote Katzen."),
+                                                         ("fra", "Je vois trois chats rouges."))]
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = main(["--model", tiny_folder, "--data_dir", str(data), "--pace", "0", "--max_new_tokens", "6",
+                   "--output", str(tmp_path / "live.json")])
+    assert set(report["results"]) == {"eng-deu", "eng-fra", "transcript"}
+    for row in report["results"].values():
+        assert row["clips"] == 2 and row["al_ca"] >= row["al"] >= 0 and row["laal"] >= 0
+    assert {"bleu_live", "bleu_offline", "bleu_live_vs_offline"} <= set(report["results"]["eng-deu"])
+    assert {"wer_live", "wer_offline", "wer_live_vs_offline"} <= set(report["results"]["transcript"])
+    assert json.loads((tmp_path / "live.json").read_text())["clips"] == 2
