@@ -245,3 +245,23 @@ def test_live_latency_benchmark_reports_every_direction(tiny_folder, tmp_path):
     assert {"bleu_live", "bleu_offline", "bleu_live_vs_offline"} <= set(report["results"]["eng-deu"])
     assert {"wer_live", "wer_offline", "wer_live_vs_offline"} <= set(report["results"]["transcript"])
     assert json.loads((tmp_path / "live.json").read_text())["clips"] == 2
+
+
+def test_the_spoken_language_is_detected_per_segment_when_not_given(tmp_path):
+    from llm_srt.testing import build_tiny_model_and_processor, build_tiny_tokenizer, whisper_hearing
+
+    model, processor = build_tiny_model_and_processor(seed=0, tokenizer=build_tiny_tokenizer())
+    whisper_folder = tmp_path / "whisper"
+    whisper_hearing(model.config.audio_config, "de").save_pretrained(whisper_folder)  # hears German in any audio
+    model.load_language_detector(str(whisper_folder))
+    engine = TransformersEngine(model, processor)
+    audio = synthetic_speech(3.0, seed=3, pause_every=1.5)
+    translator = LiveTranslator(engine, "auto", ["fra"], settings=SETTINGS, min_chunk_seconds=0.5)
+    events = stream(translator, audio, 0.3)
+    assert len(translator.segments) == 2 and {s["language"] for s in translator.segments} == {"deu"}
+    finals = [e for e in events if e.type == "segment_final"]
+    assert [e.language for e in finals] == ["deu", "deu"]
+    no_detector = LiveTranslator(TransformersEngine(*build_tiny_model_and_processor(
+        seed=0, tokenizer=build_tiny_tokenizer())), None, ["fra"], settings=SETTINGS)
+    with pytest.raises(ValueError, match="Language detection"):
+        stream(no_detector, audio, 1.0)

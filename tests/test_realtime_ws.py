@@ -176,3 +176,16 @@ def test_the_live_page_is_served(server):
     assert status == 200 and "text/html" in kind
     assert "/v1/realtime" in page and "getUserMedia" in page
     assert get(server.url + "/")[2] == page
+
+
+def test_a_turn_the_model_cannot_decode_is_reported_once_and_the_next_turn_is_served(server, talk):
+    with connect(server) as socket:
+        configure(socket, targets=["deu"])  # no language, and the parrot model has no detector
+        events = stream_and_commit(socket, talk)
+        errors = [e["error"] for e in events if e["type"] == "error"]
+        assert len(errors) == 1 and errors[0]["code"] == "language_required", errors
+        assert not results(events)
+        configure(socket, input_audio_transcription={"language": "eng"})
+        items = list(results(stream_and_commit(socket, talk)).values())
+        assert [i["completed"]["deu"] for i in items] == [t["deu"] for _, t in PARROT_LINES]
+        assert items[0]["span"][0] == round(len(talk) / SR, 3)  # times run on over the session's turns

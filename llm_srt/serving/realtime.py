@@ -17,7 +17,8 @@ Server events: `transcription_session.created` / `.updated`; per segment (an "it
 the same per target, with `language`), then `conversation.item.input_audio_transcription.completed` (`transcript`,
 `start`, `end` in seconds) and `conversation.item.input_audio_translation.completed` per target (`translation`);
 `input_audio_buffer.committed` after a commit; `error` events (`{"type": "error", "error": {"type", "code",
-"message", "param"}}`) for anything refused, after which the session goes on.
+"message", "param"}}`) for anything refused, after which the session goes on (a turn whose decoding failed, e.g.
+a language the model cannot detect, is reported once and the rest of its audio dropped until the next commit).
 
 Each session is a [`LiveTranslator`] whose decoding goes through the server's shared batcher (concurrent sessions
 and HTTP requests are batched together). A client that disconnects ends its session; its queued windows are
@@ -129,6 +130,7 @@ class RealtimeSession:
         self.items = itertools.count()
         self.item_ids: dict[int, str] = {}  # segment of the current turn -> item id
         self.queue: asyncio.Queue = asyncio.Queue()
+        self.halted = False  # a decode of this turn failed (reported): the rest of the turn is dropped
 
     # ------------------------------------------------------------------------------------------------- events
     async def send(self, event: dict[str, Any]) -> None:
@@ -208,7 +210,7 @@ class RealtimeSession:
                                     f"{MIN_SAMPLING_RATE} and {MAX_SAMPLING_RATE}, got {shown(rate)}.",
                                     param="input_audio_sample_rate")
             self.rate = rate
-        self.translator = None
+        self.translator, self.halted = None, False
 
     def new_translator(self) -> LiveTranslator:
         return LiveTranslator(self.decoder, self.language, self.targets)
@@ -264,24 +266,27 @@ class RealtimeSession:
             elif kind == "clear":
                 if self.translator is not None:
                     self.offset += self.translator.received_seconds
-                self.translator, self.item_ids = None, {}
+                self.translator, self.item_ids, self.halted = None, {}, False
             for _ in range(done):
                 self.queue.task_done()
 
     async def feed(self, samples: np.ndarray) -> None:
+        if self.halted:  # the turn failed: its audio is dropped until a commit, clear or session update
+            return
         if self.translator is None:
             self.translator = self.new_translator()
         try:
             events = await asyncio.to_thread(self.translator.feed, self.to_model_rate(samples))
-        except Exception as error:  # a decoding failure or a refused language: reported, the session goes on
+        except Exception as error:  # a decoding failure or a refused language: reported once, the session goes on
             await self.send(self.failure(error))
+            self.halted = True
             return
         for event in events:
             for server_event in self.server_events(event):
                 await self.send(server_event)
 
     async def commit(self) -> None:
-        translator = self.translator
+        translator = None if self.halted else self.translator
         item = None
         if translator is not None:
             try:
@@ -294,7 +299,9 @@ class RealtimeSession:
                     await self.send(server_event)
             item = self.item_ids.get(len(translator.segments) - 1) if translator.segments else None
             self.offset += translator.received_seconds
-        self.translator, self.item_ids = None, {}
+        if self.halted and self.translator is not None:
+            self.offset += self.translator.received_seconds
+        self.translator, self.item_ids, self.halted = None, {}, False
         await self.send({"type": "input_audio_buffer.committed", "item_id": item, "previous_item_id": None})
 
     @staticmethod
