@@ -5,9 +5,9 @@ import contextlib
 import io
 import os
 import time
-from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -365,9 +365,8 @@ def create_app(
     """
     try:
         from fastapi import FastAPI, Request, WebSocket
-        from fastapi.responses import HTMLResponse
         from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse
+        from fastapi.responses import HTMLResponse, JSONResponse
         from starlette.exceptions import HTTPException as StarletteHTTPException
     except ImportError as error:
         raise ImportError(f"llm-srt serve needs FastAPI: pip install 'llm-srt[serve]' ({error}).") from None
