@@ -131,6 +131,7 @@ class RealtimeSession:
         self.item_ids: dict[int, str] = {}  # segment of the current turn -> item id
         self.queue: asyncio.Queue = asyncio.Queue()
         self.halted = False  # a decode of this turn failed (reported): the rest of the turn is dropped
+        self.turn_seconds = 0.0  # audio received in this turn, fed or dropped
 
     # ------------------------------------------------------------------------------------------------- events
     async def send(self, event: dict[str, Any]) -> None:
@@ -264,13 +265,12 @@ class RealtimeSession:
             elif kind == "commit":
                 await self.commit()
             elif kind == "clear":
-                if self.translator is not None:
-                    self.offset += self.translator.received_seconds
-                self.translator, self.item_ids, self.halted = None, {}, False
+                self.end_turn()
             for _ in range(done):
                 self.queue.task_done()
 
     async def feed(self, samples: np.ndarray) -> None:
+        self.turn_seconds += len(samples) / self.rate
         if self.halted:  # the turn failed: its audio is dropped until a commit, clear or session update
             return
         if self.translator is None:
@@ -298,11 +298,13 @@ class RealtimeSession:
                 for server_event in self.server_events(event):
                     await self.send(server_event)
             item = self.item_ids.get(len(translator.segments) - 1) if translator.segments else None
-            self.offset += translator.received_seconds
-        if self.halted and self.translator is not None:
-            self.offset += self.translator.received_seconds
-        self.translator, self.item_ids, self.halted = None, {}, False
+        self.end_turn()
         await self.send({"type": "input_audio_buffer.committed", "item_id": item, "previous_item_id": None})
+
+    def end_turn(self) -> None:
+        """The next audio starts a new turn; its times follow this turn's audio."""
+        self.offset += self.turn_seconds
+        self.translator, self.item_ids, self.halted, self.turn_seconds = None, {}, False, 0.0
 
     @staticmethod
     def failure(error: Exception) -> dict[str, Any]:
