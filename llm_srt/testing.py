@@ -20,10 +20,14 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 from transformers import WhisperFeatureExtractor
+from transformers.utils import logging
 
 from .configuration_llm_srt import LANGUAGES, LlmSrtConfig, language_tag
 from .modeling_llm_srt import LlmSrtForConditionalGeneration
 from .processing_llm_srt import LlmSrtProcessor
+
+
+logger = logging.get_logger(__name__)
 
 
 SAMPLING_RATE = 16000
@@ -292,7 +296,71 @@ __all__ = [
     "build_tiny_model_and_processor",
     "save_tiny_model",
     "synthetic_speech",
+    "speak",
+    "build_parrot_model",
 ]
+
+
+PARROT_LINES = (
+    ("I see three red cats.", {"deu": "Ich sehe drei rote Katzen.", "fra": "Je vois trois chats rouges."}),
+    ("Two blue dogs.", {"deu": "Zwei blaue Hunde.", "fra": "Deux chiens bleus."}),
+)
+
+
+def speak(text: str, voice: str = "en-us", sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """`text` spoken by espeak-ng (Debian's package) as float32 samples at `sampling_rate`."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import librosa
+    import soundfile
+
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng).")
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "speech.wav")
+        subprocess.run([espeak, "-v", voice, "-w", path, text], check=True, capture_output=True)
+        audio, rate = soundfile.read(path, dtype="float32")
+    return librosa.resample(audio, orig_sr=rate, target_sr=sampling_rate).astype(np.float32)
+
+
+def build_parrot_model(
+    lines=PARROT_LINES, src_lang: str = "eng", voice: str = "en-us", max_steps: int = 200, target_loss: float = 0.05,
+    seed: int = 0, window_seconds: int = 4,
+) -> tuple[LlmSrtForConditionalGeneration, LlmSrtProcessor, list[np.ndarray]]:
+    """A tiny model trained in seconds (all of it, toy tokenizer) to answer a few spoken lines: each `(transcript,
+    {target: translation})` of `lines` is spoken by espeak-ng and learned as SRT into every target and as ASR, until
+    the training loss is below `target_loss`. It hears which line was spoken, so tests can check real words.
+    Returns the model (eval mode), its processor and the clips."""
+    tokenizer = build_tiny_tokenizer()
+    model, processor = build_tiny_model_and_processor(seed=seed, tokenizer=tokenizer, window_seconds=window_seconds,
+                                                      projector_dropout=0.0)
+    clips = [speak(text, voice) for text, _ in lines]
+    srt = [(clip, text, target, translation) for clip, (text, translations) in zip(clips, lines)
+           for target, translation in translations.items()]
+    batches = [
+        processor([row[0] for row in srt], task="srt", src_lang=src_lang, tgt_lang=[row[2] for row in srt],
+                  transcript=[row[1] for row in srt], translation=[row[3] for row in srt], sampling_rate=SAMPLING_RATE),
+        processor(clips, task="asr", src_lang=src_lang, transcript=[text for text, _ in lines],
+                  sampling_rate=SAMPLING_RATE),
+    ]
+    model.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(max_steps):
+        losses = []
+        for batch in batches:
+            loss = model(**batch).loss
+            loss.backward()
+            losses.append(float(loss.detach()))
+        optimizer.step()
+        optimizer.zero_grad()
+        if max(losses) < target_loss:
+            break
+    logger.info(f"The parrot model learned its {len(lines)} lines in {step + 1} steps (loss {max(losses):.3f}).")
+    model.eval().requires_grad_(False)
+    return model, processor, clips
 
 
 def whisper_hearing(audio_config, whisper_code: str = "de", seed: int = 1):

@@ -82,6 +82,9 @@ class VllmEngine(DecodingEngine):
         if concurrent_batches < 1:
             raise ValueError(f"concurrent_batches must be at least 1, got {concurrent_batches}.")
         self.model_path, self.concurrent_batches = str(model), concurrent_batches
+        from .configuration_llm_srt import LlmSrtConfig
+
+        self.config = LlmSrtConfig.from_pretrained(self.model_path)
         self._sampling_params = SamplingParams
         self.generation_config = self._generation_config(self.model_path)
         self._language_detector = language_detector

@@ -48,3 +48,17 @@ def clips():
     from llm_srt.testing import synthetic_speech
 
     return [synthetic_speech(0.6 + 0.3 * i, seed=i) for i in range(3)]
+
+
+@pytest.fixture(scope="session")
+def parrot():
+    """(model, processor, clips): a tiny model trained in seconds to answer two lines spoken by espeak-ng
+    ("I see three red cats." / "Two blue dogs.", into deu and fra: `llm_srt.testing.PARROT_LINES`); real words for
+    the live tests. Tests must not modify it."""
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng (Debian package) not installed")
+    from llm_srt.testing import build_parrot_model
+
+    return build_parrot_model()

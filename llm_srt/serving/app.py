@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from ..generation_llm_srt import (
 from ..loading import load_model_and_processor
 from ..processing_llm_srt import LlmSrtProcessor
 from .batcher import Batcher, Row
+from .realtime import run_session
 from .protocol import (
     DEFAULT_MAX_AUDIO_SECONDS,
     DEFAULT_MAX_FILE_MB,
@@ -44,6 +46,7 @@ from .protocol import (
 logger = logging.get_logger(__name__)
 
 _DISCONNECT_POLL_SECONDS = 0.5  # how often a waiting request checks that its client is still there
+LIVE_PAGE = Path(__file__).parent / "static" / "live.html"
 _FORM_SLACK_BYTES = 1 << 20  # room for the other form fields and multipart framing in the Content-Length check
 
 
@@ -61,6 +64,7 @@ class ServeSettings:
     num_beams: int = 1
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
     max_queue: int = 256  # most windows waiting in the batcher; beyond it a 503 with Retry-After
+    max_live_sessions: int = 32  # most WebSocket live sessions at once (/v1/realtime)
 
 
 class SpeechServer:
@@ -77,7 +81,8 @@ class SpeechServer:
         self.window_seconds = float(processor.feature_extractor.chunk_length)
         self.created = int(time.time())
         # a request outside the model's recorded training data is answered, with a warning once per direction
-        self.untrained_warnings = UntrainedWarnings(model.config, logger)
+        self.untrained_warnings = UntrainedWarnings(model.config if model is not None else self.engine.config, logger)
+        self.live_sessions = 0  # open /v1/realtime sessions
 
     # ----------------------------------------------------------------------------------------------- parsing
     def generation_settings(self, temperature: str | None) -> dict:
@@ -376,6 +381,7 @@ def create_app(
     trust_remote_code: bool = False,
     engine: str = "transformers",
     tensor_parallel_size: int = 1,
+    max_live_sessions: int = 32,
 ):
     """The FastAPI app serving `model` (a saved model folder or Hub id, or a `(model, processor)` pair).
 
@@ -386,9 +392,9 @@ def create_app(
     (its `batcher.stats` counts the `generate` calls).
     """
     try:
-        from fastapi import FastAPI, Request
+        from fastapi import FastAPI, Request, WebSocket
         from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse
+        from fastapi.responses import HTMLResponse, JSONResponse
         from starlette.exceptions import HTTPException as StarletteHTTPException
     except ImportError as error:
         raise ImportError(f"llm-srt serve needs FastAPI: pip install 'llm-srt[serve]' ({error}).") from None
@@ -433,7 +439,7 @@ def create_app(
     server = SpeechServer(model, processor, ServeSettings(
         served_model_name=name, model_aliases=aliases, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
         max_file_mb=max_file_mb, max_new_tokens=max_new_tokens, num_beams=num_beams,
-        max_audio_seconds=max_audio_seconds, max_queue=max_queue,
+        max_audio_seconds=max_audio_seconds, max_queue=max_queue, max_live_sessions=max_live_sessions,
     ), engine=decoding_engine)
 
     @contextlib.asynccontextmanager
@@ -488,6 +494,18 @@ def create_app(
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": server.settings.served_model_name, "queued_windows": server.batcher.queued,
-                "batches": server.batcher.stats["batches"], "rows": server.batcher.stats["rows"]}
+                "batches": server.batcher.stats["batches"], "rows": server.batcher.stats["rows"],
+                "live_sessions": server.live_sessions}
+
+    @app.websocket("/v1/realtime")
+    async def realtime(websocket: WebSocket):
+        """Live transcription and translation (`serving/realtime.py`: OpenAI's Realtime transcription events)."""
+        await run_session(server, websocket, server.settings.max_live_sessions)
+
+    @app.get("/", include_in_schema=False)
+    @app.get("/live", include_in_schema=False)
+    async def live_page():
+        """The live subtitle page: microphone or file, targets, live transcript and translations, SRT/VTT."""
+        return HTMLResponse(LIVE_PAGE.read_text(encoding="utf-8"))
 
     return app

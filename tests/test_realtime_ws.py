@@ -1,0 +1,191 @@
+"""`llm-srt serve`'s live sessions over a WebSocket (`/v1/realtime`, OpenAI's Realtime transcription events)."""
+
+import base64
+import contextlib
+import json
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+
+from llm_srt.testing import SAMPLING_RATE as SR
+from llm_srt.testing import PARROT_LINES, ServerThread
+
+
+pytest.importorskip("fastapi")
+websockets_sync = pytest.importorskip("websockets.sync.client")
+
+TRANSCRIPTION = "conversation.item.input_audio_transcription"
+TRANSLATION = "conversation.item.input_audio_translation"
+
+
+@pytest.fixture(scope="module")
+def server(parrot):
+    from llm_srt.serving import create_app
+
+    model, processor, _ = parrot
+    with ServerThread(create_app((model, processor), max_new_tokens=40, max_wait_ms=20)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def talk(parrot):
+    """The two lines with half a second of silence between them."""
+    _, _, clips = parrot
+    return np.concatenate([clips[0], np.zeros(SR // 2, dtype=np.float32), clips[1]])
+
+
+def pcm16(audio: np.ndarray) -> str:
+    return base64.b64encode((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()).decode()
+
+
+@contextlib.contextmanager
+def connect(server):
+    with websockets_sync.connect(server.url.replace("http", "ws") + "/v1/realtime", max_size=None) as socket:
+        assert json.loads(socket.recv(timeout=10))["type"] == "transcription_session.created"
+        yield socket
+
+
+def get(url: str) -> tuple[int, str, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.headers["content-type"], response.read().decode()
+
+
+def health(server) -> dict:
+    return json.loads(get(server.url + "/health")[2])
+
+
+def configure(socket, **session) -> dict:
+    socket.send(json.dumps({"type": "transcription_session.update", "session": session}))
+    event = json.loads(socket.recv(timeout=10))
+    assert event["type"] == "transcription_session.updated", event
+    return event["session"]
+
+
+def stream_and_commit(socket, audio: np.ndarray, chunk_seconds: float = 0.2, rate: int = SR) -> list[dict]:
+    """Send `audio` in chunks, commit, and return every server event up to `input_audio_buffer.committed`."""
+    size = int(chunk_seconds * rate)
+    for i in range(0, len(audio), size):
+        socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm16(audio[i:i + size])}))
+    socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    events = []
+    while not events or events[-1]["type"] != "input_audio_buffer.committed":
+        events.append(json.loads(socket.recv(timeout=120)))
+    return events
+
+
+def results(events: list[dict]) -> dict:
+    """Per item: the completed transcript and translations, and the deltas' concatenations."""
+    out: dict[str, dict] = {}
+    for event in events:
+        item = out.setdefault(event.get("item_id"), {"deltas": {}, "completed": {}})
+        if event["type"] == TRANSCRIPTION + ".delta":
+            item["deltas"]["transcript"] = item["deltas"].get("transcript", "") + event["delta"]
+        elif event["type"] == TRANSLATION + ".delta":
+            item["deltas"][event["language"]] = item["deltas"].get(event["language"], "") + event["delta"]
+        elif event["type"] == TRANSCRIPTION + ".completed":
+            item["completed"]["transcript"] = event["transcript"]
+            item["span"] = (event["start"], event["end"])
+        elif event["type"] == TRANSLATION + ".completed":
+            item["completed"][event["language"]] = event["translation"]
+    return {k: v for k, v in out.items() if v["completed"]}
+
+
+def test_two_concurrent_sessions_with_different_targets_get_their_own_results(server, talk):
+    import librosa
+
+    outcomes = {}
+
+    def session(name, targets, rate):
+        with connect(server) as socket:
+            settings = configure(socket, targets=targets, input_audio_transcription={"language": "eng"},
+                                 input_audio_sample_rate=rate)
+            assert settings["targets"] == targets and settings["input_audio_sample_rate"] == rate
+            audio = talk if rate == SR else librosa.resample(talk, orig_sr=SR, target_sr=rate)
+            outcomes[name] = stream_and_commit(socket, audio, rate=rate)
+
+    threads = [threading.Thread(target=session, args=("a", ["deu"], SR)),
+               threading.Thread(target=session, args=("b", ["fra", "deu"], 24000))]  # b declares 24 kHz PCM
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    for name, targets in (("a", ["deu"]), ("b", ["fra", "deu"])):
+        items = list(results(outcomes[name]).values())
+        assert [i["completed"]["transcript"] for i in items] == [text for text, _ in PARROT_LINES]
+        for item, (_, translations) in zip(items, PARROT_LINES):
+            assert item["completed"] == {"transcript": item["completed"]["transcript"],
+                                         **{t: translations[t] for t in targets}}  # its own targets only
+            assert item["deltas"] == item["completed"]  # the confirmed deltas add up to the final text
+        assert items[0]["span"][0] == 0.0 and items[0]["span"][1] == items[1]["span"][0]
+        types = [e["type"] for e in outcomes[name]]
+        assert types.count("input_audio_buffer.speech_started") == 2 and "error" not in types
+    assert health(server)["live_sessions"] == 0
+
+
+def test_bad_chunks_get_error_events_and_the_session_survives(server, talk):
+    with connect(server) as socket:
+        configure(socket, targets=["deu"], input_audio_transcription={"language": "eng"})
+
+        def error_for(message) -> dict:
+            socket.send(message if isinstance(message, str) else json.dumps(message))
+            event = json.loads(socket.recv(timeout=10))
+            assert event["type"] == "error", event
+            return event["error"]
+
+        assert error_for({"type": "input_audio_buffer.append", "audio": "not base64!"})["code"] == "invalid_audio"
+        odd = base64.b64encode(b"\x00\x01\x02").decode()
+        error = error_for({"type": "input_audio_buffer.append", "audio": odd})
+        assert error["code"] == "invalid_audio" and "odd number of bytes" in error["message"]
+        huge = pcm16(np.zeros(SR * 11, dtype=np.float32))  # more than the 10 s an append may carry
+        assert error_for({"type": "input_audio_buffer.append", "audio": huge})["code"] == "audio_too_large"
+        assert error_for({"type": "input_audio_buffer.append", "audio": 5})["code"] == "invalid_audio"
+        assert error_for("{not json")["code"] == "invalid_json"
+        assert error_for({"type": "response.create"})["code"] == "unknown_event"
+        error = error_for({"type": "transcription_session.update", "session": {"targets": ["klingon"]}})
+        assert error["code"] == "unsupported_language" and error["param"] == "targets"
+        error = error_for({"type": "transcription_session.update", "session": {"input_audio_sample_rate": 16}})
+        assert error["param"] == "input_audio_sample_rate"
+        # the session is still open: a whole stream still comes back right
+        items = list(results(stream_and_commit(socket, talk)).values())
+        assert [i["completed"]["deu"] for i in items] == [t["deu"] for _, t in PARROT_LINES]
+
+
+def test_a_disconnect_mid_stream_frees_the_session_and_the_server_stays_healthy(server, talk):
+    with connect(server) as socket:
+        configure(socket, targets=["deu", "fra"], input_audio_transcription={"language": "eng"})
+        for i in range(0, len(talk) // 2, SR // 10):
+            socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm16(talk[i:i + SR // 10])}))
+        assert health(server)["live_sessions"] == 1
+    # gone mid-stream, with decodes queued or running
+    for _ in range(100):
+        state = health(server)
+        if state["live_sessions"] == 0:
+            break
+        threading.Event().wait(0.1)
+    assert state["status"] == "ok" and state["live_sessions"] == 0
+    with connect(server) as again:  # a new session is served in full
+        configure(again, targets=["fra"], input_audio_transcription={"language": "eng"})
+        items = list(results(stream_and_commit(again, talk, chunk_seconds=0.5)).values())
+        assert [i["completed"]["fra"] for i in items] == [t["fra"] for _, t in PARROT_LINES]
+
+
+def test_the_live_page_is_served(server):
+    status, kind, page = get(server.url + "/live")
+    assert status == 200 and "text/html" in kind
+    assert "/v1/realtime" in page and "getUserMedia" in page
+    assert get(server.url + "/")[2] == page
+
+
+def test_a_turn_the_model_cannot_decode_is_reported_once_and_the_next_turn_is_served(server, talk):
+    with connect(server) as socket:
+        configure(socket, targets=["deu"])  # no language, and the parrot model has no detector
+        events = stream_and_commit(socket, talk)
+        errors = [e["error"] for e in events if e["type"] == "error"]
+        assert len(errors) == 1 and errors[0]["code"] == "language_required", errors
+        assert not results(events)
+        configure(socket, input_audio_transcription={"language": "eng"})
+        items = list(results(stream_and_commit(socket, talk)).values())
+        assert [i["completed"]["deu"] for i in items] == [t["deu"] for _, t in PARROT_LINES]
+        assert items[0]["span"][0] == round(len(talk) / SR, 3)  # times run on over the session's turns
