@@ -85,8 +85,12 @@ def transformers_side(folder, audio):
             first.append(torch.log_softmax(out.logits[0, -1].float(), dim=-1))
     shared = engine.decode_shared_transcript([handles[i] for i in SHARED["audio"]], SHARED["src_lang"],
                                              SHARED["targets"], SHARED["settings"], SHARED["transcripts"])
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from vllm_worker import live_segments
+
     return {"detections": [d["language"] for d in detections], "rows": answers, "first_logprobs": first,
-            "shared": [[a["token_ids"] for a in per_audio] for per_audio in shared]}
+            "shared": [[a["token_ids"] for a in per_audio] for per_audio in shared],
+            "live": live_segments(engine, audio[2], GREEDY)}
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +137,12 @@ def test_language_detection_and_refusals(transformers_side, vllm_side):
     beams, unknown = vllm_side["refusals"]
     assert "num_beams=4" in beams and "transformers engine" in beams
     assert "output_scores" in unknown
+
+
+def test_live_translation_on_vllm_equals_the_transformers_engine(transformers_side, vllm_side):
+    """`LiveTranslator` decodes through the seam, so a live session runs on vLLM with the same segments."""
+    assert vllm_side["live"] == transformers_side["live"]
+    assert transformers_side["live"] and all(set(s["translations"]) == {"deu", "fra"} for s in vllm_side["live"])
 
 
 # ---------------------------------------------------------------------------------------------- llm-srt serve

@@ -9,6 +9,17 @@ import sys
 import numpy as np
 
 
+def live_segments(engine, audio, settings) -> list:
+    """The final segments of a live two-target session fed `audio` in 0.25 s chunks (tests/test_vllm.py too)."""
+    from llm_srt.streaming_llm_srt import LiveTranslator
+
+    live = LiveTranslator(engine, "eng", ["deu", "fra"], settings=settings, min_chunk_seconds=0.5)
+    for start in range(0, len(audio), 4000):
+        live.feed(audio[start:start + 4000])
+    live.finish()
+    return json.loads(json.dumps(live.segments))
+
+
 def main(request_file: str, answer_file: str) -> None:
     from vllm import SamplingParams
 
@@ -52,6 +63,7 @@ def main(request_file: str, answer_file: str) -> None:
             except ValueError as error:
                 refusals.append(str(error))
         answers["refusals"] = refusals
+        answers["live"] = live_segments(engine, audio[2], request["settings"])
     json.dump(answers, open(answer_file, "w"))
 
 
