@@ -258,6 +258,13 @@ def one_line(error: BaseException) -> str:
     return text
 
 
+def exit_with_error(prog: str, error: BaseException, status: int) -> None:
+    """End a script with `prog: error: <the error on one line>` on stderr and exit `status`."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
 def run_reporting_errors(
     prog: str, work: Callable[[], object], usage_errors: tuple[type[BaseException], ...] = ()
 ) -> int:

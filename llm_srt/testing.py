@@ -484,3 +484,17 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def save_model(model, processor, folder: str | os.PathLike) -> str:
+    """Save a model and its processor into `folder` (a loadable model folder); returns the path."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+def attach_detector_hearing(model, whisper_code: str, folder: str | os.PathLike) -> None:
+    """Save `whisper_hearing(..., whisper_code)` into `folder` and attach it to `model` as its saved language
+    detector: a model whose detection always hears that language."""
+    whisper_hearing(model.config.audio_config, whisper_code).save_pretrained(folder)
+    model.load_language_detector(str(folder), save_with_model=True)

@@ -36,11 +36,9 @@ def tiny(tokenizer):
 @pytest.fixture(scope="session")
 def tiny_folder(tiny, tmp_path_factory):
     """The tiny model and processor saved to a folder (remote code included)."""
-    model, processor = tiny
-    folder = tmp_path_factory.mktemp("tiny_llm_srt")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
+    from llm_srt.testing import save_model
+
+    return save_model(*tiny, tmp_path_factory.mktemp("tiny_llm_srt"))
 
 
 @pytest.fixture

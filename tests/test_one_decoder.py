@@ -14,7 +14,7 @@ from transformers import pipeline
 
 from llm_srt.generation_llm_srt import DecodeRow, TransformersEngine, decode_window_rows, decode_windows
 from llm_srt.testing import SAMPLING_RATE as SR
-from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech, whisper_hearing
+from llm_srt.testing import attach_detector_hearing, build_tiny_model_and_processor, save_model, synthetic_speech
 
 
 pytest.importorskip("fastapi")
@@ -29,14 +29,8 @@ SETTINGS = {"num_beams": 1, "max_new_tokens": 8}
 def folder_with_detector(tokenizer, tmp_path_factory):
     """A tiny model saved with a Whisper language detector whose decoder hears German in any audio."""
     model, processor = build_tiny_model_and_processor(seed=0, tokenizer=tokenizer)
-    whisper = whisper_hearing(model.config.audio_config, "de")
-    whisper_folder = tmp_path_factory.mktemp("whisper")
-    whisper.save_pretrained(whisper_folder)
-    model.load_language_detector(str(whisper_folder), save_with_model=True)
-    folder = tmp_path_factory.mktemp("tiny_with_detector")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
+    attach_detector_hearing(model, "de", tmp_path_factory.mktemp("whisper"))
+    return save_model(model, processor, tmp_path_factory.mktemp("tiny_with_detector"))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import soundfile
 
 from llm_srt import cli
 from llm_srt.configuration_llm_srt import LANGUAGE_TABLE, LlmSrtConfig
-from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech
+from llm_srt.testing import build_tiny_model_and_processor, save_model, synthetic_speech
 
 
 SR = 16000
@@ -32,11 +32,7 @@ def eng_deu(tokenizer):
 
 @pytest.fixture(scope="module")
 def eng_deu_folder(eng_deu, tmp_path_factory):
-    model, processor = eng_deu
-    folder = tmp_path_factory.mktemp("eng_deu_model")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
+    return save_model(*eng_deu, tmp_path_factory.mktemp("eng_deu_model"))
 
 
 def test_config_records_languages_and_directions_as_codes(tmp_path):

@@ -16,7 +16,7 @@ import soundfile
 import torch
 
 from llm_srt.generation_llm_srt import DecodeRow, TransformersEngine
-from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech, whisper_hearing
+from llm_srt.testing import attach_detector_hearing, build_tiny_model_and_processor, save_model, synthetic_speech
 
 
 VLLM_PYTHON = os.environ.get("LLM_SRT_VLLM_PYTHON")
@@ -54,13 +54,8 @@ def folder(tmp_path_factory):
         for name, weight in model.named_parameters():
             if weight.dim() == 2 and not name.startswith("audio_tower"):
                 weight.normal_(0, 1.0 if "embed" in name else 0.2)
-    whisper_folder = tmp_path_factory.mktemp("whisper")
-    whisper_hearing(model.config.audio_config, "de").save_pretrained(whisper_folder)
-    model.load_language_detector(str(whisper_folder), save_with_model=True)
-    path = tmp_path_factory.mktemp("tiny_vllm")
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return str(path)
+    attach_detector_hearing(model, "de", tmp_path_factory.mktemp("whisper"))
+    return save_model(model, processor, tmp_path_factory.mktemp("tiny_vllm"))
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,9 @@ from llm_srt.quality_metrics import (  # noqa: E402
     speed,
 )
 from llm_srt.processing_llm_srt import normalize_task  # noqa: E402
-from llm_srt.safe_io import OutputExistsError, UsageError, atomic_write, drop_cut_last_line  # noqa: E402
+from llm_srt.safe_io import (  # noqa: E402
+    OutputExistsError, UsageError, atomic_write, drop_cut_last_line, exit_with_error,
+)
 from llm_srt.training import (  # noqa: E402
     DataError, RowChecker, audio_seconds, default_base_dir, load_rows, row_labels,
 )
@@ -798,9 +800,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 
 def _fail(error: BaseException, status: int):
-    message = " ".join(str(error).split()) or type(error).__name__
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    raise SystemExit(status)
+    exit_with_error(PROG, error, status)
 
 
 if __name__ == "__main__":

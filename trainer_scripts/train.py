@@ -37,7 +37,7 @@ from transformers.trainer_callback import ProgressCallback
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor  # noqa: E402
-from llm_srt.safe_io import UsageError  # noqa: E402
+from llm_srt.safe_io import UsageError, exit_with_error  # noqa: E402
 from llm_srt.training import (  # noqa: E402
     FINAL_STAGING,
     LlmSrtDataCollator,
@@ -504,9 +504,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _fail(error: BaseException, status: int):
-    message = " ".join(str(error).split()) or type(error).__name__
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    raise SystemExit(status)
+    exit_with_error(PROG, error, status)
 
 
 if __name__ == "__main__":
