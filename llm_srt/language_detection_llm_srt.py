@@ -243,7 +243,8 @@ class LanguageDetectionMixin:
             input_features: log-mel features `(batch, mel_bins, frames)` (the processor's); encoded here.
             encoder_hidden_states: or the encoder output `(batch, frames, d_model)` already computed (e.g. the one
                 the LLM's audio embeddings come from), so the encoder does not run twice.
-            languages: candidate languages (any accepted spelling); default: all 15 the detector knows.
+            languages: candidate languages (any accepted spelling); default: the languages the model was trained on
+                (`config.trained_languages`), or all 15 the detector knows when the model records none.
 
         Returns:
             One dict per row: `language` (our ISO 639-3 code; Mandarin is `zho`, written in prompts with
@@ -263,7 +264,9 @@ class LanguageDetectionMixin:
                                                dtype=self.audio_tower.conv1.weight.dtype)
             encoder_hidden_states = self.audio_tower(input_features).last_hidden_state
         detector.to(encoder_hidden_states.device)
-        wanted = list(dict.fromkeys(normalize_language(lang) for lang in (languages or LANGUAGES)))
+        # A model is never 'detected' as speaking a language it never heard: by default the candidates are its own.
+        default = getattr(self.config, "trained_languages", None) or LANGUAGES
+        wanted = list(dict.fromkeys(normalize_language(lang) for lang in (languages or default)))
         rows = {code: i for i, code in enumerate(detector.languages)}
         candidates = [code for code in wanted if WHISPER_CODES[code] in rows]
         missing = [code for code in wanted if WHISPER_CODES[code] not in rows]

@@ -160,3 +160,25 @@ def test_train_records_the_languages_and_directions_of_its_data(tmp_path):
         previous = out
     assert recorded["asr"] == (["eng", "fra"], [])  # heard eng and fra, no direction trained yet
     assert recorded["srt"] == (["deu", "eng", "fra"], ["eng-deu", "fra-deu"])
+
+
+def test_language_detection_chooses_among_the_languages_the_model_was_trained_on(eng_deu, tmp_path):
+    """A model trained on eng and deu is never 'detected' as speaking a language it never heard: the candidates are
+    its recorded languages, and a recording Whisper hears as French is flagged unsupported (not 0.99 sure of one)."""
+    from llm_srt.testing import attach_detector_hearing
+
+    model, processor = eng_deu
+    features = processor.extract_features([synthetic_speech(1.0, seed=3)], SR)
+    attach_detector_hearing(model, "de", tmp_path / "hears_german")
+    heard = model.detect_language(input_features=features)[0]
+    assert set(heard["probabilities"]) == {"eng", "deu"} and heard["language"] == "deu" and heard["supported"]
+    attach_detector_hearing(model, "fr", tmp_path / "hears_french")
+    heard = model.detect_language(input_features=features)[0]
+    assert set(heard["probabilities"]) == {"eng", "deu"}
+    assert heard["whisper_language"] == "fr" and not heard["supported"]
+    # a model that records nothing (e.g. converted before this was recorded) chooses among all 15
+    model.config.trained_languages, recorded = None, model.config.trained_languages
+    try:
+        assert len(model.detect_language(input_features=features)[0]["probabilities"]) == 15
+    finally:
+        model.config.trained_languages = recorded
