@@ -239,6 +239,13 @@ def generation_setting(generate_kwargs: dict, generation_config, name: str):
     return getattr(generate_kwargs.get("generation_config") or generation_config, name, None)
 
 
+def reference_near(folder: str | os.PathLike, reference: str) -> str:
+    """A component reference of a saved config (e.g. `audio_model_name_or_path`): the folder of that name next to the
+    model's `folder` when there is one, else the reference as given (a Hub id or another path)."""
+    local = os.path.join(os.fspath(folder), str(reference))
+    return local if not os.path.isabs(str(reference)) and os.path.isdir(local) else str(reference)
+
+
 def check_model_location(path: str | os.PathLike) -> None:
     """Refuse a local model path that does not exist with `model folder not found: <path>`.
 
@@ -467,5 +474,5 @@ class LlmSrtConfig(PreTrainedConfig):
 LlmSrtConfig.register_for_auto_class()
 
 __all__ = ["CER_LANGUAGES", "LANGUAGES", "LANGUAGE_TABLE", "LanguageInfo", "LlmSrtConfig", "PIPELINE_TASK",
-           "UNSPACED_LANGUAGES", "UntrainedWarnings", "WHISPER_CODES", "check_model_location", "direction_key",
+           "UNSPACED_LANGUAGES", "UntrainedWarnings", "WHISPER_CODES", "check_model_location", "reference_near", "direction_key",
            "generation_setting", "language_tag", "normalize_language", "normalize_targets", "read_config_json"]

@@ -246,6 +246,21 @@ class _WithForcedHistory(LogitsProcessor):
         return scores
 
 
+def checked_transcripts(processor, src_lang: str, transcripts: str | Sequence[str | None], num_audio: int
+                        ) -> list[str | None]:
+    """Known transcripts of `num_audio` audio (one per audio, None where unknown) as a list, each refused if it holds
+    the source tag: the answer would be split at it, giving a wrong transcript and translation."""
+    transcripts = [transcripts] if isinstance(transcripts, str) else list(transcripts)
+    if len(transcripts) != num_audio:
+        raise ValueError(f"Got {len(transcripts)} transcripts for {num_audio} audio rows.")
+    tag = processor.tag(src_lang)
+    for index, transcript in enumerate(transcripts):
+        if transcript is not None and tag in transcript:
+            raise ValueError(f"transcripts[{index}] holds the source tag {tag}, which ends a transcript in the "
+                             f"answer: {transcript!r}.")
+    return transcripts
+
+
 @torch.no_grad()
 def generate_many_targets(
     model,
@@ -301,18 +316,10 @@ def generate_many_targets(
         audio_embeds = model.get_audio_features(input_features.to(model.audio_tower.conv1.weight.device))
     num_audio, device = audio_embeds.shape[0], audio_embeds.device
     if transcripts is not None:
-        transcripts = [transcripts] if isinstance(transcripts, str) else list(transcripts)
-        if len(transcripts) != num_audio:
-            raise ValueError(f"Got {len(transcripts)} transcripts for {num_audio} audio rows.")
+        transcripts = checked_transcripts(processor, src_lang, transcripts, num_audio)
         if not shared_transcript:
             raise ValueError("transcripts are only used with shared_transcript=True (the translations decoded after "
                              "them); shared_transcript=False decodes every answer whole.")
-        tag = processor.tag(src_lang)
-        for index, transcript in enumerate(transcripts):
-            if transcript is not None and tag in transcript:
-                # The answer would be split at it: post_process would give a wrong transcript and translation.
-                raise ValueError(f"transcripts[{index}] holds the source tag {tag}, which ends a transcript in the "
-                                 f"answer: {transcript!r}.")
     eos, pad = processor.eos_token_id, processor.pad_token_id
     answers: list[list[int] | None] = [None] * (num_audio * len(targets))
 

@@ -23,7 +23,7 @@ from transformers.models.whisper.modeling_whisper import WhisperDecoder, Whisper
 from transformers.models.whisper.tokenization_whisper import LANGUAGES as WHISPER_LANGUAGE_NAMES
 from transformers.utils import cached_file, logging
 
-from .configuration_llm_srt import LANGUAGES, WHISPER_CODES, normalize_language
+from .configuration_llm_srt import LANGUAGES, WHISPER_CODES, normalize_language, reference_near
 
 
 logger = logging.get_logger(__name__)
@@ -209,10 +209,7 @@ class LanguageDetectionMixin:
                 "Language detection needs Whisper's decoder, and this model has none: it was not saved with the "
                 "model and config.audio_model_name_or_path names no Whisper checkpoint to load it from. " + HOW_TO_ENABLE
             )
-        source = str(source)
-        home = getattr(self.config, "_name_or_path", "") or ""
-        if not os.path.isabs(source) and os.path.isdir(os.path.join(home, source)):
-            source = os.path.join(home, source)
+        source = reference_near(getattr(self.config, "_name_or_path", "") or "", str(source))
         try:
             detector = LlmSrtLanguageDetector.from_whisper(source, audio_config=self.config.audio_config, **hub_kwargs)
         except LanguageDetectionUnavailable:
@@ -333,9 +330,7 @@ class AudioLanguageIdentifier(LanguageDetectionMixin, nn.Module):
         if not any(key.startswith("audio_tower.") for key in state):  # adapter-only: the encoder is referenced
             from .modeling_llm_srt import load_whisper_encoder
 
-            source = str(config.audio_model_name_or_path or "")
-            if not os.path.isabs(source) and os.path.isdir(os.path.join(folder, source)):
-                source = os.path.join(folder, source)
+            source = reference_near(folder, str(config.audio_model_name_or_path or ""))
             model.audio_tower = load_whisper_encoder(source, **hub_kwargs).eval().requires_grad_(False)
             if config.language_detector_languages and not any(k.startswith("language_detector.") for k in state):
                 model.load_language_detector(source, save_with_model=True)

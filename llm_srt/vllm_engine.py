@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from transformers import GenerationConfig
 from transformers.utils import logging
 
-from .generation_llm_srt import DecodeRow, DecodingEngine, answer_record
+from .configuration_llm_srt import normalize_targets
+from .generation_llm_srt import DecodeRow, DecodingEngine, answer_record, checked_transcripts
 
 
 logger = logging.get_logger(__name__)
@@ -242,23 +242,16 @@ class VllmEngine(DecodingEngine):
         tag gives the transcript; every target's translation is then decoded after its forced
         `transcript<|src|><|tgt|>`; an audio whose answer holds no source tag is decoded independently."""
         targets, processor = list(targets), self.processor
-        if not targets:
-            raise ValueError("targets is empty: pass at least one target language.")
+        normalize_targets(targets, name="targets")  # empty, or a target named twice: refused (as generate_many_targets)
         tag = processor.tag(src_lang)
-        transcripts = [None] * len(audio) if transcripts is None else list(transcripts)
-        if len(transcripts) != len(audio):
-            raise ValueError(f"Got {len(transcripts)} transcripts for {len(audio)} audio.")
-        for index, transcript in enumerate(transcripts):
-            if transcript is not None and tag in transcript:
-                raise ValueError(f"transcripts[{index}] holds the source tag {tag}, which ends a transcript in the "
-                                 f"answer: {transcript!r}.")
+        transcripts = checked_transcripts(processor, src_lang, [None] * len(audio) if transcripts is None
+                                          else transcripts, len(audio))
         unknown = [a for a, transcript in enumerate(transcripts) if transcript is None]
         if unknown:
             first_block = processor.prompt_blocks("srt", src_lang, [targets[0]])[0]
             firsts = self.generate([(self._prompt(first_block), audio[a], self.sampling_params(settings, stop=tag))
                                     for a in unknown])
-            decoded = processor.transcripts_before_source_tag(
-                torch.tensor(_padded(firsts, processor.pad_token_id)), src_lang)
+            decoded = processor.transcripts_before_source_tag(firsts, src_lang)  # unpadded rows: batch_decode takes them
             for a, transcript in zip(unknown, decoded):
                 transcripts[a] = transcript
         answers: list[list[dict | None]] = [[None] * len(targets) for _ in audio]
@@ -277,8 +270,3 @@ class VllmEngine(DecodingEngine):
             for (a, k), prefix, row_ids in zip(slots, prefixes, ids):
                 answers[a][k] = answer_record(processor, prefix + row_ids, DecodeRow(a, "srt", src_lang, targets[k]))
         return answers
-
-
-def _padded(rows: list[list[int]], pad: int) -> list[list[int]]:
-    width = max(len(row) for row in rows)
-    return [row + [pad] * (width - len(row)) for row in rows]

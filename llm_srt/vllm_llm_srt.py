@@ -9,7 +9,6 @@ load. The 80 audio slots are inserted in front of the prompt, as the processor d
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -52,6 +51,7 @@ from .configuration_llm_srt import (
     LlmSrtConfig,
     language_tag,
     normalize_language,
+    reference_near,
     supported_languages_text,
 )
 
@@ -215,8 +215,7 @@ class LlmSrtVllmForConditionalGeneration(nn.Module, SupportsMultiModal, Supports
         ref = getattr(self.config, name)
         if not ref:
             raise ValueError(f"{self.folder} is an adapter-only checkpoint but its config lacks {name}.")
-        local = os.path.join(self.folder, ref)
-        return local if os.path.isdir(local) else ref
+        return reference_near(self.folder, ref)
 
     # ------------------------------------------------------------------------------------------------ audio
     def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:
