@@ -88,8 +88,12 @@ def test_quick_curriculum_learns_on_held_out_sentences(corpus, tmp_path):
     assert final["srt_bleu"] > untrained["srt_bleu"] + 30 and final["srt_bleu"] > 40
     assert final["srt_wer"] < 0.5  # the SRT answer starts with a usable transcript
     assert all(score > untrained["srt_bleu_by_direction"][d] for d, score in final["srt_bleu_by_direction"].items())
-    # The robustness test sets are scored too (the quick model is trained without augmented clips: see the recipe)
-    assert {"srt_bleu_lead_0.3s", "language_id_accuracy_lead_0.3s"} <= set(final)
+    # Speech anywhere in the window: the encoder and the language detector pre-train on clips placed anywhere, so
+    # the language is detected as well after leading silence as without it (a model pre-trained on the clips as
+    # spoken only, every one starting at once, detected 0.333 after 0.3 s of silence: one language for all)
+    assert final["language_id_accuracy"] >= 0.95
+    assert final["language_id_accuracy_lead_0.3s"] >= final["language_id_accuracy"] - 0.03
+    assert final["language_id_accuracy_lead_1.0s"] >= final["language_id_accuracy"] - 0.03
 
 
 def readme_tables(heading: str) -> list[list[list[str]]]:
@@ -121,9 +125,12 @@ def test_readme_demo_tables_have_the_printed_tables_shape_and_labels():
     printed_main = [cell.strip() for cell in markdown_table({}).splitlines()[0].strip("|").split("|")]
     assert main[0] == printed_main
     assert [row[0] for row in main[1:]] == result_names(ablation=False)
-    scores = {"srt_bleu": 89.8, "srt_bleu_lead_0.3s": 82.5, "language_id_accuracy_lead_0.3s": 1.0,
-              "srt_bleu_lead_1.0s": 87.8, "language_id_accuracy_lead_1.0s": 1.0, "srt_bleu_multi_sentence": 91.4,
-              "language_id_accuracy_multi_sentence": 1.0, "language_id_windows_multi_sentence": 76}
+    results = json.load(open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                                          "results", "demo_curriculum_augmented.json")))["results"]
+    # the README's rows are exactly what the committed run printed
+    assert main[1:] == [[cell.strip() for cell in line.strip("|").split("|")]
+                        for line in markdown_table(results).splitlines()[2:]]
+    scores = results["after SRT"]
     printed = [[cell.strip() for cell in line.strip("|").split("|")]
                for line in robustness_table({"after SRT": scores}).splitlines() if not set(line) <= set("|-: ")]
     assert [cell.rstrip("*") for cell in robust[0]] == printed[0]
