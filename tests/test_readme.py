@@ -6,7 +6,11 @@ holding what the examples name: the model folder `path/or/repo` (a tiny random m
 `array` (8 kHz samples) and `audio_16khz`. `load_dataset("google/fleurs", ...)` gives a local dataset of those files
 (no network), and the server the OpenAI client calls is `llm-srt serve path/or/repo` on a free port (the block's
 `127.0.0.1:8000` is pointed there). Where an expression is followed by a comment showing its result (`# {...}` or
-`# [{...}]`), the result has exactly the keys the comment shows.
+`# [{...}]`), the result has exactly the keys the comment shows. Every expression's value is printed (`pytest -s`).
+
+On a trained model: `LLM_SRT_README_MODEL=runs/demo/srt LLM_SRT_README_DATA=runs/demo/data pytest -s
+tests/test_readme.py` runs the same blocks on that model, with held-out clips of the demo corpus as the files
+(`talk.wav`: three English sentences with pauses) and the held-out sentences they say printed for comparison.
 """
 
 import ast
@@ -55,6 +59,7 @@ def run_block(code: str, first_line: int, namespace: dict) -> int:
         where = f"README.md:{first_line + node.lineno - 1}"
         if isinstance(node, ast.Expr):
             value = eval(compile(ast.Expression(node.value), where, "eval"), namespace)
+            print(f"{where}: {ast.get_source_segment(code, node).splitlines()[0]}\n  -> {value!r}")
             shown = shown_result(source_lines, node)
             if shown is not None:
                 got = value[0] if isinstance(shown, list) else value
@@ -66,11 +71,42 @@ def run_block(code: str, first_line: int, namespace: dict) -> int:
     return checked
 
 
+TRAINED_MODEL = os.environ.get("LLM_SRT_README_MODEL")  # a trained model folder (the demo's), see the docstring
+TRAINED_DATA = os.environ.get("LLM_SRT_README_DATA")  # its corpus (test.jsonl and audio), for real speech
+
+
+def held_out_speech(data_dir: str, folder) -> dict:
+    """The README's files from the demo corpus' held-out English clips: `talk.wav` three sentences with 0.5 s
+    pauses, `a.wav`, `b.flac`, `other.flac` one each; `array` (8 kHz) and `audio_16khz` one each."""
+    import json
+
+    from llm_srt.audio_llm_srt import load_audio
+
+    rows = [json.loads(line) for line in open(os.path.join(data_dir, "test.jsonl"), encoding="utf-8")]
+    english = list({r["audio"]: r for r in rows if r["src_lang"] == "eng"}.values())
+    clips = [load_audio(os.path.join(data_dir, r["audio"])) for r in english[:8]]
+    pause = np.zeros(SR // 2, np.float32)
+    soundfile.write(folder / "talk.wav", np.concatenate([clips[0], pause, clips[1], pause, clips[2]]), SR)
+    for name, clip in zip(("a.wav", "b.flac", "other.flac"), clips[3:6]):
+        soundfile.write(folder / name, clip, SR)
+    said = {name: r["transcript"] for name, r in zip(
+        ("talk.wav (1)", "talk.wav (2)", "talk.wav (3)", "a.wav", "b.flac", "other.flac", "array", "audio_16khz"),
+        english)}
+    print("held-out sentences the files say:", json.dumps(said, ensure_ascii=False, indent=1))
+    return {"array": load_audio(os.path.join(data_dir, english[6]["audio"]), target_rate=8000), "audio_16khz": clips[7]}
+
+
 @pytest.fixture
 def readme_folder(tmp_path, tokenizer, monkeypatch):
     """A folder with the model and files the README's examples name, as the current directory."""
     from llm_srt.language_detection_llm_srt import WHISPER_CODES, LlmSrtLanguageDetector
 
+    if TRAINED_MODEL:
+        os.makedirs(tmp_path / "path" / "or")
+        os.symlink(os.path.abspath(TRAINED_MODEL), tmp_path / "path" / "or" / "repo")
+        arrays = held_out_speech(TRAINED_DATA, tmp_path)
+        monkeypatch.chdir(tmp_path)
+        return tmp_path, arrays
     model, processor = build_tiny_model_and_processor(seed=0, tokenizer=tokenizer)
     model.set_language_detector(LlmSrtLanguageDetector(model.config.audio_config, list(WHISPER_CODES.values())),
                                 save_with_model=True)
@@ -83,7 +119,7 @@ def readme_folder(tmp_path, tokenizer, monkeypatch):
     soundfile.write(tmp_path / "b.flac", synthetic_speech(0.9, seed=3), SR)
     soundfile.write(tmp_path / "other.flac", synthetic_speech(0.7, seed=4), SR)
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return tmp_path, {"array": synthetic_speech(1.5, sampling_rate=8000, seed=5), "audio_16khz": synthetic_speech(1.0, seed=6)}
 
 
 def local_fleurs(folder):
@@ -102,12 +138,11 @@ def local_fleurs(folder):
 def test_readme_python_examples_run_as_written(readme_folder, monkeypatch):
     import datasets
 
+    folder, arrays = readme_folder
     blocks = marked_blocks()
     assert len(blocks) == 4, [line for line, _ in blocks]  # Use, datasets, lower level, serve
-    monkeypatch.setattr(datasets, "load_dataset", local_fleurs(readme_folder))
-    rate = 8000
-    namespace = {"__name__": "readme", "array": synthetic_speech(1.5, sampling_rate=rate, seed=5),
-                 "audio_16khz": synthetic_speech(1.0, seed=6)}
+    monkeypatch.setattr(datasets, "load_dataset", local_fleurs(folder))
+    namespace = {"__name__": "readme", **arrays}
     checked = 0
     for first_line, code in blocks:
         if "OpenAI(" in code:

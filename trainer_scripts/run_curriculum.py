@@ -507,7 +507,7 @@ def run(args: CurriculumArguments) -> dict:
         raise ValueError(f"Unknown recipe {args.recipe!r}; choose from {sorted(RECIPES)}.")
     recipe = RECIPES[args.recipe]
     set_seed(args.seed)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))  # the cores this process may use (taskset, cgroups)
     started = time.time()
     data_dir = args.data_dir or os.path.join(args.output_dir, "data")
     if not os.path.exists(os.path.join(data_dir, "test.jsonl")):
