@@ -271,7 +271,7 @@ def run_reporting_errors(
     """Run a command's `work()` and turn its errors into one line `prog: error: ...` on stderr, no traceback.
 
     Returns the exit status: `work()`'s when it returns an int, else 0; 2 for bad usage (`UsageError`, `OutputExistsError`, `usage_errors`), 130 when
-    interrupted, 1 for any other failure. Set `LLM_SRT_TRACEBACK=1` to see the traceback of a failure instead.
+    interrupted, 141 (quietly) when the reader of stdout went away, 1 for any other failure. Set `LLM_SRT_TRACEBACK=1` to see the traceback of a failure instead.
     """
     try:
         status = work()
@@ -279,6 +279,9 @@ def run_reporting_errors(
     except KeyboardInterrupt:
         print(f"{prog}: error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped reading (`| head`): not an error; quiet, as SIGPIPE would end a C tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not raise again
+        return 141
     except (UsageError, OutputExistsError, *usage_errors) as error:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 2

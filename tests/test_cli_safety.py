@@ -379,3 +379,13 @@ def test_truncated_weights_through_the_cli_name_the_file(capsys, tiny_folder, wa
     status, _, err = run_cli(capsys, "translate", wavs[0], "--model", folder, "--src", "eng", "--tgt", "deu", *FAST)
     assert status == 1
     assert_one_line_error(err, f"{weights} is truncated or corrupt")
+
+
+def test_a_reader_that_stops_reading_is_not_an_error():
+    """`llm-srt languages | head -2`: the reader goes away before the command is done writing; the command ends
+    quietly, without an error line."""
+    process = subprocess.Popen([sys.executable, "-m", "llm_srt.cli", "languages"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()  # gone before the first line: every write meets a closed pipe
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and stderr == "", stderr
