@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from transformers.utils import logging
 
-from .configuration_llm_srt import LANGUAGE_TABLE, MANDARIN_TAGS
+from .configuration_llm_srt import LANGUAGE_TABLE, MANDARIN_TAGS, UNTRAINED_DIRECTION_ACTIONS
 from .generation_llm_srt import ENGINES
 from .loading import load_model_and_processor
 from .pipeline_llm_srt import MIN_CHUNK_LENGTH_S
@@ -37,6 +37,10 @@ logger = logging.get_logger(__name__)
 
 class WorkError(RuntimeError):
     """The work could not be done (a model that does not load, every input failing): exit status 1."""
+
+
+UNTRAINED_DIRECTION_HELP = ("a language or direction the model was not trained on (config.trained_languages / "
+                            "trained_directions): warn (default: answered, with a warning) or error (refused)")
 
 
 def _parse_targets(text: str) -> list[str]:
@@ -65,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     translate.add_argument("--output", default="-", help="JSON-lines output file (default: stdout)")
     translate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    translate.add_argument("--untrained-direction", choices=list(UNTRAINED_DIRECTION_ACTIONS), default="warn",
+                           help=UNTRAINED_DIRECTION_HELP)
     translate.add_argument("--trust-remote-code", action="store_true",
                            help="run the model folder's own Python code where it differs from the installed llm-srt "
                                 "(or the folder is another architecture); off by default")
@@ -213,7 +219,8 @@ def load_pipeline(args: argparse.Namespace):
 
 
 def _call_kwargs(args: argparse.Namespace, pipe) -> dict:
-    call_kwargs = {"src_lang": args.src, "task": args.task, "batch_size": args.batch_size}
+    call_kwargs = {"src_lang": args.src, "task": args.task, "batch_size": args.batch_size,
+                   "untrained_direction": args.untrained_direction}
     if args.task == "translate":
         call_kwargs["tgt_lang"] = args.tgt
     if args.chunk_length is not None:
@@ -394,6 +401,8 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
                         help="most audio windows waiting to be decoded; beyond it requests get 503 with Retry-After")
     parser.add_argument("--max-live-sessions", type=positive_int, default=32,
                         help="most live WebSocket sessions (/v1/realtime) at once")
+    parser.add_argument("--untrained-direction", choices=list(UNTRAINED_DIRECTION_ACTIONS), default="warn",
+                        help=UNTRAINED_DIRECTION_HELP + "; refused requests get a 400")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run the model folder's own Python code where it differs from the installed llm-srt "
                              "(or the folder is another architecture); off by default")
@@ -423,6 +432,7 @@ def run_server(args: argparse.Namespace) -> int:
             num_beams=args.num_beams, max_audio_seconds=args.max_audio_seconds, device=args.device, dtype=args.dtype,
             max_queue=args.max_queue, trust_remote_code=args.trust_remote_code, engine=args.engine,
             tensor_parallel_size=args.tensor_parallel_size, max_live_sessions=args.max_live_sessions,
+            untrained_direction=args.untrained_direction,
         )
     except UsageError:
         raise

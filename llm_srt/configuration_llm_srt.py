@@ -157,21 +157,34 @@ def _listed(items: list[str], most: int = 12) -> str:
     return ", ".join(items) if len(items) <= most else f"{', '.join(items[:most])}, ... ({len(items)} in all)"
 
 
+UNTRAINED_DIRECTION_ACTIONS = ("warn", "error")  # what a request outside the model's training data gets
+
+
+class UntrainedDirectionError(ValueError):
+    """A language or direction the model was not trained on, refused (`untrained_direction="error"`)."""
+
+
 class UntrainedWarnings:
     """Logs a warning, once per (source, target), when a model is asked for a language or direction outside what
-    its config records it was trained on (`LlmSrtConfig.untrained_reason`). One per pipeline or server."""
+    its config records it was trained on (`LlmSrtConfig.untrained_reason`); with `refuse=True` raises
+    [`UntrainedDirectionError`] instead. One per pipeline or server."""
 
     def __init__(self, config, log=None):
         self.config, self.log, self.seen = config, log or logger, set()
 
-    def check(self, src_lang: str, tgt_lang: str | None = None) -> None:
+    def check(self, src_lang: str, tgt_lang: str | None = None, refuse: bool = False) -> None:
         key = (normalize_language(src_lang), None if tgt_lang is None else normalize_language(tgt_lang))
         if key in self.seen:
             return
-        self.seen.add(key)
         reason = getattr(self.config, "untrained_reason", lambda *args: None)(*key)
+        asked = key[0] if key[1] is None else f"{key[0]} -> {key[1]}"
+        if reason is not None and refuse:
+            raise UntrainedDirectionError(
+                f"This model was not trained on {asked}: {reason} (config.trained_languages / trained_directions); "
+                "refused because untrained directions are set to 'error' (untrained_direction='warn', "
+                "--untrained-direction warn, answers them with a warning).")
+        self.seen.add(key)
         if reason is not None:
-            asked = key[0] if key[1] is None else f"{key[0]} -> {key[1]}"
             self.log.warning(f"This model was not trained on {asked}: {reason}. Its answer may be in another "
                              "language, or wrong (config.trained_languages / trained_directions).")
 

@@ -21,7 +21,9 @@ from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
 
 from .audio_llm_srt import PAUSE_SECONDS, describe_input, is_silent, load_audio, split_on_silence
-from .configuration_llm_srt import LANGUAGES, PIPELINE_TASK, UntrainedWarnings, normalize_language, normalize_targets
+from .configuration_llm_srt import (
+    LANGUAGES, PIPELINE_TASK, UNTRAINED_DIRECTION_ACTIONS, UntrainedWarnings, normalize_language, normalize_targets,
+)
 from .generation_llm_srt import (
     TransformersEngine, decode_windows, join_window_texts, temperature_problem, vote_language,
 )
@@ -68,7 +70,9 @@ class SpeechTranslationPipeline(ChunkPipeline):
     Call arguments: `src_lang` (a language, or `"auto"`/None: detected from the encoder output with Whisper's
     decoder, see [`LlmSrtForConditionalGeneration.detect_language`]; one language per input by majority vote over
     its windows, or per window with `language_per_window=True`; `unsupported_language="warn"` (default) or
-    `"error"` when Whisper hears a language outside the 15), `tgt_lang` (a language or a list), `task`
+    `"error"` when Whisper hears a language outside the 15; `untrained_direction="warn"` (default: a warning once
+    per direction outside `config.trained_languages` / `trained_directions`) or `"error"` (refused, a
+    `ValueError`)), `tgt_lang` (a language or a list), `task`
     (`"translate"`: speech translation, the default; `"transcribe"`: recognition), `return_transcript` (default
     True), `return_timestamps` (per-window results under `"chunks"`), `chunk_length_s`, `sampling_rate` (for
     arrays), `batch_size` (audio windows per forward pass, across inputs), `num_workers` (background workers that
@@ -103,6 +107,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
         streamer: Any = None,
         language_per_window: bool | None = None,
         unsupported_language: str | None = None,
+        untrained_direction: str | None = None,
         **kwargs,
     ):
         generate_kwargs = dict(generate_kwargs or {})
@@ -119,13 +124,16 @@ class SpeechTranslationPipeline(ChunkPipeline):
                              f"got {min_pause_s!r}.")
         if unsupported_language not in (None, "warn", "error"):
             raise ValueError(f"unsupported_language must be 'warn' or 'error', got {unsupported_language!r}.")
+        if untrained_direction not in (None, *UNTRAINED_DIRECTION_ACTIONS):
+            raise ValueError(f"untrained_direction must be 'warn' or 'error', got {untrained_direction!r}.")
 
         def given(**values):
             return {name: value for name, value in values.items() if value is not None}
 
         preprocess = given(sampling_rate=sampling_rate, chunk_length_s=chunk_length_s, min_pause_s=min_pause_s)
         forward = given(src_lang=src_lang, tgt_lang=tgt_lang, task=task, generate_kwargs=generate_kwargs or None,
-                        language_per_window=language_per_window, unsupported_language=unsupported_language)
+                        language_per_window=language_per_window, unsupported_language=unsupported_language,
+                        untrained_direction=untrained_direction)
         postprocess = given(return_transcript=return_transcript, return_timestamps=return_timestamps)
         return preprocess, forward, postprocess
 
@@ -303,9 +311,10 @@ class SpeechTranslationPipeline(ChunkPipeline):
         else:
             src = normalize_language(src)
         spoken = {src} | {w.get("src_lang") for w in windows if w.get("src_lang")} if src else set()
-        for language in sorted(spoken):  # warned once per direction the model was not trained on
+        refuse = forward_params.get("untrained_direction") == "error"
+        for language in sorted(spoken):  # warned once per direction the model was not trained on (or refused)
             for tgt in targets:
-                self.untrained_warnings.check(language, None if task == "asr" else tgt)
+                self.untrained_warnings.check(language, None if task == "asr" else tgt, refuse=refuse)
         outputs = []
         for tgt in targets:
             pieces = [None if w["decoded"] is None else w["decoded"].get(tgt) for w in windows]
@@ -371,6 +380,10 @@ class SpeechTranslationPipeline(ChunkPipeline):
             targets = [tgt_lang] if isinstance(tgt_lang, str) else list(tgt_lang)
             targets = normalize_targets(targets, None if src == AUTO else src)  # a target named twice is refused
             single_target = isinstance(tgt_lang, str)
+        untrained = params.pop("untrained_direction", None) or "warn"
+        if untrained == "error" and src != AUTO:  # a given source: refused before any input is read
+            for tgt in targets:
+                self.untrained_warnings.check(src, None if task_name == "asr" else tgt, refuse=True)
         generate_kwargs = dict(params.pop("generate_kwargs", None) or {})
         if not isinstance(generate_kwargs.get("shared_transcript", True), bool):
             raise ValueError(f"shared_transcript must be True or False, got {generate_kwargs['shared_transcript']!r}.")
@@ -381,7 +394,8 @@ class SpeechTranslationPipeline(ChunkPipeline):
                 )
         return {"task": task_name, "src_lang": src, "targets": targets, "single_target": single_target,
                 "generate_kwargs": generate_kwargs, "language_per_window": bool(params.pop("language_per_window", False)),
-                "unsupported_language": params.pop("unsupported_language", None) or "warn"}
+                "unsupported_language": params.pop("unsupported_language", None) or "warn",
+                "untrained_direction": untrained}
 
     @property
     def untrained_warnings(self) -> UntrainedWarnings:

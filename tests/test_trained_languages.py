@@ -182,3 +182,52 @@ def test_language_detection_chooses_among_the_languages_the_model_was_trained_on
         assert len(model.detect_language(input_features=features)[0]["probabilities"]) == 15
     finally:
         model.config.trained_languages = recorded
+
+
+def test_untrained_direction_error_refuses_in_the_pipeline_cli_and_server(eng_deu, eng_deu_folder, tmp_path, capsys):
+    """`untrained_direction="error"` (`--untrained-direction error`): a direction outside the record is refused by
+    name before decoding, a trained one still answered."""
+    from llm_srt.pipeline_llm_srt import SpeechTranslationPipeline
+
+    model, processor = eng_deu
+    pipe = SpeechTranslationPipeline(model=model, processor=processor)
+    audio = {"array": synthetic_speech(0.8, seed=1), "sampling_rate": SR}
+    assert isinstance(pipe(audio, src_lang="eng", tgt_lang="deu", untrained_direction="error",
+                           generate_kwargs=FAST)["text"], str)
+    with pytest.raises(ValueError, match=r"not trained on eng -> fra: .*untrained_direction='warn'"):
+        pipe(audio, src_lang="eng", tgt_lang=["deu", "fra"], untrained_direction="error", generate_kwargs=FAST)
+    with pytest.raises(ValueError, match="not trained on jpn"):
+        pipe(audio, src_lang="jpn", task="transcribe", untrained_direction="error", generate_kwargs=FAST)
+    with pytest.raises(ValueError, match="untrained_direction must be 'warn' or 'error'"):
+        pipe(audio, src_lang="eng", tgt_lang="deu", untrained_direction="refuse")
+    pipe(audio, src_lang="eng", tgt_lang="fra", generate_kwargs=FAST)  # the default still answers
+
+    path = str(tmp_path / "clip.wav")
+    soundfile.write(path, synthetic_speech(0.8, seed=3), SR)
+    capsys.readouterr()
+    status = cli.main(["translate", path, "--model", eng_deu_folder, "--src", "eng", "--tgt", "fra",
+                       "--beams", "1", "--max-new-tokens", "3", "--untrained-direction", "error"])
+    out, err = capsys.readouterr()
+    assert status == 1 and out == "" and "not trained on eng -> fra" in err
+
+    pytest.importorskip("fastapi")
+    openai = pytest.importorskip("openai")
+    import io
+
+    from llm_srt.serving import create_app
+    from llm_srt.testing import ServerThread
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, synthetic_speech(0.8, seed=2), SR, format="WAV")
+    app = create_app(eng_deu_folder, served_model_name="m", max_new_tokens=3, untrained_direction="error")
+    with ServerThread(app) as running:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.audio.translations.create(model="m", file=("a.wav", buffer.getvalue()),
+                                             extra_body={"language": "eng", "target_language": "spa"})
+        assert "not trained on eng -> spa" in str(refused.value) and "untrained_direction" in str(refused.value)
+        answer = client.audio.translations.create(model="m", file=("a.wav", buffer.getvalue()),
+                                                  extra_body={"language": "eng", "target_language": "deu"})
+        assert isinstance(answer.text, str)
+    with pytest.raises(ValueError, match="untrained_direction must be"):
+        create_app(eng_deu_folder, untrained_direction="ignore")

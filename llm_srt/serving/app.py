@@ -18,7 +18,8 @@ from ..audio_llm_srt import (
     UNKNOWN_FRAMES, AudioInputError, audio_file_info, describe_input, is_silent, load_audio, split_on_silence,
 )
 from ..configuration_llm_srt import (
-    LANGUAGES, UntrainedWarnings, normalize_language, normalize_targets, supported_languages_text,
+    LANGUAGES, UNTRAINED_DIRECTION_ACTIONS, UntrainedDirectionError, UntrainedWarnings, normalize_language,
+    normalize_targets, supported_languages_text,
 )
 from ..configuration_llm_srt import UNSPACED_LANGUAGES, check_model_location
 from ..generation_llm_srt import (
@@ -65,6 +66,7 @@ class ServeSettings:
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
     max_queue: int = 256  # most windows waiting in the batcher; beyond it a 503 with Retry-After
     max_live_sessions: int = 32  # most WebSocket live sessions at once (/v1/realtime)
+    untrained_direction: str = "warn"  # a request outside the model's training data: "warn" (answered) or "error" (400)
 
 
 class SpeechServer:
@@ -262,7 +264,12 @@ class SpeechServer:
         targets = targets or [src]
         rows = [Row("asr" if tgt == src else "srt", src, tgt) for tgt in targets]
         for row in rows:
-            self.untrained_warnings.check(src, None if row.task == "asr" else row.tgt)
+            try:
+                self.untrained_warnings.check(src, None if row.task == "asr" else row.tgt,
+                                              refuse=self.settings.untrained_direction == "error")
+            except UntrainedDirectionError as error:
+                raise ServeError(400, str(error), "target_language" if row.task != "asr" else "language",
+                                 "untrained_direction") from None
         submitted = self.batcher.submit_all([windows[w] for w in speech], rows, settings)  # 503 when full
         futures = {w: asyncio.wrap_future(future) for w, future in zip(speech, submitted)}
         duration = len(audio) / self.sampling_rate
@@ -382,6 +389,7 @@ def create_app(
     engine: str = "transformers",
     tensor_parallel_size: int = 1,
     max_live_sessions: int = 32,
+    untrained_direction: str = "warn",
 ):
     """The FastAPI app serving `model` (a saved model folder or Hub id, or a `(model, processor)` pair).
 
@@ -408,6 +416,8 @@ def create_app(
         raise ValueError(f"max_audio_seconds must be positive, got {max_audio_seconds}.")
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine {engine!r}: one of {', '.join(ENGINES)}.")
+    if untrained_direction not in UNTRAINED_DIRECTION_ACTIONS:
+        raise ValueError(f"untrained_direction must be 'warn' or 'error', got {untrained_direction!r}.")
     decoding_engine = None
     if engine == "vllm":
         if not isinstance(model, (str, os.PathLike)):
@@ -440,6 +450,7 @@ def create_app(
         served_model_name=name, model_aliases=aliases, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
         max_file_mb=max_file_mb, max_new_tokens=max_new_tokens, num_beams=num_beams,
         max_audio_seconds=max_audio_seconds, max_queue=max_queue, max_live_sessions=max_live_sessions,
+        untrained_direction=untrained_direction,
     ), engine=decoding_engine)
 
     @contextlib.asynccontextmanager
