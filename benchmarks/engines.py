@@ -166,6 +166,8 @@ def save_qwen2_audio_like(model: str, folder: str, seed: int = 0) -> str:
     if "language_model.model.embed_tokens.weight" not in weights or "audio_tower.conv1.weight" not in weights:
         raise ValueError(f"{model}: expected audio_tower.* and language_model.model.* weights, found "
                          f"{sorted({n.split('.')[0] for n in weights})}.")
+    if "language_model.lm_head.weight" not in weights:  # tied: written out, as transformers' Qwen2-Audio never ties
+        weights["language_model.lm_head.weight"] = weights["language_model.model.embed_tokens.weight"].clone()
     generator = torch.Generator().manual_seed(seed)
     width, hidden = qwen_config.audio_config.d_model, qwen_config.text_config.hidden_size
     dtype = weights["audio_tower.conv1.weight"].dtype

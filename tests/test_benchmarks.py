@@ -109,6 +109,7 @@ def test_qwen2_audio_like_folder_has_our_encoder_and_llm(tmp_path):
     for name, value in ours.audio_tower.state_dict().items():
         assert torch.equal(peer.model.audio_tower.state_dict()[name], value), name
     assert torch.equal(peer.get_input_embeddings().weight, ours.get_input_embeddings().weight)
+    assert torch.equal(peer.get_output_embeddings().weight, ours.get_output_embeddings().weight)
     processor = AutoProcessor.from_pretrained(folder)
     assert processor.audio_token_id == peer.config.audio_token_id < t.vocab_size
     assert processor.feature_extractor.feature_size == a.num_mel_bins
