@@ -45,7 +45,11 @@ from serve_load import TINY_SHAPES  # noqa: E402 - one tiny shape set for both e
 
 @dataclass
 class EngineArguments:
-    model: str | None = field(default=None, metadata={"help": "Model folder; default: a tiny random model."})
+    model: str | None = field(default=None, metadata={"help": "Model folder; default: a random model of --preset."})
+    preset: str = field(default="tiny", metadata={
+        "help": "Random model without --model: tiny (serve_load.py's TINY_SHAPES: toy widths, the real 30 s window "
+                "and 80 queries) or small (speed.py's: Whisper-base-like encoder, Qwen2.5-0.5B-like LLM with 6 of "
+                "its 24 layers)."})
     batch_sizes: str = field(default="1,4,16,64", metadata={"help": "Comma-separated batch sizes."})
     new_tokens: int = field(default=16, metadata={"help": "Tokens generated per utterance."})
     seconds: float = field(default=8.0, metadata={"help": "Length of each synthetic utterance."})
@@ -232,6 +236,23 @@ def measure_qwen2_audio(args: EngineArguments, model: str) -> dict:
     return {"engine": "qwen2_audio", "rows": rows}
 
 
+def save_random_model(preset: str, folder: str) -> str:
+    """A random LLM-SRT folder of a preset (see --preset)."""
+    if preset == "tiny":
+        from llm_srt.testing import save_tiny_model
+
+        return save_tiny_model(folder, seed=0, **TINY_SHAPES)
+    if preset != "small":
+        raise SystemExit(f"engines.py: error: --preset tiny or small, not {preset!r}.")
+    import torch
+    from speed import build_ours
+
+    model, processor = build_ours("small", "cpu", torch.float32, llm_layers=6)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def machine() -> str:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{platform.machine()}, {os.cpu_count()} CPU cores ({usable} given to this run)"
@@ -264,9 +285,7 @@ def main() -> None:
         raise SystemExit("engines.py: error: vLLM's environment is needed: --vllm_python or $LLM_SRT_VLLM_PYTHON.")
     with tempfile.TemporaryDirectory() as scratch:
         if args.model is None:
-            from llm_srt.testing import save_tiny_model
-
-            args.model = save_tiny_model(os.path.join(scratch, "tiny"), seed=0, **TINY_SHAPES)
+            args.model = save_random_model(args.preset, os.path.join(scratch, args.preset))
         from llm_srt import LlmSrtProcessor
 
         processor = LlmSrtProcessor.from_pretrained(args.model)
