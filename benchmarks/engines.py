@@ -61,7 +61,7 @@ class EngineArguments:
         "help": "both (the report), or one engine: transformers, vllm, qwen2_audio."})
     side_output: str | None = field(default=None, metadata={"help": "With --side: where that side writes JSON."})
     output: str = field(default=os.path.join("outputs", "benchmarks", "engines.json"), metadata={
-        "help": "JSON results ('' for none; recorded: --output benchmarks/results/engines_cpu_tiny.json)."})
+        "help": "JSON results ('' for none; the recorded ones: benchmarks/results/engines_*.json)."})
 
 
 def build_engine(side: str, model: str, dtype: str):
@@ -286,8 +286,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         if args.model is None:
             args.model = save_random_model(args.preset, os.path.join(scratch, args.preset))
-        from llm_srt import LlmSrtProcessor
+        from llm_srt import LlmSrtConfig, LlmSrtProcessor
 
+        window = LlmSrtConfig.from_pretrained(args.model).chunk_length_s
+        if args.qwen2_audio and window != 30:
+            raise SystemExit(f"engines.py: error: vLLM's Qwen2-Audio reads 30 s windows; {args.model} has {window:g} s "
+                             "windows (--qwen2_audio false to measure only LLM-SRT's engines).")
         processor = LlmSrtProcessor.from_pretrained(args.model)
         srt_tokens = len(processor.prompt_blocks("srt", "eng", ["deu"])[0])
         ours = measure("transformers", args, args.model)
