@@ -81,3 +81,36 @@ def test_benchmarks_write_no_tracked_file_by_default():
             if default:
                 relative = os.path.relpath(os.path.join(ROOT, default), ROOT)
                 assert relative not in tracked and relative.split(os.sep)[0] == "outputs", (script, name, default)
+
+
+def test_qwen2_audio_like_folder_has_our_encoder_and_llm(tmp_path):
+    """engines.py's Qwen2-Audio peer: the hub layout (transformers loads it with nothing missing), our encoder's and
+    LLM's shapes and weights, Qwen2-Audio's audio tokens within the LLM's vocabulary."""
+    import engines
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    from llm_srt import LlmSrtForConditionalGeneration
+    from llm_srt.testing import save_tiny_model
+
+    ours_folder = save_tiny_model(tmp_path / "ours", seed=0, llm_layers=1)
+    folder = engines.save_qwen2_audio_like(ours_folder, str(tmp_path / "qwen2_audio"))
+    peer, info = Qwen2AudioForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    ours = LlmSrtForConditionalGeneration.from_pretrained(ours_folder)
+    a, q = ours.config.audio_config, peer.config.audio_config
+    for name in ("d_model", "encoder_layers", "encoder_attention_heads", "encoder_ffn_dim", "num_mel_bins",
+                 "max_source_positions"):
+        assert getattr(q, name) == getattr(a, name), name
+    t, qt = ours.config.text_config, peer.config.text_config
+    for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                 "vocab_size", "tie_word_embeddings"):
+        assert getattr(qt, name) == getattr(t, name), name
+    assert peer.config.tie_word_embeddings == t.tie_word_embeddings  # vLLM copies the top-level value to the LLM
+    for name, value in ours.audio_tower.state_dict().items():
+        assert torch.equal(peer.model.audio_tower.state_dict()[name], value), name
+    assert torch.equal(peer.get_input_embeddings().weight, ours.get_input_embeddings().weight)
+    assert torch.equal(peer.get_output_embeddings().weight, ours.get_output_embeddings().weight)
+    processor = AutoProcessor.from_pretrained(folder)
+    assert processor.audio_token_id == peer.config.audio_token_id < t.vocab_size
+    assert processor.feature_extractor.feature_size == a.num_mel_bins
+    assert [engines.audio_tokens_of(s) for s in (8, 30)] == [200, 750]  # one LLM token per 40 ms
