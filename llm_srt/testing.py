@@ -160,13 +160,15 @@ def tiny_config(
     llm_layers: int = 2,
     ffn_multiplier: int = 2,
     vocab_size: int | None = None,
+    llm_heads: int | None = None,
     **config_kwargs,
 ) -> LlmSrtConfig:
     """Config of a toy LLM-SRT; the LLM vocabulary has spare rows beyond the tokenizer, like Qwen2.5's.
 
     `vocab_size` is the LLM's embedding rows (default: the tokenizer size + 8 spare rows).
-    `num_heads` is the encoder's and Q-Former's head count (the LLM has twice as many, half of them for keys and
-    values); `ffn_multiplier` sizes the feed-forward layers of the encoder and the LLM.
+    `num_heads` is the encoder's and Q-Former's head count; the LLM has `llm_heads` (default twice as many), half
+    of them for keys and values (vLLM's CPU attention takes head sizes 32, 64, 80, ... only: `llm_width /
+    llm_heads`); `ffn_multiplier` sizes the feed-forward layers of the encoder and the LLM.
     """
     audio_config = {
         "model_type": "whisper",
@@ -196,8 +198,8 @@ def tiny_config(
         "hidden_size": llm_width,
         "intermediate_size": ffn_multiplier * llm_width,
         "num_hidden_layers": llm_layers,
-        "num_attention_heads": 2 * num_heads,
-        "num_key_value_heads": num_heads,
+        "num_attention_heads": llm_heads or 2 * num_heads,
+        "num_key_value_heads": (llm_heads or 2 * num_heads) // 2,
         "vocab_size": vocab_size if vocab_size is not None else tokenizer_size + 8,
         "max_position_embeddings": 1024,
         "tie_word_embeddings": tie_word_embeddings,

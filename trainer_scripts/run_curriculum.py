@@ -52,6 +52,7 @@ logger = logging.getLogger("llm_srt.curriculum")
 RECIPES = {
     "demo": {
         "languages": "eng,deu,fra", "window_seconds": 3, "num_queries": 16, "width": 128, "num_heads": 4, "llm_layers": 3,
+        "llm_heads": 4,  # LLM head size 32: one vLLM's CPU attention supports, so the demo model runs on vLLM
         "ctc_steps": 3000, "lm_steps": 2000, "stage_steps": {"asr": 800, "smt": 400, "srt": 800},
         "batch_size": 16, "lm_batch_size": 32, "eval_rows": None, "lid_steps": 300,
         # each clip as spoken plus 2 versions placed elsewhere in the window (`place_in_window`), heard by the
@@ -324,6 +325,7 @@ def build_initial_model(recipe: dict, tokenizer, train_rows, work_dir: str, seed
         len(tokenizer), num_queries=recipe["num_queries"], window_seconds=recipe["window_seconds"],
         encoder_width=width, qformer_width=width, llm_width=width, tie_word_embeddings=True,
         num_heads=recipe["num_heads"], llm_layers=recipe["llm_layers"], ffn_multiplier=4,
+        llm_heads=recipe.get("llm_heads"),
     )
     config.text_config.eos_token_id = config.text_config.bos_token_id = tokenizer.eos_token_id
     torch.manual_seed(seed)
