@@ -40,7 +40,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_load import TINY_SHAPES  # noqa: E402 - one tiny shape set for both engines' benchmarks
+from serve_load import TINY_SHAPES, write_results  # noqa: E402 - one tiny shape set and one results writer for both benchmarks
 
 
 @dataclass
@@ -191,16 +191,25 @@ def audio_tokens_of(seconds: float) -> int:
     return ((frames - 1) // 2 + 1 - 2) // 2 + 1
 
 
-def measure_qwen2_audio(args: EngineArguments, model: str) -> dict:
-    """utt/s of Qwen2-Audio on vLLM's offline engine, built from `model`, on the same clips and prompt text."""
-    from vllm import LLM, SamplingParams
-
-    from llm_srt import LlmSrtConfig, LlmSrtProcessor
+def check_qwen2_audio_window(model: str):
+    """`model`'s config, once it is known to have the 30 s window vLLM's Qwen2-Audio reads; else the script stops."""
+    from llm_srt import LlmSrtConfig
 
     config = LlmSrtConfig.from_pretrained(model)
     if config.chunk_length_s != 30:
         raise SystemExit(f"engines.py: error: vLLM's Qwen2-Audio reads 30 s windows (3000 mel frames); {model} has "
-                         f"{config.chunk_length_s:g} s windows.")
+                         f"{config.chunk_length_s:g} s windows (--qwen2_audio false to measure only LLM-SRT's "
+                         "engines).")
+    return config
+
+
+def measure_qwen2_audio(args: EngineArguments, model: str) -> dict:
+    """utt/s of Qwen2-Audio on vLLM's offline engine, built from `model`, on the same clips and prompt text."""
+    from vllm import LLM, SamplingParams
+
+    from llm_srt import LlmSrtProcessor
+
+    config = check_qwen2_audio_window(model)
     processor = LlmSrtProcessor.from_pretrained(model)
     text_ids = processor.prompt_blocks("srt", "eng", ["deu"])[0][processor.num_audio_tokens:]
     with tempfile.TemporaryDirectory() as scratch:
@@ -254,8 +263,9 @@ def save_random_model(preset: str, folder: str) -> str:
 
 
 def machine() -> str:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores ({usable} given to this run)"
+    from llm_srt.testing import usable_cpus
+
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores ({usable_cpus()} given to this run)"
 
 
 def run_side(python: str, side: str, args: EngineArguments, scratch: str) -> dict:
@@ -286,12 +296,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         if args.model is None:
             args.model = save_random_model(args.preset, os.path.join(scratch, args.preset))
-        from llm_srt import LlmSrtConfig, LlmSrtProcessor
+        from llm_srt import LlmSrtProcessor
 
-        window = LlmSrtConfig.from_pretrained(args.model).chunk_length_s
-        if args.qwen2_audio and window != 30:
-            raise SystemExit(f"engines.py: error: vLLM's Qwen2-Audio reads 30 s windows; {args.model} has {window:g} s "
-                             "windows (--qwen2_audio false to measure only LLM-SRT's engines).")
+        if args.qwen2_audio:  # before anything is measured
+            check_qwen2_audio_window(args.model)
         processor = LlmSrtProcessor.from_pretrained(args.model)
         srt_tokens = len(processor.prompt_blocks("srt", "eng", ["deu"])[0])
         ours = measure("transformers", args, args.model)
@@ -330,15 +338,11 @@ def main() -> None:
         table.append(row)
         print("| " + " | ".join(cells) + " |")
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         result = {"settings": {k: v for k, v in asdict(args).items() if k not in ("output", "side_output")},
                   "machine": machine(), "rows": table}
         if peer:
             result["llm_input_tokens"] = {"llm_srt": srt_tokens, "qwen2_audio": peer["rows"][0]["llm_input_tokens"]}
-        with open(args.output, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=2)
-            handle.write("\n")
-        print(f"results: {args.output}")
+        write_results(args.output, result)
 
 
 if __name__ == "__main__":

@@ -235,15 +235,20 @@ def run(args: LoadArguments) -> dict:
     return report
 
 
+def write_results(path: str, report: dict) -> None:
+    """A benchmark's JSON results at `path` (its folder made), and the path printed."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+    print(f"results: {path}")
+
+
 def main() -> None:
     (args,) = HfArgumentParser(LoadArguments).parse_args_into_dataclasses()
     report = run(args)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
-        print(f"results: {args.output}")
+        write_results(args.output, report)
 
 
 if __name__ == "__main__":

@@ -421,6 +421,11 @@ class ServerThread:
         self.stop()
 
 
+def usable_cpus() -> int:
+    """The CPU cores this process may run on (its affinity: `taskset`, cgroups), where the platform tells; else all."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on now (for a server started in another process)."""
     with socket.socket() as probe:

@@ -41,7 +41,7 @@ from llm_srt.evaluation import decode_rows, evaluate_rows  # noqa: E402
 from llm_srt.metrics import score_directions  # noqa: E402
 from llm_srt.quality_metrics import quality_directions, speed  # noqa: E402
 from llm_srt.training import finished_run  # noqa: E402
-from llm_srt.testing import build_tiny_processor, build_tiny_tokenizer, tiny_config  # noqa: E402
+from llm_srt.testing import build_tiny_processor, build_tiny_tokenizer, tiny_config, usable_cpus  # noqa: E402
 from trainer_scripts import make_demo_corpus  # noqa: E402
 from trainer_scripts.train import main as train_stage  # noqa: E402
 
@@ -509,7 +509,7 @@ def run(args: CurriculumArguments) -> dict:
         raise ValueError(f"Unknown recipe {args.recipe!r}; choose from {sorted(RECIPES)}.")
     recipe = RECIPES[args.recipe]
     set_seed(args.seed)
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))  # the cores this process may use (taskset, cgroups)
+    torch.set_num_threads(max(1, usable_cpus()))
     started = time.time()
     data_dir = args.data_dir or os.path.join(args.output_dir, "data")
     if not os.path.exists(os.path.join(data_dir, "test.jsonl")):
