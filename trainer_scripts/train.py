@@ -500,7 +500,16 @@ def main(argv: list[str] | None = None) -> dict:
         _fail(error, 2)
     except (ValueError, OSError) as error:  # DataError, AudioInputError, a model folder that does not load
         _fail(error, 1)
-    return run(*prepared)
+    try:
+        return run(*prepared)
+    finally:
+        import torch
+
+        # As evaluate.py: each process of a distributed launch ends its process group itself; left to the
+        # interpreter's exit, a process's communication threads can be torn down running (SIGABRT, "terminate called
+        # without an active exception"), failing the launch after the model was written.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def _fail(error: BaseException, status: int):
