@@ -396,6 +396,25 @@ def test_audio_longer_than_the_limit_is_refused_from_its_header(server, client, 
     assert client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="en").text
 
 
+def test_vllms_to_language_field_names_the_target_as_target_language_does(server, client):
+    # A client written for vLLM's server sends to_language; it was ignored, and English came back without a word.
+    into_german = client.audio.translations.create(model=NAME, file=("a.wav", SHORT_WAV),
+                                                   extra_body={"language": "en", "to_language": "de"})
+    assert into_german.target_language == "deu"
+    assert into_german.text == direct(server, SHORT, "srt", "eng", "deu")["translation"]
+    several = client.audio.translations.create(model=NAME, file=("a.wav", SHORT_WAV),
+                                               extra_body={"language": "en", "to_language": "deu,fr"})
+    assert [t["target_language"] for t in several.translations] == ["deu", "fra"]
+    for extra, code in (({"to_language": "elvish"}, "unsupported_language"),
+                        ({"to_language": "de", "target_language": "fr"}, "invalid_value")):
+        status, body = error_of(lambda: client.audio.translations.create(
+            model=NAME, file=("a.wav", SHORT_WAV), extra_body={"language": "en", **extra}))
+        assert (status, body["param"], body["code"]) == (400, "to_language", code), body
+    status, body = error_of(lambda: client.audio.transcriptions.create(
+        model=NAME, file=("a.wav", SHORT_WAV), language="en", extra_body={"to_language": "deu"}))
+    assert (status, body["param"], body["code"]) == (400, "to_language", "invalid_value")
+
+
 def test_target_language_on_the_transcription_endpoint_is_refused(client):
     # It was ignored: a transcript came back where a translation was asked for.
     status, body = error_of(lambda: client.audio.transcriptions.create(

@@ -14,9 +14,9 @@ client.audio.translations.create(model="model", file=open("talk.wav", "rb"), ext
 ```
 
 Endpoints: `POST /v1/audio/transcriptions`, `POST /v1/audio/translations` (into English by default; the extra form
-field `target_language` names one of the 15 languages or several, comma-separated), `GET /v1/models`, `GET /health`,
-the WebSocket `/v1/realtime` (live transcription and translation after OpenAI's Realtime transcription events,
-`realtime.py`) and the live page `GET /` (`/live`, `static/live.html`).
+field `target_language`, or vLLM's `to_language`, names one of the 15 languages or several, comma-separated),
+`GET /v1/models`, `GET /health`, the WebSocket `/v1/realtime` (live transcription and translation after OpenAI's
+Realtime transcription events, `realtime.py`) and the live page `GET /` (`/live`, `static/live.html`).
 
 Batching: every request is cut into the model's windows (at pauses, as the pipeline does); a background worker
 thread collects queued windows of all concurrent requests and decodes them together in one `generate` call (at most

@@ -49,6 +49,8 @@ logger = logging.get_logger(__name__)
 _DISCONNECT_POLL_SECONDS = 0.5  # how often a waiting request checks that its client is still there
 LIVE_PAGE = Path(__file__).parent / "static" / "live.html"
 _FORM_SLACK_BYTES = 1 << 20  # room for the other form fields and multipart framing in the Content-Length check
+# the form fields that name target languages: ours (a list as `target_language[]` too) and vLLM's `to_language`
+TARGET_FIELDS = ("target_language", "target_language[]", "to_language")
 
 
 @dataclass
@@ -122,19 +124,31 @@ class SpeechServer:
                 "unsupported_language",
             ) from None
 
-    def targets(self, values: Sequence[str], src: str | None = None) -> list[str]:
+    @staticmethod
+    def target_fields(form) -> tuple[list[str], str]:
+        """The target languages a form names, and the field that named them: `target_language` (also as
+        `target_language[]`) or vLLM's `to_language`, so a client written for vLLM's server is not answered in
+        English without a word. Both at once is a 400: which one counts would be a guess."""
+        given = {field: [v for v in form.getlist(field) if str(v).strip()] for field in TARGET_FIELDS}
+        named = [field for field, values in given.items() if values]
+        if "to_language" in named and len(named) > 1:
+            raise ServeError(400, "Both to_language (vLLM's name) and target_language are given: send one of them.",
+                             "to_language", "invalid_value")
+        return [value for values in given.values() for value in values], (named[0] if named else "target_language")
+
+    def targets(self, values: Sequence[str], src: str | None = None, field: str = "target_language") -> list[str]:
         """`target_language` values (each may be comma-separated) -> codes, in order; English if none. A language
         named twice is a 400 naming it (`normalize_targets`, the pipeline's rule); the source language is allowed,
-        with a logged warning."""
+        with a logged warning. `field` is the form field the values came from, named in errors."""
         names = [part.strip() for value in values for part in str(value).split(",") if part.strip()]
         if not names:
             return ["eng"]
         for name in names:
-            self.language(name, "target_language")  # an unsupported one: 400 unsupported_language
+            self.language(name, field)  # an unsupported one: 400 unsupported_language
         try:
-            return normalize_targets(names, src, "target_language")  # each valid, so short
+            return normalize_targets(names, src, field)  # each valid, so short
         except ValueError as error:
-            raise ServeError(400, str(error), "target_language", "invalid_value") from None
+            raise ServeError(400, str(error), field, "invalid_value") from None
 
     @staticmethod
     def file_name(upload) -> str:
@@ -238,17 +252,18 @@ class SpeechServer:
         # omitted or "auto" (as the CLI and the pipeline write it): detected from the audio
         detect = language in (None, "") or str(language).strip().lower() == "auto"
         src = None if detect else self.language(str(language), "language")
+        target_values, target_field = self.target_fields(form)
         if task == "translate":
-            targets = self.targets(form.getlist("target_language") + form.getlist("target_language[]"), src)
+            targets = self.targets(target_values, src, target_field)
         else:
             targets = None
-            if any(str(v).strip() for v in form.getlist("target_language") + form.getlist("target_language[]")):
+            if target_values:
                 # a transcript would come back where a translation was asked for, without a word
-                raise ServeError(400, "target_language is for /v1/audio/translations; /v1/audio/transcriptions "
-                                 "answers in the spoken language.", "target_language", "invalid_value")
+                raise ServeError(400, f"{target_field} is for /v1/audio/translations; /v1/audio/transcriptions "
+                                 "answers in the spoken language.", target_field, "invalid_value")
         if targets and len(targets) > 1 and (stream or response_format not in ("json", "verbose_json")):
             raise ServeError(400, "Several target languages are answered as JSON: use response_format json or "
-                             "verbose_json, without stream.", "target_language", "invalid_value")
+                             "verbose_json, without stream.", target_field, "invalid_value")
         settings = self.generation_settings(form.get("temperature"))
         upload = form.get("file")
         data = await self.read_file(upload)
@@ -268,7 +283,7 @@ class SpeechServer:
                 self.untrained_warnings.check(src, None if row.task == "asr" else row.tgt,
                                               refuse=self.settings.untrained_direction == "error")
             except UntrainedDirectionError as error:
-                raise ServeError(400, str(error), "target_language" if row.task != "asr" else "language",
+                raise ServeError(400, str(error), target_field if row.task != "asr" else "language",
                                  "untrained_direction") from None
         submitted = self.batcher.submit_all([windows[w] for w in speech], rows, settings)  # 503 when full
         futures = {w: asyncio.wrap_future(future) for w, future in zip(speech, submitted)}
