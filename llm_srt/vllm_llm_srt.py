@@ -331,8 +331,15 @@ class LlmSrtVllmForConditionalGeneration(nn.Module, SupportsMultiModal, Supports
 
     @classmethod
     def get_speech_to_text_config(cls, model_config: ModelConfig, task_type: str) -> SpeechToTextConfig:
+        """The model's window, and where vLLM's server may cut longer audio. vLLM cuts each chunk at the quietest
+        0.1 s of its last `overlap_chunk_second` seconds (`vllm.multimodal.audio.split_audio`); its default, 1 s, is
+        nearly always inside speech, so words were cut (the demo's 3 s window heard "red fish" for "red cats" in a
+        three-sentence recording). Searching the last two thirds of the window finds the pause between sentences, as
+        `llm-srt serve` cuts at pauses; LLM-SRT decodes every window on its own, so shorter chunks lose no context."""
         extractor = _feature_extractor(model_config)
-        return SpeechToTextConfig(max_audio_clip_s=extractor.chunk_length, sample_rate=extractor.sampling_rate)
+        window = int(extractor.chunk_length)
+        return SpeechToTextConfig(max_audio_clip_s=window, sample_rate=extractor.sampling_rate,
+                                  overlap_chunk_second=max(1, 2 * window // 3))
 
     @classmethod
     def get_generation_prompt(cls, stt_params: SpeechToTextParams) -> PromptType:

@@ -224,6 +224,40 @@ def test_vllm_own_server_answers_the_openai_client(folder, audio, tmp_path):
     assert translated.text
 
 
+CUTS_OF_VLLMS_SPLITTER = """
+import json, sys, types
+import numpy as np
+from transformers import WhisperFeatureExtractor
+from vllm.multimodal.audio import split_audio
+from llm_srt.testing import synthetic_speech
+from llm_srt.vllm_llm_srt import LlmSrtVllmForConditionalGeneration
+
+folder = sys.argv[1]
+WhisperFeatureExtractor(feature_size=128, chunk_length=30).save_pretrained(folder)  # Whisper-large-v3's 30 s window
+model_config = types.SimpleNamespace(model=folder, revision=None)
+config = LlmSrtVllmForConditionalGeneration.get_speech_to_text_config(model_config, "transcribe")
+pause = np.zeros(int(0.6 * 16000), np.float32)
+parts = [synthetic_speech(seconds, seed=i) for i, seconds in enumerate([12.0, 14.0, 13.0, 9.0])]
+audio = np.concatenate([parts[0], pause, parts[1], pause, parts[2], pause, parts[3]])
+chunks = split_audio(audio, 16000, config.max_audio_clip_s, config.overlap_chunk_second,
+                     config.min_energy_split_window_size)
+cuts = np.cumsum([len(chunk) for chunk in chunks])[:-1].tolist()
+print(json.dumps({"window": config.max_audio_clip_s, "cuts": cuts, "silent_at_cut": [bool(audio[c] == 0) for c in cuts]}))
+"""
+
+
+def test_vllm_own_server_cuts_long_audio_in_pauses(tmp_path):
+    """vLLM's own server cuts audio longer than the window (`split_audio`, with this model's speech-to-text config)
+    in a pause between sentences: 48 s of four sentences with 0.6 s pauses, a 30 s window. vLLM's default config looks
+    for the quietest point only in each chunk's last second, which here is inside the second sentence."""
+    run = subprocess.run([VLLM_PYTHON, "-c", CUTS_OF_VLLMS_SPLITTER, str(tmp_path)], env=vllm_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found["window"] == 30 and found["cuts"], found
+    assert all(found["silent_at_cut"]), found
+
+
 # ---------------------------------------------------------------------------------------------- evaluate.py
 def test_evaluate_engine_vllm_split_over_two_processes_equals_the_default(folder, audio, tmp_path):
     rows = []
