@@ -40,13 +40,14 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_load import TINY_SHAPES, write_results  # noqa: E402 - one tiny shape set and one results writer for both benchmarks
+from serve_load import save_random_model, write_results  # noqa: E402 - one random-model builder and one results
+# writer for both benchmarks
 
 
 @dataclass
 class EngineArguments:
     model: str | None = field(default=None, metadata={"help": "Model folder; default: a random model of --preset."})
-    preset: str = field(default="tiny", metadata={
+    preset: str = field(default="tiny", metadata={"choices": ["tiny", "small"],
         "help": "Random model without --model: tiny (serve_load.py's TINY_SHAPES: toy widths, the real 30 s window "
                 "and 80 queries) or small (speed.py's: Whisper-base-like encoder, Qwen2.5-0.5B-like LLM with 6 of "
                 "its 24 layers)."})
@@ -243,23 +244,6 @@ def measure_qwen2_audio(args: EngineArguments, model: str) -> dict:
                          "utt_per_s": round(len(clips) / seconds, 3),
                          "llm_input_tokens": max(len(o.prompt_token_ids) for o in outputs)})
     return {"engine": "qwen2_audio", "rows": rows}
-
-
-def save_random_model(preset: str, folder: str) -> str:
-    """A random LLM-SRT folder of a preset (see --preset)."""
-    if preset == "tiny":
-        from llm_srt.testing import save_tiny_model
-
-        return save_tiny_model(folder, seed=0, **TINY_SHAPES)
-    if preset != "small":
-        raise SystemExit(f"engines.py: error: --preset tiny or small, not {preset!r}.")
-    import torch
-    from speed import build_ours
-
-    model, processor = build_ours("small", "cpu", torch.float32, llm_layers=6)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 def machine() -> str:

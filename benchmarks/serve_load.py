@@ -3,10 +3,12 @@
 
     python benchmarks/serve_load.py                       # a tiny random model (speed.py's tiny shapes), CPU
     python benchmarks/serve_load.py --engines transformers,vllm --concurrency 1,4,16,64   # both engines, side by side
+    python benchmarks/serve_load.py --preset small --engines transformers,vllm   # Whisper-base-like, Qwen2.5-0.5B-like
     python benchmarks/serve_load.py --model runs/demo/srt --manifest runs/demo/data/test.jsonl   # the demo model
     python benchmarks/serve_load.py --model path/to/model --device cuda --requests 64
 
-Starts the server in this process on 127.0.0.1 (a free port), then sends the same set of requests (transcriptions
+Starts `llm-srt serve` in its own process on 127.0.0.1 (a free port; the clients' threads stay out of its
+interpreter, for either engine), then sends the same set of requests (transcriptions
 and translations of synthetic speech, through OpenAI's Python client) with 1 client at a time - the requests sent
 one after another, the baseline - and with N concurrent clients. For each level it prints requests/s, p50/p95
 latency, the speed-up over one at a time and how many `generate` calls served the requests (batching). Every answer
@@ -15,7 +17,8 @@ is checked against the one-at-a-time answer of the same request. Results go to a
 `--engines transformers,vllm` measures both engines on the same model and requests, one after the other, and
 prints them side by side with the vLLM/transformers ratio of requests/s per level. The vLLM server runs in vLLM's
 environment (`--vllm_python`, default $LLM_SRT_VLLM_PYTHON; README "Serving with vLLM") as `llm-srt serve --engine
-vllm`; every server is measured over HTTP the same way (batch counts from its /health).
+vllm`, the transformers server in this Python; every server is measured over HTTP the same way (batch counts from
+its /health).
 """
 
 import io
@@ -37,9 +40,7 @@ from transformers import HfArgumentParser
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, ROOT)
 
-from llm_srt.serving import create_app  # noqa: E402
-from llm_srt.testing import ServerThread  # noqa: E402
-from llm_srt.testing import save_tiny_model, synthetic_speech  # noqa: E402
+from llm_srt.testing import ServerProcess, save_tiny_model, synthetic_speech  # noqa: E402
 
 
 # speed.py's tiny preset (but 2 heads: head size 32 everywhere, as vLLM's CPU attention needs): the real 30 s window
@@ -47,11 +48,19 @@ from llm_srt.testing import save_tiny_model, synthetic_speech  # noqa: E402
 TINY_SHAPES = {"num_queries": 80, "window_seconds": 30, "encoder_width": 64, "qformer_width": 64, "llm_width": 128,
                "num_heads": 2, "llm_layers": 4, "ffn_multiplier": 4}  # head size 32: vLLM's CPU kernels
 TARGETS = ["deu", "fra", "jpn", "spa"]
+RANDOM_MODELS = {
+    "tiny": "tiny random model (speed.py's tiny shapes with 2 heads: 30 s window, 80 queries)",
+    "small": "small random model (speed.py's small preset, 6 LLM layers: Whisper-base-like encoder, Qwen2.5-0.5B-like "
+             "LLM; 30 s window, 80 queries)",
+}
 
 
 @dataclass
 class LoadArguments:
-    model: str | None = field(default=None, metadata={"help": "Model folder; default: a tiny random model."})
+    model: str | None = field(default=None, metadata={"help": "Model folder; default: a random model of --preset."})
+    preset: str = field(default="tiny", metadata={"choices": ["tiny", "small"],
+        "help": "Random model without --model: tiny (TINY_SHAPES: toy widths, the real 30 s window and 80 queries) "
+                "or small (speed.py's Whisper-base-like encoder and Qwen2.5-0.5B-like LLM, 6 layers)."})
     concurrency: str = field(default="1,4,16", metadata={"help": "Concurrent clients per level (1 = baseline)."})
     requests: int = field(default=32, metadata={"help": "Requests per level (the same set at every level)."})
     seconds: float = field(default=4.0, metadata={"help": "Length of each request's synthetic audio."})
@@ -153,37 +162,37 @@ def load_levels(url: str, requests: list[dict], levels: list[int]) -> list[dict]
     return rows
 
 
-def serve_engine(engine: str, model: str, args: LoadArguments, scratch: str):
-    """A context manager running `llm-srt serve` for `engine` on `model`; it yields the server's URL."""
-    import contextlib
+def save_random_model(preset: str, folder: str) -> str:
+    """A random LLM-SRT folder of a preset (see --preset), for this benchmark and engines.py."""
+    if preset == "tiny":
+        return save_tiny_model(folder, seed=0, **TINY_SHAPES)
+    if preset != "small":
+        raise ValueError(f"--preset: tiny or small, not {preset!r}.")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from speed import build_ours
 
-    from llm_srt.testing import ServerProcess
+    model, processor = build_ours("small", "cpu", torch.float32, llm_layers=6)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
 
+
+def serve_engine(engine: str, model: str, args: LoadArguments, scratch: str) -> ServerProcess:
+    """`llm-srt serve` for `engine` on `model` in its own process (a context manager; its `url` once started)."""
     common = ["--served-model-name", "bench", "--max-batch-size", str(args.max_batch_size), "--max-wait-ms",
-              str(args.max_wait_ms), "--max-new-tokens", str(args.max_new_tokens), "--max-queue", str(args.max_queue)]
+              str(args.max_wait_ms), "--max-new-tokens", str(args.max_new_tokens), "--max-queue", str(args.max_queue),
+              *(["--dtype", args.dtype] if args.dtype else [])]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    log_path = os.path.join(scratch, f"{engine}_serve.log")
     if engine == "vllm":
         python = args.vllm_python or os.environ.get("LLM_SRT_VLLM_PYTHON")
         if not python:
             raise ValueError("--engines vllm needs vLLM's environment: --vllm_python or $LLM_SRT_VLLM_PYTHON.")
-        env = {**os.environ, "PYTHONPATH": ROOT, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
-        server = ServerProcess.llm_srt_serve(python, model, *common, "--engine", "vllm",
-                               *(["--dtype", args.dtype] if args.dtype else []), env=env,
-                               log_path=os.path.join(scratch, "vllm_serve.log"))
-
-        @contextlib.contextmanager
-        def running():
-            with server:
-                yield server.url
-        return running()
-    app = create_app(model, served_model_name="bench", max_batch_size=args.max_batch_size,
-                     max_wait_ms=args.max_wait_ms, max_new_tokens=args.max_new_tokens, device=args.device,
-                     dtype=args.dtype, max_queue=args.max_queue)
-
-    @contextlib.contextmanager
-    def in_process():
-        with ServerThread(app) as thread:
-            yield thread.url
-    return in_process()
+        env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")
+        return ServerProcess.llm_srt_serve(python, model, *common, "--engine", "vllm", env=env, log_path=log_path)
+    return ServerProcess.llm_srt_serve(sys.executable, model, *common,
+                                       *(["--device", args.device] if args.device else []), env=env,
+                                       log_path=log_path)
 
 
 def run(args: LoadArguments) -> dict:
@@ -196,12 +205,12 @@ def run(args: LoadArguments) -> dict:
     levels = [int(n) for n in args.concurrency.split(",")]
     per_engine = {}
     with tempfile.TemporaryDirectory() as scratch:
-        model = args.model or save_tiny_model(os.path.join(scratch, "tiny"), seed=0, **TINY_SHAPES)
+        model = args.model or save_random_model(args.preset, os.path.join(scratch, args.preset))
         for engine in engines:
-            with serve_engine(engine, model, args, scratch) as url:
-                per_engine[engine] = load_levels(url, requests, levels)
+            with serve_engine(engine, model, args, scratch) as server:
+                per_engine[engine] = load_levels(server.url, requests, levels)
     report = {
-        "model": args.model or "tiny random model (speed.py's tiny shapes with 2 heads: 30 s window, 80 queries)",
+        "model": args.model or RANDOM_MODELS[args.preset],
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
         "device": args.device or "cpu", "engines": engines,
         "settings": {k: v for k, v in asdict(args).items() if k != "output"},
