@@ -323,6 +323,7 @@ def is_silent(audio: np.ndarray, peak: float = SILENCE_PEAK) -> bool:
 
 
 PAUSE_SECONDS = 0.15  # a quiet stretch this long between sounds is a pause (stop consonants close for < 0.1 s)
+SILENCE_BELOW_LOUD = 0.01  # frames 40 dB under a recording's loud frames are silent, whatever its noise floor
 MIN_SPEECH_SECONDS = 0.1  # a piece with less sound than this (a click, a breath) joins a neighbour
 
 
@@ -339,25 +340,44 @@ def _quiet_frames(rms: np.ndarray) -> np.ndarray:
     loud frames (so a clean recording's pauses and a noisy one's background both count, and speech never does)."""
     loud = float(np.percentile(rms, 95))
     floor = float(np.percentile(rms, 5))
-    threshold = min(max(2 * floor, 0.01 * loud), 0.1 * loud)
+    threshold = min(max(2 * floor, SILENCE_BELOW_LOUD * loud), 0.1 * loud)
     return rms <= threshold
 
 
 def find_pauses(
-    audio: np.ndarray, sampling_rate: int, min_pause_seconds: float = PAUSE_SECONDS, frame_seconds: float = 0.02
+    audio: np.ndarray, sampling_rate: int, min_pause_seconds: float = PAUSE_SECONDS, frame_seconds: float = 0.02,
+    floor_pause_seconds: float | None = None,
 ) -> list[tuple[int, int]]:
     """The pauses between sounds: quiet stretches of at least `min_pause_seconds` with sound on both sides, as
-    `(start, end)` samples (leading and trailing silence is no pause)."""
+    `(start, end)` samples (leading and trailing silence is no pause).
+
+    `floor_pause_seconds`: when given, a stretch quiet only against the audio's own quietest frames (its noise
+    floor) must last that long, and one that is silent (40 dB under the loud frames) still only
+    `min_pause_seconds`. Live buffers use it: a buffer holding nothing but speech has its quietest frames inside
+    words, so a gap between two words counted as a pause against them, where the whole recording, with its silences,
+    sets a floor no gap reaches.
+    """
     frame = max(1, int(frame_seconds * sampling_rate))
     rms = _frame_rms(audio, frame)
     if not rms.size or rms.max() == 0:
         return []
     quiet = _quiet_frames(rms)
+    silent = rms <= SILENCE_BELOW_LOUD * float(np.percentile(rms, 95))
     edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
+
+    def lasts(frames: int, seconds: float) -> bool:
+        return frames * frame >= seconds * sampling_rate - frame / 2
+
     pauses = []
     for first, last in zip(edges[::2], edges[1::2]):  # quiet frames first..last-1
-        if first > 0 and last < len(rms) and (last - first) * frame >= min_pause_seconds * sampling_rate - frame / 2:
-            pauses.append((int(first) * frame, int(last) * frame))
+        if first == 0 or last == len(rms) or not lasts(last - first, min_pause_seconds):
+            continue
+        if floor_pause_seconds is not None and not lasts(last - first, floor_pause_seconds):
+            runs = np.diff(np.concatenate(([0], silent[first:last].astype(np.int8), [0])))
+            starts, ends = np.flatnonzero(runs == 1), np.flatnonzero(runs == -1)
+            if not any(lasts(end - start, min_pause_seconds) for start, end in zip(starts, ends)):
+                continue
+        pauses.append((int(first) * frame, int(last) * frame))
     return pauses
 
 

@@ -5,7 +5,8 @@
 transcript decoded once for all targets: the decoding seam's shared transcript). Of each text only the words two
 consecutive decodes agree on are confirmed (LocalAgreement-2, whisper_streaming's policy), and confirmed text never
 changes. A pause (`find_pauses`) closes the segment: its audio is decoded a last time, the rest of that decode is
-confirmed and the buffer restarts after the pause; a segment that reaches the model's window without a pause is cut
+confirmed and the buffer restarts after the pause (a silent stretch of `min_pause_seconds`, or twice that where it is
+quiet only against the buffer's quietest frames, which in a buffer of nothing but speech lie inside words); a segment that reaches the model's window without a pause is cut
 at its quietest stretch (as long audio is cut offline).
 
 All decoding goes through [`SegmentDecoder`]: [`EngineDecoder`] calls a `DecodingEngine` (`generation_llm_srt`: the
@@ -250,7 +251,10 @@ class LiveTranslator:
     def _close_at_pauses(self) -> list[LiveEvent]:
         events: list[LiveEvent] = []
         while self.min_pause_seconds:
-            pauses = find_pauses(self.buffer, self.sampling_rate, self.min_pause_seconds)
+            # a stretch quiet only against the buffer's quietest frames must be twice as long: in a buffer of
+            # nothing but speech those frames are inside words (find_pauses)
+            pauses = find_pauses(self.buffer, self.sampling_rate, self.min_pause_seconds,
+                                 floor_pause_seconds=2 * self.min_pause_seconds)
             if not pauses:
                 break
             start, end = pauses[0]
