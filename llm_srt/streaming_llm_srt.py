@@ -6,8 +6,9 @@ transcript decoded once for all targets: the decoding seam's shared transcript).
 consecutive decodes agree on are confirmed (LocalAgreement-2, whisper_streaming's policy), and confirmed text never
 changes. A pause (`find_pauses`) closes the segment: its audio is decoded a last time, the rest of that decode is
 confirmed and the buffer restarts after the pause (a silent stretch of `min_pause_seconds`, or twice that where it is
-quiet only against the buffer's quietest frames, which in a buffer of nothing but speech lie inside words); a segment that reaches the model's window without a pause is cut
-at its quietest stretch (as long audio is cut offline).
+quiet only against the buffer's quietest frames, which in a buffer of nothing but speech lie inside words); a
+segment that reaches the model's window without a pause is cut at its quietest stretch (as long audio is cut
+offline).
 
 All decoding goes through [`SegmentDecoder`]: [`EngineDecoder`] calls a `DecodingEngine` (`generation_llm_srt`: the
 transformers engine, or vLLM's), and `llm-srt serve` uses one that submits to its shared batcher. Events are plain
