@@ -344,6 +344,12 @@ def _quiet_frames(rms: np.ndarray) -> np.ndarray:
     return rms <= threshold
 
 
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of True in `mask`, as (first, end) indices (end exclusive)."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+    return [(int(first), int(end)) for first, end in zip(edges[::2], edges[1::2])]
+
+
 def find_pauses(
     audio: np.ndarray, sampling_rate: int, min_pause_seconds: float = PAUSE_SECONDS, frame_seconds: float = 0.02,
     floor_pause_seconds: float | None = None,
@@ -361,23 +367,19 @@ def find_pauses(
     rms = _frame_rms(audio, frame)
     if not rms.size or rms.max() == 0:
         return []
-    quiet = _quiet_frames(rms)
-    silent = rms <= SILENCE_BELOW_LOUD * float(np.percentile(rms, 95))
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
 
     def lasts(frames: int, seconds: float) -> bool:
         return frames * frame >= seconds * sampling_rate - frame / 2
 
+    silence = SILENCE_BELOW_LOUD * float(np.percentile(rms, 95))
     pauses = []
-    for first, last in zip(edges[::2], edges[1::2]):  # quiet frames first..last-1
+    for first, last in _runs(_quiet_frames(rms)):  # quiet frames first..last-1
         if first == 0 or last == len(rms) or not lasts(last - first, min_pause_seconds):
             continue
         if floor_pause_seconds is not None and not lasts(last - first, floor_pause_seconds):
-            runs = np.diff(np.concatenate(([0], silent[first:last].astype(np.int8), [0])))
-            starts, ends = np.flatnonzero(runs == 1), np.flatnonzero(runs == -1)
-            if not any(lasts(end - start, min_pause_seconds) for start, end in zip(starts, ends)):
+            if not any(lasts(end - start, min_pause_seconds) for start, end in _runs(rms[first:last] <= silence)):
                 continue
-        pauses.append((int(first) * frame, int(last) * frame))
+        pauses.append((first * frame, last * frame))
     return pauses
 
 

@@ -111,7 +111,7 @@ def test_a_long_stretch_without_pauses_is_cut_at_the_window(tiny):
 def test_a_gap_between_words_is_no_pause_but_silence_is(tiny):
     """A stream that starts with speech has no silence yet to measure its noise floor from: its buffer's quietest
     frames lie inside words, and a 0.16 s gap between words, quiet only against them, closed the segment there
-    (10 of the demo's 180 held-out clips were cut so, where offline decoding, with the clip's trailing silence, cut
+    (11 of the demo's 180 held-out clips were cut so, where offline decoding, with the clip's trailing silence, cut
     nothing). Such a gap is now no pause unless it lasts twice `min_pause_seconds`; 0.16 s of silence, or 0.35 s of
     background noise, still is."""
     from llm_srt.audio_llm_srt import find_pauses
