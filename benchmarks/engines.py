@@ -40,14 +40,14 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_load import save_random_model, write_results  # noqa: E402 - one random-model builder and one results
-# writer for both benchmarks
+from serve_load import RANDOM_MODELS, save_random_model, write_results  # noqa: E402 - one set of random models
+# and one results writer for both benchmarks
 
 
 @dataclass
 class EngineArguments:
     model: str | None = field(default=None, metadata={"help": "Model folder; default: a random model of --preset."})
-    preset: str = field(default="tiny", metadata={"choices": ["tiny", "small"],
+    preset: str = field(default="tiny", metadata={"choices": list(RANDOM_MODELS),
         "help": "Random model without --model: tiny (serve_load.py's TINY_SHAPES: toy widths, the real 30 s window "
                 "and 80 queries) or small (speed.py's: Whisper-base-like encoder, Qwen2.5-0.5B-like LLM with 6 of "
                 "its 24 layers)."})

@@ -58,7 +58,7 @@ RANDOM_MODELS = {
 @dataclass
 class LoadArguments:
     model: str | None = field(default=None, metadata={"help": "Model folder; default: a random model of --preset."})
-    preset: str = field(default="tiny", metadata={"choices": ["tiny", "small"],
+    preset: str = field(default="tiny", metadata={"choices": list(RANDOM_MODELS),
         "help": "Random model without --model: tiny (TINY_SHAPES: toy widths, the real 30 s window and 80 queries) "
                 "or small (speed.py's Whisper-base-like encoder and Qwen2.5-0.5B-like LLM, 6 layers)."})
     concurrency: str = field(default="1,4,16", metadata={"help": "Concurrent clients per level (1 = baseline)."})
