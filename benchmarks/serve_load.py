@@ -78,6 +78,10 @@ class LoadArguments:
         "help": "Python of vLLM's environment (default: $LLM_SRT_VLLM_PYTHON)."})
     device: str | None = field(default=None, metadata={"help": "cpu (default) or cuda."})
     dtype: str | None = field(default=None, metadata={"help": "float32 (default), bfloat16 or float16."})
+    encoder_ceiling: bool = field(default=True, metadata={
+        "help": "Also time the model's encoder + Q-Former alone (in this process, before any server starts) and "
+                "report the requests/s no engine can pass on this machine: every window's padded-window encoder "
+                "pass is work any engine must do."})
     output: str = field(default=os.path.join("outputs", "benchmarks", "serve_load.json"), metadata={
         "help": "JSON results file ('' for none; default under the untracked outputs/; the recorded results: "
                 "--output benchmarks/results/serve_load.json)."})
@@ -107,6 +111,32 @@ def make_requests(count: int, seconds: float, manifest: str | None = None) -> li
             request["extra"]["target_language"] = tgt
         requests.append(request)
     return requests
+
+
+def encoder_seconds_per_window(model: str, batch_sizes: list[int], device: str | None = None,
+                               dtype: str | None = None) -> dict:
+    """Seconds per window of the encoder + Q-Former alone (`get_audio_features` on padded windows), at each batch
+    size and the least of them: the audio work every engine does for every window, whatever schedules it."""
+    import time
+
+    from llm_srt.modeling_llm_srt import LlmSrtForConditionalGeneration
+
+    torch_dtype = getattr(torch, dtype) if dtype else torch.float32
+    encoder_model = LlmSrtForConditionalGeneration.from_pretrained(model, dtype=torch_dtype).to(device or "cpu").eval()
+    audio = encoder_model.config.audio_config
+    per_batch = {}
+    with torch.inference_mode():
+        shape = (audio.num_mel_bins, audio.max_source_positions * 2)
+        encoder_model.get_audio_features(torch.zeros(1, *shape, device=device or "cpu"))  # warm-up
+        for batch in batch_sizes:
+            features = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(batch)).to(device or "cpu")
+            start = time.perf_counter()
+            encoder_model.get_audio_features(features)
+            if (device or "cpu").startswith("cuda"):
+                torch.cuda.synchronize()
+            per_batch[batch] = round((time.perf_counter() - start) / batch, 4)
+    del encoder_model
+    return {"per_batch": per_batch, "seconds_per_window": min(per_batch.values())}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -153,6 +183,7 @@ def load_levels(url: str, requests: list[dict], levels: list[int]) -> list[dict]
             "p95_latency_s": round(percentile(latencies, 95), 3),
             "generate_calls": batches,
             "rows_per_call": round((after["rows"] - before["rows"]) / max(batches, 1), 2),
+            "windows": after["windows"] - before["windows"],
             "same_answers_as_one_at_a_time": texts == baseline,
             "answers": texts,
         })
@@ -203,9 +234,11 @@ def run(args: LoadArguments) -> dict:
         raise ValueError(f"--engines: transformers and/or vllm, got {args.engines!r}")
     requests = make_requests(args.requests, args.seconds, args.manifest)
     levels = [int(n) for n in args.concurrency.split(",")]
-    per_engine = {}
+    per_engine, ceiling = {}, None
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or save_random_model(args.preset, os.path.join(scratch, args.preset))
+        if args.encoder_ceiling:  # before any server: measured on otherwise idle cores
+            ceiling = encoder_seconds_per_window(model, sorted({1, 4, args.max_batch_size}), args.device, args.dtype)
         for engine in engines:
             with serve_engine(engine, model, args, scratch) as server:
                 per_engine[engine] = load_levels(server.url, requests, levels)
@@ -216,6 +249,13 @@ def run(args: LoadArguments) -> dict:
         "settings": {k: v for k, v in asdict(args).items() if k != "output"},
         "rows": per_engine[engines[0]], "per_engine": per_engine,
     }
+    if ceiling:
+        # requests/s if the encoder + Q-Former were all a request cost: the first engine's window count per level
+        # (both engines cut the audio the same way), each window at the cheapest measured per-window time
+        for row in per_engine[engines[0]]:
+            row["encoder_ceiling_requests_per_s"] = round(
+                row["requests"] / max(row["windows"] * ceiling["seconds_per_window"], 1e-9), 3)
+        report["encoder_seconds_per_window"] = ceiling
     print(f"model: {report['model']} on {report['device']} ({report['machine']})")
     audio = f"the rows of {args.manifest}" if args.manifest else f"{args.seconds:g} s synthetic speech"
     print(f"{args.requests} requests of {audio} (half transcriptions, half translations), "
@@ -230,6 +270,18 @@ def run(args: LoadArguments) -> dict:
                   f"{row['p50_latency_s']:.2f} | {row['p95_latency_s']:.2f} | {row['speedup']:.2f}x | "
                   f"{row['generate_calls']} | {row['rows_per_call']:.1f} | "
                   f"{'yes' if row['same_answers_as_one_at_a_time'] else 'NO'} |")
+    if ceiling:
+        first = per_engine[engines[0]]
+        print(f"\nencoder + Q-Former alone: {ceiling['seconds_per_window']:.3f} s per window (least of batch sizes "
+              f"{', '.join(f'{b}: {t:.3f} s' for b, t in ceiling['per_batch'].items())}); no engine can serve "
+              "faster than this ceiling on this machine:")
+        print(f"| clients | windows | ceiling requests/s | "
+              + " | ".join(f"ceiling / {engine}" for engine in engines) + " |")
+        print("|---|---|---|" + "---|" * len(engines))
+        for index, row in enumerate(first):
+            ratios = " | ".join(f"{row['encoder_ceiling_requests_per_s'] / per_engine[e][index]['requests_per_s']:.2f}x"
+                                for e in engines)
+            print(f"| {row['clients']} | {row['windows']} | {row['encoder_ceiling_requests_per_s']:.2f} | {ratios} |")
     if len(engines) == 2:
         first, second = engines
         report["ratios"] = [{"clients": a["clients"], "ratio": round(b["requests_per_s"] / a["requests_per_s"], 2),

@@ -89,8 +89,13 @@ def test_models_and_health(server, client):
     assert [m.id for m in client.models.list().data] == [NAME]
     import httpx2
 
-    health = httpx2.get(server.url + "/health").json()
-    assert health["status"] == "ok" and health["model"] == NAME
+    before = httpx2.get(server.url + "/health").json()
+    assert before["status"] == "ok" and before["model"] == NAME
+    # a two-target translation of one window: 1 window encoded, 2 rows decoded (counts serve_load.py reads)
+    client.audio.translations.create(model=NAME, file=("a.wav", SHORT_WAV), extra_body={"language": "en",
+                                     "target_language": "deu,fra"})
+    after = httpx2.get(server.url + "/health").json()
+    assert (after["windows"] - before["windows"], after["rows"] - before["rows"]) == (1, 2)
 
 
 def test_transcription_is_the_models_own_output(server, client):
@@ -355,7 +360,19 @@ def test_load_benchmark_runs_and_reports_every_level(tiny_folder, tmp_path, caps
             assert row["same_answers_as_one_at_a_time"] and row["requests"] == 3
             assert row["requests_per_s"] > 0 and row["p95_latency_s"] >= row["p50_latency_s"] > 0
         assert report["rows"][0]["generate_calls"] == 3  # one at a time: one call per request
-    assert "| clients | requests/s |" in capsys.readouterr().out
+        # the encoder ceiling: its per-window time measured at batch 1, 4 and the server's batch size, and each
+        # level's windows at the cheapest of them: the synthetic 1 s speech pauses at 0.9 s (2 windows a request,
+        # the server cuts at pauses), the manifest's 1.3 s clip is one window
+        ceiling = report["encoder_seconds_per_window"]
+        assert sorted(ceiling["per_batch"]) == [1, 4, 16]
+        assert ceiling["seconds_per_window"] == min(ceiling["per_batch"].values()) > 0
+        windows = 3 if extra else 6
+        for row in report["rows"]:
+            assert row["windows"] == windows
+            assert row["encoder_ceiling_requests_per_s"] == pytest.approx(
+                3 / (windows * ceiling["seconds_per_window"]), rel=1e-2)
+    out = capsys.readouterr().out
+    assert "| clients | requests/s |" in out and "| clients | windows | ceiling requests/s | ceiling / transformers |" in out
 
 
 def test_language_omitted_is_detected_where_the_model_can(server, client, monkeypatch):

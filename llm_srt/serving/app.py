@@ -521,7 +521,7 @@ def create_app(
     async def health():
         return {"status": "ok", "model": server.settings.served_model_name, "queued_windows": server.batcher.queued,
                 "batches": server.batcher.stats["batches"], "rows": server.batcher.stats["rows"],
-                "live_sessions": server.live_sessions}
+                "windows": server.batcher.stats["windows"], "live_sessions": server.live_sessions}
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket):
