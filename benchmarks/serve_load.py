@@ -121,18 +121,18 @@ def encoder_seconds_per_window(model: str, batch_sizes: list[int], device: str |
 
     from llm_srt.modeling_llm_srt import LlmSrtForConditionalGeneration
 
-    torch_dtype = getattr(torch, dtype) if dtype else torch.float32
-    encoder_model = LlmSrtForConditionalGeneration.from_pretrained(model, dtype=torch_dtype).to(device or "cpu").eval()
+    device, torch_dtype = device or "cpu", getattr(torch, dtype) if dtype else torch.float32
+    encoder_model = LlmSrtForConditionalGeneration.from_pretrained(model, dtype=torch_dtype).to(device).eval()
     audio = encoder_model.config.audio_config
     per_batch = {}
     with torch.inference_mode():
         shape = (audio.num_mel_bins, audio.max_source_positions * 2)
-        encoder_model.get_audio_features(torch.zeros(1, *shape, device=device or "cpu"))  # warm-up
+        encoder_model.get_audio_features(torch.zeros(1, *shape, device=device))  # warm-up
         for batch in batch_sizes:
-            features = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(batch)).to(device or "cpu")
+            features = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(batch)).to(device)
             start = time.perf_counter()
             encoder_model.get_audio_features(features)
-            if (device or "cpu").startswith("cuda"):
+            if device.startswith("cuda"):
                 torch.cuda.synchronize()
             per_batch[batch] = round((time.perf_counter() - start) / batch, 4)
     del encoder_model
@@ -271,14 +271,13 @@ def run(args: LoadArguments) -> dict:
                   f"{row['generate_calls']} | {row['rows_per_call']:.1f} | "
                   f"{'yes' if row['same_answers_as_one_at_a_time'] else 'NO'} |")
     if ceiling:
-        first = per_engine[engines[0]]
         print(f"\nencoder + Q-Former alone: {ceiling['seconds_per_window']:.3f} s per window (least of batch sizes "
               f"{', '.join(f'{b}: {t:.3f} s' for b, t in ceiling['per_batch'].items())}); no engine can serve "
               "faster than this ceiling on this machine:")
         print(f"| clients | windows | ceiling requests/s | "
               + " | ".join(f"ceiling / {engine}" for engine in engines) + " |")
         print("|---|---|---|" + "---|" * len(engines))
-        for index, row in enumerate(first):
+        for index, row in enumerate(per_engine[engines[0]]):
             ratios = " | ".join(f"{row['encoder_ceiling_requests_per_s'] / per_engine[e][index]['requests_per_s']:.2f}x"
                                 for e in engines)
             print(f"| {row['clients']} | {row['windows']} | {row['encoder_ceiling_requests_per_s']:.2f} | {ratios} |")
