@@ -247,9 +247,10 @@ def measure_qwen2_audio(args: EngineArguments, model: str) -> dict:
 
 
 def machine() -> str:
-    from llm_srt.testing import usable_cpus
+    from llm_srt.testing import usable_cpus, vllm_cpu_env
 
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores ({usable_cpus()} given to this run)"
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores ({usable_cpus()} given to this run; vLLM's threads on "
+            f"cores {vllm_cpu_env()['VLLM_CPU_OMP_THREADS_BIND']})")
 
 
 def run_side(python: str, side: str, args: EngineArguments, scratch: str) -> dict:
@@ -258,8 +259,10 @@ def run_side(python: str, side: str, args: EngineArguments, scratch: str) -> dic
     command = [python, os.path.abspath(__file__), "--side", side, "--side_output", side_file, "--model", args.model,
                "--batch_sizes", args.batch_sizes, "--new_tokens", str(args.new_tokens), "--seconds", str(args.seconds),
                "--dtype", args.dtype]
-    env = {**os.environ, "PYTHONPATH": ROOT, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
-    subprocess.run(command, env=env, check=True)
+    from llm_srt.testing import vllm_cpu_env
+
+    # vLLM computes on the same cores as the transformers engine (not one fewer: see vllm_cpu_env)
+    subprocess.run(command, env={**vllm_cpu_env(), "PYTHONPATH": ROOT}, check=True)
     with open(side_file, encoding="utf-8") as handle:
         return json.load(handle)
 

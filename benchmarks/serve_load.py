@@ -40,7 +40,7 @@ from transformers import HfArgumentParser
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, ROOT)
 
-from llm_srt.testing import ServerProcess, save_tiny_model, synthetic_speech  # noqa: E402
+from llm_srt.testing import ServerProcess, save_tiny_model, synthetic_speech, vllm_cpu_env  # noqa: E402
 
 
 # speed.py's tiny preset (but 2 heads: head size 32 everywhere, as vLLM's CPU attention needs): the real 30 s window
@@ -219,7 +219,7 @@ def serve_engine(engine: str, model: str, args: LoadArguments, scratch: str) -> 
         python = args.vllm_python or os.environ.get("LLM_SRT_VLLM_PYTHON")
         if not python:
             raise ValueError("--engines vllm needs vLLM's environment: --vllm_python or $LLM_SRT_VLLM_PYTHON.")
-        env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")
+        env = vllm_cpu_env(environ=env)  # vLLM computes on the same cores as the transformers engine
         return ServerProcess.llm_srt_serve(python, model, *common, "--engine", "vllm", env=env, log_path=log_path)
     return ServerProcess.llm_srt_serve(sys.executable, model, *common,
                                        *(["--device", args.device] if args.device else []), env=env,
@@ -249,6 +249,8 @@ def run(args: LoadArguments) -> dict:
         "settings": {k: v for k, v in asdict(args).items() if k != "output"},
         "rows": per_engine[engines[0]], "per_engine": per_engine,
     }
+    if "vllm" in engines:
+        report["vllm_cpu_threads_bind"] = vllm_cpu_env()["VLLM_CPU_OMP_THREADS_BIND"]
     if ceiling:
         # requests/s if the encoder + Q-Former were all a request cost: the first engine's window count per level
         # (both engines cut the audio the same way), each window at the cheapest measured per-window time
@@ -256,7 +258,8 @@ def run(args: LoadArguments) -> dict:
             row["encoder_ceiling_requests_per_s"] = round(
                 row["requests"] / max(row["windows"] * ceiling["seconds_per_window"], 1e-9), 3)
         report["encoder_seconds_per_window"] = ceiling
-    print(f"model: {report['model']} on {report['device']} ({report['machine']})")
+    bind = f"; vLLM's threads on cores {report['vllm_cpu_threads_bind']}" if "vllm" in engines else ""
+    print(f"model: {report['model']} on {report['device']} ({report['machine']}{bind})")
     audio = f"the rows of {args.manifest}" if args.manifest else f"{args.seconds:g} s synthetic speech"
     print(f"{args.requests} requests of {audio} (half transcriptions, half translations), "
           f"{args.max_new_tokens} new tokens max, --max-batch-size {args.max_batch_size} --max-wait-ms "

@@ -426,6 +426,27 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def vllm_cpu_env(tensor_parallel_size: int = 1, environ: dict | None = None) -> dict[str, str]:
+    """vLLM's CPU settings for a run beside the transformers engine, on top of `environ` (default `os.environ`): a
+    2 GiB KV cache unless `VLLM_CPU_KVCACHE_SPACE` is set, and, unless `VLLM_CPU_OMP_THREADS_BIND` is set, vLLM's
+    compute threads bound to all the cores this process may use, split evenly over the tensor-parallel workers.
+
+    Why: by default vLLM on x86 keeps one core per worker for its scheduler process and computes on the rest, so on a
+    2-core machine it would compute on one core while the transformers engine computes on both."""
+    env = dict(os.environ if environ is None else environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    if "VLLM_CPU_OMP_THREADS_BIND" not in env:
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(usable_cpus()))
+        if len(cores) < tensor_parallel_size:
+            raise ValueError(f"tensor_parallel_size {tensor_parallel_size} needs as many CPU cores; this run has "
+                             f"{len(cores)}.")
+        share = len(cores) // tensor_parallel_size
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
+            ",".join(str(core) for core in cores[rank * share:(rank + 1) * share]) for rank in range(tensor_parallel_size)
+        )
+    return env
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on now (for a server started in another process)."""
     with socket.socket() as probe:

@@ -114,3 +114,39 @@ def test_qwen2_audio_like_folder_has_our_encoder_and_llm(tmp_path):
     assert processor.audio_token_id == peer.config.audio_token_id < t.vocab_size
     assert processor.feature_extractor.feature_size == a.num_mel_bins
     assert [engines.audio_tokens_of(s) for s in (8, 30)] == [200, 750]  # one LLM token per 40 ms
+
+
+def test_vllm_cpu_env_binds_vllm_to_every_core_of_the_run(monkeypatch):
+    """vLLM on x86 keeps a core for its scheduler unless told otherwise; beside the transformers engine the
+    benchmarks give it the same cores, split over tensor-parallel workers, and keep what the user set."""
+    import pytest
+
+    from llm_srt.testing import vllm_cpu_env
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5, 2, 3, 4}, raising=False)
+    env = vllm_cpu_env(environ={"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "2,3,4,5"}
+    assert vllm_cpu_env(2, environ={})["VLLM_CPU_OMP_THREADS_BIND"] == "2,3|4,5"
+    assert vllm_cpu_env(3, environ={})["VLLM_CPU_OMP_THREADS_BIND"] == "2|3|4"  # one core per worker, one left over
+    mine = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_CPU_KVCACHE_SPACE": "8"}
+    assert vllm_cpu_env(environ=mine) == mine
+    with pytest.raises(ValueError, match="tensor_parallel_size 5 needs as many CPU cores; this run has 4"):
+        vllm_cpu_env(5, environ={})
+
+
+def test_serve_load_starts_the_vllm_server_bound_to_every_core(monkeypatch, tmp_path):
+    import serve_load
+
+    started = {}
+
+    def fake_serve(python, model, *args, env, log_path):
+        started.update(python=python, args=args, env=env)
+        return "server"
+
+    monkeypatch.setattr(serve_load.ServerProcess, "llm_srt_serve", staticmethod(fake_serve))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    args = serve_load.LoadArguments(engines="vllm", vllm_python="/venv/bin/python")
+    assert serve_load.serve_engine("vllm", "folder", args, str(tmp_path)) == "server"
+    assert started["python"] == "/venv/bin/python" and "vllm" in started["args"]
+    assert started["env"]["VLLM_CPU_OMP_THREADS_BIND"] == "0,1" and started["env"]["PYTHONPATH"] == ROOT
