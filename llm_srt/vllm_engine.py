@@ -127,10 +127,24 @@ class VllmEngine(DecodingEngine):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
+    @staticmethod
+    async def _cancel(task: asyncio.Task) -> None:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):  # cancelled, or it had failed already (and logged why)
+            pass
+
     def shutdown(self) -> None:
         """Stop vLLM's engine processes and the event loop."""
         llm = getattr(self, "llm", None)
         if llm is not None:
+            # AsyncLLM.shutdown stops the engine process before it cancels its output handler, which then often sees
+            # the dead engine first and logs "AsyncLLM output_handler failed ... EngineDeadError" at the end of a
+            # successful run; cancel the handler first, on the loop that runs it.
+            handler = getattr(llm, "output_handler", None)
+            if handler is not None and self._thread.is_alive():
+                self._run(self._cancel(handler))
             llm.shutdown()
             self.llm = None
         if self._thread.is_alive():

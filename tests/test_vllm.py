@@ -97,6 +97,8 @@ def vllm_side(folder, audio, tmp_path_factory):
     run = subprocess.run([VLLM_PYTHON, os.path.join(ROOT, "tests", "vllm_worker.py"), str(request), str(answer)],
                          env=vllm_env(), capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-4000:]
+    # a successful run ends without vLLM logging a failure while VllmEngine shuts it down
+    assert "output_handler failed" not in run.stderr, run.stderr[-4000:]
     return json.loads(answer.read_text())
 
 
