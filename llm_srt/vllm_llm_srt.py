@@ -44,6 +44,7 @@ from vllm.sequence import IntermediateTensors
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 from vllm.tokenizers.registry import cached_tokenizer_from_config
 
+from .audio_llm_srt import as_float_mono
 from .configuration_llm_srt import (
     LANGUAGES,
     UNSPACED_LANGUAGES,
@@ -106,12 +107,9 @@ class LlmSrtMultiModalProcessor(BaseMultiModalProcessor[LlmSrtProcessingInfo]):
         clips = [clip[0] if isinstance(clip, tuple) else clip for clip in hf_data.get("audio", [])]
         limit = extractor.chunk_length * extractor.sampling_rate
         for index, clip in enumerate(clips):
-            # NaN/inf samples would give NaN features, an answer of garbage and (seen on vLLM's server) a wrong answer
-            # to the next clean request too; an empty clip has nothing to hear
-            if len(clip) == 0:
-                raise ValueError(f"audio[{index}] is empty (0 samples).")
-            if not np.isfinite(np.asarray(clip, dtype=np.float32)).all():
-                raise ValueError(f"audio[{index}] contains NaN or infinite samples.")
+            # the checks every audio input gets (empty, NaN/inf, unscaled integer PCM...): NaN/inf samples gave an
+            # answer of garbage on vLLM's server and a wrong answer to the next clean request too
+            clips[index] = clip = as_float_mono(clip, f"audio[{index}]")
             if len(clip) > limit:
                 raise ValueError(
                     f"audio[{index}] lasts {len(clip) / extractor.sampling_rate:.1f} s, longer than the model's "
