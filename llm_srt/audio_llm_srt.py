@@ -92,7 +92,10 @@ def _decode_file(source, name: str) -> tuple[np.ndarray, int]:
                 samples = file.read(dtype="float32", always_2d=True)
             rate = file.samplerate
     except Exception as error:  # soundfile raises LibsndfileError / RuntimeError for unreadable data
-        raise AudioInputError(f"{name}: cannot decode audio ({error}).") from None
+        # LibsndfileError's own text starts "Error opening <_io.BytesIO object at 0x...>: ", which names nothing
+        # the caller knows: keep libsndfile's reason alone
+        reason = getattr(error, "error_string", None) or str(error)
+        raise AudioInputError(f"{name}: cannot decode audio ({reason.rstrip('.')}).") from None
     return samples, int(rate)
 
 

@@ -215,6 +215,10 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(client):
         assert body["type"] == "invalid_request_error" and body["message"], name
     assert "klingon" in error_of(cases["unknown language"][0])[1]["message"]
     assert "language" in error_of(cases["no language"][0])[1]["message"]
+    # libsndfile's reason, named by the upload's file name and not by Python's repr of the buffer read from
+    bad_file = error_of(cases["bad file"][0])[1]["message"]
+    assert bad_file.startswith("a.wav: cannot decode audio (Format not recognised)"), bad_file
+    assert "BytesIO" not in bad_file and " at 0x" not in bad_file, bad_file
     assert client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="en").text
 
 
