@@ -229,13 +229,17 @@ def test_windows_of_a_gone_client_are_not_decoded(tiny_folder):
         assert state.batcher.stats["cancelled"] >= submitted - 2
 
 
-def _post(port, fields, data):
+def _post_raw(port, fields, data) -> tuple[int, dict, bytes]:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(upload_request(multipart(fields, data), "translations"))
     try:
-        status, _, raw = read_response(sock)
+        return read_response(sock)
     finally:
         sock.close()
+
+
+def _post(port, fields, data):
+    status, _, raw = _post_raw(port, fields, data)
     return status, json.loads(raw)
 
 
@@ -260,6 +264,25 @@ def test_cut_answers_are_flagged_and_never_labelled_translations(server):
     assert status == 200, body
     assert [t["complete"] for t in body["translations"]] == [False, False]
     assert all(t["text"] == "" for t in body["translations"])
+    # text, srt and vtt have no `complete` field: the header says the answer was cut, for JSON alike
+    for response_format in ("text", "srt", "vtt", "json"):
+        status, headers, raw = _post_raw(server.port, {"language": "eng", "target_language": "deu",
+                                                       "response_format": response_format}, wav_bytes(1.0))
+        assert status == 200, raw
+        assert headers["x-llm-srt-finish-reason"] == "length", (response_format, headers)
+
+
+def test_finished_answers_say_stop_in_the_finish_reason_header(parrot):
+    model, processor, clips = parrot
+    buffer = io.BytesIO()
+    soundfile.write(buffer, clips[0], SR, format="WAV")
+    with ServerThread(create_app((model, processor), max_new_tokens=40, max_wait_ms=5)) as running:
+        for response_format in ("text", "srt", "vtt", "verbose_json"):
+            status, headers, raw = _post_raw(running.port, {"language": "eng", "target_language": "deu",
+                                                            "response_format": response_format}, buffer.getvalue())
+            assert status == 200, raw
+            assert "Ich sehe drei rote Katzen." in raw.decode(), (response_format, raw)
+            assert headers["x-llm-srt-finish-reason"] == "stop", (response_format, headers)
 
 
 def test_a_flac_without_its_length_is_served_and_its_true_length_limited(server, monkeypatch):

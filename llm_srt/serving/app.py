@@ -48,6 +48,8 @@ logger = logging.get_logger(__name__)
 
 _DISCONNECT_POLL_SECONDS = 0.5  # how often a waiting request checks that its client is still there
 LIVE_PAGE = Path(__file__).parent / "static" / "live.html"
+# "stop", or "length" when --max-new-tokens cut any answer of the response (as OpenAI's finish_reason words it)
+FINISH_REASON_HEADER = "X-LLM-SRT-Finish-Reason"
 _FORM_SLACK_BYTES = 1 << 20  # room for the other form fields and multipart framing in the Content-Length check
 # the form fields that name target languages: ours (a list as `target_language[]` too) and vLLM's `to_language`
 TARGET_FIELDS = ("target_language", "target_language[]", "to_language")
@@ -319,17 +321,22 @@ class SpeechServer:
             Transcript(task, src, tgt, duration, [segment(w, done[w][t]) for w in speech])
             for t, tgt in enumerate(targets)
         ]
+        # text, srt and vtt bodies have no room for the `complete` flag that JSON carries: a header says it for
+        # every format, so an answer cut by --max-new-tokens (a translation cut before it began is empty) is never
+        # taken for a finished one
+        complete = all(output.complete for output in outputs)
+        headers = {FINISH_REASON_HEADER: "stop" if complete else "length"}
         if len(outputs) > 1:
             key = "json" if response_format == "json" else "verbose_json"
-            return JSONResponse({"translations": [getattr(o, key)() for o in outputs]})
+            return JSONResponse({"translations": [getattr(o, key)() for o in outputs]}, headers=headers)
         output = outputs[0]
         if response_format == "json":
-            return JSONResponse(output.json())
+            return JSONResponse(output.json(), headers=headers)
         if response_format == "verbose_json":
-            return JSONResponse(output.verbose_json())
+            return JSONResponse(output.verbose_json(), headers=headers)
         text = {"text": lambda: output.text, "srt": lambda: to_srt(output.segments),
                 "vtt": lambda: to_vtt(output.segments)}[response_format]()
-        return PlainTextResponse(text)
+        return PlainTextResponse(text, headers=headers)
 
     async def _stream(self, futures: dict, segment, tgt: str, task: str):
         """Server-sent events in OpenAI's format: one `transcript.text.delta` per window, then `...done`."""
