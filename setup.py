@@ -36,5 +36,7 @@ setup(
         "console_scripts": ["llm-srt=llm_srt.cli:main"],
         # vLLM runs this in each of its processes: registers LLM-SRT's config and vLLM model (no-op without vLLM)
         "vllm.general_plugins": ["llm_srt=llm_srt.vllm_plugin:register"],
+        # vLLM's server answers silent chunks with an empty text through this (inert for other models)
+        "vllm.logits_processors": ["llm_srt_silence=llm_srt.vllm_silence:LlmSrtSilenceLogitsProcessor"],
     },
 )

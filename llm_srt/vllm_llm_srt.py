@@ -44,7 +44,7 @@ from vllm.sequence import IntermediateTensors
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 from vllm.tokenizers.registry import cached_tokenizer_from_config
 
-from .audio_llm_srt import as_float_mono
+from .audio_llm_srt import as_float_mono, is_silent
 from .configuration_llm_srt import (
     LANGUAGES,
     UNSPACED_LANGUAGES,
@@ -55,6 +55,7 @@ from .configuration_llm_srt import (
     reference_near,
     supported_languages_text,
 )
+from .vllm_silence import silent_prompt_token_ids
 
 
 # vLLM's API validates languages against Whisper's (ISO 639-1) codes: the language table's `whisper` column.
@@ -324,8 +325,8 @@ class LlmSrtVllmForConditionalGeneration(nn.Module, SupportsMultiModal, Supports
     @classmethod
     def validate_language(cls, language: str | None) -> str | None:
         """Our codes, ISO 639-1 codes and names (`deu`, `de`, `German`) -> vLLM's ISO 639-1 code; others refused."""
-        if language is None:
-            return None
+        if language is None or not language.strip():
+            return None  # an empty form field is a missing language: get_generation_prompt asks for it
         try:
             return ISO639_1[normalize_language(language)]
         except ValueError:
@@ -347,22 +348,27 @@ class LlmSrtVllmForConditionalGeneration(nn.Module, SupportsMultiModal, Supports
 
     @classmethod
     def get_generation_prompt(cls, stt_params: SpeechToTextParams) -> PromptType:
-        """ASR (`transcribe`): `<|src|>`; SRT (`translate`): `<|src|><|tgt|>`, the target `to_language` (English
-        by default, as OpenAI's translations). The source language must be given: vLLM cannot detect it here."""
+        """ASR (`transcribe`, or `translate` into the spoken language, as `llm-srt serve` answers it): `<|src|>`;
+        SRT (`translate`): `<|src|><|tgt|>`, the target `to_language` (English by default, as OpenAI's
+        translations). The source language must be given: vLLM cannot detect it here. A chunk without sound
+        (`is_silent`) is not sent to the LLM: its prompt is `silent_prompt_token_ids`, answered with an empty text
+        by `LlmSrtSilenceLogitsProcessor`, as `llm-srt serve` skips silent windows."""
         if stt_params.language is None:
             raise ValueError(
                 "LLM-SRT needs the spoken language: pass language=... (one of "
                 f"{supported_languages_text()}); `llm-srt serve` can detect it."
             )
-        config = stt_params.model_config.hf_config
-        src = language_tag(stt_params.language, config.mandarin_tag)
-        if stt_params.task_type == "transcribe":
-            prompt = src
-        elif stt_params.task_type == "translate":
-            prompt = src + language_tag(stt_params.to_language or "eng", config.mandarin_tag)
-        else:
+        if stt_params.task_type not in ("transcribe", "translate"):
             raise ValueError(f"Unsupported task_type {stt_params.task_type!r}: 'transcribe' or 'translate'.")
         tokenizer = cached_tokenizer_from_config(stt_params.model_config)
+        if is_silent(np.asarray(stt_params.audio)):
+            return TokensPrompt(prompt_token_ids=silent_prompt_token_ids(tokenizer.eos_token_id))
+        config = stt_params.model_config.hf_config
+        src_lang = normalize_language(stt_params.language)
+        tgt_lang = normalize_language(stt_params.to_language or "eng")
+        prompt = language_tag(src_lang, config.mandarin_tag)
+        if stt_params.task_type == "translate" and tgt_lang != src_lang:
+            prompt += language_tag(tgt_lang, config.mandarin_tag)
         return TokensPrompt(
             prompt_token_ids=tokenizer.encode(prompt, add_special_tokens=False),
             multi_modal_data={"audio": (stt_params.audio, stt_params.stt_config.sample_rate)},

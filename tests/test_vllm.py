@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import soundfile
 import torch
@@ -218,6 +219,41 @@ def test_vllm_own_server_answers_the_openai_client(folder, audio, tmp_path):
         with pytest.raises(openai.BadRequestError, match="Unsupported language"):
             with open(wav, "rb") as f:
                 client.audio.transcriptions.create(model=folder, file=f, language="Klingon", extra_body=limit)
+        # a translation into the spoken language is its transcript, as `llm-srt serve` answers it (not eng->eng SRT)
+        with open(wav, "rb") as f:
+            into_english = client.audio.translations.create(model=folder, file=f,
+                                                            extra_body={**limit, "language": "en", "to_language": "en"})
+        with open(wav, "rb") as f:
+            english = client.audio.transcriptions.create(model=folder, file=f, language="en", extra_body=limit)
+        # silence is never sent to the LLM (which invents text for it): an empty answer, for both endpoints
+        silent = {}
+        for name, samples in (("silence", np.zeros(16000, np.float32)), ("one_zero_sample", np.zeros(1, np.float32))):
+            soundfile.write(tmp_path / f"{name}.wav", samples, 16000, subtype="FLOAT")
+            with open(tmp_path / f"{name}.wav", "rb") as f:
+                silent[name] = client.audio.transcriptions.create(model=folder, file=f, language="en",
+                                                                  extra_body=limit).text
+            with open(tmp_path / f"{name}.wav", "rb") as f:
+                silent[name + "_translated"] = client.audio.translations.create(
+                    model=folder, file=f, extra_body={**limit, "language": "en", "to_language": "de"}).text
+        # an empty language field is a missing one
+        refusals = []
+        for language in (None, ""):
+            with pytest.raises(openai.BadRequestError) as refused, open(wav, "rb") as f:
+                client.audio.transcriptions.create(model=folder, file=f, extra_body={**limit, "language": language})
+            refusals.append(refused.value.body)
+        with pytest.raises(openai.BadRequestError, match="NaN or infinite"):
+            samples = audio[1].copy()
+            samples[100] = np.nan
+            soundfile.write(tmp_path / "nan.wav", samples, 16000, subtype="FLOAT")
+            with open(tmp_path / "nan.wav", "rb") as f:
+                client.audio.transcriptions.create(model=folder, file=f, language="en", extra_body=limit)
+        with open(wav, "rb") as f:  # still serving, unchanged
+            assert client.audio.transcriptions.create(model=folder, file=f, language="en",
+                                                      extra_body=limit).text == english.text
+    assert into_english.text == english.text and english.text
+    assert silent == {"silence": "", "silence_translated": "", "one_zero_sample": "",
+                      "one_zero_sample_translated": ""}, silent
+    assert refusals[0] == refusals[1] and "needs the spoken language" in str(refusals[0]), refusals
     with ServerThread(create_app(folder, max_new_tokens=MAX_NEW_TOKENS)) as ours_server:
         client = openai.OpenAI(base_url=ours_server.url + "/v1", api_key="none", max_retries=0, timeout=300)
         with open(wav, "rb") as f:
@@ -229,6 +265,54 @@ def test_vllm_own_server_answers_the_openai_client(folder, audio, tmp_path):
     # (the texts may differ here: 8 new tokens end inside this random model's transcript, which `llm-srt serve`
     # reports as an incomplete translation and vLLM's API, by the original scorer's rule, as the text after "|>")
     assert translated.text and ours_translated.target_language == "deu"
+
+
+SILENCE_PROCESSOR = """
+import json, types
+import torch
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import BatchUpdate
+from llm_srt.vllm_silence import LlmSrtSilenceLogitsProcessor
+
+def processor(architecture):
+    config = types.SimpleNamespace(model_config=types.SimpleNamespace(hf_config=types.SimpleNamespace(
+        architectures=[architecture])))
+    return LlmSrtSilenceLogitsProcessor(config, torch.device("cpu"), False)
+
+def params():
+    p = SamplingParams(temperature=0)
+    p._eos_token_id = 7
+    return p
+
+added = [(0, params(), [7], []), (1, params(), [3, 7], []), (2, params(), [5, 6], [])]
+found = {}
+for architecture in ("LlmSrtForConditionalGeneration", "Qwen2AudioForConditionalGeneration"):
+    lp = processor(architecture)
+    lp.update_state(BatchUpdate(batch_size=3, removed=[], added=added, moved=[]))
+    logits = lp.apply(torch.zeros(3, 10))
+    found[architecture] = {"argmax_invariant": lp.is_argmax_invariant(), "argmax": logits.argmax(-1).tolist(),
+                           "forced_rows": sorted(lp.silent)}
+lp.update_state(None)
+ours = processor("LlmSrtForConditionalGeneration")
+ours.update_state(BatchUpdate(batch_size=3, removed=[], added=added, moved=[]))
+ours.update_state(BatchUpdate(batch_size=2, removed=[0], added=[], moved=[]))  # the silent request finished
+found["after_removal"] = sorted(ours.silent)
+print(json.dumps(found))
+"""
+
+
+def test_silence_processor_forces_end_of_sequence_only_for_silent_prompts_of_llm_srt():
+    """The processor is installed for every vLLM model (entry point): it forces EOS only on LLM-SRT's silent-chunk
+    prompt (`[eos]` alone), and is inert (argmax invariant, nothing forced) for another model."""
+    run = subprocess.run([VLLM_PYTHON, "-c", SILENCE_PROCESSOR], env=vllm_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found["LlmSrtForConditionalGeneration"] == {"argmax_invariant": False, "argmax": [7, 0, 0],
+                                                       "forced_rows": [0]}, found
+    assert found["Qwen2AudioForConditionalGeneration"] == {"argmax_invariant": True, "argmax": [0, 0, 0],
+                                                           "forced_rows": []}, found
+    assert found["after_removal"] == [], found
 
 
 CUTS_OF_VLLMS_SPLITTER = """
