@@ -10,7 +10,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from llm_srt.metrics import bleu_tokenizer, corpus_bleu, error_rate, evaluate_module_path, score_directions
 from llm_srt.generation_llm_srt import generate_many_targets
-from llm_srt.testing import synthetic_speech
+from llm_srt.testing import free_port, synthetic_speech
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,7 +171,7 @@ def test_two_processes_give_the_same_results(tiny_folder, test_set, tmp_path):
     one = run_evaluate(script_args(tiny_folder, test_set, str(tmp_path / "one")))
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(31500 + os.getpid() % 1000), EVALUATE, *script_args(tiny_folder, test_set, str(tmp_path / "two"))]
+           str(free_port()), EVALUATE, *script_args(tiny_folder, test_set, str(tmp_path / "two"))]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert {f for f in os.listdir(tmp_path / "two") if f.startswith("hypotheses.srt.rank")} == {

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor
-from llm_srt.testing import build_tiny_model_and_processor, save_tiny_model, synthetic_speech
+from llm_srt.testing import build_tiny_model_and_processor, free_port, save_tiny_model, synthetic_speech
 from llm_srt.training import DataError, LlmSrtDataCollator, load_rows, select_stage_rows
 
 
@@ -122,7 +122,7 @@ def run_train(args, timeout=600, torchrun=None, kill_at_step=None):
         cmd = [sys.executable, TRAIN, *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun), "--master_port",
-               str(29500 + os.getpid() % 1000), TRAIN, *args]
+               str(free_port()), TRAIN, *args]  # a port known free: a taken one left torchrun's rendezvous hanging (CI)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
