@@ -17,8 +17,7 @@ import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
-
-ARCHITECTURE = "LlmSrtForConditionalGeneration"
+from .vllm_plugin import ARCHITECTURE
 
 
 def silent_prompt_token_ids(eos_token_id: int) -> list[int]:
