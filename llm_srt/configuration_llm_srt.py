@@ -121,6 +121,15 @@ def language_tag(language: str, mandarin_tag: str = "zho") -> str:
     return f"<|{code}|>"
 
 
+TAG_END = "|>"
+
+
+def text_after_last_tag(text: str) -> str:
+    """The text after an answer's last language tag, stripped: the translation of `transcript<|src|><|tgt|>translation`,
+    the whole of an answer without tags (the original scorer's rule, `eval/test_metric_n.py`)."""
+    return text.split(TAG_END)[-1].strip()
+
+
 def direction_key(src_lang: str, tgt_lang: str) -> str:
     """A translation direction as recorded in a config, `"eng-deu"` (canonical codes)."""
     return f"{normalize_language(src_lang)}-{normalize_language(tgt_lang)}"

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .configuration_llm_srt import CER_LANGUAGES, LANGUAGES, normalize_language
+from .configuration_llm_srt import CER_LANGUAGES, LANGUAGES, normalize_language, text_after_last_tag
 
 
 # Scored on characters: the table's CER languages and other unspaced scripts a data set may hold.
@@ -94,7 +94,7 @@ def split_srt_response(response: str, tag_pair: str) -> tuple[str, str]:
     parts = response.split(tag_pair)
     if len(parts) == 2:
         return parts[0].strip(), parts[1].strip()
-    return response.strip(), response.split("|>")[-1].strip()
+    return response.strip(), text_after_last_tag(response)
 
 
 def text_normalizer(english: bool = False):

@@ -11,7 +11,9 @@ from transformers import BatchFeature, ProcessorMixin
 from transformers.utils import logging
 
 from .audio_llm_srt import as_float_mono, check_sampling_rate, describe_input, undecoded_kind
-from .configuration_llm_srt import LANGUAGES, MANDARIN_TAGS, language_tag, normalize_language, normalize_targets
+from .configuration_llm_srt import (
+    LANGUAGES, MANDARIN_TAGS, language_tag, normalize_language, normalize_targets, text_after_last_tag,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -425,7 +427,7 @@ class LlmSrtProcessor(ProcessorMixin):
         parts = text.split(pair)
         if len(parts) >= 2:
             return {"transcript": parts[0].strip(), "translation": parts[1].strip(), "raw": text, "well_formed": True}
-        return {"transcript": None, "translation": text.split("|>")[-1].strip(), "raw": text, "well_formed": False}
+        return {"transcript": None, "translation": text_after_last_tag(text), "raw": text, "well_formed": False}
 
     def post_process(
         self,

@@ -330,15 +330,15 @@ def speak(text: str, voice: str = "en-us", sampling_rate: int = SAMPLING_RATE) -
 
 def build_parrot_model(
     lines=PARROT_LINES, src_lang: str = "eng", voice: str = "en-us", max_steps: int = 200, target_loss: float = 0.05,
-    seed: int = 0, window_seconds: int = 4,
+    seed: int = 0, window_seconds: int = 4, **shapes,
 ) -> tuple[LlmSrtForConditionalGeneration, LlmSrtProcessor, list[np.ndarray]]:
     """A tiny model trained in seconds (all of it, toy tokenizer) to answer a few spoken lines: each `(transcript,
     {target: translation})` of `lines` is spoken by espeak-ng and learned as SRT into every target and as ASR, until
     the training loss is below `target_loss`. It hears which line was spoken, so tests can check real words.
-    Returns the model (eval mode), its processor and the clips."""
+    `shapes` go to `tiny_config` (e.g. head sizes vLLM's CPU attention supports). Returns the model (eval mode), its processor and the clips."""
     tokenizer = build_tiny_tokenizer()
     model, processor = build_tiny_model_and_processor(seed=seed, tokenizer=tokenizer, window_seconds=window_seconds,
-                                                      projector_dropout=0.0)
+                                                      projector_dropout=0.0, **shapes)
     clips = [speak(text, voice) for text, _ in lines]
     srt = [(clip, text, target, translation) for clip, (text, translations) in zip(clips, lines)
            for target, translation in translations.items()]
@@ -445,6 +445,19 @@ def vllm_cpu_env(tensor_parallel_size: int = 1, environ: dict | None = None) -> 
             ",".join(str(core) for core in cores[rank * share:(rank + 1) * share]) for rank in range(tensor_parallel_size)
         )
     return env
+
+
+MULTIPART_BOUNDARY = "XBOUNDARYX"
+
+
+def multipart_form(fields: dict, data: bytes, boundary: str = MULTIPART_BOUNDARY) -> bytes:
+    """A multipart/form-data body of `fields` and an upload `a.wav` holding `data`, written by hand so that tests can
+    send what a careful client library would not."""
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
+             for k, v in fields.items()]
+    parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+                 "Content-Type: audio/wav\r\n\r\n".encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -24,6 +24,7 @@ from vllm.model_executor.model_loader import DefaultModelLoader
 from vllm.model_executor.models.blip2 import Blip2QFormerModel
 from vllm.model_executor.models.interfaces import (
     MultiModalEmbeddings,
+    StreamingTranscriptionPostProcessor,
     SupportsMultiModal,
     SupportsTranscription,
 )
@@ -49,11 +50,13 @@ from .configuration_llm_srt import (
     LANGUAGES,
     UNSPACED_LANGUAGES,
     WHISPER_CODES,
+    TAG_END,
     LlmSrtConfig,
     language_tag,
     normalize_language,
     reference_near,
     supported_languages_text,
+    text_after_last_tag,
 )
 from .vllm_silence import silent_prompt_token_ids
 
@@ -378,7 +381,43 @@ class LlmSrtVllmForConditionalGeneration(nn.Module, SupportsMultiModal, Supports
     def post_process_output(cls, text: str) -> str:
         """The answer's last part: the translation of an SRT answer `transcript<|src|><|tgt|>translation`, the
         transcript of an ASR one."""
-        return text.split("|>")[-1].strip()
+        return text_after_last_tag(text)
+
+    @classmethod
+    def get_streaming_post_processor_cls(cls) -> type[StreamingTranscriptionPostProcessor]:
+        return LlmSrtStreamingPostProcessor
+
+
+PARTIAL_TAG = re.compile(r"(<(\|[a-z]*\|?)?)?$")  # the start of a tag at the end of the text (or the empty end)
+
+
+class LlmSrtStreamingPostProcessor(StreamingTranscriptionPostProcessor):
+    """`text_after_last_tag` (what `post_process_output` answers) over a stream of deltas (`stream=true` on vLLM's
+    transcription and translation endpoints): the deltas sent, joined, are the non-streamed text. vLLM's default sends
+    the raw answer, so a streamed translation gave the transcript and its tags, `transcript<|eng|><|deu|>translation`.
+    An SRT answer starts with the transcript and nothing tells it from an ASR answer while it grows, so nothing is
+    sent until the answer's tags have passed (then the translation streams as it is generated) or until it ends (an
+    ASR answer arrives whole). What could still become a tag (a trailing `<`, `<|`, `<|de`...) and trailing
+    whitespace are held until the text after them comes. If the model writes a tag inside its translation, what was
+    sent cannot be taken back: the stream ends there."""
+
+    def __init__(self) -> None:
+        self.raw_text = ""
+        self.sent_text = ""
+
+    def process_delta(self, text_delta: str, finished: bool) -> str:
+        self.raw_text += text_delta
+        if finished:
+            ready = text_after_last_tag(self.raw_text)
+        elif TAG_END not in self.raw_text:
+            return ""
+        else:
+            ready = self.raw_text.split(TAG_END)[-1].lstrip()
+            ready = ready[:PARTIAL_TAG.search(ready).start()].rstrip()
+        if not ready.startswith(self.sent_text):
+            return ""  # a later tag began a new answer part; the client already holds the earlier one
+        delta, self.sent_text = ready[len(self.sent_text):], ready
+        return delta
 
 
 # ------------------------------------------------------------------------------------------ decoding rules of generate

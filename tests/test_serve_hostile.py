@@ -20,6 +20,7 @@ pytest.importorskip("fastapi")
 from llm_srt.cli import main as cli_main  # noqa: E402
 from llm_srt.serving import create_app  # noqa: E402
 from llm_srt.testing import ServerThread, synthetic_speech  # noqa: E402
+from llm_srt.testing import multipart_form as multipart  # noqa: E402
 
 
 SR = 16000
@@ -29,14 +30,6 @@ def wav_bytes(seconds: float, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, synthetic_speech(seconds, seed=seed, pause_every=0.9), SR, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
-
-
-def multipart(fields: dict, data: bytes, boundary: str = "XBOUNDARYX") -> bytes:
-    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
-             for k, v in fields.items()]
-    parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
-                 "Content-Type: audio/wav\r\n\r\n".encode() + data + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode()
 
 
 def read_response(sock: socket.socket, timeout: float = 60.0) -> tuple[int, dict, bytes]:

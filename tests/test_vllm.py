@@ -349,6 +349,105 @@ def test_vllm_own_server_cuts_long_audio_in_pauses(tmp_path):
     assert all(found["silent_at_cut"]), found
 
 
+STREAMING_POST_PROCESSOR = """
+import json
+from llm_srt.vllm_llm_srt import LlmSrtVllmForConditionalGeneration as Model
+
+def stream(deltas):
+    processor = Model.get_streaming_post_processor_cls()()
+    return [processor.process_delta(delta, index == len(deltas) - 1) for index, delta in enumerate(deltas)]
+
+srt = "I see three red cats.<|eng|><|deu|>Ich sehe drei rote Katzen. "
+cases = {
+    "srt_by_character": list(srt),
+    "srt_by_token": ["I", " see", " three", " red", " cats", ".<", "|", "eng", "|><|", "deu", "|>", "Ich", " sehe",
+                     " drei", " rote", " Katzen", ".", " "],
+    "asr": ["I", " see", " three", " red", " cats", "."],
+    "angle_bracket_in_translation": ["a<|eng|><|deu|>", "x ", "<", "b", "> y", " "],
+    "tag_inside_translation": ["a<|eng|><|deu|>", "Ich", "<|deu|>", "Hallo"],
+    "silence": [""],
+}
+print(json.dumps({name: {"sent": stream(deltas), "whole": Model.post_process_output("".join(deltas))}
+                  for name, deltas in cases.items()}))
+"""
+
+
+def test_streamed_answers_are_the_post_processed_text_sent_as_it_becomes_known():
+    """vLLM's `stream=true`: the deltas a client gets, joined, are `post_process_output` of the whole answer; a
+    translation's transcript and tags are never sent, and its words are sent once the tags have passed."""
+    run = subprocess.run([VLLM_PYTHON, "-c", STREAMING_POST_PROCESSOR], env=vllm_env(), capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    for name in ("srt_by_character", "srt_by_token", "asr", "angle_bracket_in_translation", "silence"):
+        assert "".join(found[name]["sent"]) == found[name]["whole"], (name, found[name])
+    by_token = found["srt_by_token"]["sent"]
+    assert by_token[:11] == [""] * 11 and by_token[11:] == ["Ich", " sehe", " drei", " rote", " Katzen", ".", ""]
+    by_character = found["srt_by_character"]["sent"]
+    assert "".join(by_character[:len("I see three red cats.<|eng|><|deu|>")]) == ""
+    assert "".join(by_character[:-1]) == "Ich sehe drei rote Katzen." and by_character[-1] == ""
+    assert found["asr"]["sent"] == [""] * 5 + ["I see three red cats."]  # whole: it could be a translation's start
+    assert found["angle_bracket_in_translation"]["sent"] == ["", "x", "", " <b", "> y", ""]
+    # a tag inside the translation: what was sent stays sent, the stream ends there
+    assert found["tag_inside_translation"] == {"sent": ["", "Ich", "", ""], "whole": "Hallo"}
+
+
+def _streamed_text(url: str, fields: dict, wav) -> str:
+    """The deltas of a `stream=true` request to vLLM's server, joined (server-sent events)."""
+    import urllib.request
+
+    from llm_srt.testing import MULTIPART_BOUNDARY, multipart_form
+
+    request = urllib.request.Request(
+        url, data=multipart_form({**fields, "stream": "true"}, wav.read_bytes()),
+        headers={"Content-Type": f"multipart/form-data; boundary={MULTIPART_BOUNDARY}"})
+    with urllib.request.urlopen(request, timeout=300) as response:
+        events = response.read().decode()
+    text = []
+    for line in events.splitlines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            for choice in json.loads(line.removeprefix("data: "))["choices"]:
+                text.append(choice["delta"].get("content") or "")
+    return "".join(text)
+
+
+def test_vllm_own_server_streams_the_translation_without_its_transcript(tmp_path):
+    """A model that answers real words (trained on espeak-ng speech, head sizes vLLM's CPU attention takes): on vLLM's
+    server, a streamed translation is the translation alone, as the non-streamed one, never the model's raw
+    `transcript<|eng|><|deu|>translation`; a streamed transcription is the transcript."""
+    import shutil
+
+    import openai
+
+    from llm_srt.testing import ServerProcess, build_parrot_model
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng (Debian package) not installed")
+    shapes = {key: value for key, value in SHAPES.items() if key != "projector_dropout"}
+    model, processor, clips = build_parrot_model(**shapes)
+    folder = save_model(model, processor, tmp_path / "parrot")
+    wav = tmp_path / "cats.wav"
+    soundfile.write(wav, clips[0], 16000, subtype="FLOAT")
+    command = [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", folder, "--dtype", "float32",
+               "--max-model-len", "512", "--enforce-eager", "--port", "{port}"]
+    answers = {}
+    with ServerProcess(command, env=vllm_env(), log_path=tmp_path / "vllm.log") as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=300)
+        for endpoint, fields in (("transcriptions", {"language": "en"}),
+                                 ("translations", {"language": "en", "to_language": "de"}),
+                                 ("translations", {"language": "eng", "to_language": "French"})):
+            create = getattr(client.audio, endpoint).create
+            with open(wav, "rb") as f:
+                whole = create(model=folder, file=f, extra_body=fields).text
+            streamed = _streamed_text(f"{server.url}/v1/audio/{endpoint}", {"model": folder, **fields}, wav)
+            answers[f"{endpoint} {fields.get('to_language', '')}".strip()] = (whole, streamed)
+    assert answers == {
+        "transcriptions": ("I see three red cats.",) * 2,
+        "translations de": ("Ich sehe drei rote Katzen.",) * 2,
+        "translations French": ("Je vois trois chats rouges.",) * 2,
+    }, answers
+
+
 REFUSES_BAD_AUDIO = """
 import json, sys
 import numpy as np
