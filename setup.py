@@ -12,6 +12,8 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
+        # the model needs >= 5.24 and says so when built (modeling_llm_srt.check_transformers_cache_api); config,
+        # processor and the vLLM model also run under vLLM's older pin (transformers < 5.20)
         "transformers>=5.0,<6",
         "tokenizers>=0.21",
         "safetensors",

@@ -70,6 +70,12 @@ def supported_languages_text() -> str:
     return ", ".join(f"{code} ({name})" for code, (name, _) in LANGUAGES.items())
 
 
+def target_on_transcription_message(field: str) -> str:
+    """The error for a target language sent to the transcription endpoint (ours and vLLM's server): answering with a
+    transcript where a translation was asked for, without a word, would be worse."""
+    return f"{field} is for /v1/audio/translations; /v1/audio/transcriptions answers in the spoken language."
+
+
 def normalize_language(language: str) -> str:
     """Map an ISO 639-3/639-1 code, a name or a tag such as `<|eng|>` to the canonical 3-letter code.
 

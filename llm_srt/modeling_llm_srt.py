@@ -119,6 +119,23 @@ class LlmSrtCausalLMOutput(CausalLMOutputWithPast):
     audio_embeds: torch.FloatTensor | None = None
 
 
+def check_transformers_cache_api() -> None:
+    """The model passes and returns the LLM's KV cache as `cache` (transformers 5.24 renamed `past_key_values` so).
+    An older transformers would take the argument silently and fail on the first answer: refuse it up front, by name."""
+    if "cache" not in CausalLMOutputWithPast.__dataclass_fields__:
+        import transformers
+
+        raise ImportError(
+            f"LlmSrtForConditionalGeneration needs transformers >= {MIN_TRANSFORMERS_FOR_MODEL} (its LLMs' `cache` "
+            f"argument); this Python has transformers {transformers.__version__}. vLLM's environment pins an older "
+            "one: there, decode with the vLLM engine (`--engine vllm`), or run the transformers engine from the main "
+            "environment."
+        )
+
+
+MIN_TRANSFORMERS_FOR_MODEL = "5.24"
+
+
 class LlmSrtProjector(nn.Module):
     """The original `EncoderProjectorQFormer`: learned queries read the encoder frames through a BLIP-2 Q-Former,
     then an MLP (sized by the LLM width) and a LayerNorm map them to the LLM's embedding space."""
@@ -190,6 +207,7 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, LlmSrtGenerationMixi
         audio_tower: WhisperEncoder | None = None,
         language_model: PreTrainedModel | None = None,
     ):
+        check_transformers_cache_api()
         super().__init__(config)
         self.audio_tower = audio_tower if audio_tower is not None else WhisperEncoder(config.audio_config)
         self.projector = LlmSrtProjector(config)

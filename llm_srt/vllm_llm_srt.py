@@ -56,6 +56,7 @@ from .configuration_llm_srt import (
     normalize_language,
     reference_near,
     supported_languages_text,
+    target_on_transcription_message,
     text_after_last_tag,
 )
 from .vllm_silence import silent_prompt_token_ids
@@ -363,6 +364,8 @@ class LlmSrtVllmForConditionalGeneration(nn.Module, SupportsMultiModal, Supports
             )
         if stt_params.task_type not in ("transcribe", "translate"):
             raise ValueError(f"Unsupported task_type {stt_params.task_type!r}: 'transcribe' or 'translate'.")
+        if stt_params.task_type == "transcribe" and (stt_params.to_language or "").strip():
+            raise ValueError(target_on_transcription_message("to_language"))
         tokenizer = cached_tokenizer_from_config(stt_params.model_config)
         if is_silent(np.asarray(stt_params.audio)):
             return TokensPrompt(prompt_token_ids=silent_prompt_token_ids(tokenizer.eos_token_id))

@@ -12,12 +12,16 @@ MODEL_CLASS = "llm_srt.vllm_llm_srt:LlmSrtVllmForConditionalGeneration"
 
 
 def register() -> None:
-    """Register `LlmSrtConfig` with `AutoConfig` and the vLLM model under the architecture our folders name."""
+    """Register `LlmSrtConfig` with `AutoConfig`, the vLLM model under the architecture our folders name, and its
+    config hook (`vllm_silence.LlmSrtLogprobsMode`: beam search must see the silent chunk's forced end)."""
     from transformers import AutoConfig
     from vllm import ModelRegistry
+    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
 
     from .configuration_llm_srt import LlmSrtConfig
+    from .vllm_silence import LlmSrtLogprobsMode
 
     AutoConfig.register(LlmSrtConfig.model_type, LlmSrtConfig, exist_ok=True)
+    MODELS_CONFIG_MAP.setdefault(ARCHITECTURE, LlmSrtLogprobsMode)
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         ModelRegistry.register_model(ARCHITECTURE, MODEL_CLASS)

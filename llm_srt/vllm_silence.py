@@ -9,6 +9,12 @@ end-of-sequence token: an empty text, as `llm-srt serve` gives, for the cost of 
 It is installed for every vLLM model through the entry point group `vllm.logits_processors` (vLLM's server takes
 no per-model processors); it does nothing for models other than LLM-SRT. It imports no vLLM model code, so it cannot
 break another model's start.
+
+vLLM's beam search (`use_beam_search` on its transcription endpoints) picks its beams from the logprobs vLLM returns,
+and by default (`logprobs_mode="raw_logprobs"`) those are computed before any logits processor: the forced end was
+never seen and a silent chunk was answered with invented words. So for LLM-SRT the plugin makes vLLM return the
+logprobs after the processors (`LlmSrtLogprobsMode`). They are the model's own wherever no processor acts, as in
+greedy decoding of anything but a silent chunk; with sampling they are those of the temperature-scaled logits.
 """
 
 from __future__ import annotations
@@ -52,3 +58,18 @@ class LlmSrtSilenceLogitsProcessor(LogitsProcessor):
             logits[row] = float("-inf")
             logits[row, eos] = 0.0
         return logits
+
+
+class LlmSrtLogprobsMode:
+    """vLLM's per-architecture config hook (`vllm.model_executor.models.config.MODELS_CONFIG_MAP`): LLM-SRT's
+    logprobs after the logits processors, so that beam search sees the silent chunk's forced end (module docstring).
+    Only the default (`raw_logprobs`) is changed; `--logprobs-mode` with another value is kept."""
+
+    @staticmethod
+    def verify_and_update_config(vllm_config) -> None:
+        return
+
+    @staticmethod
+    def verify_and_update_model_config(model_config) -> None:
+        if model_config.logprobs_mode == "raw_logprobs":
+            model_config.logprobs_mode = "processed_logprobs"

@@ -194,6 +194,15 @@ def test_serve_engine_vllm_refuses_beams_by_name(folder):
     assert "num_beams=4" in run.stderr and "transformers engine" in run.stderr
 
 
+
+def test_the_transformers_engine_in_vllms_environment_refuses_to_start_by_name(folder):
+    """vLLM pins a transformers older than the model's `cache` API: the default engine there used to start, then
+    answer every request with a 500 ('CausalLMOutputWithPast' object has no attribute 'cache')."""
+    run = subprocess.run([VLLM_PYTHON, "-m", "llm_srt.cli", "serve", folder, "--port", "0"], env=vllm_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "needs transformers >= 5.24" in run.stderr and "--engine vllm" in run.stderr, run.stderr[-2000:]
+
 # ------------------------------------------------------------------------------------ vLLM's own OpenAI server
 def test_vllm_own_server_answers_the_openai_client(folder, audio, tmp_path):
     """`python -m vllm.entrypoints.openai.api_server` on a folder of ours (no --trust-remote-code): a transcription
@@ -235,6 +244,9 @@ def test_vllm_own_server_answers_the_openai_client(folder, audio, tmp_path):
             with open(tmp_path / f"{name}.wav", "rb") as f:
                 silent[name + "_translated"] = client.audio.translations.create(
                     model=folder, file=f, extra_body={**limit, "language": "en", "to_language": "de"}).text
+            with open(tmp_path / f"{name}.wav", "rb") as f:  # vLLM's beam search reads logprobs, not samples
+                silent[name + "_beam_search"] = client.audio.transcriptions.create(
+                    model=folder, file=f, language="en", extra_body={**limit, "use_beam_search": True}).text
         # an empty language field is a missing one
         refusals = []
         for language in (None, ""):
@@ -247,12 +259,17 @@ def test_vllm_own_server_answers_the_openai_client(folder, audio, tmp_path):
             soundfile.write(tmp_path / "nan.wav", samples, 16000, subtype="FLOAT")
             with open(tmp_path / "nan.wav", "rb") as f:
                 client.audio.transcriptions.create(model=folder, file=f, language="en", extra_body=limit)
+        # a target on the transcription endpoint was answered with the transcript, without a word (as llm-srt serve)
+        with pytest.raises(openai.BadRequestError, match="to_language is for /v1/audio/translations"):
+            with open(wav, "rb") as f:
+                client.audio.transcriptions.create(model=folder, file=f, language="en",
+                                                   extra_body={**limit, "to_language": "de"})
         with open(wav, "rb") as f:  # still serving, unchanged
             assert client.audio.transcriptions.create(model=folder, file=f, language="en",
                                                       extra_body=limit).text == english.text
     assert into_english.text == english.text and english.text
-    assert silent == {"silence": "", "silence_translated": "", "one_zero_sample": "",
-                      "one_zero_sample_translated": ""}, silent
+    assert silent == {"silence": "", "silence_translated": "", "silence_beam_search": "", "one_zero_sample": "",
+                      "one_zero_sample_translated": "", "one_zero_sample_beam_search": ""}, silent
     assert refusals[0] == refusals[1] and "needs the spoken language" in str(refusals[0]), refusals
     with ServerThread(create_app(folder, max_new_tokens=MAX_NEW_TOKENS)) as ours_server:
         client = openai.OpenAI(base_url=ours_server.url + "/v1", api_key="none", max_retries=0, timeout=300)

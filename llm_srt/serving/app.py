@@ -19,7 +19,7 @@ from ..audio_llm_srt import (
 )
 from ..configuration_llm_srt import (
     LANGUAGES, UNTRAINED_DIRECTION_ACTIONS, UntrainedDirectionError, UntrainedWarnings, normalize_language,
-    normalize_targets, supported_languages_text,
+    normalize_targets, supported_languages_text, target_on_transcription_message,
 )
 from ..configuration_llm_srt import UNSPACED_LANGUAGES, check_model_location
 from ..generation_llm_srt import (
@@ -261,8 +261,7 @@ class SpeechServer:
             targets = None
             if target_values:
                 # a transcript would come back where a translation was asked for, without a word
-                raise ServeError(400, f"{target_field} is for /v1/audio/translations; /v1/audio/transcriptions "
-                                 "answers in the spoken language.", target_field, "invalid_value")
+                raise ServeError(400, target_on_transcription_message(target_field), target_field, "invalid_value")
         if targets and len(targets) > 1 and (stream or response_format not in ("json", "verbose_json")):
             raise ServeError(400, "Several target languages are answered as JSON: use response_format json or "
                              "verbose_json, without stream.", target_field, "invalid_value")
