@@ -297,3 +297,26 @@ def test_duplicate_targets_are_refused_naming_the_language(server):
     status, body = _post(server.port, {"language": "eng", "target_language": "deu,fra,German"}, wav_bytes(1.0))
     assert status == 400 and body["error"]["param"] == "target_language", body
     assert body["error"]["code"] == "invalid_value" and "deu twice" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("field, value, flag", [
+    ("use_beam_search", "true", "--num-beams"), ("max_completion_tokens", "-1", "--max-new-tokens"),
+    ("max_completion_tokens", "1", "--max-new-tokens"), ("top_p", "0", None), ("seed", "3", None),
+])
+def test_decoding_fields_the_server_sets_are_refused_by_name_not_ignored(server, field, value, flag):
+    """vLLM's transcription API takes these per request; this server decodes as it was started, so a client sending
+    them got a 200 decoded otherwise than it asked, without a word."""
+    status, body = _post(server.port, {"language": "eng", "target_language": "deu", field: value}, wav_bytes(1.0))
+    assert status == 400, body
+    assert body["error"]["param"] == field and body["error"]["code"] == "unsupported_parameter"
+    assert (flag or "leave it out") in body["error"]["message"]
+
+
+@pytest.mark.parametrize("value, streamed", [("on", None), ("TRUE", True), ("0", False), ("", False)])
+def test_stream_is_true_or_false_and_anything_else_is_a_400(server, value, streamed):
+    status, headers, raw = _post_raw(server.port, {"language": "eng", "stream": value}, wav_bytes(1.0))
+    if streamed is None:
+        assert status == 400 and json.loads(raw)["error"]["param"] == "stream", raw
+    else:
+        assert status == 200, raw
+        assert ("text/event-stream" in headers.get("content-type", "")) == streamed, headers

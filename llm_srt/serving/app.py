@@ -53,6 +53,14 @@ FINISH_REASON_HEADER = "X-LLM-SRT-Finish-Reason"
 _FORM_SLACK_BYTES = 1 << 20  # room for the other form fields and multipart framing in the Content-Length check
 # the form fields that name target languages: ours (a list as `target_language[]` too) and vLLM's `to_language`
 TARGET_FIELDS = ("target_language", "target_language[]", "to_language")
+# decoding fields of vLLM's transcription API (and OpenAI-like clients) that this server does not take per request:
+# answering without them would give the client an answer decoded otherwise than it asked, without a word
+SERVER_SET_FIELDS = {
+    "max_completion_tokens": "--max-new-tokens", "max_tokens": "--max-new-tokens", "min_tokens": None,
+    "use_beam_search": "--num-beams", "n": "--num-beams", "length_penalty": None, "top_p": None, "top_k": None,
+    "min_p": None, "seed": None, "frequency_penalty": None, "presence_penalty": None, "repetition_penalty": None,
+}
+STREAM_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 
 
 @dataclass
@@ -108,6 +116,16 @@ class SpeechServer:
             if value > 0:
                 settings.update(do_sample=True, temperature=value, num_beams=1)
         return settings
+
+    @staticmethod
+    def check_server_set_fields(form) -> None:
+        """A 400 naming the first decoding field of `SERVER_SET_FIELDS` the form sends (this server's decoding is
+        set when it starts), rather than an answer decoded otherwise than the client asked."""
+        for field, flag in SERVER_SET_FIELDS.items():
+            if field in form:
+                where = f" (it is set for every request by `llm-srt serve {flag}`)" if flag else ""
+                raise ServeError(400, f"{field} is not taken per request by this server{where}; send temperature "
+                                 "to sample, or leave it out.", field, "unsupported_parameter")
 
     def check_model(self, name: str | None) -> None:
         if name not in (None, "", self.settings.served_model_name, *self.settings.model_aliases):
@@ -249,7 +267,11 @@ class SpeechServer:
         if response_format not in RESPONSE_FORMATS:
             raise ServeError(400, f"Unsupported response_format {shown(response_format)}; choose one of "
                              f"{', '.join(RESPONSE_FORMATS)}.", "response_format", "invalid_value")
-        stream = str(form.get("stream") or "false").lower() in ("true", "1", "yes")
+        self.check_server_set_fields(form)
+        stream = STREAM_VALUES.get(str(form.get("stream") or "").strip().lower())
+        if stream is None:
+            raise ServeError(400, f"stream must be true or false, got {shown(form.get('stream'))}.", "stream",
+                             "invalid_value")
         language = form.get("language")
         # omitted or "auto" (as the CLI and the pipeline write it): detected from the audio
         detect = language in (None, "") or str(language).strip().lower() == "auto"
