@@ -320,14 +320,20 @@ def load_audio(item: Any, sampling_rate: int | None = None, target_rate: int = 1
     return mono
 
 
-def is_silent(audio: np.ndarray, peak: float = SILENCE_PEAK) -> bool:
-    """True when no sample reaches `peak` (default -60 dBFS)."""
-    return audio.size == 0 or float(np.abs(audio).max()) < peak
-
-
 PAUSE_SECONDS = 0.15  # a quiet stretch this long between sounds is a pause (stop consonants close for < 0.1 s)
 SILENCE_BELOW_LOUD = 0.01  # frames 40 dB under a recording's loud frames are silent, whatever its noise floor
 MIN_SPEECH_SECONDS = 0.1  # a piece with less sound than this (a click, a breath) joins a neighbour
+
+
+def is_silent(audio: np.ndarray, peak: float = SILENCE_PEAK, sampling_rate: int = 16_000,
+              frame_seconds: float = 0.02) -> bool:
+    """True when `audio` holds less than `MIN_SPEECH_SECONDS` of sound: fewer of its 20 ms frames reach `peak` (-60
+    dBFS) in level than make 0.1 s. Too short for a word (a click, a lone sample), such a window made the model
+    invent a sentence, as silence does."""
+    if audio.size == 0 or float(np.abs(audio).max()) < peak:
+        return True
+    frame = max(1, int(frame_seconds * sampling_rate))
+    return int((_frame_rms(audio, frame) >= peak).sum()) * frame < MIN_SPEECH_SECONDS * sampling_rate
 
 
 def _frame_rms(audio: np.ndarray, frame: int) -> np.ndarray:

@@ -214,7 +214,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
         spans = split_on_silence(audio, rate, chunk, min_pause_seconds=min_pause_s)
         for index, (start, end) in enumerate(spans):
             window = audio[start:end]
-            silent = is_silent(window)
+            silent = is_silent(window, sampling_rate=rate)
             yield {
                 # Computed here, in the background workers when num_workers > 0, on CPU.
                 "input_features": None if silent else self.processor.extract_features([window], rate),

@@ -186,7 +186,7 @@ def non_speech_check(model, processor, task: str = "srt", src_lang: str = "eng",
     for skip in (False, True):
         written = {}
         for row, result in zip(rows, decoded):
-            text = "" if skip and is_silent(row["audio"]["array"]) else \
+            text = "" if skip and is_silent(row["audio"]["array"], sampling_rate=row["audio"]["sampling_rate"]) else \
                 " ".join(t for t in (result.get("transcript"), result["hypothesis"]) if t and t.strip())
             written[row["key"]] = text
         out["skip_silence" if skip else "no_skip"] = {

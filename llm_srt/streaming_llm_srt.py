@@ -264,7 +264,7 @@ class LiveTranslator:
 
     def _decode(self, audio: np.ndarray) -> dict[str, str] | None:
         """Per stream, the decoded text of `audio` (None for silence)."""
-        if is_silent(audio):
+        if is_silent(audio, sampling_rate=self.sampling_rate):
             return None
         started = self.clock()
         if self.language is None:

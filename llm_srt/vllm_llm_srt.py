@@ -367,7 +367,7 @@ class LlmSrtVllmForConditionalGeneration(nn.Module, SupportsMultiModal, Supports
         if stt_params.task_type == "transcribe" and (stt_params.to_language or "").strip():
             raise ValueError(target_on_transcription_message("to_language"))
         tokenizer = cached_tokenizer_from_config(stt_params.model_config)
-        if is_silent(np.asarray(stt_params.audio)):
+        if is_silent(np.asarray(stt_params.audio), sampling_rate=int(stt_params.stt_config.sample_rate)):
             return TokensPrompt(prompt_token_ids=silent_prompt_token_ids(tokenizer.eos_token_id))
         config = stt_params.model_config.hf_config
         src_lang = normalize_language(stt_params.language)

@@ -296,7 +296,7 @@ class SpeechServer:
         spans = split_on_silence(audio, self.sampling_rate, self.window_seconds)
         windows = [audio[start:end] for start, end in spans]
         times = [(start / self.sampling_rate, end / self.sampling_rate) for start, end in spans]
-        speech = [w for w, window in enumerate(windows) if not is_silent(window)]
+        speech = [w for w, window in enumerate(windows) if not is_silent(window, sampling_rate=self.sampling_rate)]
         if src is None:
             src = await run_in_threadpool(self.detect_language, [windows[w] for w in speech] or windows)
         targets = targets or [src]
