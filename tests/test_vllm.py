@@ -465,42 +465,14 @@ def test_vllm_own_server_streams_the_translation_without_its_transcript(tmp_path
     }, answers
 
 
-REFUSES_BAD_AUDIO = """
-import json, sys
-import numpy as np
-from vllm import LLM, SamplingParams
-if __name__ == "__main__":
-    folder = sys.argv[1]
-    llm = LLM(model=folder, dtype="float32", max_model_len=512, enforce_eager=True)
-    from transformers import AutoTokenizer
-    ids = AutoTokenizer.from_pretrained(folder).encode("<|eng|>")
-    params = SamplingParams(temperature=0, max_tokens=8)
-    def tokens(audio):
-        request = {"prompt_token_ids": ids, "multi_modal_data": {"audio": (audio, 16000)}}
-        return list(llm.generate([request], params)[0].outputs[0].token_ids)
-    clean = (np.sin(np.arange(16000) / 10) * 0.1).astype(np.float32)
-    before, refusals = tokens(clean), {}
-    with_nan = clean.copy(); with_nan[100:200] = np.nan; with_inf = clean.copy(); with_inf[300] = np.inf
-    for name, audio in (("nan", with_nan), ("inf", with_inf), ("empty", np.zeros(0, np.float32))):
-        try:
-            tokens(audio)
-            refusals[name] = None
-        except ValueError as error:
-            refusals[name] = str(error)
-    print(json.dumps({"refusals": refusals, "same_after": tokens(clean) == before}))
-"""
-
-
-def test_vllm_refuses_non_finite_and_empty_audio_and_the_next_answer_is_unchanged(folder):
+def test_vllm_refuses_non_finite_and_empty_audio_and_the_next_answer_is_unchanged(vllm_side):
     """NaN/inf samples gave 400 tokens of garbage on vLLM's own server, and the next clean request a wrong answer."""
-    run = subprocess.run([VLLM_PYTHON, "-c", REFUSES_BAD_AUDIO, folder], env=vllm_env(), capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    found = json.loads(next(line for line in run.stdout.splitlines() if line.startswith('{"refusals"')))
+    found = vllm_side["bad_audio"]
     assert found["refusals"] == {"nan": "audio[0] contains NaN or infinite samples.",
                                  "inf": "audio[0] contains NaN or infinite samples.",
                                  "empty": "audio[0] is empty (0 samples)."}, found
     assert found["same_after"], found
+
 
 # ---------------------------------------------------------------------------------------------- evaluate.py
 def test_evaluate_engine_vllm_split_over_two_processes_equals_the_default(folder, audio, tmp_path):

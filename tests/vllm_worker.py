@@ -20,6 +20,37 @@ def live_segments(engine, audio, settings) -> list:
     return json.loads(json.dumps(live.segments))
 
 
+def bad_audio_refusals(engine, clean: np.ndarray) -> dict:
+    """What vLLM's engine answers audio with NaN, infinite or no samples (each error's text, None if accepted), and
+    whether a clean clip's tokens are the same after them as before."""
+    from vllm import SamplingParams
+
+    ids = engine.processor.tokenizer.encode("<|eng|>", add_special_tokens=False)
+    params = SamplingParams(temperature=0, max_tokens=8)
+
+    def tokens(samples, name):
+        async def run():
+            prompt = {"prompt_token_ids": ids, "multi_modal_data": {"audio": (samples, 16000)}}
+            async for out in engine.llm.generate(prompt, params, request_id=f"bad-audio-{name}"):
+                final = out
+            return list(final.outputs[0].token_ids)
+
+        return engine._run(run())
+
+    before, refusals = tokens(clean, "before"), {}
+    with_nan, with_inf = clean.copy(), clean.copy()
+    with_nan[100:200], with_inf[300] = np.nan, np.inf
+    for name, samples in (("nan", with_nan), ("inf", with_inf), ("empty", np.zeros(0, np.float32))):
+        try:
+            tokens(samples, name)
+            refusals[name] = None
+        except Exception as error:  # AsyncLLM raises EngineGenerateError from the processor's ValueError
+            while error.__cause__ is not None:
+                error = error.__cause__
+            refusals[name] = str(error) if isinstance(error, ValueError) else repr(error)
+    return {"refusals": refusals, "same_after": tokens(clean, "after") == before}
+
+
 def main(request_file: str, answer_file: str) -> None:
     from vllm import SamplingParams
 
@@ -64,6 +95,7 @@ def main(request_file: str, answer_file: str) -> None:
                 refusals.append(str(error))
         answers["refusals"] = refusals
         answers["live"] = live_segments(engine, audio[2], request["settings"])
+        answers["bad_audio"] = bad_audio_refusals(engine, audio[1])
     json.dump(answers, open(answer_file, "w"))
 
 
