@@ -119,6 +119,9 @@ class LlmSrtCausalLMOutput(CausalLMOutputWithPast):
     audio_embeds: torch.FloatTensor | None = None
 
 
+MIN_TRANSFORMERS_FOR_MODEL = "5.24"
+
+
 def check_transformers_cache_api() -> None:
     """The model passes and returns the LLM's KV cache as `cache` (transformers 5.24 renamed `past_key_values` so).
     An older transformers would take the argument silently and fail on the first answer: refuse it up front, by name."""
@@ -131,9 +134,6 @@ def check_transformers_cache_api() -> None:
             "one: there, decode with the vLLM engine (`--engine vllm`), or run the transformers engine from the main "
             "environment."
         )
-
-
-MIN_TRANSFORMERS_FOR_MODEL = "5.24"
 
 
 class LlmSrtProjector(nn.Module):

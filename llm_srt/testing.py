@@ -335,7 +335,8 @@ def build_parrot_model(
     """A tiny model trained in seconds (all of it, toy tokenizer) to answer a few spoken lines: each `(transcript,
     {target: translation})` of `lines` is spoken by espeak-ng and learned as SRT into every target and as ASR, until
     the training loss is below `target_loss`. It hears which line was spoken, so tests can check real words.
-    `shapes` go to `tiny_config` (e.g. head sizes vLLM's CPU attention supports). Returns the model (eval mode), its processor and the clips."""
+    `shapes` go to `tiny_config` (e.g. head sizes vLLM's CPU attention supports). Returns the model (eval mode), its
+    processor and the clips."""
     tokenizer = build_tiny_tokenizer()
     model, processor = build_tiny_model_and_processor(seed=seed, tokenizer=tokenizer, window_seconds=window_seconds,
                                                       projector_dropout=0.0, **shapes)

@@ -20,7 +20,7 @@ pytest.importorskip("fastapi")
 from llm_srt.cli import main as cli_main  # noqa: E402
 from llm_srt.serving import create_app  # noqa: E402
 from llm_srt.testing import ServerThread, synthetic_speech  # noqa: E402
-from llm_srt.testing import multipart_form as multipart  # noqa: E402
+from llm_srt.testing import MULTIPART_BOUNDARY, multipart_form as multipart  # noqa: E402
 
 
 SR = 16000
@@ -120,10 +120,10 @@ def test_other_architecture_with_remote_code_needs_the_flag(tiny_folder, tmp_pat
 def test_chunked_upload_refused_as_soon_as_the_limit_is_passed(server):
     sock = socket.create_connection(("127.0.0.1", server.port))
     head = (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-            "Content-Type: multipart/form-data; boundary=XBOUNDARYX\r\n\r\n").encode()
+            f"Content-Type: multipart/form-data; boundary={MULTIPART_BOUNDARY}\r\n\r\n").encode()
     sock.sendall(head)
-    part = (b"--XBOUNDARYX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
-            b"Content-Type: audio/wav\r\n\r\n")
+    part = (f"--{MULTIPART_BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+            "Content-Type: audio/wav\r\n\r\n").encode()
     sock.sendall(f"{len(part):x}\r\n".encode() + part + b"\r\n")
     chunk = b"\0" * 65536
     sent, status = 0, None
@@ -154,7 +154,7 @@ def test_chunked_upload_refused_as_soon_as_the_limit_is_passed(server):
 def upload_request(body: bytes, endpoint: str = "transcriptions") -> bytes:
     """A raw HTTP request posting a multipart `body`."""
     return (f"POST /v1/audio/{endpoint} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-            "Content-Type: multipart/form-data; boundary=XBOUNDARYX\r\n\r\n").encode() + body
+            f"Content-Type: multipart/form-data; boundary={MULTIPART_BOUNDARY}\r\n\r\n").encode() + body
 
 
 @contextlib.contextmanager

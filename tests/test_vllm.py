@@ -194,7 +194,6 @@ def test_serve_engine_vllm_refuses_beams_by_name(folder):
     assert "num_beams=4" in run.stderr and "transformers engine" in run.stderr
 
 
-
 def test_the_transformers_engine_in_vllms_environment_refuses_to_start_by_name(folder):
     """vLLM pins a transformers older than the model's `cache` API: the default engine there used to start, then
     answer every request with a 500 ('CausalLMOutputWithPast' object has no attribute 'cache')."""
@@ -202,6 +201,7 @@ def test_the_transformers_engine_in_vllms_environment_refuses_to_start_by_name(f
                          capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     assert "needs transformers >= 5.24" in run.stderr and "--engine vllm" in run.stderr, run.stderr[-2000:]
+
 
 # ------------------------------------------------------------------------------------ vLLM's own OpenAI server
 def test_vllm_own_server_answers_the_openai_client(folder, audio, tmp_path):
