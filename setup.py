@@ -8,7 +8,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["llm_srt", "llm_srt.*"]),
-    package_data={"llm_srt": ["evaluate_metrics/*/*.py", "reference/*.json", "serving/static/*.html"]},
+    package_data={"llm_srt": ["evaluation/evaluate_metrics/*/*.py", "reference/*.json", "serving/static/*.html",
+                              "training/recipes/*.yaml", "hub/card_template.md"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
@@ -35,10 +36,10 @@ setup(
         ],
     },
     entry_points={
-        "console_scripts": ["llm-srt=llm_srt.cli:main"],
+        "console_scripts": ["llm-srt=llm_srt.cli.main:main"],
         # vLLM runs this in each of its processes: registers LLM-SRT's config and vLLM model (no-op without vLLM)
-        "vllm.general_plugins": ["llm_srt=llm_srt.vllm_plugin:register"],
+        "vllm.general_plugins": ["llm_srt=llm_srt.vllm.plugin:register"],
         # vLLM's server answers silent chunks with an empty text through this (inert for other models)
-        "vllm.logits_processors": ["llm_srt_silence=llm_srt.vllm_silence:LlmSrtSilenceLogitsProcessor"],
+        "vllm.logits_processors": ["llm_srt_silence=llm_srt.vllm.silence:LlmSrtSilenceLogitsProcessor"],
     },
 )

@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,11 +36,9 @@ from transformers import HfArgumentParser
 
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, ROOT)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_load import RANDOM_MODELS, save_random_model, write_results  # noqa: E402 - one set of random models
-# and one results writer for both benchmarks
+# one set of random models and one results writer for both benchmarks (run as a script: this folder is on the path)
+from serve_load import RANDOM_MODELS, save_random_model, write_results
 
 
 @dataclass
@@ -66,17 +63,11 @@ class EngineArguments:
 
 
 def build_engine(side: str, model: str, dtype: str):
+    from llm_srt.engines.loading import open_engine
+
     if side == "vllm":
-        from llm_srt.vllm_engine import VllmEngine
-
-        return VllmEngine(model, dtype=dtype, enforce_eager=True)
-    import torch
-
-    from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor
-    from llm_srt.generation_llm_srt import TransformersEngine
-
-    loaded = LlmSrtForConditionalGeneration.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
-    return TransformersEngine(loaded, LlmSrtProcessor.from_pretrained(model))
+        return open_engine(model, "vllm", dtype=dtype, enforce_eager=True)
+    return open_engine(model, dtype=dtype)
 
 
 def clip_sets(args: EngineArguments) -> tuple[list, list[list]]:
@@ -95,7 +86,7 @@ def clip_sets(args: EngineArguments) -> tuple[list, list[list]]:
 
 def measure(side: str, args: EngineArguments, model: str) -> dict:
     """utt/s of one engine at every batch size (and its answers, to compare)."""
-    from llm_srt.generation_llm_srt import DecodeRow
+    from llm_srt.decoding_llm_srt import DecodeRow
 
     engine = build_engine(side, model, args.dtype)
     settings = {"max_new_tokens": args.new_tokens, "num_beams": 1, "min_new_tokens": args.new_tokens}

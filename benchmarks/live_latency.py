@@ -25,16 +25,14 @@ import sys
 import time
 from collections import defaultdict
 
-import numpy as np
 
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
 
-from llm_srt.audio_llm_srt import is_silent, load_audio, split_on_silence  # noqa: E402
-from llm_srt.generation_llm_srt import TransformersEngine, decode_windows, join_window_texts  # noqa: E402
-from llm_srt.metrics import average_lagging, corpus_bleu, error_rate  # noqa: E402
-from llm_srt.streaming_llm_srt import TRANSCRIPT, LiveTranslator, words_of  # noqa: E402
+from llm_srt.speech_llm_srt import is_silent, split_on_silence
+from llm_srt.audio_llm_srt import load_audio
+from llm_srt.decoding_llm_srt import TransformersEngine, decode_windows, join_window_texts
+from llm_srt.evaluation.metrics import average_lagging, corpus_bleu, error_rate
+from llm_srt.live.translator import TRANSCRIPT, LiveTranslator, words_of
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,7 +63,7 @@ def load_set(args) -> tuple[object, object, list[dict]]:
         clips = [{"name": f"parrot_{i}", "audio": a, "src_lang": "eng", "transcript": text, "references": refs}
                  for i, (a, (text, refs)) in enumerate(zip(audio, PARROT_LINES))]
         return model, processor, clips
-    from llm_srt.loading import load_model_and_processor
+    from llm_srt.engines.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(args.model, False, None)
     by_audio: dict[str, dict] = {}

@@ -38,9 +38,8 @@ from transformers import HfArgumentParser
 
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, ROOT)
 
-from llm_srt.testing import ServerProcess, save_tiny_model, synthetic_speech, vllm_cpu_env  # noqa: E402
+from llm_srt.testing import ServerProcess, save_tiny_model, synthetic_speech, vllm_cpu_env
 
 
 # speed.py's tiny preset (but 2 heads: head size 32 everywhere, as vLLM's CPU attention needs): the real 30 s window
@@ -199,8 +198,7 @@ def save_random_model(preset: str, folder: str) -> str:
         return save_tiny_model(folder, seed=0, **TINY_SHAPES)
     if preset != "small":
         raise ValueError(f"--preset: tiny or small, not {preset!r}.")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from speed import build_ours
+        from speed import build_ours
 
     model, processor = build_ours("small", "cpu", torch.float32, llm_layers=6)
     model.save_pretrained(folder)
@@ -277,7 +275,7 @@ def run(args: LoadArguments) -> dict:
         print(f"\nencoder + Q-Former alone: {ceiling['seconds_per_window']:.3f} s per window (least of batch sizes "
               f"{', '.join(f'{b}: {t:.3f} s' for b, t in ceiling['per_batch'].items())}); no engine can serve "
               "faster than this ceiling on this machine:")
-        print(f"| clients | windows | ceiling requests/s | "
+        print("| clients | windows | ceiling requests/s | "
               + " | ".join(f"ceiling / {engine}" for engine in engines) + " |")
         print("|---|---|---|" + "---|" * len(engines))
         for index, row in enumerate(per_engine[engines[0]]):

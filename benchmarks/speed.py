@@ -33,12 +33,10 @@ import torch
 from transformers import HfArgumentParser, LogitsProcessor, LogitsProcessorList
 
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
 
-from llm_srt import LlmSrtConfig, LlmSrtForConditionalGeneration  # noqa: E402
-from llm_srt.generation_llm_srt import generate_many_targets  # noqa: E402
-from llm_srt.testing import build_tiny_processor, build_tiny_tokenizer, synthetic_speech, tiny_config  # noqa: E402
+from llm_srt import LlmSrtConfig, LlmSrtForConditionalGeneration
+from llm_srt.generation_llm_srt import generate_many_targets
+from llm_srt.testing import build_tiny_processor, build_tiny_tokenizer, synthetic_speech, tiny_config
 
 
 QWEN25_05B = {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,

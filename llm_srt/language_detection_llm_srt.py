@@ -19,11 +19,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from transformers import GenerationConfig, WhisperConfig
-from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperEncoder
+from transformers.models.whisper.modeling_whisper import WhisperDecoder
 from transformers.models.whisper.tokenization_whisper import LANGUAGES as WHISPER_LANGUAGE_NAMES
 from transformers.utils import cached_file, logging
 
-from .configuration_llm_srt import LANGUAGES, WHISPER_CODES, normalize_language, reference_near
+from .languages_llm_srt import LANGUAGES, WHISPER_CODES, normalize_language
+from .configuration_llm_srt import reference_near
 
 
 logger = logging.get_logger(__name__)
@@ -121,7 +122,7 @@ class LlmSrtLanguageDetector(nn.Module):
             generation_config = None
         sot, language_ids = whisper_language_token_ids(whisper_config.vocab_size, generation_config)
         tensors = {}
-        for path in _safetensors_files(name_or_path, hub_kwargs):
+        for path in safetensors_files(name_or_path, hub_kwargs):
             with safe_open(path, framework="pt") as handle:
                 for key in handle.keys():
                     if key.startswith("model.decoder.") or key == "proj_out.weight":
@@ -149,7 +150,7 @@ class LlmSrtLanguageDetector(nn.Module):
         return detector.to(whisper.dtype).eval().requires_grad_(False)
 
 
-def _safetensors_files(name_or_path: str, hub_kwargs: dict) -> list[str]:
+def safetensors_files(name_or_path: str, hub_kwargs: dict) -> list[str]:
     single = cached_file(name_or_path, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
     if single is not None:
         return [single]
@@ -294,51 +295,6 @@ class LanguageDetectionMixin:
                 "supported": whisper_code in FROM_WHISPER and FROM_WHISPER[whisper_code] in candidates,
             })
         return results
-
-
-class AudioLanguageIdentifier(LanguageDetectionMixin, nn.Module):
-    """The language-detection half of a saved LLM-SRT model: Whisper's encoder and its language decoder slice,
-    without the projector and the LLM. For engines that run the LLM elsewhere (vLLM): `detect_language` as the
-    model's, at the cost of the encoder alone."""
-
-    def __init__(self, config):
-        nn.Module.__init__(self)
-        self.config = config
-        self.audio_tower = WhisperEncoder(config.audio_config)
-        if config.language_detector_languages:
-            self.language_detector = LlmSrtLanguageDetector(config.audio_config, config.language_detector_languages)
-        self.eval().requires_grad_(False)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, **hub_kwargs) -> "AudioLanguageIdentifier":
-        """Read the encoder (and a saved detector) from a model folder's weights, or, for an adapter-only save, from
-        the Whisper checkpoint its config names; a detector not saved with the model is loaded on first use."""
-        from safetensors import safe_open
-
-        from .configuration_llm_srt import LlmSrtConfig
-
-        folder = str(folder)
-        config = LlmSrtConfig.from_pretrained(folder, **hub_kwargs)
-        config._name_or_path = folder
-        model = cls(config)
-        state: dict[str, torch.Tensor] = {}
-        for file in _safetensors_files(folder, hub_kwargs):
-            with safe_open(file, framework="pt") as weights:
-                for key in weights.keys():
-                    if key.startswith(("audio_tower.", "language_detector.")):
-                        state[key] = weights.get_tensor(key)
-        if not any(key.startswith("audio_tower.") for key in state):  # adapter-only: the encoder is referenced
-            from .modeling_llm_srt import load_whisper_encoder
-
-            source = reference_near(folder, str(config.audio_model_name_or_path or ""))
-            model.audio_tower = load_whisper_encoder(source, **hub_kwargs).eval().requires_grad_(False)
-            if config.language_detector_languages and not any(k.startswith("language_detector.") for k in state):
-                model.load_language_detector(source, save_with_model=True)
-        missing, _ = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-        missing = [key for key in missing if key.split(".")[0] in {k.split(".")[0] for k in state}]
-        if missing:
-            raise ValueError(f"{folder}: its weights lack {len(missing)} encoder/detector tensors, e.g. {missing[0]}.")
-        return model
 
 
 def whisper_language_name(code: str) -> str:

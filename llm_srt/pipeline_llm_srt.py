@@ -20,15 +20,17 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
 
-from .audio_llm_srt import PAUSE_SECONDS, describe_input, is_silent, load_audio, split_on_silence
-from .configuration_llm_srt import (
-    LANGUAGES, PIPELINE_TASK, UNTRAINED_DIRECTION_ACTIONS, UntrainedWarnings, normalize_language, normalize_targets,
+from .speech_llm_srt import PAUSE_SECONDS
+from .audio_llm_srt import describe_input, load_audio
+from .languages_llm_srt import (
+    LANGUAGES, UNTRAINED_DIRECTION_ACTIONS, UntrainedWarnings, normalize_language, normalize_targets,
 )
-from .generation_llm_srt import (
-    TransformersEngine, decode_windows, join_window_texts, temperature_problem, vote_language,
-)
+from .configuration_llm_srt import PIPELINE_TASK
+from .decoding_llm_srt import TransformersEngine, decode_windows, vote_language
+from .generation_llm_srt import temperature_problem
 from .language_detection_llm_srt import whisper_language_name
 from .processing_llm_srt import normalize_task
+from .transcription_llm_srt import assemble, plan_windows
 
 
 logger = logging.get_logger(__name__)
@@ -200,9 +202,9 @@ class SpeechTranslationPipeline(ChunkPipeline):
     # ------------------------------------------------------------------------------------------------------- steps
     def preprocess(self, inputs: Any, sampling_rate: int | None = None, chunk_length_s: float | None = None,
                    min_pause_s: float | None = PAUSE_SECONDS):
-        """Load one input and yield its windows (one per stretch of speech between pauses of `min_pause_s`, at
-        most `chunk_length_s` long): `input_features` (None when silent), `span` in seconds, and `is_last` on the
-        input's last window."""
+        """Load one input and yield its windows (`transcription_llm_srt.plan_windows`: one per stretch of speech
+        between pauses of `min_pause_s`, at most `chunk_length_s` long): `input_features` (None without speech), the
+        `window`, and `is_last` on the input's last window."""
         if isinstance(inputs, dict) and "audio" in inputs and not any(key in inputs for key in ("array", "raw")):
             inputs = inputs["audio"]  # a datasets row
         rate = self.processor.feature_extractor.sampling_rate
@@ -211,16 +213,14 @@ class SpeechTranslationPipeline(ChunkPipeline):
         chunk = window_seconds if chunk_length_s is None else float(chunk_length_s)
         if not 0 < chunk <= window_seconds:
             raise ValueError(f"chunk_length_s must be in (0, {window_seconds:g}] (the model's window), got {chunk}.")
-        spans = split_on_silence(audio, rate, chunk, min_pause_seconds=min_pause_s)
-        for index, (start, end) in enumerate(spans):
-            window = audio[start:end]
-            silent = is_silent(window, sampling_rate=rate)
+        windows = plan_windows(audio, rate, chunk, min_pause_s)
+        for window in windows:
             yield {
                 # Computed here, in the background workers when num_workers > 0, on CPU.
-                "input_features": None if silent else self.processor.extract_features([window], rate),
-                "span": (start / rate, end / rate),
-                "window": index,
-                "is_last": index == len(spans) - 1,
+                "input_features": self.processor.extract_features([audio[window.start:window.end]], rate)
+                if window.speech else None,
+                "window": window,
+                "is_last": window.index == len(windows) - 1,
             }
 
     def _windows_of(self, item: Any, index: int | None, params: dict) -> list[dict]:
@@ -285,7 +285,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
         forward_params: dict | None = None,
     ):
         """Join each target's windows in order; one dict per target (a list when several targets were asked)."""
-        windows = sorted(model_outputs, key=lambda w: w["window"])
+        windows = sorted(model_outputs, key=lambda w: w["window"].index)
         forward_params = forward_params or {}
         src = forward_params.get("src_lang")
         detected = None
@@ -315,34 +315,29 @@ class SpeechTranslationPipeline(ChunkPipeline):
         for language in sorted(spoken):  # warned once per direction the model was not trained on (or refused)
             for tgt in targets:
                 self.untrained_warnings.check(language, None if task == "asr" else tgt, refuse=refuse)
+        rate = self.processor.feature_extractor.sampling_rate
+        plan = [w["window"] for w in windows]
         outputs = []
         for tgt in targets:
-            pieces = [None if w["decoded"] is None else w["decoded"].get(tgt) for w in windows]
-            transcripts = [p["transcript"] for p in pieces if p is not None and p.get("transcript")]
-            translations = [p["translation"] for p in pieces if p is not None and p.get("translation")]
-            transcript = join_window_texts(transcripts, src)
+            answers = {w["window"].index: w["decoded"][tgt] for w in windows if w["decoded"] is not None}
+            found = assemble(plan, answers, task, src, None if task == "asr" else tgt, rate)
             output = {
-                "text": transcript if task == "asr" else join_window_texts(translations, tgt),
+                "text": found.text,
                 "src_lang": src,
-                "tgt_lang": None if task == "asr" else tgt,
+                "tgt_lang": found.tgt_lang,
                 # False when the token budget cut a window's answer (its text is then partial or, for a
                 # translation cut before the tag pair, left out)
-                "complete": all(p.get("complete", True) for p in pieces if p is not None),
+                "complete": found.complete,
             }
             if is_auto(forward_params.get("src_lang")):
                 output["language_probability"] = None if detected is None else detected["probability"]
             if return_transcript:
-                output["transcript"] = transcript
+                output["transcript"] = found.transcript
             if return_timestamps:
                 output["chunks"] = []
-                for window, piece in zip(windows, pieces):
-                    chunk = {
-                        "timestamp": window["span"],
-                        "text": "" if piece is None else (piece.get("transcript") if task == "asr"
-                                                          else piece.get("translation")) or "",
-                        "transcript": "" if piece is None else piece.get("transcript") or "",
-                        "complete": True if piece is None else piece.get("complete", True),
-                    }
+                for window, segment in zip(windows, found.segments):
+                    chunk = {"timestamp": (segment.start, segment.end), "text": segment.text,
+                             "transcript": segment.transcript, "complete": segment.complete}
                     if window["detection"] is not None:
                         chunk["src_lang"] = window.get("src_lang")
                         chunk["detected_language"] = window["detection"]["language"]
@@ -434,7 +429,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
         for i, window in enumerate(windows):
             group.append(i)
             if window["is_last"]:
-                complete = windows[group[0]]["window"] == 0
+                complete = windows[group[0]]["window"].index == 0
                 vote = vote_language([windows[j]["detection"] for j in group if windows[j]["detection"] is not None])
                 if complete and vote is not None:
                     languages.update({j: vote["language"] for j in group if windows[j]["detection"] is not None})

@@ -11,7 +11,7 @@ from transformers import BatchFeature, ProcessorMixin
 from transformers.utils import logging
 
 from .audio_llm_srt import as_float_mono, check_sampling_rate, describe_input, undecoded_kind
-from .configuration_llm_srt import (
+from .languages_llm_srt import (
     LANGUAGES, MANDARIN_TAGS, language_tag, normalize_language, normalize_targets, text_after_last_tag,
 )
 

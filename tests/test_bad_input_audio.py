@@ -386,7 +386,7 @@ def test_a_flac_without_its_length_in_the_header_is_decoded(speech, tmp_path):
 
     from llm_srt.audio_llm_srt import audio_file_info
     from llm_srt.testing import flac_without_length
-    from llm_srt.training import DataError, RowChecker
+    from llm_srt.training.data import DataError, RowChecker
 
     data = flac_without_length(speech)
     assert soundfile.info(io.BytesIO(data)).frames > 2**62  # what the header says: unknown

@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from llm_srt.testing import save_tiny_model, synthetic_speech
-from llm_srt.training import DataError, load_rows, select_stage_rows
+from llm_srt.training.data import DataError, load_rows, select_stage_rows
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +37,7 @@ def corpus_rows(folder, n=3, seconds=0.6):
 
 
 def train_args(init, train_file, out, *extra, steps=1):
-    return ["--recipe", os.path.join(ROOT, "trainer_scripts", "recipes", "asr.yaml"), "--init_from", init,
+    return ["--recipe", "asr", "--init_from", init,
             "--train_file", train_file, "--output_dir", out, "--max_steps", str(steps), "--bf16", "false",
             "--per_device_train_batch_size", "2", "--eval_strategy", "no", "--save_strategy", "no",
             "--warmup_steps", "0", "--dataloader_num_workers", "0", "--report_to", "none", "--seed", "0", *extra]
@@ -75,7 +75,7 @@ def test_bad_rows_are_named_before_the_first_step(init_model, tmp_path, monkeypa
                                                   message):
     import transformers
 
-    from trainer_scripts.train import main
+    from llm_srt.training.train import main
 
     rows = corpus_rows(tmp_path)
     soundfile.write(tmp_path / "long.wav", synthetic_speech(3.0, seed=9), SR)  # the tiny model's window is 2 s
@@ -103,7 +103,7 @@ def test_rows_beyond_the_llms_context_are_named_before_the_first_step(init_model
     tiny model with its 8 slots): a longer row is refused by line and field, like a clip longer than the window."""
     import transformers
 
-    from trainer_scripts.train import main
+    from llm_srt.training.train import main
 
     monkeypatch.setattr(transformers.Seq2SeqTrainer, "train", lambda *a, **k: pytest.fail("trained on a long row"))
     rows = corpus_rows(tmp_path)
@@ -140,7 +140,7 @@ def test_mixed_asr_rows_still_drop_from_translation_stages(tmp_path):
 
 # ------------------------------------------------------------------------------ data loss: a finished model folder
 def test_a_finished_model_in_output_dir_is_not_replaced(init_model, tmp_path, capsys):
-    from trainer_scripts.train import main
+    from llm_srt.training.train import main
 
     path = write_rows(tmp_path / "train.jsonl", corpus_rows(tmp_path))
     out = tmp_path / "finished"
@@ -156,7 +156,7 @@ def test_a_finished_model_in_output_dir_is_not_replaced(init_model, tmp_path, ca
 
 
 def test_numeric_arguments_are_refused_by_the_parser(init_model, tmp_path, capsys):
-    from trainer_scripts.train import main
+    from llm_srt.training.train import main
 
     path = write_rows(tmp_path / "train.jsonl", corpus_rows(tmp_path))
     for flag, value in (("--max_train_samples", "0"), ("--lora_r", "0"), ("--lora_dropout", "1.5")):
@@ -166,7 +166,7 @@ def test_numeric_arguments_are_refused_by_the_parser(init_model, tmp_path, capsy
 
 # ------------------------------------------------------------------------------ resume past a partial checkpoint
 def test_rerun_resumes_from_the_newest_complete_checkpoint(init_model, tmp_path, caplog, capsys):
-    from trainer_scripts.train import main
+    from llm_srt.training.train import main
 
     path = write_rows(tmp_path / "train.jsonl", corpus_rows(tmp_path, n=2))
     out = tmp_path / "run"
@@ -188,7 +188,7 @@ def test_rerun_resumes_from_the_newest_complete_checkpoint(init_model, tmp_path,
 
 
 def test_last_complete_checkpoint_reads_the_files_written_last(tmp_path, caplog):
-    from llm_srt.training import last_complete_checkpoint
+    from llm_srt.training.runs import last_complete_checkpoint
 
     for step in (1, 2, 10):
         (tmp_path / f"checkpoint-{step}").mkdir()
@@ -212,7 +212,7 @@ def test_overwriting_keeps_the_replaced_runs_checkpoints_out_of_reach(tmp_path, 
     """`--overwrite_output_dir` starts afresh and removes the final model only: the old run's checkpoints are moved
     into `replaced-1/` (kept, never resumed: a kill of the new run before it passes the old step count must not
     resume the old run from its checkpoint-10)."""
-    from llm_srt.training import FINAL_MARKER, last_complete_checkpoint, plan_output_dir
+    from llm_srt.training.runs import FINAL_MARKER, last_complete_checkpoint, plan_output_dir
 
     for step in (4, 10):
         _checkpoint(tmp_path, step)
@@ -240,8 +240,8 @@ def test_overwriting_keeps_the_replaced_runs_checkpoints_out_of_reach(tmp_path, 
 def test_a_model_without_the_completion_marker_is_not_finished(tmp_path, caplog):
     """Final artefacts without `training_complete.json` (written last) are a final save a kill cut: the rerun
     resumes from the newest checkpoint instead of calling the folder finished. With the marker it is finished."""
-    from llm_srt.safe_io import OutputExistsError
-    from llm_srt.training import FINAL_MARKER, plan_output_dir
+    from llm_srt.cli.safe_io import OutputExistsError
+    from llm_srt.training.runs import FINAL_MARKER, plan_output_dir
 
     _checkpoint(tmp_path, 3)
     (tmp_path / "config.json").write_text("{}")
@@ -264,8 +264,8 @@ def test_a_model_without_the_completion_marker_is_not_finished(tmp_path, caplog)
 def test_a_kill_during_the_final_save_is_resumed_not_called_finished(init_model, tmp_path, monkeypatch, caplog):
     """train.py writes the final model to a staging folder, moves it in and writes the marker last: a kill while
     saving leaves no marker, and the same command resumes from the last checkpoint and finishes the save."""
-    from trainer_scripts import train
-    from llm_srt.training import FINAL_MARKER
+    from llm_srt.training import train
+    from llm_srt.training.runs import FINAL_MARKER
 
     path = write_rows(tmp_path / "train.jsonl", corpus_rows(tmp_path, n=2))
     out = tmp_path / "run"
@@ -310,7 +310,7 @@ def eval_set(tmp_path_factory):
 
 
 def test_a_second_model_does_not_reuse_the_first_models_hypotheses(eval_set, tmp_path, capsys):
-    from trainer_scripts.evaluate import main
+    from llm_srt.evaluation.run import main
 
     first, second = save_tiny_model(tmp_path / "m1", seed=1), save_tiny_model(tmp_path / "m2", seed=2)
     out = str(tmp_path / "eval")
@@ -333,7 +333,7 @@ def test_a_second_model_does_not_reuse_the_first_models_hypotheses(eval_set, tmp
 
 
 def test_evaluate_refuses_duplicate_keys_naming_both_rows(tiny_folder, tmp_path, capsys):
-    from trainer_scripts.evaluate import main
+    from llm_srt.evaluation.run import main
 
     rows = corpus_rows(tmp_path)
     rows[2]["key"] = "u0"
@@ -347,7 +347,7 @@ def test_evaluate_refuses_duplicate_keys_naming_both_rows(tiny_folder, tmp_path,
 @pytest.mark.parametrize("flag, value", [("--batch_size", "0"), ("--num_beams", "0"), ("--max_new_tokens", "-1"),
                                          ("--max_rows", "0"), ("--dtype", "float8"), ("--task", "xyz")])
 def test_evaluate_refuses_invalid_arguments(tiny_folder, eval_set, tmp_path, capsys, flag, value):
-    from trainer_scripts.evaluate import main
+    from llm_srt.evaluation.run import main
 
     status, err = exit_of(main, eval_args(tiny_folder, eval_set, str(tmp_path / "o"), flag, value), capsys)
     assert status == 2 and flag in err and "Traceback" not in err
@@ -355,19 +355,19 @@ def test_evaluate_refuses_invalid_arguments(tiny_folder, eval_set, tmp_path, cap
 
 
 def test_evaluate_user_errors_are_one_line_without_traceback(tiny_folder, tmp_path):
-    cmd = [sys.executable, os.path.join(ROOT, "trainer_scripts", "evaluate.py"),
+    cmd = [sys.executable, os.path.join(ROOT, "trainer_scripts", "evaluate_model.py"),
            *eval_args(tiny_folder, str(tmp_path / "missing.jsonl"), str(tmp_path / "o"))]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == f"evaluate.py: error: Data not found: {tmp_path / 'missing.jsonl'}"
+    assert result.stderr.strip().splitlines()[-1] == f"evaluate_model.py: error: Data not found: {tmp_path / 'missing.jsonl'}"
 
 
 def test_a_cache_line_cut_by_a_kill_is_dropped_and_its_row_redone(tiny_folder, eval_set, tmp_path, caplog):
     """A kill mid-write leaves the cache's last line without its newline: the resume drops it (a warning names the
     file) and decodes that row again, instead of appending the next line onto the cut one and losing the row."""
-    from trainer_scripts.evaluate import main
+    from llm_srt.evaluation.run import main
 
     out = tmp_path / "eval"
     first = main(eval_args(tiny_folder, eval_set, str(out)))
@@ -387,7 +387,7 @@ def test_a_cache_line_cut_by_a_kill_is_dropped_and_its_row_redone(tiny_folder, e
 
 
 def test_drop_cut_last_line(tmp_path, caplog):
-    from llm_srt.safe_io import drop_cut_last_line
+    from llm_srt.cli.safe_io import drop_cut_last_line
 
     path = tmp_path / "c.jsonl"
     path.write_text('{"a": 1}\n{"b": 2}\n')

@@ -13,8 +13,9 @@ import sys
 import pytest
 import soundfile
 
-from llm_srt import cli
-from llm_srt.safe_io import OutputExistsError, atomic_dir, atomic_write, check_output_dir, check_output_file
+from llm_srt.cli import main as cli
+from llm_srt.cli import translate as cli_translate
+from llm_srt.cli.safe_io import OutputExistsError, atomic_dir, atomic_write, check_output_dir, check_output_file
 from llm_srt.testing import synthetic_speech
 
 
@@ -70,7 +71,7 @@ class FakePipeline:
 def fake_pipe(monkeypatch):
     def install(**kwargs):
         pipe = FakePipeline(**kwargs)
-        monkeypatch.setattr(cli, "load_pipeline", lambda args: pipe)
+        monkeypatch.setattr(cli_translate, "load_pipeline", lambda args: pipe)
         return pipe
     return install
 
@@ -273,7 +274,7 @@ def test_a_folder_given_as_audio_is_named_as_a_folder(capsys, tmp_path, wavs, fa
 def test_an_output_under_a_file_is_refused_before_the_model_loads(capsys, tmp_path, wavs, monkeypatch, model_dir):
     # It failed after loading the model with "[Errno 17] File exists: <the audio file>".
     loads = []
-    monkeypatch.setattr(cli, "load_pipeline", lambda args: loads.append(args) or FakePipeline())
+    monkeypatch.setattr(cli_translate, "load_pipeline", lambda args: loads.append(args) or FakePipeline())
     output = os.path.join(wavs[1], "out.jsonl")
     status, _, err = run_cli(capsys, "translate", wavs[0], "--model", model_dir, "--src", "eng", "--tgt", "deu",
                              "--output", output)
@@ -309,7 +310,7 @@ def test_an_error_during_the_progress_bar_starts_its_own_line(capsys, tmp_path, 
 
 SIGTERM_RUN = """
 import os, signal, sys
-from llm_srt import cli
+from llm_srt.cli import main, translate
 
 class Pipe:
     calls = 0
@@ -319,8 +320,8 @@ class Pipe:
             os.kill(os.getpid(), signal.SIGTERM)  # as `timeout` or `docker stop` would
         return {"text": "text of " + os.path.basename(path)}
 
-cli.load_pipeline = lambda args: Pipe()
-sys.exit(cli.main(sys.argv[1:]))
+translate.load_pipeline = lambda args: Pipe()
+sys.exit(main.main(sys.argv[1:]))
 """
 
 

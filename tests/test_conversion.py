@@ -15,13 +15,13 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 
-from llm_srt.configuration_llm_srt import LANGUAGE_TABLE
+from llm_srt.languages_llm_srt import LANGUAGE_TABLE
 from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech
-from llm_srt.safe_io import UsageError
-from trainer_scripts import convert_original_checkpoint as converter
-from trainer_scripts.convert_original_checkpoint import ConversionError, parse_args
-from trainer_scripts.push_to_hub import PushArguments, files_to_upload, push
-from trainer_scripts.push_to_hub import main as push_main
+from llm_srt.cli.safe_io import UsageError
+from llm_srt.hub import convert as converter
+from llm_srt.hub.convert import ConversionError, parse_args
+from llm_srt.hub.push import PushArguments, files_to_upload, push
+from llm_srt.hub.push import main as push_main
 
 
 def convert(argv):
@@ -210,7 +210,7 @@ def test_converter_keeps_a_folder_that_holds_files_unless_overwrite(components, 
 
 
 def test_a_conversion_failing_midway_leaves_the_old_folder_whole(components, tmp_path, monkeypatch):
-    import trainer_scripts.push_to_hub as push_to_hub
+    import llm_srt.hub.cards as cards
 
     out = tmp_path / "model"
     out.mkdir()
@@ -221,7 +221,7 @@ def test_a_conversion_failing_midway_leaves_the_old_folder_whole(components, tmp
     def fail(*args, **kwargs):  # the weights and processor are written by now
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(push_to_hub, "write_model_card", fail)
+    monkeypatch.setattr(cards, "write_model_card", fail)
     with pytest.raises(OSError, match="No space"):
         convert(conversion_args(components, tmp_path, out, "--overwrite", "true"))
     assert snapshot(out) == before
@@ -304,7 +304,7 @@ def test_push_refuses_a_folder_that_is_not_a_model(tmp_path):
 
 
 def test_release_cards_are_rendered_and_valid():
-    from model_cards.render_cards import release_cards
+    from llm_srt.hub.cards import release_cards
 
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards")
     for name, text in release_cards().items():

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import soundfile
 
-from trainer_scripts.make_demo_corpus import CorpusArguments, make_corpus, sentence
+from llm_srt.training.demo_corpus import CorpusArguments, make_corpus, sentence
 
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng (Debian package) not installed")
@@ -55,7 +55,7 @@ def test_curriculum_runs_every_stage_and_ablation(corpus, tmp_path):
     README's, from the demo recipe)."""
     from transformers import pipeline
 
-    from trainer_scripts.run_curriculum import main
+    from llm_srt.training.curriculum import main
 
     folder, _ = corpus
     report = main(["--recipe", "smoke", "--output_dir", str(tmp_path / "run"), "--data_dir", folder, "--ablation", "true"])
@@ -78,7 +78,7 @@ def test_curriculum_runs_every_stage_and_ablation(corpus, tmp_path):
 def test_quick_curriculum_learns_on_held_out_sentences(corpus, tmp_path):
     """The demo with fewer steps (about 4 minutes on 2 cores): every stage is reported, and after the curriculum the
     held-out scores are far above the untrained model's (a real run gave SRT BLEU 1.9 -> 66.8)."""
-    from trainer_scripts.run_curriculum import main
+    from llm_srt.training.curriculum import main
 
     folder, _ = corpus
     results = main(["--recipe", "quick", "--output_dir", str(tmp_path / "run"), "--data_dir", folder])["results"]
@@ -96,10 +96,10 @@ def test_quick_curriculum_learns_on_held_out_sentences(corpus, tmp_path):
     assert final["language_id_accuracy_lead_0.3s"] >= 0.9 and final["language_id_accuracy_lead_1.0s"] >= 0.9
 
 
-def readme_tables(heading: str) -> list[list[list[str]]]:
-    """The Markdown tables of README's section `heading` (up to the next heading of its level or above), each as
+def readme_tables(heading: str, page: str = "README.md") -> list[list[list[str]]]:
+    """The Markdown tables of `page`'s section `heading` (up to the next heading of its level or above), each as
     rows of cells (the rule row left out)."""
-    lines = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"),
+    lines = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), page),
                  encoding="utf-8").read().splitlines()
     start = lines.index(heading)
     level = heading.split()[0]
@@ -119,9 +119,9 @@ def readme_tables(heading: str) -> list[list[list[str]]]:
 def test_readme_demo_tables_have_the_printed_tables_shape_and_labels():
     """README's demo tables are the ones run_curriculum.py prints: the same columns, the same model labels (footnote
     marks aside), and the multi-sentence language ID cell with its window count."""
-    from trainer_scripts.run_curriculum import markdown_table, result_names, robustness_table
+    from llm_srt.training.curriculum import markdown_table, result_names, robustness_table
 
-    main, robust = readme_tables("### Speech anywhere in the window (this round)")
+    main, robust = readme_tables("## Demo results")
     printed_main = [cell.strip() for cell in markdown_table({}).splitlines()[0].strip("|").split("|")]
     assert main[0] == printed_main
     assert [row[0] for row in main[1:]] == result_names(ablation=False)
@@ -135,5 +135,5 @@ def test_readme_demo_tables_have_the_printed_tables_shape_and_labels():
                for line in robustness_table({"after SRT": scores}).splitlines() if not set(line) <= set("|-: ")]
     assert [cell.rstrip("*") for cell in robust[0]] == printed[0]
     assert robust[1:] == printed[1:]  # the README's row is exactly what the run's scores print
-    previous = readme_tables("### Previous round (unaugmented demo)")[0]
+    previous = readme_tables("### Ablation: every stage counts", "docs/training.md")[0]
     assert previous[0][0] == "model" and [row[0] for row in previous[1:]] == result_names(ablation=True)

@@ -50,7 +50,7 @@ KILLED_AT_STEP = textwrap.dedent('''
     """train.py, SIGKILLed with its torchrun agent at the end of step `argv[1]`: no cleanup, no final save."""
     import os, signal, sys
     import transformers
-    from trainer_scripts import train
+    from llm_srt.training import train
 
     step = int(sys.argv.pop(1))
     AGENT = os.getppid()  # the torchrun agent, which would otherwise stop the other worker cleanly
@@ -97,7 +97,7 @@ def test_trainer_fsdp_run_is_sharded_killed_and_resumed(tmp_path):
     resumes at step 2 and ends with the weights of an uninterrupted one-process run over the same batches."""
     from llm_srt import LlmSrtForConditionalGeneration
     from llm_srt.testing import build_tiny_tokenizer, save_tiny_model
-    from trainer_scripts.train import main
+    from llm_srt.training.train import main
 
     corpus = make_corpus(str(tmp_path / "corpus"))
     init = save_tiny_model(tmp_path / "init", tokenizer=build_tiny_tokenizer(), projector_dropout=0.0)
@@ -140,7 +140,7 @@ def test_trainer_fsdp_run_is_sharded_killed_and_resumed(tmp_path):
 def test_bad_fsdp_usage_is_named_before_anything_loads(tmp_path, monkeypatch, capsys):
     """One process has nothing to shard over, and on CPU only FSDP2 runs (Accelerate's FSDP1 plugin needs a device):
     both are refused as usage errors at parsing, where the Trainer or Accelerate would fail later with a traceback."""
-    from trainer_scripts.train import _has_accelerator, parse_args
+    from llm_srt.training.train import _has_accelerator, parse_args
 
     corpus = make_corpus(str(tmp_path / "corpus"), n=1)
 
@@ -185,7 +185,7 @@ def test_fsdp_string_form_with_generate_evaluation_on_a_small_dev_set(tmp_path):
     dev set with repeated rows (Seq2SeqTrainer.evaluate gathers them all); the metrics are those of the 3 rows, as a
     one-process evaluation of the same weights gives them."""
     from llm_srt.testing import build_tiny_tokenizer, save_tiny_model
-    from trainer_scripts.train import main
+    from llm_srt.training.train import main
 
     corpus = make_corpus(str(tmp_path / "corpus"))
     dev = make_corpus(str(tmp_path / "dev"), n=3)
@@ -211,7 +211,7 @@ def test_checkpoint_of_another_launch_and_cpu_offload_are_refused_by_name(tmp_pa
     """A sharded FSDP checkpoint resumed without --fsdp (or a full-weights one with it), and FSDP's CPU offload on a
     CPU launch, are usage errors named before anything loads: the Trainer, torch.distributed.checkpoint and FSDP would
     fail later with tracebacks on every rank. The checkpoint is left as it was."""
-    from trainer_scripts.train import _has_accelerator, main
+    from llm_srt.training.train import _has_accelerator, main
 
     corpus = make_corpus(str(tmp_path / "corpus"), n=1)
 

@@ -3,18 +3,22 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import soundfile
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from llm_srt.metrics import bleu_tokenizer, corpus_bleu, error_rate, evaluate_module_path, score_directions
+from llm_srt.evaluation.metrics import (
+    bleu_tokenizer, corpus_bleu, error_rate, evaluate_module_path, score_directions,
+)
+from llm_srt.decoding_llm_srt import TransformersEngine
 from llm_srt.generation_llm_srt import generate_many_targets
 from llm_srt.testing import free_port, synthetic_speech
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EVALUATE = os.path.join(ROOT, "trainer_scripts", "evaluate.py")
+EVALUATE = os.path.join(ROOT, "trainer_scripts", "evaluate_model.py")
 PAPER = os.path.join(ROOT, "llm_srt", "reference", "paper_fleurs_bleu_3b.json")
 SETS = {
     "eng": (["The cat sat on the mat.", "I see three red dogs today", "hello world"],
@@ -116,7 +120,7 @@ def test_set(tmp_path_factory):
 
 
 def run_evaluate(args):
-    from trainer_scripts.evaluate import main
+    from llm_srt.evaluation.run import main
 
     return main(args)
 
@@ -127,7 +131,7 @@ def script_args(model, test_file, out, *extra):
 
 
 def test_run_writes_everything_and_resumes_without_redoing_work(tiny_folder, test_set, tmp_path, monkeypatch):
-    import trainer_scripts.evaluate as script
+    import llm_srt.evaluation.run as script
 
     full = run_evaluate(script_args(tiny_folder, test_set, str(tmp_path / "full")))
     for name in ("results.json", "results.md", "bleu_heatmap.png", "hypotheses.srt.jsonl"):
@@ -148,11 +152,11 @@ def test_run_writes_everything_and_resumes_without_redoing_work(tiny_folder, tes
     decoded = []
     real = script.decode_batch
 
-    def dying(model, processor, rows, *args, **kwargs):
+    def dying(engine, rows, *args, **kwargs):
         if len(decoded) >= 4:
             raise KeyboardInterrupt  # killed mid-run, after two batches
         decoded.extend(r["key"] for r in rows)
-        return real(model, processor, rows, *args, **kwargs)
+        return real(engine, rows, *args, **kwargs)
 
     monkeypatch.setattr(script, "decode_batch", dying)
     with pytest.raises(KeyboardInterrupt):
@@ -160,8 +164,8 @@ def test_run_writes_everything_and_resumes_without_redoing_work(tiny_folder, tes
     assert not os.path.exists(tmp_path / "resumed" / "results.json")
     first = list(decoded)
     decoded.clear()
-    monkeypatch.setattr(script, "decode_batch", lambda m, p, rows, *a, **k: decoded.extend(r["key"] for r in rows)
-                        or real(m, p, rows, *a, **k))
+    monkeypatch.setattr(script, "decode_batch", lambda engine, rows, *a, **k: decoded.extend(r["key"] for r in rows)
+                        or real(engine, rows, *a, **k))
     resumed = run_evaluate(script_args(tiny_folder, test_set, str(tmp_path / "resumed")))
     assert len(first) == 4 and len(decoded) == 5 and not set(first) & set(decoded)  # nothing decoded twice
     assert resumed["directions"] == full["directions"] and resumed["averages"] == full["averages"]
@@ -187,7 +191,7 @@ def test_heatmap_axes_carry_language_codes(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from trainer_scripts.evaluate import heatmap
+    from llm_srt.evaluation.report import heatmap
 
     rows = [{"src_lang": s, "tgt_lang": t, "hypothesis": "a b c", "reference": "a b c d"}
             for s, t in (("eng", "deu"), ("deu", "eng"), ("fra", "eng"))]
@@ -219,7 +223,7 @@ def test_heatmap_numbers_contrast_with_their_cells(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_rgb
 
-    from trainer_scripts.evaluate import heatmap
+    from llm_srt.evaluation.report import heatmap
 
     hyps = {("eng", "deu"): "a b c d", ("deu", "eng"): "x y z w", ("fra", "eng"): "a b c z", ("eng", "fra"): "a b c d"}
     rows = [{"src_lang": s, "tgt_lang": t, "hypothesis": h, "reference": "a b c d"} for (s, t), h in hyps.items()]
@@ -269,7 +273,7 @@ def test_bad_requests(tiny_folder, test_set, tmp_path, capsys, mutate, extra, st
         run_evaluate(script_args(tiny_folder, path, str(tmp_path / "o"), "--audio_base_dir", os.path.dirname(test_set),
                                  *extra))
     err = capsys.readouterr().err.strip().splitlines()
-    assert raised.value.code == status and len(err) == 1 and err[0].startswith("evaluate.py: error: ")
+    assert raised.value.code == status and len(err) == 1 and err[0].startswith("evaluate_model.py: error: ")
     assert re.search(message, err[0]), err[0]
 
 
@@ -310,7 +314,7 @@ def by_hand(model, processor, rows, base_dir, generate_kwargs):
     """Each clip's rows decoded by a hand call of `generate_many_targets` (its targets sorted; one target: nothing
     to share), built into results as independent decoding builds them (the original scorer's split rule)."""
     from llm_srt.audio_llm_srt import load_audio
-    from llm_srt.metrics import split_srt_response
+    from llm_srt.evaluation.metrics import split_srt_response
 
     expected = {}
     for clip in dict.fromkeys(r["audio"] for r in rows):
@@ -330,14 +334,14 @@ def by_hand(model, processor, rows, base_dir, generate_kwargs):
 
 
 def test_shared_transcript_rows_equal_generate_many_targets_per_clip(tiny, clip_rows, tmp_path):
-    from llm_srt.evaluation import decode_rows
+    from llm_srt.evaluation.decoding import decode_rows
 
     model, processor = tiny
     pair = processor.tokenizer.encode(processor.tag("eng") + processor.tag("deu"))
     writes = WritesTagPair(pair)
     generate = {"num_beams": 1, "do_sample": False, "no_repeat_ngram_size": 0, "max_new_tokens": len(pair) + 4,
                 "logits_processor": LogitsProcessorList([writes])}
-    shared = decode_rows(model, processor, clip_rows, "srt", batch_size=16, base_dir=str(tmp_path),
+    shared = decode_rows(TransformersEngine(model, processor), clip_rows, "srt", batch_size=16, base_dir=str(tmp_path),
                          generate_kwargs=generate, shared_transcript=True)
     # Clips a and b (same targets) in one call: their transcripts (2 rows), then 6 translations in one batch; clip
     # c (one target) decoded on its own.
@@ -356,8 +360,8 @@ def test_shared_transcript_rows_equal_generate_many_targets_per_clip(tiny, clip_
 
 
 def test_batches_keep_clips_whole_and_shards_split_by_clip(clip_rows, tmp_path):
-    from llm_srt.evaluation import make_batches
-    from trainer_scripts.evaluate import shard
+    from llm_srt.evaluation.decoding import make_batches
+    from llm_srt.evaluation.run import shard
 
     assert make_batches(clip_rows, 2) == [[0, 1], [2, 3], [4, 5], [6]]  # default: consecutive rows
     # a: rows 0 2 5, b: 1 4 6, c: 3. Four rows fit: a alone (b would make six), b and c together.
@@ -370,14 +374,14 @@ def test_batches_keep_clips_whole_and_shards_split_by_clip(clip_rows, tmp_path):
 
 
 def test_script_shared_transcript_option(tiny, tiny_folder, test_set, tmp_path, monkeypatch, capsys):
-    import trainer_scripts.evaluate as script
+    import llm_srt.evaluation.run as script
 
     calls = []
     real = script.decode_batch
 
-    def spy(model, processor, rows, *args, **kwargs):
+    def spy(engine, rows, *args, **kwargs):
         calls.append(([r["key"] for r in rows], kwargs.get("shared_transcript")))
-        return real(model, processor, rows, *args, **kwargs)
+        return real(engine, rows, *args, **kwargs)
 
     monkeypatch.setattr(script, "decode_batch", spy)
     out = tmp_path / "out"
@@ -429,7 +433,7 @@ def test_shared_transcript_is_for_srt_only(tiny_folder, test_set, tmp_path, caps
                                  "--shared_transcript", "true"))
     err = capsys.readouterr().err.strip().splitlines()
     assert raised.value.code == 2
-    assert err[-1] == "evaluate.py: error: --shared_transcript applies to --task srt only, not asr."
+    assert err[-1] == "evaluate_model.py: error: --shared_transcript applies to --task srt only, not asr."
     assert not os.path.exists(tmp_path / "o")
 
 
@@ -439,7 +443,7 @@ def test_comet_scores_per_direction_with_a_local_checkpoint(tmp_path, monkeypatc
     import sys
     import types
 
-    from llm_srt.quality_metrics import comet_directions
+    from llm_srt.evaluation.quality import comet_directions
 
     seen = {}
 
@@ -471,3 +475,38 @@ def test_a_missing_comet_checkpoint_is_refused_before_decoding(tiny_folder, test
     assert raised.value.code == 2
     assert "--comet_model /nowhere/model.ckpt: no such file" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_a_changed_clip_is_decoded_again(tmp_path):
+    """The cache reuses a row's hypothesis only for the same input: arrays are told apart by their whole content
+    (numpy's repr elides arrays over 1,000 samples, so a digest of it took a silent clip and a clip with speech in
+    its middle for the same input), and so are precomputed features and file bytes; a file by path, size and time."""
+    from llm_srt.evaluation.cache import row_input
+
+    silent = np.zeros(16000, np.float32)
+    speech = silent.copy()
+    speech[8000:8400] = synthetic_speech(0.025)
+    assert repr(silent) == repr(speech)  # what the old digest read
+
+    def row(**fields):
+        return {"key": "r1", "src_lang": "eng", "tgt_lang": "deu", "transcript": "a", **fields}
+
+    def array_row(samples):
+        return row(audio={"array": samples, "sampling_rate": 16000})
+
+    assert row_input(array_row(silent), None, "srt") != row_input(array_row(speech), None, "srt")
+    assert row_input(array_row(silent), None, "srt") == row_input(array_row(silent.copy()), None, "srt")
+    features = np.zeros((80, 200), np.float32)
+    changed = features.copy()
+    changed[40, 100] = 1.0
+    assert row_input(row(input_features=features), None, "srt") != row_input(row(input_features=changed), None, "srt")
+    assert row_input(row(audio={"bytes": b"RIFF1"}), None, "srt") != row_input(row(audio={"bytes": b"RIFF2"}), None,
+                                                                              "srt")
+    clip = tmp_path / "a.wav"
+    soundfile.write(clip, speech, 16000)
+    before = row_input(row(audio="a.wav"), str(tmp_path), "srt")
+    soundfile.write(clip, np.concatenate([speech, speech]), 16000)
+    assert row_input(row(audio="a.wav"), str(tmp_path), "srt") != before
+    # the languages and SMT's transcript are part of the input too
+    assert row_input(array_row(silent), None, "srt") != row_input({**array_row(silent), "tgt_lang": "fra"}, None, "srt")
+    assert row_input(array_row(silent), None, "smt") != row_input({**array_row(silent), "transcript": "b"}, None, "smt")

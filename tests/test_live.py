@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from llm_srt.generation_llm_srt import TransformersEngine, decode_windows
-from llm_srt.metrics import average_lagging, length_adaptive_average_lagging
-from llm_srt.streaming_llm_srt import TRANSCRIPT, LiveTranslator, common_prefix
+from llm_srt.decoding_llm_srt import TransformersEngine, decode_windows
+from llm_srt.evaluation.metrics import average_lagging, length_adaptive_average_lagging
+from llm_srt.live.translator import TRANSCRIPT, LiveTranslator, common_prefix
 from llm_srt.testing import SAMPLING_RATE as SR
 from llm_srt.testing import PARROT_LINES, synthetic_speech
 
@@ -114,7 +114,7 @@ def test_a_gap_between_words_is_no_pause_but_silence_is(tiny):
     (11 of the demo's 180 held-out clips were cut so, where offline decoding, with the clip's trailing silence, cut
     nothing). Such a gap is now no pause unless it lasts twice `min_pause_seconds`; 0.16 s of silence, or 0.35 s of
     background noise, still is."""
-    from llm_srt.audio_llm_srt import find_pauses
+    from llm_srt.speech_llm_srt import find_pauses
 
     model, processor = tiny
     engine = TransformersEngine(model, processor)

@@ -12,7 +12,7 @@ import soundfile
 import torch
 from transformers import pipeline
 
-from llm_srt.generation_llm_srt import DecodeRow, TransformersEngine, decode_window_rows, decode_windows
+from llm_srt.decoding_llm_srt import DecodeRow, TransformersEngine, decode_window_rows, decode_windows
 from llm_srt.testing import SAMPLING_RATE as SR
 from llm_srt.testing import attach_detector_hearing, build_tiny_model_and_processor, save_model, synthetic_speech
 

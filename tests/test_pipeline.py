@@ -10,7 +10,8 @@ import torch
 from transformers import pipeline
 
 from llm_srt import SpeechTranslationPipeline
-from llm_srt.audio_llm_srt import load_audio, split_on_silence
+from llm_srt.audio_llm_srt import load_audio
+from llm_srt.speech_llm_srt import split_on_silence
 from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech
 
 
@@ -375,7 +376,7 @@ def test_auto_vote_over_windows_in_several_batches(auto_pipe, varied_clips):
     together = auto_pipe(long, sampling_rate=SR, tgt_lang="fra", generate_kwargs=GEN, batch_size=8)
     apart = auto_pipe([varied_clips[0], long], sampling_rate=SR, tgt_lang="fra", generate_kwargs=GEN, batch_size=2)
     assert apart[1] == together and together["src_lang"] == "deu"
-    from llm_srt.generation_llm_srt import vote_language as vote
+    from llm_srt.decoding_llm_srt import vote_language as vote
     detections = [{"language": lang, "probabilities": {lang: p, "eng": 1 - p}, "supported": True,
                    "whisper_language": lang, "whisper_probability": p}
                   for lang, p in [("deu", 0.6), ("eng", 0.9), ("deu", 0.7)]]

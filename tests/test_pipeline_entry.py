@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from transformers import pipeline
 
-from llm_srt.cli import main as cli_main
+from llm_srt.cli.main import main as cli_main
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +76,14 @@ def test_one_rule_for_targets():
     naming it; a target equal to the source is kept with a warning."""
     import logging
 
-    from llm_srt.configuration_llm_srt import normalize_targets
+    from llm_srt.languages_llm_srt import normalize_targets
 
     assert normalize_targets(["German", "fr"], "eng") == ["deu", "fra"]
     with pytest.raises(ValueError, match=r"tgt_lang names deu twice \('deu' and 'de'\); give each target once"):
         normalize_targets(["deu", "fra", "de"])
     with pytest.raises(ValueError, match="tgt_lang is empty"):
         normalize_targets([])
-    logger = logging.getLogger("llm_srt.configuration_llm_srt")
+    logger = logging.getLogger("llm_srt.languages_llm_srt")
     records = []
     handler = logging.Handler()
     handler.emit = records.append
@@ -119,7 +119,6 @@ def test_cli_refuses_duplicate_targets(tiny_folder, tmp_path, capsys):
 
 
 def test_generate_many_targets_refuses_duplicates(tiny):
-    import torch
 
     from llm_srt.generation_llm_srt import generate_many_targets
 

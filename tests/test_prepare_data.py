@@ -5,7 +5,7 @@ import pytest
 import soundfile
 
 from llm_srt.testing import synthetic_speech
-from trainer_scripts.prepare_data import build as prepare
+from llm_srt.training.prepare import build as prepare
 
 
 SR = 16000
@@ -93,7 +93,7 @@ def test_covost_and_commonvoice(tmp_path):
 
 
 def test_output_loads_for_training(tmp_path):
-    from llm_srt.training import load_rows, select_stage_rows
+    from llm_srt.training.data import load_rows, select_stage_rows
 
     make_fleurs(tmp_path / "fleurs")
     out = tmp_path / "f.jsonl"
@@ -104,7 +104,7 @@ def test_output_loads_for_training(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- bad input and faults
-from trainer_scripts.prepare_data import main as prepare_command  # noqa: E402
+from llm_srt.training.prepare import main as prepare_command  # noqa: E402
 
 
 def status_of(capsys, argv):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from llm_srt import normalize_language
-from llm_srt.configuration_llm_srt import LANGUAGES
+from llm_srt.languages_llm_srt import LANGUAGES
 from llm_srt.processing_llm_srt import IGNORE_INDEX
 
 
@@ -347,7 +347,7 @@ def test_demo_tokenizer_never_merges_across_the_prompt():
     import itertools
 
     from llm_srt.testing import build_tiny_processor, build_tiny_tokenizer, tiny_config
-    from trainer_scripts.make_demo_corpus import sentence
+    from llm_srt.training.demo_corpus import sentence
 
     languages = ["eng", "deu", "fra"]
     grid = list(itertools.product(range(9), range(6), range(6)))

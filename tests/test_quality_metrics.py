@@ -3,7 +3,7 @@
 import pytest
 from sacrebleu.metrics import CHRF
 
-from llm_srt.quality_metrics import chrf_pp, identify_language, is_loop, is_off_target, quality_directions, speed
+from llm_srt.evaluation.quality import chrf_pp, identify_language, is_loop, is_off_target, quality_directions, speed
 
 GERMAN = "Der Zug nach Berlin fährt heute wegen eines Streiks nicht, und die Fahrgäste warten am Bahnhof."
 FRENCH = "Le train pour Berlin ne circule pas aujourd'hui à cause d'une grève, et les voyageurs attendent à la gare."
@@ -90,9 +90,9 @@ class _Talkative:
 def test_non_speech_clips_with_a_model_forced_to_speak_are_counted(tiny):
     import numpy as np
 
-    from llm_srt.audio_llm_srt import is_silent
-    from llm_srt.generation_llm_srt import TransformersEngine
-    from llm_srt.quality_metrics import non_speech_check, non_speech_clips
+    from llm_srt.speech_llm_srt import is_silent
+    from llm_srt.decoding_llm_srt import TransformersEngine
+    from llm_srt.evaluation.quality import non_speech_check, non_speech_clips
 
     model, processor = tiny
     clips = non_speech_clips(seconds=2.0)
@@ -100,7 +100,7 @@ def test_non_speech_clips_with_a_model_forced_to_speak_are_counted(tiny):
     assert is_silent(clips["silence"]) and not is_silent(clips["white_noise"]) and not is_silent(clips["music"])
     assert all(len(c) == 32000 and c.dtype == np.float32 for c in clips.values())
     engine = _Talkative(TransformersEngine(model, processor))
-    result = non_speech_check(model, processor, "srt", "eng", "deu", clips=clips, engine=engine,
+    result = non_speech_check(engine, "srt", "eng", "deu", clips=clips,
                               generate_kwargs={"num_beams": 1, "max_new_tokens": 3})
     assert engine.decoded == len(clips)
     silent = sum(is_silent(c) for c in clips.values())  # silence and near-silence (-70 dBFS)
@@ -112,7 +112,7 @@ def test_non_speech_clips_with_a_model_forced_to_speak_are_counted(tiny):
 def test_evaluate_non_speech_flag(tiny_folder, tmp_path, capsys):
     import json
 
-    from trainer_scripts.evaluate import main
+    from llm_srt.evaluation.run import main
 
     out = tmp_path / "ns"
     args = ["--model", tiny_folder, "--output_dir", str(out), "--non_speech", "true", "--task", "asr",
@@ -132,7 +132,7 @@ def test_evaluate_non_speech_flag(tiny_folder, tmp_path, capsys):
 def test_model_card_carries_the_new_metrics_in_model_index(tmp_path):
     from huggingface_hub import ModelCard
 
-    from trainer_scripts.push_to_hub import render_card
+    from llm_srt.hub.cards import render_card
 
     results = {"task": "srt", "test_file": "fleurs_test.jsonl", "averages": {"bleu": 21.37, "wer": 0.1234},
                "quality": {"overall": {"chrf": 45.678, "off_target_rate": 0.0312, "loop_rate": 0.005}},

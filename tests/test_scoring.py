@@ -3,8 +3,9 @@
 import pytest
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from llm_srt.evaluation import decode_batch
-from llm_srt.metrics import split_srt_response
+from llm_srt.decoding_llm_srt import TransformersEngine
+from llm_srt.evaluation.decoding import decode_batch
+from llm_srt.evaluation.metrics import split_srt_response
 
 
 PAIR = "<|eng|><|deu|>"
@@ -53,7 +54,7 @@ def test_evaluation_scores_srt_with_the_original_rule(tiny, clips, response, hyp
     force = ForceSequence(tokens, processor.eos_token_id)
     rows = [{"key": "k0", "src_lang": "eng", "tgt_lang": "deu", "transcript": "ref", "translation": "Ref",
              "audio": {"array": clips[0], "sampling_rate": 16000}}]
-    out = decode_batch(model, processor, rows, "srt", generate_kwargs={
+    out = decode_batch(TransformersEngine(model, processor), rows, "srt", generate_kwargs={
         "num_beams": 1, "max_new_tokens": len(tokens) + 1, "no_repeat_ngram_size": 0,
         "logits_processor": LogitsProcessorList([force])})
     assert out[0]["raw"] == response
@@ -69,7 +70,7 @@ def test_trainer_metrics_score_srt_with_the_original_rule(tokenizer):
     from types import SimpleNamespace
 
     from llm_srt.testing import build_tiny_processor, tiny_config
-    from llm_srt.training import build_compute_metrics
+    from llm_srt.training.stages import build_compute_metrics
 
     processor = build_tiny_processor(tiny_config(len(tokenizer)), tokenizer)
     translation = "Ich sehe drei rote Katzen und zwei blaue Hunde"
@@ -91,8 +92,8 @@ def test_nfd_references_score_like_nfc():
     Hangul as jamo) are the same text as NFC hypotheses: BLEU and chrF++ 100, WER and CER 0."""
     import unicodedata
 
-    from llm_srt.metrics import corpus_bleu, error_rate, score_directions
-    from llm_srt.quality_metrics import chrf_pp
+    from llm_srt.evaluation.metrics import corpus_bleu, error_rate, score_directions
+    from llm_srt.evaluation.quality import chrf_pp
 
     for texts, language in ((VIETNAMESE, "vie"), (KOREAN, "kor")):
         nfd = [unicodedata.normalize("NFD", t) for t in texts]

@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 
-from llm_srt.generation_llm_srt import DecodeRow, answer_record  # noqa: E402
+from llm_srt.decoding_llm_srt import DecodeRow, answer_record  # noqa: E402
 from llm_srt.serving import create_app  # noqa: E402
 from llm_srt.testing import ServerThread  # noqa: E402
 from llm_srt.testing import synthetic_speech  # noqa: E402
@@ -58,7 +58,7 @@ def client(server):
 @pytest.fixture
 def count_generate(server, monkeypatch):
     """Record every `generate` call of the served model: (batch rows, kwargs)."""
-    model = server.state.model
+    model = server.state.engine.model
     original = model.generate
     calls = []
 
@@ -72,7 +72,7 @@ def count_generate(server, monkeypatch):
 
 def direct(server, audio: np.ndarray, task: str, src: str, tgt: str | None = None) -> dict:
     """What the model itself decodes for one window, through the processor (no server)."""
-    model, processor = server.state.model, server.state.processor
+    model, processor = server.state.engine.model, server.state.processor
     inputs = processor(audio, task=task, src_lang=src, tgt_lang=tgt, sampling_rate=SR)
     with torch.inference_mode():
         ids = model.generate(**inputs, num_beams=1, do_sample=False, max_new_tokens=MAX_NEW_TOKENS)
@@ -288,14 +288,14 @@ def test_concurrent_requests_are_batched_and_each_equals_its_single_answer(serve
 def test_a_request_that_fails_inside_a_batch_fails_alone(server, client, count_generate, monkeypatch):
     processor = server.state.processor
     poison = processor.prepare_text("srt", ["eng"], ["kor"], [None], [None])["input_ids"][0]
-    generate = server.state.model.generate
+    generate = server.state.engine.model.generate
 
     def failing(*args, **kwargs):
         if any(row[-len(poison):].tolist() == poison for row in kwargs["input_ids"]):
             raise RuntimeError("poisoned row")
         return generate(*args, **kwargs)
 
-    monkeypatch.setattr(server.state.model, "generate", failing)
+    monkeypatch.setattr(server.state.engine.model, "generate", failing)
     good = [REQUESTS[0], REQUESTS[1], REQUESTS[2]]
     singles = [send(client, request) for request in good]
     bad = (1.0, 99, "translations", "eng", "kor")
@@ -333,7 +333,7 @@ def test_requests_with_other_settings_are_not_batched_together(server, client, c
 
 # ------------------------------------------------------------------------------------------------------------- CLI
 def test_cli_serve_arguments(tiny_folder, capsys):
-    from llm_srt.cli import build_parser
+    from llm_srt.cli.main import build_parser
 
     args = build_parser().parse_args(["serve", tiny_folder, "--max-batch-size", "4", "--max-wait-ms", "0"])
     assert (args.command, args.model, args.max_batch_size, args.max_wait_ms, args.host) == (
@@ -346,7 +346,7 @@ def test_cli_serve_arguments(tiny_folder, capsys):
 
 
 def test_cli_serve_refuses_a_missing_model(tmp_path, capsys):
-    from llm_srt.cli import main
+    from llm_srt.cli.main import main
 
     assert main(["serve", str(tmp_path / "missing")]) == 1  # failed work: the model does not load
     err = capsys.readouterr().err
@@ -398,7 +398,7 @@ def test_language_omitted_is_detected_where_the_model_can(server, client, monkey
         return [{"language": "deu", "probability": 0.9, "probabilities": {"deu": 0.9, "eng": 0.1}, "supported": True,
                  "whisper_language": "de", "whisper_probability": 0.9}] * states.shape[0]
 
-    monkeypatch.setattr(server.state.model, "detect_language", detect_language, raising=False)
+    monkeypatch.setattr(server.state.engine.model, "detect_language", detect_language, raising=False)
     detected = client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), response_format="verbose_json")
     given = client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="de",
                                                response_format="verbose_json")
@@ -411,7 +411,7 @@ def test_language_omitted_is_detected_where_the_model_can(server, client, monkey
 # ------------------------------------------------------------------------------------- found in QA (round 2)
 def test_audio_longer_than_the_limit_is_refused_from_its_header(server, client, monkeypatch):
     # 180 kB of FLAC silence decoded to an hour of samples; a 25 MB one to days of them (gigabytes per request).
-    import llm_srt.serving.app as serve_module
+    import llm_srt.serving.inputs as serve_module
 
     decoded = []
     monkeypatch.setattr(server.state.settings, "max_audio_seconds", 10.0)

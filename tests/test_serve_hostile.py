@@ -4,7 +4,6 @@ cancelled work of gone clients, cut answers flagged, entry type checks. Raw sock
 import contextlib
 import io
 import json
-import os
 import shutil
 import socket
 import threading
@@ -17,7 +16,7 @@ import soundfile
 
 pytest.importorskip("fastapi")
 
-from llm_srt.cli import main as cli_main  # noqa: E402
+from llm_srt.cli.main import main as cli_main  # noqa: E402
 from llm_srt.serving import create_app  # noqa: E402
 from llm_srt.testing import ServerThread, synthetic_speech  # noqa: E402
 from llm_srt.testing import MULTIPART_BOUNDARY, multipart_form as multipart  # noqa: E402

@@ -9,8 +9,9 @@ import os
 import pytest
 import soundfile
 
-from llm_srt import cli
-from llm_srt.configuration_llm_srt import LANGUAGE_TABLE, LlmSrtConfig
+from llm_srt.cli import main as cli
+from llm_srt.languages_llm_srt import LANGUAGE_TABLE, untrained_reason
+from llm_srt.configuration_llm_srt import LlmSrtConfig
 from llm_srt.testing import build_tiny_model_and_processor, save_model, synthetic_speech
 
 
@@ -51,12 +52,12 @@ def test_config_records_languages_and_directions_as_codes(tmp_path):
 
 def test_untrained_reasons(eng_deu):
     config = eng_deu[0].config
-    assert config.untrained_reason("eng", "deu") is None
-    assert config.untrained_reason("English") is None  # recognition of a trained language
-    assert "fra" in config.untrained_reason("eng", "fra")
-    assert "deu-eng" in config.untrained_reason("deu", "eng")  # both languages known, the direction is not
-    assert "jpn" in config.untrained_reason("jpn")
-    assert LlmSrtConfig().untrained_reason("jpn", "tha") is None  # nothing recorded: assumed all 15
+    assert untrained_reason(config, "eng", "deu") is None
+    assert untrained_reason(config, "English") is None  # recognition of a trained language
+    assert "fra" in untrained_reason(config, "eng", "fra")
+    assert "deu-eng" in untrained_reason(config, "deu", "eng")  # both languages known, the direction is not
+    assert "jpn" in untrained_reason(config, "jpn")
+    assert untrained_reason(LlmSrtConfig(), "jpn", "tha") is None  # nothing recorded: assumed all 15
 
 
 def test_the_pipeline_warns_once_per_untrained_direction(eng_deu, caplog):
@@ -137,7 +138,7 @@ def test_train_records_the_languages_and_directions_of_its_data(tmp_path):
     """ASR data adds languages only; SMT/SRT data adds its languages and directions to what the starting model
     recorded."""
     from llm_srt.testing import save_tiny_model
-    from trainer_scripts.train import main
+    from llm_srt.training.train import main
 
     rows = []
     for i, (src, tgt) in enumerate((("eng", "deu"), ("fra", "deu"))):
@@ -151,7 +152,7 @@ def test_train_records_the_languages_and_directions_of_its_data(tmp_path):
     recorded = {}
     for stage in ("asr", "srt"):
         out = str(tmp_path / stage)
-        main(["--recipe", os.path.join(ROOT, "trainer_scripts", "recipes", f"{stage}.yaml"), "--init_from", previous,
+        main(["--recipe", stage, "--init_from", previous,
               "--train_file", str(manifest), "--output_dir", out, "--max_steps", "1", "--bf16", "false",
               "--per_device_train_batch_size", "2", "--eval_strategy", "no", "--save_strategy", "no",
               "--dataloader_num_workers", "0", "--seed", "0"])

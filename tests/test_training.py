@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from llm_srt import LlmSrtForConditionalGeneration, LlmSrtProcessor
 from llm_srt.testing import build_tiny_model_and_processor, free_port, save_tiny_model, synthetic_speech
-from llm_srt.training import DataError, LlmSrtDataCollator, load_rows, select_stage_rows
+from llm_srt.training.data import DataError, LlmSrtDataCollator, load_rows, select_stage_rows
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +32,7 @@ def make_corpus(folder, n=4, seconds=0.8):
 
 
 def stage_args(stage, init, train_file, out, steps=2, extra=()):
-    return ["--recipe", os.path.join(ROOT, "trainer_scripts", "recipes", f"{stage}.yaml"), "--init_from", init,
+    return ["--recipe", stage, "--init_from", init,
             "--train_file", train_file, "--output_dir", out, "--max_steps", str(steps), "--bf16", "false",
             "--per_device_train_batch_size", "2", "--eval_strategy", "no", "--save_strategy", "no",
             "--warmup_steps", "0", "--learning_rate", "1e-2", "--dataloader_num_workers", "0",
@@ -49,7 +49,7 @@ def weights(folder):
 
 
 def test_curriculum_stages_change_only_the_intended_parameters(corpus, tmp_path):
-    from trainer_scripts.train import main
+    from llm_srt.training.train import main
 
     init = save_tiny_model(tmp_path / "init")
     previous = init
@@ -223,7 +223,7 @@ def test_eval_manifest_in_another_folder_finds_its_audio(tiny, tmp_path):
     resolves each row against its own manifest's folder."""
     from datasets import Dataset
 
-    from llm_srt.training import tag_base_dir
+    from llm_srt.training.data import tag_base_dir
 
     _, processor = tiny
     (tmp_path / "train").mkdir()
@@ -242,7 +242,7 @@ def test_eval_manifest_in_another_folder_finds_its_audio(tiny, tmp_path):
 
 def test_the_stage_progress_bar_says_which_stage_runs(corpus, tmp_path, capsys):
     """The Trainer's bar is unlabelled; a curriculum shows three of them in a row, so each says its stage."""
-    from trainer_scripts.train import main
+    from llm_srt.training.train import main
 
     init = save_tiny_model(tmp_path / "init")
     main(stage_args("smt", init, corpus, str(tmp_path / "smt"), steps=1))

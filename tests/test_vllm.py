@@ -16,7 +16,7 @@ import pytest
 import soundfile
 import torch
 
-from llm_srt.generation_llm_srt import DecodeRow, TransformersEngine
+from llm_srt.decoding_llm_srt import DecodeRow, TransformersEngine
 from llm_srt.testing import attach_detector_hearing, build_tiny_model_and_processor, save_model, synthetic_speech
 
 
@@ -484,7 +484,7 @@ def test_evaluate_engine_vllm_split_over_two_processes_equals_the_default(folder
                          "translation": f"{tgt} {i}", "key": f"c{i}-{tgt}"})
     test_file = tmp_path / "test.jsonl"
     test_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    script = os.path.join(ROOT, "trainer_scripts", "evaluate.py")
+    script = os.path.join(ROOT, "trainer_scripts", "evaluate_model.py")
     common = ["--model", folder, "--test_file", str(test_file), "--task", "srt", "--batch_size", "4",
               "--max_new_tokens", str(MAX_NEW_TOKENS), "--dtype", "float32"]  # vLLM's "auto" casts float32 to bf16
     ours = subprocess.run([sys.executable, script, *common, "--num_beams", "1", "--output_dir", str(tmp_path / "tf")],

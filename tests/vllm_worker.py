@@ -11,7 +11,7 @@ import numpy as np
 
 def live_segments(engine, audio, settings) -> list:
     """The final segments of a live two-target session fed `audio` in 0.25 s chunks (tests/test_vllm.py too)."""
-    from llm_srt.streaming_llm_srt import LiveTranslator
+    from llm_srt.live.translator import LiveTranslator
 
     live = LiveTranslator(engine, "eng", ["deu", "fra"], settings=settings, min_chunk_seconds=0.5)
     for start in range(0, len(audio), 4000):
@@ -54,8 +54,8 @@ def bad_audio_refusals(engine, clean: np.ndarray) -> dict:
 def main(request_file: str, answer_file: str) -> None:
     from vllm import SamplingParams
 
-    from llm_srt.generation_llm_srt import DecodeRow
-    from llm_srt.vllm_engine import VllmEngine
+    from llm_srt.decoding_llm_srt import DecodeRow
+    from llm_srt.vllm.engine import VllmEngine
 
     request = json.load(open(request_file))
     audio = [np.asarray(a, dtype=np.float32) for a in request["audio"]]

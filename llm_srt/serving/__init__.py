@@ -26,10 +26,19 @@ the same generation settings (`temperature`) are batched together. The prompt bl
 decoding (the server's default) a batched request gets exactly the answer it would get alone.
 """
 
-from .app import SpeechServer, ServeSettings, create_app, load_model
-from .batcher import Batcher, Row
-from .protocol import ServeError, to_srt, to_vtt
+import importlib
 
 
-__all__ = ["Batcher", "Row", "ServeError", "ServeSettings", "SpeechServer", "create_app", "load_model", "to_srt",
-           "to_vtt"]
+# public name -> its module; imported on first use, so the `llm-srt` command reads the serve flags (`settings.py`)
+# without importing FastAPI or the model code
+_PUBLIC = {"create_app": "app", "Batcher": "batcher", "Row": "batcher", "ServeError": "protocol", "to_srt": "protocol",
+           "to_vtt": "protocol", "SpeechServer": "server", "ServeSettings": "settings"}
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+
+
+__all__ = list(_PUBLIC)

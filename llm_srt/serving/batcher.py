@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from transformers.utils import logging
 
-from ..generation_llm_srt import DecodeRow, DecodingEngine, decode_window_rows
+from ..decoding_llm_srt import DecodeRow, DecodingEngine, decode_window_rows
 from .protocol import ServeError
 
 
@@ -112,8 +112,8 @@ class Batcher:
                 job.future.set_exception(ServeError(503, "The server is shutting down.", type="server_error"))
 
     def submit(self, window: np.ndarray, rows: Sequence[Row], settings: dict) -> concurrent.futures.Future:
-        """Queue one window; the future's result is one dict per row (`text`, `transcript`, `tokens`, `complete`:
-        False when the token budget cut the answer)."""
+        """Queue one window; the future's result is the decoding seam's answer dict per row (`text`, `transcript`,
+        `token_ids`, `complete`: False when the token budget cut the answer, ...)."""
         if not self._threads:
             raise ServeError(503, "The server is not running its decoding worker.", type="server_error")
         job = WindowJob(window=window, rows=list(rows), settings=tuple(sorted(settings.items())))
@@ -223,8 +223,8 @@ class Batcher:
             job.future.set_result(result)
 
     def _decode(self, jobs: list[WindowJob]) -> list[list[dict]]:
-        """Per job, one result per row: `text`, `transcript`, `tokens`, `complete` (`decode_window_rows`: the rows
-        of all jobs in one batch, several SRT targets of a window after one shared transcript)."""
+        """Per job, the seam's answer dict per row (`decode_window_rows`: the rows of all jobs in one batch, several
+        SRT targets of a window after one shared transcript)."""
         audio, _ = self.engine.encode([job.window for job in jobs])
         rows = [[DecodeRow(j, row.task, row.src, None if row.task == "asr" else row.tgt) for row in job.rows]
                 for j, job in enumerate(jobs)]
@@ -233,5 +233,4 @@ class Batcher:
             self.stats["batches"] += 1
             self.stats["rows"] += sum(len(job.rows) for job in jobs)
             self.stats["windows"] += len(jobs)
-        return [[{"text": answer["text"], "transcript": answer["transcript"] or "", "tokens": answer["token_ids"],
-                  "complete": answer["complete"]} for answer in job_answers] for job_answers in answers]
+        return answers

@@ -6,18 +6,13 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from ..configuration_llm_srt import LANGUAGES
-from ..generation_llm_srt import join_window_texts
+from ..languages_llm_srt import LANGUAGES
+from ..transcription_llm_srt import Segment, Transcription
 
 
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
-DEFAULT_MAX_FILE_MB = 25.0  # OpenAI's own upload limit
-# Longest decoded audio: a 25 MB upload of compressed silence (FLAC, Ogg) can decode to days of samples, gigabytes
-# of memory; checked from the file's header before decoding.
-DEFAULT_MAX_AUDIO_SECONDS = 7200.0
 _MAX_SHOWN_CHARS = 60  # longest piece of a request's own value echoed in an error message
 
 
@@ -50,6 +45,12 @@ def error_body(message: str, type: str = "invalid_request_error", param: str | N
 
 
 
+def target_on_transcription_message(field: str) -> str:
+    """The error for a target language sent to the transcription endpoint (ours and vLLM's server): answering with a
+    transcript where a translation was asked for, without a word, would be worse."""
+    return f"{field} is for /v1/audio/translations; /v1/audio/transcriptions answers in the spoken language."
+
+
 def language_name(code: str) -> str:
     """OpenAI writes languages as lower-case English names (`english`)."""
     return LANGUAGES[code][0].lower()
@@ -63,19 +64,18 @@ def _clock(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
-def to_srt(segments: Sequence[dict]) -> str:
-    """SubRip subtitles, one cue per window with text."""
-    cues = [s for s in segments if s["text"]]
-    return "".join(
-        f"{n}\n{_clock(s['start'], ',')} --> {_clock(s['end'], ',')}\n{s['text']}\n\n" for n, s in enumerate(cues, 1)
-    )
+def to_srt(segments: Sequence[Segment]) -> str:
+    """SubRip subtitles, one cue per window with text (times in milliseconds, as `segment_json` rounds them)."""
+    cues = [s for s in segments if s.text]
+    return "".join(f"{n}\n{_clock(round(s.start, 3), ',')} --> {_clock(round(s.end, 3), ',')}\n{s.text}\n\n"
+                   for n, s in enumerate(cues, 1))
 
 
-def to_vtt(segments: Sequence[dict]) -> str:
+def to_vtt(segments: Sequence[Segment]) -> str:
     """WebVTT subtitles, one cue per window with text."""
-    cues = [s for s in segments if s["text"]]
+    cues = [s for s in segments if s.text]
     return "WEBVTT\n\n" + "".join(
-        f"{_clock(s['start'], '.')} --> {_clock(s['end'], '.')}\n{s['text']}\n\n" for s in cues
+        f"{_clock(round(s.start, 3), '.')} --> {_clock(round(s.end, 3), '.')}\n{s.text}\n\n" for s in cues
     )
 
 
@@ -85,44 +85,33 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-@dataclass
-class Transcript:
-    """What one request produced for one target: the windows' texts with their times."""
+def segment_json(segment: Segment, temperature: float = 0.0) -> dict[str, Any]:
+    """One window's answer as a `verbose_json` segment (OpenAI's fields, plus `transcript` and `complete`)."""
+    return {"id": segment.index, "seek": int(round(segment.start * 100)), "start": round(segment.start, 3),
+            "end": round(segment.end, 3), "text": segment.text, "transcript": segment.transcript,
+            "tokens": segment.token_ids, "temperature": temperature, "compression_ratio": compression_ratio(segment.text),
+            "complete": segment.complete, "finish_reason": "stop" if segment.complete else "length"}
 
-    task: str  # "transcribe" or "translate"
-    src: str
-    tgt: str
-    duration: float
-    segments: list[dict]
 
-    @property
-    def text(self) -> str:
-        return join_window_texts([s["text"] for s in self.segments], self.tgt)
-
-    @property
-    def complete(self) -> bool:
-        """False when the token budget cut a window's answer (a translation cut before it began is left empty)."""
-        return all(s.get("complete", True) for s in self.segments)
-
-    @property
-    def transcript(self) -> str:
-        return join_window_texts([s["transcript"] for s in self.segments], self.src)
-
-    def json(self) -> dict:
-        body = {"text": self.text, "complete": self.complete,
-                "usage": {"type": "duration", "seconds": round(self.duration, 3)}}
-        if self.task == "translate":
-            body.update(transcript=self.transcript, language=self.src, target_language=self.tgt)
+def transcription_json(transcription: Transcription, task: str, verbose: bool = False,
+                       temperature: float = 0.0) -> dict[str, Any]:
+    """The `json` (or with `verbose`, `verbose_json`) body of one target's answer; `task` is the endpoint's
+    ("transcribe" or "translate": a translation also carries its transcript and languages)."""
+    usage = {"type": "duration", "seconds": round(transcription.duration, 3)}
+    if not verbose:
+        body = {"text": transcription.text, "complete": transcription.complete, "usage": usage}
+        if task == "translate":
+            body.update(transcript=transcription.transcript, language=transcription.src_lang,
+                        target_language=transcription.language)
         return body
-
-    def verbose_json(self) -> dict:
-        body = {"task": self.task, "language": language_name(self.src), "duration": round(self.duration, 3),
-                "text": self.text, "complete": self.complete, "segments": self.segments,
-                "usage": {"type": "duration", "seconds": round(self.duration, 3)}}
-        if self.task == "translate":
-            body.update(transcript=self.transcript, target_language=language_name(self.tgt))
-        return body
-
+    body = {"task": task, "language": language_name(transcription.src_lang),
+            "duration": round(transcription.duration, 3), "text": transcription.text,
+            "complete": transcription.complete,
+            "segments": [segment_json(segment, temperature) for segment in transcription.speech_segments],
+            "usage": usage}
+    if task == "translate":
+        body.update(transcript=transcription.transcript, target_language=language_name(transcription.language))
+    return body
 
 
 def sse(event: dict) -> str:

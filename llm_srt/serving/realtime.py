@@ -41,8 +41,9 @@ import numpy as np
 from transformers.utils import logging
 
 from ..audio_llm_srt import MAX_SAMPLING_RATE, MIN_SAMPLING_RATE
-from ..streaming_llm_srt import LiveEvent, LiveTranslator, segment_answer, segment_rows
+from ..live.translator import LiveEvent, LiveTranslator, segment_answer, segment_rows
 from .batcher import Row
+from . import inputs
 from .protocol import ServeError, error_body, shown
 
 
@@ -184,7 +185,7 @@ class RealtimeSession:
         language = transcription.get("language", session.get("language"))
         try:
             if language not in (None, "") and str(language).strip().lower() != "auto":
-                self.language = self.server.language(str(language), "language")
+                self.language = inputs.language(str(language), "language")
             elif "language" in transcription or "language" in session:
                 self.language = None
             if "targets" in session or "target_languages" in session:
@@ -193,8 +194,8 @@ class RealtimeSession:
                     targets = [t for t in targets.split(",") if t.strip()]
                 if not isinstance(targets, list):
                     raise RealtimeError("targets must be a list of language codes.", param="targets")
-                self.targets = list(dict.fromkeys(self.server.language(str(t), "targets") for t in targets))
-            self.server.check_model(transcription.get("model"))
+                self.targets = list(dict.fromkeys(inputs.language(str(t), "targets") for t in targets))
+            inputs.check_model(self.server.settings, transcription.get("model"))
         except ServeError as error:
             raise RealtimeError(error.message, error.code or "invalid_value", error.param) from None
         rate = session.get("input_audio_sample_rate")

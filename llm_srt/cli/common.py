@@ -1,0 +1,78 @@
+"""What the `llm-srt` commands share: the error for failed work, argument parsers and checks made before any model
+loads, and loading a model's pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .safe_io import UsageError, one_line
+
+
+PROG = "llm-srt"
+
+
+class WorkError(RuntimeError):
+    """The work could not be done (a model that does not load, every input failing): exit status 1."""
+
+
+UNTRAINED_DIRECTION_HELP = ("a language or direction the model was not trained on (config.trained_languages / "
+                            "trained_directions): warn (default: answered, with a warning) or error (refused)")
+
+
+def parse_targets(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def check_model(model: str) -> None:
+    if os.path.isdir(model):
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            raise UsageError(f"--model {model} is a folder without config.json: not a saved model.")
+        return
+    if os.path.exists(model):
+        raise UsageError(f"--model {model} is a file; give the model's folder or a Hub id.")
+    # A Hub id is "name" or "owner/name"; anything else can only have been meant as a local folder.
+    if model.startswith((".", "/", "~")) or model.endswith(("/", os.sep)) or model.count("/") > 1 \
+            or (os.sep != "/" and os.sep in model):
+        raise UsageError(f"--model {model}: no such folder.")
+
+
+def check_device(device: str | None) -> None:
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"--device {device!r} is not a device (cpu, cuda, cuda:1, mps, ...).") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA device is available here; use --device cpu.")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA device(s).")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: MPS is not available here; use --device cpu.")
+
+
+def load_pipeline(args: argparse.Namespace):
+    """The speech-translation pipeline of `--model` (WorkError naming the model when it does not load)."""
+    import torch
+    from transformers import pipeline
+
+    from ..engines.loading import load_model_and_processor
+
+    try:
+        model, processor = load_model_and_processor(args.model, args.trust_remote_code,
+                                                    getattr(torch, args.dtype) if args.dtype else None)
+        return pipeline("speech-translation", model=model, processor=processor, device=args.device,
+                        trust_remote_code=args.trust_remote_code)
+    except UsageError:  # the folder's code differs: --trust-remote-code named
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever the loader raises, name the model and stop
+        where = "" if os.path.isdir(args.model) else " (no such local folder; tried it as a Hub id)"
+        raise WorkError(f"could not load the model {args.model}{where}: {one_line(error)}") from None
+
+
+__all__ = ["PROG", "UNTRAINED_DIRECTION_HELP", "WorkError", "check_device", "check_model", "load_pipeline",
+           "parse_targets"]

@@ -1,0 +1,5 @@
+"""Opening models and decoding engines for the command, the server, evaluation and benchmarks (`loading.py`)."""
+
+# The engines behind the decoding seam: `decoding_llm_srt.TransformersEngine`, and `llm_srt.vllm.engine.VllmEngine`
+# (needs vLLM).
+ENGINES = ("transformers", "vllm")

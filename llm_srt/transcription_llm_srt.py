@@ -1,0 +1,115 @@
+"""One path from a recording to its answer, shared by the pipeline, `llm-srt serve` and live decoding.
+
+1. Plan ([`plan_windows`]): the recording, loaded as 16 kHz mono samples, is cut into the windows the model hears
+   (one per stretch of speech between pauses, at most the model's window long: `speech_llm_srt.split_on_silence`),
+   each marked with whether it holds speech. Windows without speech never reach the model.
+2. Decode: every speech window's rows (a transcript, or a translation per target) go through the decoding seam
+   (`decoding_llm_srt`), batched however the caller batches (the pipeline's `batch_size`, the server's batcher, a
+   live segment at a time).
+3. Assemble ([`assemble`]): the window answers become a [`Transcription`] per target: segments with their times in
+   the recording, joined into one text (without spaces for Japanese, Chinese, Cantonese and Thai).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .decoding_llm_srt import join_window_texts
+from .speech_llm_srt import PAUSE_SECONDS, is_silent, split_on_silence
+
+
+@dataclass(frozen=True)
+class Window:
+    """One stretch of a recording decoded as one utterance: samples `start:end`, and whether it holds speech."""
+
+    index: int
+    start: int
+    end: int
+    speech: bool
+
+    def span(self, sampling_rate: int) -> tuple[float, float]:
+        """(start, end) in seconds from the recording's start."""
+        return self.start / sampling_rate, self.end / sampling_rate
+
+
+def plan_windows(audio: np.ndarray, sampling_rate: int, max_seconds: float,
+                 min_pause_seconds: float | None = PAUSE_SECONDS) -> list[Window]:
+    """The windows of a recording: cut at every pause of at least `min_pause_seconds` and at the quietest points of
+    stretches longer than `max_seconds` (`split_on_silence`); they cover the recording exactly."""
+    spans = split_on_silence(audio, sampling_rate, max_seconds, min_pause_seconds=min_pause_seconds)
+    return [Window(index, start, end, not is_silent(audio[start:end], sampling_rate=sampling_rate))
+            for index, (start, end) in enumerate(spans)]
+
+
+@dataclass
+class Segment:
+    """One window's answer placed in the recording: `text` is what the reader of the task wants (the transcript, or
+    the translation), `transcript` the spoken words; `complete` is False when the token budget cut the answer."""
+
+    index: int
+    start: float
+    end: float
+    text: str
+    transcript: str
+    complete: bool = True
+    token_ids: list[int] = field(default_factory=list)
+    speech: bool = True
+
+
+@dataclass
+class Transcription:
+    """A recording's answer for one target: `task` "asr" (the transcript) or "srt" (a translation into `tgt_lang`)."""
+
+    task: str
+    src_lang: str
+    tgt_lang: str | None
+    duration: float
+    segments: list[Segment]
+
+    @property
+    def language(self) -> str:
+        """The language of `text`."""
+        return self.src_lang if self.task == "asr" or self.tgt_lang is None else self.tgt_lang
+
+    @property
+    def text(self) -> str:
+        return join_window_texts([segment.text for segment in self.segments], self.language)
+
+    @property
+    def transcript(self) -> str:
+        return join_window_texts([segment.transcript for segment in self.segments], self.src_lang)
+
+    @property
+    def complete(self) -> bool:
+        """False when the token budget cut a window's answer (a translation cut before it began is empty)."""
+        return all(segment.complete for segment in self.segments)
+
+    @property
+    def speech_segments(self) -> list[Segment]:
+        return [segment for segment in self.segments if segment.speech]
+
+
+def assemble(windows: Sequence[Window], answers: Mapping[int, dict[str, Any]], task: str, src_lang: str,
+             tgt_lang: str | None, sampling_rate: int, duration: float | None = None) -> Transcription:
+    """The [`Transcription`] of a recording for one target, from its windows and the seam's answer dicts of its
+    speech windows (`answers[window.index]`; windows without one are silent: an empty segment)."""
+    segments = []
+    for window in windows:
+        start, end = window.span(sampling_rate)
+        answer = answers.get(window.index)
+        if answer is None:
+            segments.append(Segment(window.index, start, end, "", "", speech=False))
+            continue
+        segments.append(Segment(window.index, start, end, (answer.get("text") or "").strip(),
+                                (answer.get("transcript") or "").strip(), bool(answer.get("complete", True)),
+                                list(answer.get("token_ids") or []), speech=True))
+    if duration is None:
+        duration = windows[-1].end / sampling_rate if windows else 0.0
+    return Transcription(task, src_lang, tgt_lang, duration, segments)
+
+
+__all__ = ["Segment", "Transcription", "Window", "assemble", "plan_windows"]
