@@ -60,3 +60,15 @@ def parrot():
     from llm_srt.testing import build_parrot_model
 
     return build_parrot_model()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: servers, CLI subprocesses, training runs, the browser, vLLM and "
+                                       "the demo (tests/integration/ and marked tests); the fast tier is "
+                                       "`pytest tests -m 'not integration'`")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)

@@ -130,6 +130,7 @@ def script_args(model, test_file, out, *extra):
             "--num_beams", "1", "--max_new_tokens", "6", *extra]
 
 
+@pytest.mark.integration
 def test_run_writes_everything_and_resumes_without_redoing_work(tiny_folder, test_set, tmp_path, monkeypatch):
     import llm_srt.evaluation.run as script
 
@@ -171,6 +172,7 @@ def test_run_writes_everything_and_resumes_without_redoing_work(tiny_folder, tes
     assert resumed["directions"] == full["directions"] and resumed["averages"] == full["averages"]
 
 
+@pytest.mark.integration
 def test_two_processes_give_the_same_results(tiny_folder, test_set, tmp_path):
     one = run_evaluate(script_args(tiny_folder, test_set, str(tmp_path / "one")))
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
@@ -242,6 +244,7 @@ def test_heatmap_numbers_contrast_with_their_cells(tmp_path, monkeypatch):
     assert colours[100.0] == (0.0, 0.0, 0.0) and colours[0.0] == (1.0, 1.0, 1.0)
 
 
+@pytest.mark.integration
 def test_compare_with_the_papers_table(tiny_folder, test_set, tmp_path, capsys):
     run_evaluate(script_args(tiny_folder, test_set, str(tmp_path / "cmp"), "--compare", PAPER))
     out = capsys.readouterr().out
@@ -333,6 +336,7 @@ def by_hand(model, processor, rows, base_dir, generate_kwargs):
     return [expected[r["key"]] for r in rows]
 
 
+@pytest.mark.integration
 def test_shared_transcript_rows_equal_generate_many_targets_per_clip(tiny, clip_rows, tmp_path):
     from llm_srt.evaluation.decoding import decode_rows
 
@@ -373,6 +377,7 @@ def test_batches_keep_clips_whole_and_shards_split_by_clip(clip_rows, tmp_path):
     assert [r["key"] for r in shard(clip_rows, 1, 2, False, None)] == ["b-fra", "c-deu", "a-jpn"]
 
 
+@pytest.mark.integration
 def test_script_shared_transcript_option(tiny, tiny_folder, test_set, tmp_path, monkeypatch, capsys):
     import llm_srt.evaluation.run as script
 

@@ -73,6 +73,7 @@ def test_common_prefix():
 
 
 # ------------------------------------------------------------------------------------------- the tiny random model
+@pytest.mark.integration
 @pytest.mark.parametrize("chunk_seconds", [0.1, 0.37, 1.0, 5.0])
 def test_chunks_of_any_size_give_the_offline_text(tiny, chunk_seconds):
     model, processor = tiny
@@ -91,6 +92,7 @@ def test_chunks_of_any_size_give_the_offline_text(tiny, chunk_seconds):
     assert [e.type for e in events][0] == "segment_start" and events[-1].type == "segment_final"
 
 
+@pytest.mark.integration
 def test_a_long_stretch_without_pauses_is_cut_at_the_window(tiny):
     model, processor = tiny
     engine = TransformersEngine(model, processor)
@@ -108,6 +110,7 @@ def test_a_long_stretch_without_pauses_is_cut_at_the_window(tiny):
     check_confirmed_text_never_changes(events, [TRANSCRIPT, "deu"])
 
 
+@pytest.mark.integration
 def test_a_gap_between_words_is_no_pause_but_silence_is(tiny):
     """A stream that starts with speech has no silence yet to measure its noise floor from: its buffer's quietest
     frames lie inside words, and a 0.16 s gap between words, quiet only against them, closed the segment there
@@ -140,6 +143,7 @@ def test_a_gap_between_words_is_no_pause_but_silence_is(tiny):
         assert 0.9 <= found[0][1] <= 0.9 + gap  # the cut lies in the gap
 
 
+@pytest.mark.integration
 def test_the_transcript_is_decoded_once_for_all_targets(tiny):
     model, processor = tiny
     calls = []
@@ -179,6 +183,7 @@ def test_silence_makes_no_segment_and_bad_chunks_are_refused(tiny):
 
 
 # ------------------------------------------------------------------------------------- a model that says words
+@pytest.mark.integration
 @pytest.mark.parametrize("chunk_seconds", [0.1, 0.32, 1.1])
 def test_two_spoken_lines_with_a_pause_give_two_segments_of_real_words(parrot, chunk_seconds, tmp_path):
     model, processor, clips = parrot
@@ -216,6 +221,7 @@ def test_two_spoken_lines_with_a_pause_give_two_segments_of_real_words(parrot, c
 
 
 # ---------------------------------------------------------------------------------------------------- llm-srt live
+@pytest.mark.integration
 def test_cli_live_prints_subtitles_of_a_file_played_faster_than_real_time(parrot, tmp_path):
     import os
     import subprocess
@@ -250,6 +256,7 @@ def test_cli_live_prints_subtitles_of_a_file_played_faster_than_real_time(parrot
     assert neither.returncode == 2 and "--mic" in neither.stderr
 
 
+@pytest.mark.integration
 def test_live_latency_benchmark_reports_every_direction(tiny_folder, tmp_path):
     import json
     import os
@@ -279,6 +286,7 @@ def test_live_latency_benchmark_reports_every_direction(tiny_folder, tmp_path):
     assert json.loads((tmp_path / "live.json").read_text())["clips"] == 2
 
 
+@pytest.mark.integration
 def test_the_spoken_language_is_detected_per_segment_when_not_given(tmp_path):
     from llm_srt.testing import build_tiny_model_and_processor, build_tiny_tokenizer, whisper_hearing
 

@@ -362,6 +362,7 @@ def test_load_whisper_encoder_from_encoder_only_save(tiny, tmp_path):
         assert torch.equal(a, b), n
 
 
+@pytest.mark.integration
 def test_remote_code_load_without_package(tiny_folder, clips, tiny):
     """A saved folder loads and runs in a Python where `llm_srt` cannot be imported."""
     model, processor = tiny

@@ -69,6 +69,7 @@ def test_resampling(pipe, speech):
     assert result == run(pipe, librosa.resample(at_8k, orig_sr=8000, target_sr=SR), sampling_rate=SR)
 
 
+@pytest.mark.integration
 def test_batch_size_does_not_change_results(pipe):
     clips = [synthetic_speech(0.5 + 0.4 * i, seed=i) for i in range(5)]
     one = pipe(clips, sampling_rate=SR, src_lang="eng", tgt_lang=["deu", "fra"], generate_kwargs=GEN, batch_size=1)
@@ -168,6 +169,7 @@ def _write(path, data: bytes) -> str:
     return str(path)
 
 
+@pytest.mark.integration
 def test_cli_writes_a_line_per_file_and_target_and_reports_bad_files(tiny_folder, tmp_path):
     files = []
     for i in range(2):
@@ -185,6 +187,7 @@ def test_cli_writes_a_line_per_file_and_target_and_reports_bad_files(tiny_folder
     assert all({"text", "transcript", "src_lang"} <= set(r) for r in rows)
 
 
+@pytest.mark.integration
 def test_cli_missing_file_and_bad_language(tiny_folder, tmp_path):
     cmd = [sys.executable, "-m", "llm_srt.cli", "translate", str(tmp_path / "none.wav"), "--model", tiny_folder,
            "--src", "eng", "--tgt", "deu"]
@@ -215,6 +218,7 @@ def iterate(pipe, inputs, **kwargs):
     return pipe(inputs, src_lang="eng", tgt_lang="deu", generate_kwargs=GEN, return_timestamps=True, **kwargs)
 
 
+@pytest.mark.integration
 def test_lists_generators_keydatasets_columns_and_rows_match_one_by_one_calls(pipe, varied_clips):
     import datasets
     from transformers.pipelines.pt_utils import KeyDataset
@@ -411,6 +415,7 @@ def test_detection_unavailable_says_how_to_enable_it(tokenizer, speech, tmp_path
         pipe(speech, sampling_rate=SR, src_lang="auto", tgt_lang="deu")
 
 
+@pytest.mark.integration
 def test_detector_saved_with_the_model_loads_as_remote_code(tokenizer, whisper_folder, speech, tmp_path):
     import shutil
 

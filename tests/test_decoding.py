@@ -41,6 +41,7 @@ def long_wav(tmp_path_factory, folder_with_detector):
     return str(path)
 
 
+@pytest.mark.integration
 def test_pipeline_cli_and_server_give_the_same_answers(folder_with_detector, long_wav, tmp_path):
     from llm_srt.serving import create_app
     from llm_srt.testing import ServerThread

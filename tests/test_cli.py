@@ -121,6 +121,7 @@ def test_usage_errors_are_one_line_naming_the_fault(capsys, tmp_path, wavs, fake
     assert pipe.calls == 0  # all refused before any work
 
 
+@pytest.mark.integration
 def test_a_missing_model_folder_through_the_real_entry_point_has_no_traceback(tmp_path, wavs):
     result = subprocess.run(
         [sys.executable, "-m", "llm_srt.cli", "translate", wavs[0], "--model", str(tmp_path / "gone" / "model"),
@@ -325,6 +326,7 @@ sys.exit(main.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.integration
 def test_sigterm_mid_run_keeps_the_old_output_and_names_the_finished_lines(tmp_path, wavs, model_dir):
     # SIGTERM killed the run outright: a stray, unnamed .partial file beside the output.
     output = tmp_path / "out.jsonl"

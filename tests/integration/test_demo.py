@@ -99,7 +99,7 @@ def test_quick_curriculum_learns_on_held_out_sentences(corpus, tmp_path):
 def readme_tables(heading: str, page: str = "README.md") -> list[list[list[str]]]:
     """The Markdown tables of `page`'s section `heading` (up to the next heading of its level or above), each as
     rows of cells (the rule row left out)."""
-    lines = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), page),
+    lines = open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), page),
                  encoding="utf-8").read().splitlines()
     start = lines.index(heading)
     level = heading.split()[0]
@@ -125,7 +125,7 @@ def test_readme_demo_tables_have_the_printed_tables_shape_and_labels():
     printed_main = [cell.strip() for cell in markdown_table({}).splitlines()[0].strip("|").split("|")]
     assert main[0] == printed_main
     assert [row[0] for row in main[1:]] == result_names(ablation=False)
-    results = json.load(open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+    results = json.load(open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks",
                                           "results", "demo_curriculum_augmented.json")))["results"]
     # the README's rows are exactly what the committed run printed
     assert main[1:] == [[cell.strip() for cell in line.strip("|").split("|")]

@@ -71,6 +71,7 @@ def exit_of(main, argv, capsys):
         (2, None, '{"audio": "u1.wav", "src_lang": ', "line 2: not valid JSON"),
     ],
 )
+@pytest.mark.integration
 def test_bad_rows_are_named_before_the_first_step(init_model, tmp_path, monkeypatch, capsys, line, change, raw,
                                                   message):
     import transformers
@@ -98,6 +99,7 @@ def test_bad_rows_are_named_before_the_first_step(init_model, tmp_path, monkeypa
     assert re.search(message, last), last
 
 
+@pytest.mark.integration
 def test_rows_beyond_the_llms_context_are_named_before_the_first_step(init_model, tmp_path, monkeypatch, capsys):
     """Prompt + target + eos + the audio slots must fit the LLM's context (`max_position_embeddings`, 1024 in the
     tiny model with its 8 slots): a longer row is refused by line and field, like a clip longer than the window."""
@@ -165,6 +167,7 @@ def test_numeric_arguments_are_refused_by_the_parser(init_model, tmp_path, capsy
 
 
 # ------------------------------------------------------------------------------ resume past a partial checkpoint
+@pytest.mark.integration
 def test_rerun_resumes_from_the_newest_complete_checkpoint(init_model, tmp_path, caplog, capsys):
     from llm_srt.training.train import main
 
@@ -261,6 +264,7 @@ def test_a_model_without_the_completion_marker_is_not_finished(tmp_path, caplog)
         plan_output_dir(str(tmp_path))
 
 
+@pytest.mark.integration
 def test_a_kill_during_the_final_save_is_resumed_not_called_finished(init_model, tmp_path, monkeypatch, caplog):
     """train.py writes the final model to a staging folder, moves it in and writes the marker last: a kill while
     saving leaves no marker, and the same command resumes from the last checkpoint and finishes the save."""
@@ -309,6 +313,7 @@ def eval_set(tmp_path_factory):
     return write_rows(folder / "test.jsonl", corpus_rows(folder))
 
 
+@pytest.mark.integration
 def test_a_second_model_does_not_reuse_the_first_models_hypotheses(eval_set, tmp_path, capsys):
     from llm_srt.evaluation.run import main
 
@@ -354,6 +359,7 @@ def test_evaluate_refuses_invalid_arguments(tiny_folder, eval_set, tmp_path, cap
     assert not os.path.exists(tmp_path / "o")
 
 
+@pytest.mark.integration
 def test_evaluate_user_errors_are_one_line_without_traceback(tiny_folder, tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "trainer_scripts", "evaluate_model.py"),
            *eval_args(tiny_folder, str(tmp_path / "missing.jsonl"), str(tmp_path / "o"))]
@@ -364,6 +370,7 @@ def test_evaluate_user_errors_are_one_line_without_traceback(tiny_folder, tmp_pa
     assert result.stderr.strip().splitlines()[-1] == f"evaluate_model.py: error: Data not found: {tmp_path / 'missing.jsonl'}"
 
 
+@pytest.mark.integration
 def test_a_cache_line_cut_by_a_kill_is_dropped_and_its_row_redone(tiny_folder, eval_set, tmp_path, caplog):
     """A kill mid-write leaves the cache's last line without its newline: the resume drops it (a warning names the
     file) and decodes that row again, instead of appending the next line onto the cut one and losing the row."""

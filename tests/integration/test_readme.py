@@ -9,7 +9,7 @@ holding what the examples name: the model folder `path/or/repo` (a tiny random m
 `# [{...}]`), the result has exactly the keys the comment shows. Every expression's value is printed (`pytest -s`).
 
 On a trained model: `LLM_SRT_README_MODEL=runs/demo/srt LLM_SRT_README_DATA=runs/demo/data pytest -s
-tests/test_readme.py` runs the same blocks on that model, with held-out clips of the demo corpus as the files
+tests/integration/test_readme.py` runs the same blocks on that model, with held-out clips of the demo corpus as the files
 (`talk.wav`: three English sentences with pauses) and the held-out sentences they say printed for comparison.
 """
 
@@ -24,7 +24,7 @@ import soundfile
 from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SR = 16000
 # openai 3.x marks audio.translations deprecated; the README uses it
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")

@@ -13,7 +13,7 @@ from llm_srt.testing import build_tiny_model_and_processor, free_port, save_tiny
 from llm_srt.training.data import DataError, LlmSrtDataCollator, load_rows, select_stage_rows
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "trainer_scripts", "train.py")
 SR = 16000
 

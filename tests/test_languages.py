@@ -99,6 +99,7 @@ def test_cli_languages_lists_the_models_languages(eng_deu_folder, tmp_path, caps
     assert "llm-srt: error:" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_cli_translate_warns_on_stderr_on_its_own_line(eng_deu_folder, tmp_path, capsys):
     paths = []
     for i in range(2):
@@ -113,6 +114,7 @@ def test_cli_translate_warns_on_stderr_on_its_own_line(eng_deu_folder, tmp_path,
     assert len(warned) == 1 and warned[0].startswith("This model was not trained on eng -> fra"), err
 
 
+@pytest.mark.integration
 def test_the_server_warns_once_per_untrained_direction(eng_deu_folder, caplog):
     pytest.importorskip("fastapi")
     openai = pytest.importorskip("openai")
@@ -134,6 +136,7 @@ def test_the_server_warns_once_per_untrained_direction(eng_deu_folder, caplog):
     assert len(warnings) == 1 and "eng -> spa" in warnings[0], warnings
 
 
+@pytest.mark.integration
 def test_train_records_the_languages_and_directions_of_its_data(tmp_path):
     """ASR data adds languages only; SMT/SRT data adds its languages and directions to what the starting model
     recorded."""
@@ -185,6 +188,7 @@ def test_language_detection_chooses_among_the_languages_the_model_was_trained_on
         model.config.trained_languages = recorded
 
 
+@pytest.mark.integration
 def test_untrained_direction_error_refuses_in_the_pipeline_cli_and_server(eng_deu, eng_deu_folder, tmp_path, capsys):
     """`untrained_direction="error"` (`--untrained-direction error`): a direction outside the record is refused by
     name before decoding, a trained one still answered."""

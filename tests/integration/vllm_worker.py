@@ -1,4 +1,4 @@
-"""Run by tests/test_vllm.py with the vLLM environment's Python: decodes the requests of a JSON file through
+"""Run by tests/integration/test_vllm.py with the vLLM environment's Python: decodes the requests of a JSON file through
 `VllmEngine` (one engine start) and writes the answers as JSON: per-row ids, first-step logprobs, shared-transcript
 answers, language detections and the engine's refusals."""
 
@@ -10,7 +10,7 @@ import numpy as np
 
 
 def live_segments(engine, audio, settings) -> list:
-    """The final segments of a live two-target session fed `audio` in 0.25 s chunks (tests/test_vllm.py too)."""
+    """The final segments of a live two-target session fed `audio` in 0.25 s chunks (tests/integration/test_vllm.py too)."""
     from llm_srt.live.translator import LiveTranslator
 
     live = LiveTranslator(engine, "eng", ["deu", "fra"], settings=settings, min_chunk_seconds=0.5)

@@ -23,7 +23,7 @@ import yaml
 from test_training import TRAIN, make_corpus, stage_args, weights
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "trainer_scripts", "configs")
 
 

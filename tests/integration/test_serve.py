@@ -359,7 +359,7 @@ def test_load_benchmark_runs_and_reports_every_level(tiny_folder, tmp_path, caps
     import importlib.util
     import os
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "serve_load.py")
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks", "serve_load.py")
     spec = importlib.util.spec_from_file_location("serve_load", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

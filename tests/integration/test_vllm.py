@@ -22,7 +22,7 @@ from llm_srt.testing import attach_detector_hearing, build_tiny_model_and_proces
 
 VLLM_PYTHON = os.environ.get("LLM_SRT_VLLM_PYTHON")
 pytestmark = pytest.mark.skipif(not VLLM_PYTHON, reason="LLM_SRT_VLLM_PYTHON (the vLLM environment's python) not set")
-ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 MAX_NEW_TOKENS = 8
 # Head size 32 everywhere (vLLM's CPU attention supports 32, 64, 80, ...).
 SHAPES = dict(encoder_width=64, qformer_width=64, llm_width=128, num_heads=2, projector_dropout=0.0)
@@ -81,7 +81,7 @@ def transformers_side(folder, audio):
             first.append(torch.log_softmax(out.logits[0, -1].float(), dim=-1))
     shared = engine.decode_shared_transcript([handles[i] for i in SHARED["audio"]], SHARED["src_lang"],
                                              SHARED["targets"], SHARED["settings"], SHARED["transcripts"])
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
     from vllm_worker import live_segments
 
     return {"detections": [d["language"] for d in detections], "rows": answers, "first_logprobs": first,
@@ -95,7 +95,7 @@ def vllm_side(folder, audio, tmp_path_factory):
     request, answer = io / "request.json", io / "answer.json"
     request.write_text(json.dumps({"folder": folder, "audio": [a.tolist() for a in audio], "rows": ROWS,
                                    "settings": GREEDY, "shared": SHARED}))
-    run = subprocess.run([VLLM_PYTHON, os.path.join(ROOT, "tests", "vllm_worker.py"), str(request), str(answer)],
+    run = subprocess.run([VLLM_PYTHON, os.path.join(ROOT, "tests", "integration", "vllm_worker.py"), str(request), str(answer)],
                          env=vllm_env(), capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-4000:]
     # a successful run ends without vLLM logging a failure while VllmEngine shuts it down
