@@ -185,15 +185,15 @@ def untrained_reason(config, src_lang: str, tgt_lang: str | None = None) -> str 
 class UntrainedWarnings:
     """Logs a warning, once per (source, target), when a model is asked for a language or direction outside what
     its config records it was trained on ([`untrained_reason`]); with `refuse=True` raises
-    [`UntrainedDirectionError`] instead. One per pipeline or server."""
+    [`UntrainedDirectionError`] instead, every time: the warn-once memory only silences repeated warnings, never a
+    refusal (a pipeline called once with "warn" and then with "error" for the same direction still refuses). One per
+    pipeline or server."""
 
     def __init__(self, config, log=None):
         self.config, self.log, self.seen = config, log or logger, set()
 
     def check(self, src_lang: str, tgt_lang: str | None = None, refuse: bool = False) -> None:
         key = (normalize_language(src_lang), None if tgt_lang is None else normalize_language(tgt_lang))
-        if key in self.seen:
-            return
         reason = untrained_reason(self.config, *key)
         asked = key[0] if key[1] is None else f"{key[0]} -> {key[1]}"
         if reason is not None and refuse:
@@ -201,6 +201,8 @@ class UntrainedWarnings:
                 f"This model was not trained on {asked}: {reason} (config.trained_languages / trained_directions); "
                 "refused because untrained directions are set to 'error' (untrained_direction='warn', "
                 "--untrained-direction warn, answers them with a warning).")
+        if key in self.seen:
+            return
         self.seen.add(key)
         if reason is not None:
             self.log.warning(f"This model was not trained on {asked}: {reason}. Its answer may be in another "
