@@ -85,7 +85,7 @@ def normalize_targets(targets: Sequence[str], src_lang: str | None = None, name:
 
     A language named twice (under any of its names: `de`, `deu`, `German`) is refused, naming it: the caller would
     get fewer results than it asked for. A target equal to the source (`src_lang`, when known) is kept, with a
-    logged warning: the answer is the speech rewritten in its own language, not a translation.
+    logged note: its answer is the transcript (decoded as ASR, `decoding_llm_srt.as_decoded`).
 
     Raises:
         ValueError: an unsupported language, an empty list, or a language named twice (`name` says which argument).
@@ -99,9 +99,13 @@ def normalize_targets(targets: Sequence[str], src_lang: str | None = None, name:
     if not codes:
         raise ValueError(f"{name} is empty: pass at least one target language.")
     if src_lang is not None and normalize_language(src_lang) in codes:
-        logger.warning(f"{name} {normalize_language(src_lang)} is the source language: the same language, so the "
-                       "answer is a rewrite of what was said, not a translation.")
+        logger.warning(same_language_note(normalize_language(src_lang), name))
     return list(codes)
+
+
+def same_language_note(language: str, name: str = "tgt_lang") -> str:
+    """The note logged when a target is the spoken language itself."""
+    return f"{name} {language} is the spoken language: its answer is the transcript (recognition), not a translation."
 
 
 def language_tag(language: str, mandarin_tag: str = "zho") -> str:
@@ -213,5 +217,5 @@ class UntrainedWarnings:
 
 __all__ = ["CER_LANGUAGES", "LANGUAGES", "LANGUAGE_TABLE", "LanguageInfo", "MANDARIN_TAGS", "TAG_END", "UNSPACED_LANGUAGES",
            "UNTRAINED_DIRECTION_ACTIONS", "UntrainedDirectionError", "UntrainedWarnings", "WHISPER_CODES", "direction_key",
-           "language_tag", "normalize_language", "normalize_targets", "recorded_directions", "recorded_languages",
+           "language_tag", "normalize_language", "normalize_targets", "recorded_directions", "recorded_languages", "same_language_note",
            "supported_languages_text", "text_after_last_tag", "untrained_reason"]
