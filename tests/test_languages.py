@@ -207,6 +207,33 @@ def test_untrained_direction_error_refuses_every_time_also_after_a_warned_call(e
             pipe(audio, src_lang="jpn", task="transcribe", untrained_direction="error", generate_kwargs=FAST)
 
 
+def test_a_detector_that_knows_only_the_candidates_says_it_cannot_report_other_languages(eng_deu, tmp_path,
+                                                                                           caplog):
+    """A recording in a language the model never heard is reported unsupported only by a detector that knows more
+    languages than the ones it chooses among (Whisper's decoder: 100). A detector trained with the model on its own
+    languages (the demo's) always answers one of them, with high confidence: a warning says so, once."""
+    from llm_srt.language_detection_llm_srt import LlmSrtLanguageDetector
+    from llm_srt.testing import attach_detector_hearing
+
+    model, processor = eng_deu
+    features = processor.extract_features([synthetic_speech(1.0, seed=3)], SR)
+    attach_detector_hearing(model, "es", tmp_path / "hears_spanish")  # Whisper's 100 languages: Spanish reported
+    with caplog.at_level(logging.WARNING):
+        heard = model.detect_language(input_features=features)[0]
+    assert heard["whisper_language"] == "es" and not heard["supported"] and "knows only" not in caplog.text
+    closed = LlmSrtLanguageDetector(model.config.audio_config, ["en", "de"])
+    model.set_language_detector(closed)
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(2):
+                heard = model.detect_language(input_features=features)[0]
+        assert heard["supported"] and heard["language"] in ("eng", "deu")  # it cannot tell
+        warned = [r.getMessage() for r in caplog.records if "knows only" in r.getMessage()]
+        assert len(warned) == 1 and "knows only eng, deu" in warned[0] and "never reported as unsupported" in warned[0]
+    finally:
+        attach_detector_hearing(model, "de", tmp_path / "hears_german")
+
+
 @pytest.mark.integration
 def test_untrained_direction_error_refuses_in_the_pipeline_cli_and_server(eng_deu, eng_deu_folder, tmp_path, capsys):
     """`untrained_direction="error"` (`--untrained-direction error`): a direction outside the record is refused by
