@@ -40,6 +40,10 @@ class ServeSettings:
     dtype: str | None = field(default=None, metadata=option("the weights' dtype (default: as saved)", choices=DTYPES))
     tensor_parallel_size: int = field(default=1, metadata=option(
         "with --engine vllm: devices (or CPU processes) the LLM is split over", number=(int, 1, False)))
+    kv_cache_gib: float | None = field(default=None, metadata=option(
+        "with --engine vllm: vLLM's KV cache in GiB (default: room for --max-batch-size answers of the longest "
+        "prompt + answer, so it starts where other work holds memory; vLLM's own default wants 0.92 of the "
+        "machine's memory free on CPU); VLLM_CPU_KVCACHE_SPACE, when set, wins on CPU", number=(float, 0, True)))
     trust_remote_code: bool = field(default=False, metadata=option(
         "run the model folder's own Python code where it differs from the installed llm-srt (or the folder is another "
         "architecture); off by default"))
@@ -85,8 +89,9 @@ class ServeSettings:
             if self.device not in (None, "auto"):
                 raise ValueError("device applies to the transformers engine; vLLM places the model on its platform's "
                                  "devices (tensor_parallel_size to split it).")
-        elif self.tensor_parallel_size != 1:
-            raise ValueError("tensor_parallel_size applies to the vLLM engine (engine='vllm').")
+        elif self.tensor_parallel_size != 1 or self.kv_cache_gib is not None:
+            name = "tensor_parallel_size" if self.tensor_parallel_size != 1 else "kv_cache_gib"
+            raise ValueError(f"{name} applies to the vLLM engine (engine='vllm').")
 
 
 def number_problem(value: Any, kind: type, lowest: float, excluded: bool) -> str | None:
