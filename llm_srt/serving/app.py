@@ -98,7 +98,10 @@ def create_app(model: str | os.PathLike | tuple[Any, Any], **settings):
     async def models():
         return {"object": "list", "data": [
             {"id": server.settings.served_model_name, "object": "model", "created": server.created,
-             "owned_by": "llm-srt"}
+             "owned_by": "llm-srt",
+             # what the model knows (the live page marks the other languages); None: not recorded, all assumed
+             "trained_languages": getattr(server.config, "trained_languages", None),
+             "trained_directions": getattr(server.config, "trained_directions", None)}
         ]}
 
     @app.get("/health")

@@ -34,7 +34,7 @@ class SpeechServer:
     PASS_LANGUAGE = f"Pass `language`, the language spoken in the audio (one of: {', '.join(LANGUAGES)})."
 
     def __init__(self, engine: DecodingEngine, config, settings: ServeSettings):
-        self.engine, self.settings = engine, settings
+        self.engine, self.settings, self.config = engine, settings, config
         self.processor = engine.processor
         self.batcher = Batcher(self.engine, settings.max_batch_size, settings.max_wait_ms,
                                max_queue=settings.max_queue)

@@ -14,6 +14,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from llm_srt.languages_llm_srt import LANGUAGES
 from llm_srt.testing import SAMPLING_RATE as SR
 from llm_srt.testing import ServerThread
 
@@ -106,17 +107,27 @@ def two_lines_wav(clips, path):
 
 
 def test_the_live_page_shows_the_words_heard_by_a_fake_microphone(parrot, tmp_path):
+    """...and marks the targets the model was not trained on (`GET /v1/models`' `trained_languages`)."""
+    import copy
+
     from llm_srt.serving import create_app
 
     model, processor, clips = parrot
     wav = two_lines_wav(clips, tmp_path / "speech.wav")
-    with ServerThread(create_app((model, processor), max_new_tokens=40)) as server:
+    app = create_app((model, processor), max_new_tokens=40)
+    app.state.server.config = copy.deepcopy(model.config)  # the parrot's lines: eng, into deu and fra
+    app.state.server.config.trained_languages = ["deu", "eng", "fra"]  # as a config records them
+    with ServerThread(app) as server:
         with live_page(f"{server.url}/live?autostart=mic&language=eng&targets=deu,fra", tmp_path,
                        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                        f"--use-file-for-fake-audio-capture={wav}") as page:
             text = wait_for_lines(page, EXPECTED)
             errors = page.evaluate("document.getElementById('errors').innerText")
             status = page.evaluate("document.getElementById('status').textContent")
+            untrained = page.evaluate("[...document.querySelectorAll('#targets label.untrained input')]"
+                                      ".map((box) => box.value)")
+            labels = page.evaluate("document.getElementById('targets').innerText")
+            note = page.evaluate("document.getElementById('trained').textContent")
             shot = base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
     (tmp_path / "live_page.png").write_bytes(shot)
     if os.environ.get("LLM_SRT_SAVE_SCREENSHOT"):  # the README's picture
@@ -125,6 +136,9 @@ def test_the_live_page_shows_the_words_heard_by_a_fake_microphone(parrot, tmp_pa
     for line in EXPECTED:
         assert line in text, f"{line!r} did not appear on the page:\n{text}"
     assert text.index("Transcript") < text.index("German (deu)") < text.index("French (fra)")
+    assert sorted(untrained) == sorted(set(LANGUAGES) - {"eng", "deu", "fra"}), untrained
+    assert "Japanese (untrained)" in labels and "German (untrained)" not in labels and "German" in labels
+    assert note.startswith("This model was trained on German, English, French"), note
 
 
 def test_an_uploaded_file_is_subtitled_and_its_srt_and_vtt_download(parrot, tmp_path):

@@ -87,6 +87,8 @@ LONG, LONG_WAV = clip(4.5, seed=2)  # five stretches of speech between pauses
 # ------------------------------------------------------------------------------------------------------- endpoints
 def test_models_and_health(server, client):
     assert [m.id for m in client.models.list().data] == [NAME]
+    model = client.models.list().data[0].to_dict()  # what the model knows, for the live page: not recorded here
+    assert (model["trained_languages"], model["trained_directions"]) == (None, None)
     import httpx2
 
     before = httpx2.get(server.url + "/health").json()
