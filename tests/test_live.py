@@ -180,6 +180,8 @@ def test_silence_makes_no_segment_and_bad_chunks_are_refused(tiny):
         fresh.feed(np.array([0.0, np.nan], dtype=np.float32))
     with pytest.raises(ValueError, match="window"):
         LiveTranslator(TransformersEngine(model, processor), "eng", ["deu"], window_seconds=60)
+    with pytest.raises(ValueError, match="names deu twice"):  # not silently one column fewer
+        LiveTranslator(TransformersEngine(model, processor), "eng", ["deu", "German", "de"])
 
 
 # ------------------------------------------------------------------------------------- a model that says words
