@@ -47,6 +47,17 @@ def test_rtfx_from_known_durations():
         speed(1.0, 0.0, 1)
 
 
+@pytest.mark.parametrize("audio_seconds, decode_seconds, utterances, named", [
+    (float("nan"), 1.0, 1, "audio_seconds"), (-3.0, 1.0, 1, "audio_seconds"), (float("inf"), 1.0, 1, "audio_seconds"),
+    (1.0, float("nan"), 1, "decode_seconds"), (1.0, -1.0, 1, "decode_seconds"), (1.0, float("inf"), 1, "decode_seconds"),
+    (1.0, 1.0, -2, "utterances"),
+])
+def test_speed_refuses_durations_that_cannot_be_measured(audio_seconds, decode_seconds, utterances, named):
+    """They gave a NaN or negative RTFx."""
+    with pytest.raises(ValueError, match=named):
+        speed(audio_seconds, decode_seconds, utterances)
+
+
 def test_quality_directions_counts_forced_outputs():
     rows = [
         {"src_lang": "eng", "tgt_lang": "fra", "hypothesis": GERMAN, "reference": FRENCH, "transcript": ENGLISH,

@@ -16,13 +16,14 @@
 
 from __future__ import annotations
 
+import numbers
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from ..languages_llm_srt import LANGUAGE_TABLE
-from .metrics import _code, scoring_pairs
+from .metrics import _code, _finite, scoring_pairs
 
 # The identifier's labels that count as each of our languages (ISO 639-1 -> our code).
 _CHINESE = ("zh", "yue", "wuu")
@@ -130,9 +131,15 @@ def quality_directions(rows: Iterable[dict[str, Any]], task: str) -> dict[str, A
 
 def speed(audio_seconds: float | None, decode_seconds: float, utterances: int, device: str | None = None,
           engine: str | None = None) -> dict[str, Any]:
-    """Decoding speed: RTFx (audio seconds per decoding second) and utterances per second."""
-    if decode_seconds <= 0:
-        raise ValueError(f"decode_seconds must be positive, got {decode_seconds}.")
+    """Decoding speed: RTFx (audio seconds per decoding second) and utterances per second. Durations that cannot
+    be measured (NaN, infinite, negative; no decoding time) are refused by name: they gave a NaN or negative RTFx."""
+    if not _finite(decode_seconds) or decode_seconds <= 0:
+        raise ValueError(f"decode_seconds must be a positive finite number of seconds, got {decode_seconds!r}.")
+    if audio_seconds is not None and (not _finite(audio_seconds) or audio_seconds < 0):
+        raise ValueError(f"audio_seconds must be a finite number of seconds >= 0 (or None: not known), got "
+                         f"{audio_seconds!r}.")
+    if isinstance(utterances, bool) or not isinstance(utterances, numbers.Integral) or utterances < 0:
+        raise ValueError(f"utterances must be a whole number >= 0, got {utterances!r}.")
     return {"audio_seconds": audio_seconds, "decode_seconds": decode_seconds, "utterances": utterances,
             "rtfx": audio_seconds / decode_seconds if audio_seconds is not None else None,
             "utterances_per_second": utterances / decode_seconds, "device": device, "engine": engine}
