@@ -29,6 +29,24 @@ def test_loops():
     assert is_loop("a complete and ordinary sentence", complete=False)  # cut by max_new_tokens
     assert not is_loop(ENGLISH)
     assert not is_loop("very very good")
+    assert not is_loop("10000") and not is_loop("1000000 people") and not is_loop("Wait....")  # no letters repeated
+
+
+@pytest.mark.parametrize("text, target", [("Hallo.", "deu"), ("Merci.", "fra"), ("2024", "eng"), ("Hola amigo.", "spa"),
+                                          ("你好", "zho"), ("...", "deu")])
+def test_a_text_with_too_few_letters_is_not_judged(text, target):
+    """One-word answers were judged off-target (py3langid reads "Hallo." as Italian, "Merci." as Spanish), and so
+    was "2024", in no language at all."""
+    assert identify_language(text) is None and is_off_target(text, target) is None
+
+
+def test_answers_too_short_to_judge_are_reported_apart():
+    rows = [{"src_lang": "eng", "tgt_lang": "deu", "hypothesis": text, "reference": GERMAN}
+            for text in (GERMAN, FRENCH, "Hallo.", "2024", "")]
+    overall = quality_directions(rows, "smt")["overall"]
+    assert overall["off_target_rate"] == 0.5  # of the two that can be judged
+    assert overall["unjudged_rate"] == pytest.approx(2 / 5) and overall["empty_rate"] == pytest.approx(1 / 5)
+    assert is_off_target("Zwei blaue Hunde.", "deu") is False and is_off_target("ありがとう", "jpn") is False
 
 
 def test_chrf_pp_equals_sacrebleu():
