@@ -81,6 +81,14 @@ def live_page(page_url: str, tmp_path, *flags: str):
         browser.wait(timeout=30)
 
 
+def wait_until_loaded(page: DevTools, timeout: float = 60) -> None:
+    """Until the live page has loaded (it may still be loading when DevTools opens)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate("document.readyState == 'complete' && !!document.getElementById('columns')") \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def wait_for_lines(page: DevTools, expected: list[str], timeout: float = 180) -> str:
     """The page's columns' text once every expected line is on it (or at the timeout)."""
     deadline, text = time.monotonic() + timeout, ""
@@ -138,10 +146,7 @@ def test_an_uploaded_file_is_subtitled_and_its_srt_and_vtt_download(parrot, tmp_
     downloads.mkdir()
     with ServerThread(create_app((model, processor), max_new_tokens=40)) as server:
         with live_page(f"{server.url}/live?language=eng&targets=deu,fra", tmp_path) as page:
-            deadline = time.monotonic() + 60
-            while not page.evaluate("document.readyState == 'complete' && !!document.getElementById('file')") \
-                    and time.monotonic() < deadline:  # the page may still be loading when DevTools opens
-                time.sleep(0.2)
+            wait_until_loaded(page)
             page.call("Page.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
             page.evaluate("document.getElementById('fast').checked = true")
             chooser = page.call("Runtime.evaluate", expression="document.getElementById('file')")["result"]
@@ -185,10 +190,7 @@ def test_a_link_with_a_stray_quote_or_unknown_languages_still_gives_a_working_pa
     model, processor = tiny
     with ServerThread(create_app((model, processor), max_new_tokens=4)) as server:
         with live_page(f"{server.url}/live?language=xx%22&targets=deu%22,fra,toString,klingon", tmp_path) as page:
-            deadline = time.monotonic() + 60
-            while not page.evaluate("document.readyState == 'complete' && !!document.getElementById('columns')") \
-                    and time.monotonic() < deadline:  # the page may still be loading when DevTools opens
-                time.sleep(0.2)
+            wait_until_loaded(page)
             columns = page.evaluate("document.getElementById('columns').innerText")
             errors = page.evaluate("document.getElementById('errors').innerText")
             checked = page.evaluate("[...document.querySelectorAll('#targets input:checked')].map(b => b.value)")
