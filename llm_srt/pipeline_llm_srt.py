@@ -95,6 +95,12 @@ class SpeechTranslationPipeline(ChunkPipeline):
     GENERATE_ARGS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "do_sample", "length_penalty",
                      "repetition_penalty", "min_new_tokens", "shared_transcript")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # the base class keeps these for every call (and checks neither): `pipeline(..., batch_size=0)` is refused
+        # here, by the rule each call's own values get
+        _check_call_arguments({"batch_size": self._batch_size, "num_workers": self._num_workers})
+
     def _sanitize_parameters(
         self,
         src_lang: str | None = None,
@@ -148,8 +154,6 @@ class SpeechTranslationPipeline(ChunkPipeline):
         if isinstance(inputs, list) and not inputs:
             self._sanitize_parameters(**{k: v for k, v in kwargs.items() if k not in ("batch_size", "num_workers")})
             return []
-        if kwargs.get("batch_size") is not None and kwargs["batch_size"] < 1:
-            raise ValueError(f"batch_size must be at least 1, got {kwargs['batch_size']}.")
         outputs = super().__call__(inputs, *args, **kwargs)
         return outputs[0] if single else outputs
 

@@ -392,3 +392,10 @@ def test_a_reader_that_stops_reading_is_not_an_error():
     process.stdout.close()  # gone before the first line: every write meets a closed pipe
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141 and stderr == "", stderr
+
+
+def test_live_refuses_a_target_named_twice_as_translate_does(wavs, capsys):
+    status, _, err = run_cli(capsys, "live", wavs[0], "--model", "no-such-model", "--src", "eng",
+                              "--tgt", "deu,German")
+    assert status == 2
+    assert_one_line_error(err, "--tgt", "deu twice")

@@ -67,6 +67,18 @@ def test_average_lagging_on_hand_computed_examples():
         average_lagging([1], 0)
 
 
+@pytest.mark.parametrize("delays, source_length, named", [
+    ([1.0, float("nan")], 4.0, "delay 1 is nan"), ([float("inf")], 4.0, "delay 0 is inf"),
+    ([1.0, -0.5], 4.0, "delay 1 is -0.5"), ([1.0, 2.0], float("nan"), "source_length"),
+    ([1.0, 2.0], float("inf"), "source_length"),  # a ZeroDivisionError before
+])
+def test_average_lagging_refuses_what_cannot_be_measured_by_name(delays, source_length, named):
+    """NaN inputs gave a NaN lag, an infinite source a ZeroDivisionError."""
+    for measure in (average_lagging, length_adaptive_average_lagging):
+        with pytest.raises(ValueError, match=named):
+            measure(delays, source_length)
+
+
 def test_common_prefix():
     assert common_prefix("a b c".split(), "a b d".split()) == 2
     assert common_prefix([], ["a"]) == 0
@@ -180,6 +192,8 @@ def test_silence_makes_no_segment_and_bad_chunks_are_refused(tiny):
         fresh.feed(np.array([0.0, np.nan], dtype=np.float32))
     with pytest.raises(ValueError, match="window"):
         LiveTranslator(TransformersEngine(model, processor), "eng", ["deu"], window_seconds=60)
+    with pytest.raises(ValueError, match="names deu twice"):  # not silently one column fewer
+        LiveTranslator(TransformersEngine(model, processor), "eng", ["deu", "German", "de"])
 
 
 # ------------------------------------------------------------------------------------- a model that says words

@@ -29,6 +29,24 @@ def test_loops():
     assert is_loop("a complete and ordinary sentence", complete=False)  # cut by max_new_tokens
     assert not is_loop(ENGLISH)
     assert not is_loop("very very good")
+    assert not is_loop("10000") and not is_loop("1000000 people") and not is_loop("Wait....")  # no letters repeated
+
+
+@pytest.mark.parametrize("text, target", [("Hallo.", "deu"), ("Merci.", "fra"), ("2024", "eng"), ("Hola amigo.", "spa"),
+                                          ("你好", "zho"), ("...", "deu")])
+def test_a_text_with_too_few_letters_is_not_judged(text, target):
+    """One-word answers were judged off-target (py3langid reads "Hallo." as Italian, "Merci." as Spanish), and so
+    was "2024", in no language at all."""
+    assert identify_language(text) is None and is_off_target(text, target) is None
+
+
+def test_answers_too_short_to_judge_are_reported_apart():
+    rows = [{"src_lang": "eng", "tgt_lang": "deu", "hypothesis": text, "reference": GERMAN}
+            for text in (GERMAN, FRENCH, "Hallo.", "2024", "")]
+    overall = quality_directions(rows, "smt")["overall"]
+    assert overall["off_target_rate"] == 0.5  # of the two that can be judged
+    assert overall["unjudged_rate"] == pytest.approx(2 / 5) and overall["empty_rate"] == pytest.approx(1 / 5)
+    assert is_off_target("Zwei blaue Hunde.", "deu") is False and is_off_target("ありがとう", "jpn") is False
 
 
 def test_chrf_pp_equals_sacrebleu():
@@ -45,6 +63,17 @@ def test_rtfx_from_known_durations():
     assert speed(None, 2.0, 4)["rtfx"] is None  # precomputed features: no audio duration
     with pytest.raises(ValueError, match="decode_seconds"):
         speed(1.0, 0.0, 1)
+
+
+@pytest.mark.parametrize("audio_seconds, decode_seconds, utterances, named", [
+    (float("nan"), 1.0, 1, "audio_seconds"), (-3.0, 1.0, 1, "audio_seconds"), (float("inf"), 1.0, 1, "audio_seconds"),
+    (1.0, float("nan"), 1, "decode_seconds"), (1.0, -1.0, 1, "decode_seconds"), (1.0, float("inf"), 1, "decode_seconds"),
+    (1.0, 1.0, -2, "utterances"),
+])
+def test_speed_refuses_durations_that_cannot_be_measured(audio_seconds, decode_seconds, utterances, named):
+    """They gave a NaN or negative RTFx."""
+    with pytest.raises(ValueError, match=named):
+        speed(audio_seconds, decode_seconds, utterances)
 
 
 def test_quality_directions_counts_forced_outputs():

@@ -189,3 +189,88 @@ def test_a_turn_the_model_cannot_decode_is_reported_once_and_the_next_turn_is_se
         items = list(results(stream_and_commit(socket, talk)).values())
         assert [i["completed"]["deu"] for i in items] == [t["deu"] for _, t in PARROT_LINES]
         assert items[0]["span"][0] == round(len(talk) / SR, 3)  # times run on over the session's turns
+
+
+def error_for(socket, message) -> dict:
+    """Send `message` (an object, or text as is) and return the `error` event's body it gets."""
+    socket.send(message if isinstance(message, str) else json.dumps(message))
+    event = json.loads(socket.recv(timeout=10))
+    assert event["type"] == "error", event
+    return event["error"]
+
+
+def wait_for_no_sessions(server) -> dict:
+    for _ in range(300):
+        state = health(server)
+        if state["live_sessions"] == 0:
+            break
+        threading.Event().wait(0.1)
+    return state
+
+
+def test_clients_gone_after_speech_and_an_update_release_their_slots(parrot, talk):
+    """The leak of round 4: a client that sent speech and a session update, then left, kept its slot forever (the
+    reader waited for the worker, which died sending to the gone client); three such clients locked out a server
+    of three live sessions."""
+    from llm_srt.serving import create_app
+
+    model, processor, _ = parrot
+    with ServerThread(create_app((model, processor), max_new_tokens=40, max_wait_ms=20,
+                                 max_live_sessions=3)) as server:
+        for _ in range(3):
+            with connect(server) as socket:
+                configure(socket, targets=["deu"], input_audio_transcription={"language": "eng"})
+                for i in range(0, len(talk), SR // 5):
+                    socket.send(json.dumps({"type": "input_audio_buffer.append",
+                                            "audio": pcm16(talk[i:i + SR // 5])}))
+                socket.send(json.dumps({"type": "transcription_session.update", "session": {"targets": ["fra"]}}))
+        assert wait_for_no_sessions(server)["live_sessions"] == 0
+        with connect(server) as socket:  # a fourth client is served
+            configure(socket, targets=["fra"], input_audio_transcription={"language": "eng"})
+            items = list(results(stream_and_commit(socket, talk, chunk_seconds=0.5)).values())
+            assert [i["completed"]["fra"] for i in items] == [t["fra"] for _, t in PARROT_LINES]
+
+
+def test_deep_or_oversized_json_is_an_error_event_and_the_session_goes_on(server, talk):
+    with connect(server) as socket:
+        error = error_for(socket, "[" * 100_000 + "]" * 100_000)  # valid JSON, but json.loads would recurse
+        assert error["code"] == "invalid_json" and "deeper than" in error["message"], error
+        error = error_for(socket, json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 2_000_000}))
+        assert error["code"] == "message_too_large", error
+        nested_strings = json.dumps({"type": "input_audio_buffer.clear", "note": "[[[[" * 100})  # brackets in text
+        socket.send(nested_strings)
+        configure(socket, targets=["deu"], input_audio_transcription={"language": "eng"})
+        items = list(results(stream_and_commit(socket, talk, chunk_seconds=0.5)).values())
+        assert [i["completed"]["deu"] for i in items] == [t["deu"] for _, t in PARROT_LINES]
+
+
+def test_a_refused_update_changes_nothing(server):
+    with connect(server) as socket:
+        before = configure(socket, targets=["deu"], input_audio_transcription={"language": "eng"},
+                           input_audio_sample_rate=24000)
+        refused = [
+            ({"input_audio_transcription": {"language": "fra", "model": "nope"}, "targets": ["ita"]}, "model"),
+            ({"targets": ["spa"], "language": "rus", "input_audio_sample_rate": "16k"}, "input_audio_sample_rate"),
+            ({"targets": ["deu", "German", "de"]}, "targets"),  # one language named three times
+            ({"input_audio_format": {"type": "audio/pcmu"}, "targets": ["fra"]}, "input_audio_format"),
+            ({"input_audio_format": "g711_ulaw", "language": "fra"}, "input_audio_format"),
+        ]
+        for session, param in refused:
+            error = error_for(socket, {"type": "transcription_session.update", "session": session})
+            assert error["param"] == param, (session, error)
+        assert configure(socket) == before  # an empty update: what the session holds
+
+
+def test_update_values_follow_the_rules_of_the_other_entry_points(server):
+    with connect(server) as socket:
+        error = error_for(socket, {"type": "transcription_session.update",
+                                   "session": {"targets": ["deu", "German"]}})
+        assert "names deu twice" in error["message"]  # as normalize_targets and llm-srt translate --tgt say
+        assert configure(socket, input_audio_sample_rate=16000.0)["input_audio_sample_rate"] == 16000
+        assert configure(socket, input_audio_format={"type": "audio/pcm", "rate": 24000})[
+            "input_audio_sample_rate"] == 24000
+        error = error_for(socket, {"type": "transcription_session.update",
+                                   "session": {"input_audio_sample_rate": 16000.5}})
+        assert "whole number" in error["message"] and error["param"] == "input_audio_sample_rate"
+        assert configure(socket, targets="fra, deu", input_audio_format="pcm16")["targets"] == ["fra", "deu"]
+        assert configure(socket, targets=[])["targets"] == []  # the transcript alone

@@ -24,6 +24,19 @@ def parse_targets(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def check_languages(src: str, targets: list[str]) -> None:
+    """`--src` (a language or "auto") and `--tgt` checked as every entry point checks them (`normalize_targets`: a
+    target named twice refused, one equal to the source kept with a warning); UsageError naming the flag."""
+    from ..languages_llm_srt import normalize_language, normalize_targets
+
+    try:
+        source = None if src.strip().lower() == "auto" else normalize_language(src)
+        if targets:
+            normalize_targets(targets, source, "--tgt")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def check_model(model: str) -> None:
     if os.path.isdir(model):
         if not os.path.isfile(os.path.join(model, "config.json")):
@@ -74,5 +87,5 @@ def load_pipeline(args: argparse.Namespace):
         raise WorkError(f"could not load the model {args.model}{where}: {one_line(error)}") from None
 
 
-__all__ = ["PROG", "UNTRAINED_DIRECTION_HELP", "WorkError", "check_device", "check_model", "load_pipeline",
-           "parse_targets"]
+__all__ = ["PROG", "UNTRAINED_DIRECTION_HELP", "WorkError", "check_device", "check_languages", "check_model",
+           "load_pipeline", "parse_targets"]

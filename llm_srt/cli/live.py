@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .common import WorkError, check_device, check_model, load_pipeline, parse_targets
+from .common import WorkError, check_device, check_languages, check_model, load_pipeline, parse_targets
 from .safe_io import UsageError, one_line, positive_float, positive_int
 
 
@@ -88,20 +88,13 @@ def _file_chunks(samples, rate: int, chunk: int, speed: float):
 def run(args: argparse.Namespace) -> int:
     """`llm-srt live`: print live subtitles of a file played at real-time pace, or of the microphone."""
     from ..audio_llm_srt import AudioInputError, load_audio
-    from ..languages_llm_srt import normalize_language
     from ..live.translator import LiveTranslator
 
     if bool(args.audio) == bool(args.mic):
         raise UsageError("pass an audio file or --mic (one of them).")
     if args.audio and not os.path.isfile(args.audio):
         raise UsageError(f"audio file not found: {args.audio}")
-    try:
-        if args.src.strip().lower() != "auto":
-            normalize_language(args.src)
-        for target in args.tgt:
-            normalize_language(target)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    check_languages(args.src, args.tgt)  # as llm-srt translate: a target named twice is refused
     check_model(args.model)
     check_device(args.device)
     pipe = load_pipeline(args)

@@ -10,7 +10,9 @@ import sys
 import tempfile
 
 from ..languages_llm_srt import UNTRAINED_DIRECTION_ACTIONS
-from .common import PROG, UNTRAINED_DIRECTION_HELP, WorkError, check_device, check_model, load_pipeline, parse_targets
+from .common import (
+    PROG, UNTRAINED_DIRECTION_HELP, WorkError, check_device, check_languages, check_model, load_pipeline, parse_targets,
+)
 from .safe_io import OutputExistsError, UsageError, check_output_file, new_file_mode, one_line, positive_float, positive_int
 
 
@@ -48,14 +50,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
     if args.chunk_length is not None and args.chunk_length < MIN_CHUNK_LENGTH_S:
         raise UsageError(f"--chunk-length {args.chunk_length:g} is shorter than {MIN_CHUNK_LENGTH_S:g} s.")
-    from ..languages_llm_srt import normalize_language, normalize_targets
-
-    try:
-        source = None if args.src.strip().lower() == "auto" else normalize_language(args.src)
-        if args.tgt:
-            normalize_targets(args.tgt, source, "--tgt")  # a target named twice is refused
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    check_languages(args.src, args.tgt or [])  # a target named twice is refused
     if args.task == "translate" and not args.tgt:
         raise UsageError("--tgt is required for --task translate (e.g. --tgt deu,fra).")
     if args.task == "transcribe" and args.tgt:

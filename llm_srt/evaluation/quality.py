@@ -6,7 +6,10 @@
   languages (plus `wuu`), so a short answer is not sent to a language no prompt can ask for. Mandarin and Cantonese
   are one group: the identifier's `zh`/`yue`/`wuu` classes are told apart by Cantonese-only characters (佢, 嘅, 喺)
   that FLEURS' Cantonese, written mostly in standard Chinese, seldom uses, so a Mandarin answer for a Cantonese
-  target (or the reverse) is not counted as off-target. Empty answers are counted apart (`empty_rate`).
+  target (or the reverse) is not counted as off-target. Empty answers are counted apart (`empty_rate`), and so are
+  answers with too few letters to judge (`unjudged_rate`: fewer than `MIN_JUDGED_LETTERS`, a character of Han,
+  kana or Hangul counting as 3): a one-word answer ("Hallo.", "Merci.") is as much German as Italian to any
+  identifier, and "2024" is in no language at all.
 - chrF++: sacreBLEU's `CHRF(word_order=2)`, corpus level.
 - Loop rate: the share of answers that repeat a run of n tokens (whitespace words, or characters for unspaced
   scripts) `LOOP_REPEATS` times in a row, or that `max_new_tokens` cut (no EOS: `complete` is False).
@@ -16,19 +19,24 @@
 
 from __future__ import annotations
 
+import numbers
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from ..languages_llm_srt import LANGUAGE_TABLE
-from .metrics import _code, scoring_pairs
+from .metrics import _code, _finite, scoring_pairs
 
 # The identifier's labels that count as each of our languages (ISO 639-1 -> our code).
 _CHINESE = ("zh", "yue", "wuu")
 _LABELS: dict[str, str] = {row.whisper: code for code, row in LANGUAGE_TABLE.items() if row.whisper not in _CHINESE}
 _LABELS.update({label: "zho" for label in _CHINESE})
 _GROUP = {"yue": "zho", "cmn": "zho"}  # one Chinese group (see the module docstring)
+# Fewer letters than this cannot be told apart: py3langid reads "Hallo." as Italian and "Hola amigo." as Italian.
+MIN_JUDGED_LETTERS = 10
+_SYLLABLE_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "HANGUL")  # one character is a syllable or a word: 3 letters
 LOOP_NGRAM_SIZES = (1, 2, 3, 4, 5, 6, 8)
 LOOP_REPEATS = 4
 
@@ -44,9 +52,21 @@ def _identifier():
     return identifier
 
 
+def letter_count(text: str) -> int:
+    """How many letters `text` holds, a character of Han, kana or Hangul counting as 3 (it writes a syllable or a
+    word); digits, punctuation and marks count nothing."""
+    return sum(3 if unicodedata.name(char, "").startswith(_SYLLABLE_SCRIPTS) else 1 for char in text if char.isalpha())
+
+
+def judgeable(text: str) -> bool:
+    """Whether `text` holds enough letters (`MIN_JUDGED_LETTERS`) for its language to be told."""
+    return letter_count(text) >= MIN_JUDGED_LETTERS
+
+
 def identify_language(text: str) -> str | None:
-    """The language of `text` as one of our codes (Mandarin and Cantonese both `zho`), or None for empty text."""
-    if not text or not text.strip():
+    """The language of `text` as one of our codes (Mandarin and Cantonese both `zho`), or None for text with too
+    few letters to judge (`judgeable`; empty text included)."""
+    if not text or not judgeable(text):
         return None
     return _LABELS[_identifier().classify(text.strip())[0]]
 
@@ -57,7 +77,8 @@ def _group(language: str) -> str:
 
 
 def is_off_target(text: str, expected: str) -> bool | None:
-    """Whether non-empty `text` is in another language than `expected` (None for empty text)."""
+    """Whether `text` is in another language than `expected`; None (not judged) for empty text and text with too few
+    letters to judge."""
     found = identify_language(text)
     return None if found is None else found != _group(expected)
 
@@ -75,7 +96,8 @@ def chrf_pp(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, A
 def is_loop(text: str, complete: bool | None = True, repeats: int = LOOP_REPEATS,
             sizes: Sequence[int] = LOOP_NGRAM_SIZES) -> bool:
     """True when `text` repeats a run of n tokens `repeats` times in a row (n in `sizes`; tokens are words, or
-    characters when the text has no spaces), or when the token budget cut it (`complete` False)."""
+    characters when the text has no spaces) and the run holds a letter (`10000` and `...` are no loop), or when the
+    token budget cut it (`complete` False)."""
     if complete is False:
         return True
     words = text.split()
@@ -83,21 +105,27 @@ def is_loop(text: str, complete: bool | None = True, repeats: int = LOOP_REPEATS
     for n in sizes:
         for start in range(0, len(tokens) - n * repeats + 1):
             run = tokens[start:start + n]
+            if not any(char.isalpha() for token in run for char in token):
+                continue  # digits or punctuation repeated: a number, an ellipsis
             if all(tokens[start + k * n:start + (k + 1) * n] == run for k in range(1, repeats)):
                 return True
     return False
 
 
 def _rates(texts: Sequence[str], expected: Sequence[str]) -> dict[str, Any]:
+    """The off-target rate of the texts that can be judged; the shares of empty texts and of texts too short to
+    judge (neither counts as on- or off-target)."""
     verdicts = [is_off_target(t, e) for t, e in zip(texts, expected)]
     judged = [v for v in verdicts if v is not None]
-    return {"off_target_rate": sum(judged) / len(judged) if judged else None,
-            "empty_rate": (len(verdicts) - len(judged)) / len(verdicts) if verdicts else None}
+    empty = sum(not t.strip() for t in texts)
+    share = (lambda count: count / len(verdicts)) if verdicts else (lambda count: None)
+    return {"off_target_rate": sum(judged) / len(judged) if judged else None, "empty_rate": share(empty),
+            "unjudged_rate": share(len(verdicts) - len(judged) - empty)}
 
 
 def quality_directions(rows: Iterable[dict[str, Any]], task: str) -> dict[str, Any]:
-    """Per direction (keys as `metrics.score_directions`) and overall: off-target and empty rates of hypotheses
-    (against the target; ASR: the source) and of SRT transcripts (against the source), chrF++ of translations,
+    """Per direction (keys as `metrics.score_directions`) and overall: off-target, empty and unjudged (too few
+    letters) rates of hypotheses (against the target; ASR: the source) and of SRT transcripts (against the source), chrF++ of translations,
     loop rate. Rows: `src_lang`, `tgt_lang`, `hypothesis`, `reference`, optional `transcript`, `raw`, `complete`."""
     task = task.lower()
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -115,6 +143,7 @@ def quality_directions(rows: Iterable[dict[str, Any]], task: str) -> dict[str, A
             transcript = _rates([r.get("transcript") or "" for r in items], [r["src_lang"] for r in items])
             out["transcript_off_target_rate"] = transcript["off_target_rate"]
             out["transcript_empty_rate"] = transcript["empty_rate"]
+            out["transcript_unjudged_rate"] = transcript["unjudged_rate"]
         if task != "asr" and by_direction:
             out["chrf"] = chrf_pp([r.get("hypothesis") or "" for r in items], [r["reference"] for r in items])
         out["loop_rate"] = sum(is_loop(r.get("raw", r.get("hypothesis") or ""), r.get("complete")) for r in items) \
@@ -130,9 +159,15 @@ def quality_directions(rows: Iterable[dict[str, Any]], task: str) -> dict[str, A
 
 def speed(audio_seconds: float | None, decode_seconds: float, utterances: int, device: str | None = None,
           engine: str | None = None) -> dict[str, Any]:
-    """Decoding speed: RTFx (audio seconds per decoding second) and utterances per second."""
-    if decode_seconds <= 0:
-        raise ValueError(f"decode_seconds must be positive, got {decode_seconds}.")
+    """Decoding speed: RTFx (audio seconds per decoding second) and utterances per second. Durations that cannot
+    be measured (NaN, infinite, negative; no decoding time) are refused by name: they gave a NaN or negative RTFx."""
+    if not _finite(decode_seconds) or decode_seconds <= 0:
+        raise ValueError(f"decode_seconds must be a positive finite number of seconds, got {decode_seconds!r}.")
+    if audio_seconds is not None and (not _finite(audio_seconds) or audio_seconds < 0):
+        raise ValueError(f"audio_seconds must be a finite number of seconds >= 0 (or None: not known), got "
+                         f"{audio_seconds!r}.")
+    if isinstance(utterances, bool) or not isinstance(utterances, numbers.Integral) or utterances < 0:
+        raise ValueError(f"utterances must be a whole number >= 0, got {utterances!r}.")
     return {"audio_seconds": audio_seconds, "decode_seconds": decode_seconds, "utterances": utterances,
             "rtfx": audio_seconds / decode_seconds if audio_seconds is not None else None,
             "utterances_per_second": utterances / decode_seconds, "device": device, "engine": engine}
@@ -193,8 +228,9 @@ def non_speech_check(engine, task: str = "srt", src_lang: str = "eng", tgt_lang:
     return out
 
 
-__all__ = ["LOOP_NGRAM_SIZES", "LOOP_REPEATS", "chrf_pp", "identify_language", "is_loop", "is_off_target",
-           "non_speech_check", "non_speech_clips", "quality_directions", "speed"]
+__all__ = ["LOOP_NGRAM_SIZES", "LOOP_REPEATS", "MIN_JUDGED_LETTERS", "chrf_pp", "identify_language", "is_loop",
+           "is_off_target", "judgeable", "letter_count", "non_speech_check", "non_speech_clips", "quality_directions",
+           "speed"]
 
 
 COMET_SKIPPED = ("COMET: not computed (optional: pass --comet_model with a local COMET checkpoint, e.g. "

@@ -18,8 +18,8 @@ def markdown(results: dict) -> str:
     if results.get("fingerprint", {}).get("shared_transcript"):
         lines += ["Decoded with `--shared_transcript` (each clip's transcript once for all its targets), not the "
                   "paper's independent decoding.", ""]
-    lines += ["| direction | count | BLEU | chrF++ | WER/CER | off-target | transcript off-target | empty | loops |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| direction | count | BLEU | chrF++ | WER/CER | off-target | transcript off-target | empty | too short to "
+              "judge | loops |", "|---|---|---|---|---|---|---|---|---|---|"]
     quality = results.get("quality", {})
     for key, d in results["directions"].items():
         bleu = f"{d['bleu']['score']:.1f}" if "bleu" in d else "-"
@@ -28,13 +28,13 @@ def markdown(results: dict) -> str:
         chrf = f"{q['chrf']['score']:.1f}" if "chrf" in q else "-"
         lines.append(f"| {key} | {d['count']} | {bleu} | {chrf} | {wer} | {_rate(q.get('off_target_rate'))} | "
                      f"{_rate(q.get('transcript_off_target_rate'))} | {_rate(q.get('empty_rate'))} | "
-                     f"{_rate(q.get('loop_rate'))} |")
+                     f"{_rate(q.get('unjudged_rate'))} | {_rate(q.get('loop_rate'))} |")
     overall = quality.get("overall")
     if overall:
         chrf = f"{overall['chrf']:.1f}" if "chrf" in overall else "-"
         lines.append(f"| **all** | {overall['count']} | - | {chrf} | - | {_rate(overall.get('off_target_rate'))} | "
                      f"{_rate(overall.get('transcript_off_target_rate'))} | {_rate(overall.get('empty_rate'))} | "
-                     f"{_rate(overall.get('loop_rate'))} |")
+                     f"{_rate(overall.get('unjudged_rate'))} | {_rate(overall.get('loop_rate'))} |")
     avg = results["averages"]
     lines += ["", "| average | value |", "|---|---|"]
     if "bleu" in avg:

@@ -215,6 +215,9 @@ def select_rows(args: EvaluateArguments, max_seconds: float | None = None) -> li
                 if name in ("tgt_lang", "translation") and task != "asr" and not has_translations:
                     raise DataError(f"{where}: no {name}; this test set has no translations (use --task asr).")
                 if name in ("tgt_lang", "translation") and row.get("tgt_lang") in (None, ""):
+                    if row.get("translation") not in (None, ""):  # a translation of no language: not skipped silently
+                        raise DataError(f"{where}, field 'tgt_lang': missing, but the row has a translation; give "
+                                        "its language (or drop the translation: an ASR-only row).")
                     break  # an ASR-only row in a mixed set: not part of a translation evaluation
                 raise DataError(f"{where}, field {name!r}: missing reference, needed for --task {task}.")
         else:

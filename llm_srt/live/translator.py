@@ -36,7 +36,7 @@ import numpy as np
 from transformers.utils import logging
 
 from ..speech_llm_srt import PAUSE_SECONDS, find_pauses, is_silent, split_on_silence
-from ..languages_llm_srt import UNSPACED_LANGUAGES, normalize_language
+from ..languages_llm_srt import UNSPACED_LANGUAGES, normalize_language, normalize_targets
 from ..decoding_llm_srt import DecodeRow, DecodingEngine, decode_window_rows, vote_language
 
 
@@ -181,7 +181,8 @@ class LiveTranslator:
         self.decoder = as_segment_decoder(decoder, settings)
         auto = source_language is None or str(source_language).strip().lower() in ("", "auto")
         self.source_language = None if auto else normalize_language(source_language)
-        self.targets = list(dict.fromkeys(normalize_language(t) for t in targets))
+        # a language named twice is refused, as everywhere (the caller warns for a target equal to the source)
+        self.targets = normalize_targets(list(targets), name="targets") if targets else []
         if min_chunk_seconds <= 0:
             raise ValueError(f"min_chunk_seconds must be positive, got {min_chunk_seconds}.")
         self.sampling_rate = int(self.decoder.sampling_rate)
