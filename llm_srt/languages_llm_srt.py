@@ -89,7 +89,7 @@ def normalize_targets(targets: Sequence[str], src_lang: str | None = None, name:
 
     A language named twice (under any of its names: `de`, `deu`, `German`) is refused, naming it: the caller would
     get fewer results than it asked for. A target equal to the source (`src_lang`, when known) is kept, with a
-    logged warning: the answer is the speech rewritten in its own language, not a translation.
+    logged note: its answer is the transcript (decoded as ASR, `decoding_llm_srt.as_decoded`).
 
     Raises:
         ValueError: an unsupported language, an empty list, or a language named twice (`name` says which argument).
@@ -103,9 +103,13 @@ def normalize_targets(targets: Sequence[str], src_lang: str | None = None, name:
     if not codes:
         raise ValueError(f"{name} is empty: pass at least one target language.")
     if src_lang is not None and normalize_language(src_lang) in codes:
-        logger.warning(f"{name} {normalize_language(src_lang)} is the source language: the same language, so the "
-                       "answer is a rewrite of what was said, not a translation.")
+        logger.warning(same_language_note(normalize_language(src_lang), name))
     return list(codes)
+
+
+def same_language_note(language: str, name: str = "tgt_lang") -> str:
+    """The note logged when a target is the spoken language itself."""
+    return f"{name} {language} is the spoken language: its answer is the transcript (recognition), not a translation."
 
 
 def language_tag(language: str, mandarin_tag: str = "zho") -> str:
@@ -189,15 +193,15 @@ def untrained_reason(config, src_lang: str, tgt_lang: str | None = None) -> str 
 class UntrainedWarnings:
     """Logs a warning, once per (source, target), when a model is asked for a language or direction outside what
     its config records it was trained on ([`untrained_reason`]); with `refuse=True` raises
-    [`UntrainedDirectionError`] instead. One per pipeline or server."""
+    [`UntrainedDirectionError`] instead, every time: the warn-once memory only silences repeated warnings, never a
+    refusal (a pipeline called once with "warn" and then with "error" for the same direction still refuses). One per
+    pipeline or server."""
 
     def __init__(self, config, log=None):
         self.config, self.log, self.seen = config, log or logger, set()
 
     def check(self, src_lang: str, tgt_lang: str | None = None, refuse: bool = False) -> None:
         key = (normalize_language(src_lang), None if tgt_lang is None else normalize_language(tgt_lang))
-        if key in self.seen:
-            return
         reason = untrained_reason(self.config, *key)
         asked = key[0] if key[1] is None else f"{key[0]} -> {key[1]}"
         if reason is not None and refuse:
@@ -205,6 +209,8 @@ class UntrainedWarnings:
                 f"This model was not trained on {asked}: {reason} (config.trained_languages / trained_directions); "
                 "refused because untrained directions are set to 'error' (untrained_direction='warn', "
                 "--untrained-direction warn, answers them with a warning).")
+        if key in self.seen:
+            return
         self.seen.add(key)
         if reason is not None:
             self.log.warning(f"This model was not trained on {asked}: {reason}. Its answer may be in another "
@@ -215,5 +221,5 @@ class UntrainedWarnings:
 
 __all__ = ["CER_LANGUAGES", "FLEURS_CONFIGS", "LANGUAGES", "LANGUAGE_TABLE", "LanguageInfo", "MANDARIN_TAGS", "TAG_END", "UNSPACED_LANGUAGES",
            "UNTRAINED_DIRECTION_ACTIONS", "UntrainedDirectionError", "UntrainedWarnings", "WHISPER_CODES", "direction_key",
-           "language_tag", "normalize_language", "normalize_targets", "recorded_directions", "recorded_languages",
+           "language_tag", "normalize_language", "normalize_targets", "recorded_directions", "recorded_languages", "same_language_note",
            "supported_languages_text", "text_after_last_tag", "untrained_reason"]

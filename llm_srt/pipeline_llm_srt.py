@@ -24,6 +24,7 @@ from .speech_llm_srt import PAUSE_SECONDS
 from .audio_llm_srt import describe_input, load_audio
 from .languages_llm_srt import (
     LANGUAGES, UNTRAINED_DIRECTION_ACTIONS, UntrainedWarnings, normalize_language, normalize_targets,
+    same_language_note,
 )
 from .configuration_llm_srt import PIPELINE_TASK
 from .decoding_llm_srt import TransformersEngine, decode_windows, vote_language
@@ -318,7 +319,11 @@ class SpeechTranslationPipeline(ChunkPipeline):
         refuse = forward_params.get("untrained_direction") == "error"
         for language in sorted(spoken):  # warned once per direction the model was not trained on (or refused)
             for tgt in targets:
-                self.untrained_warnings.check(language, None if task == "asr" else tgt, refuse=refuse)
+                # a target equal to the spoken language is its transcript (decoding_llm_srt.as_decoded): ASR
+                self.untrained_warnings.check(language, None if task == "asr" or tgt == language else tgt,
+                                              refuse=refuse)
+                if detected is not None and tgt == language:
+                    logger.info(same_language_note(language))
         rate = self.processor.feature_extractor.sampling_rate
         plan = [w["window"] for w in windows]
         outputs = []
@@ -382,7 +387,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
         untrained = params.pop("untrained_direction", None) or "warn"
         if untrained == "error" and src != AUTO:  # a given source: refused before any input is read
             for tgt in targets:
-                self.untrained_warnings.check(src, None if task_name == "asr" else tgt, refuse=True)
+                self.untrained_warnings.check(src, None if task_name == "asr" or tgt == src else tgt, refuse=True)
         generate_kwargs = dict(params.pop("generate_kwargs", None) or {})
         if not isinstance(generate_kwargs.get("shared_transcript", True), bool):
             raise ValueError(f"shared_transcript must be True or False, got {generate_kwargs['shared_transcript']!r}.")

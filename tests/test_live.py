@@ -85,6 +85,21 @@ def test_common_prefix():
 
 
 # ------------------------------------------------------------------------------------------- the tiny random model
+def test_a_pipeline_loaded_with_the_folders_own_code_decodes_live(tiny, tiny_folder):
+    """The README's `pipeline(..., trust_remote_code=True)` holds the folder's own copy of the decoding module, whose
+    engine is not this package's class: LiveTranslator took it for something else and refused it."""
+    from transformers import pipeline
+
+    pipe = pipeline("speech-translation", model=tiny_folder, trust_remote_code=True)
+    assert "transformers_modules" in type(pipe.engine).__module__
+    audio = synthetic_speech(1.7, seed=4)
+    remote = LiveTranslator(pipe, "eng", ["deu"], settings=SETTINGS, min_chunk_seconds=0.3)
+    local = LiveTranslator(TransformersEngine(*tiny), "eng", ["deu"], settings=SETTINGS, min_chunk_seconds=0.3)
+    for translator in (remote, local):
+        stream(translator, audio, 0.5)
+    assert remote.segments == local.segments and remote.segments
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("chunk_seconds", [0.1, 0.37, 1.0, 5.0])
 def test_chunks_of_any_size_give_the_offline_text(tiny, chunk_seconds):

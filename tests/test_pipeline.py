@@ -522,3 +522,37 @@ def test_an_undecoded_datasets_audio_column_needs_no_torchcodec(pipe, tmp_path):
     embedded = datasets.Dataset.from_dict({"audio": [{"bytes": open(p, "rb").read(), "path": None} for p in paths]})
     embedded = embedded.cast_column("audio", datasets.Audio(decode=False))
     assert list(run(pipe, embedded["audio"])) == expected  # bytes only, as a Parquet corpus holds them
+
+
+def test_a_target_equal_to_the_spoken_language_is_the_transcript(auto_pipe, speech, caplog):
+    """Translating German audio into German (or English into English): the models never learned SRT into the
+    source's own language, and the transcript of that answer came back wrong. The answer is the transcript (an ASR
+    decode), with a given or a detected language, alone or among other targets, as llm-srt serve and live decoding
+    answer it; a logged note, not an error."""
+    asr = auto_pipe(speech, sampling_rate=SR, src_lang="deu", task="transcribe", generate_kwargs=GEN)
+    with caplog.at_level(logging.WARNING):
+        same = auto_pipe(speech, sampling_rate=SR, src_lang="deu", tgt_lang="German", generate_kwargs=GEN)
+    assert "deu is the spoken language: its answer is the transcript" in caplog.text
+    assert same["text"] == same["transcript"] == asr["text"] != "" and same["tgt_lang"] == "deu"
+    several = auto_pipe(speech, sampling_rate=SR, src_lang="deu", tgt_lang=["fra", "deu"], generate_kwargs=GEN)
+    assert several[1]["text"] == asr["text"]
+    assert several[0] == auto_pipe(speech, sampling_rate=SR, src_lang="deu", tgt_lang="fra", generate_kwargs=GEN)
+    # "everything into German" with the language detected (the detector hears German): the transcript again
+    detected = auto_pipe([speech, speech], sampling_rate=SR, tgt_lang="deu", generate_kwargs=GEN)
+    assert [(r["src_lang"], r["text"], r["transcript"]) for r in detected] == [("deu", asr["text"], asr["text"])] * 2
+
+
+def test_the_seam_decodes_a_translation_into_the_spoken_language_as_asr(tiny):
+    """`as_decoded`, the one rule: every caller of `decode_window_rows` (pipeline, server, live) and evaluation."""
+    from llm_srt.decoding_llm_srt import DecodeRow, TransformersEngine, as_decoded, decode_window_rows
+
+    assert as_decoded(DecodeRow(0, "srt", "eng", "en")) == DecodeRow(0, "asr", "eng")
+    assert as_decoded(DecodeRow(0, "srt", "eng", "deu")) == DecodeRow(0, "srt", "eng", "deu")
+    engine = TransformersEngine(*tiny)
+    handles, _ = engine.encode([synthetic_speech(0.9, seed=3)])
+    asr, = decode_window_rows(engine, handles, [[DecodeRow(0, "asr", "eng")]], GEN)[0]
+    rows = [DecodeRow(0, "srt", "eng", "deu"), DecodeRow(0, "srt", "eng", "eng"), DecodeRow(0, "srt", "eng", "fra")]
+    mixed = decode_window_rows(engine, handles, [rows], GEN)[0]
+    shared = decode_window_rows(engine, handles, [[rows[0], rows[2]]], GEN)[0]
+    assert mixed[1] == asr and mixed[1]["text"] == asr["transcript"]
+    assert [mixed[0], mixed[2]] == shared  # the other targets still share their transcript

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from .safe_io import UsageError, one_line
 
@@ -18,6 +19,9 @@ class WorkError(RuntimeError):
 
 UNTRAINED_DIRECTION_HELP = ("a language or direction the model was not trained on (config.trained_languages / "
                             "trained_directions): warn (default: answered, with a warning) or error (refused)")
+
+
+DEVICE_HELP = "auto (default: the GPU when there is one, else cpu), cpu, cuda, cuda:1, mps, ..."
 
 
 def parse_targets(text: str) -> list[str]:
@@ -51,7 +55,7 @@ def check_model(model: str) -> None:
 
 
 def check_device(device: str | None) -> None:
-    if device is None:
+    if device in (None, "auto"):
         return
     import torch
 
@@ -73,12 +77,14 @@ def load_pipeline(args: argparse.Namespace):
     import torch
     from transformers import pipeline
 
-    from ..engines.loading import load_model_and_processor
+    from ..engines.loading import load_model_and_processor, resolve_device
 
+    device = resolve_device(args.device)
+    print(f"{PROG}: decoding on {device} (--device {args.device})", file=sys.stderr)
     try:
         model, processor = load_model_and_processor(args.model, args.trust_remote_code,
                                                     getattr(torch, args.dtype) if args.dtype else None)
-        return pipeline("speech-translation", model=model, processor=processor, device=args.device,
+        return pipeline("speech-translation", model=model, processor=processor, device=device,
                         trust_remote_code=args.trust_remote_code)
     except UsageError:  # the folder's code differs: --trust-remote-code named
         raise
@@ -87,5 +93,5 @@ def load_pipeline(args: argparse.Namespace):
         raise WorkError(f"could not load the model {args.model}{where}: {one_line(error)}") from None
 
 
-__all__ = ["PROG", "UNTRAINED_DIRECTION_HELP", "WorkError", "check_device", "check_languages", "check_model",
+__all__ = ["DEVICE_HELP", "PROG", "UNTRAINED_DIRECTION_HELP", "WorkError", "check_device", "check_languages", "check_model",
            "load_pipeline", "parse_targets"]

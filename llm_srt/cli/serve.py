@@ -44,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
         where = "" if os.path.isdir(args.model) else " (no such local folder; tried it as a Hub id)"
         message = " ".join(str(error).split()) or type(error).__name__
         raise WorkError(f"could not load the model {args.model}{where}: {message}") from None
-    logger.warning(f"Serving {app.state.server.settings.served_model_name!r} on http://{args.host}:{args.port}/v1 "
-                   f"(live page: http://{args.host}:{args.port}/live)")
+    engine = app.state.server.engine
+    where = f" on {engine.device} (--device {args.device})" if engine.name == "transformers" else ""
+    logger.warning(f"Serving {app.state.server.settings.served_model_name!r} with the {engine.name} engine{where} on "
+                   f"http://{args.host}:{args.port}/v1 (live page: http://{args.host}:{args.port}/live)")
     uvicorn.run(app, host=args.host, port=args.port)
     return 0
 

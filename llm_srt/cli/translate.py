@@ -11,7 +11,8 @@ import tempfile
 
 from ..languages_llm_srt import UNTRAINED_DIRECTION_ACTIONS
 from .common import (
-    PROG, UNTRAINED_DIRECTION_HELP, WorkError, check_device, check_languages, check_model, load_pipeline, parse_targets,
+    DEVICE_HELP, PROG, UNTRAINED_DIRECTION_HELP, WorkError, check_device, check_languages, check_model, load_pipeline,
+    parse_targets,
 )
 from .safe_io import OutputExistsError, UsageError, check_output_file, new_file_mode, one_line, positive_float, positive_int
 
@@ -27,12 +28,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     translate.add_argument("--tgt", type=parse_targets, default=None, help="target language(s), comma-separated: deu,fra")
     translate.add_argument("--task", choices=["translate", "transcribe"], default="translate")
-    translate.add_argument("--beams", type=positive_int, default=None, help="beam size (default: the model's, 5)")
+    translate.add_argument("--beams", type=positive_int, default=None,
+                           help="beam size (default: the model's, the paper's 5; llm-srt serve and live decode "
+                                "greedily, 1, by default)")
     translate.add_argument("--max-new-tokens", type=positive_int, default=None)
     translate.add_argument("--batch-size", type=positive_int, default=8, help="audio windows per forward pass")
     translate.add_argument("--chunk-length", type=positive_float, default=None,
                            help="longest window in seconds (default and most: the model's window, 30)")
-    translate.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    translate.add_argument("--device", default="auto", help=DEVICE_HELP)
     translate.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     translate.add_argument("--output", default="-", help="JSON-lines output file (default: stdout)")
     translate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")

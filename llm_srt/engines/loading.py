@@ -78,13 +78,27 @@ def load_model_and_processor(model: str | os.PathLike, trust_remote_code: bool =
     return loaded, AutoProcessor.from_pretrained(model, trust_remote_code=trust)
 
 
+AUTO_DEVICE = "auto"
+
+
+def resolve_device(device: str | None) -> str:
+    """The device `device` names; `"auto"` is the GPU when there is one (cuda), else cpu, as Whisper and
+    faster-whisper choose (the default of `llm-srt translate`, `live` and `serve`); None is cpu."""
+    if device == AUTO_DEVICE:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device or "cpu"
+
+
 def open_engine(model: str | os.PathLike | tuple, engine: str = "transformers", device: str | None = None,
                 dtype: str | None = None, trust_remote_code: bool = False, tensor_parallel_size: int = 1,
                 **engine_kwargs):
     """The decoding engine (`decoding_llm_srt.DecodingEngine`) of `model`: a saved folder or Hub id, or a loaded
     `(model, processor)` pair (transformers engine only).
 
-    `engine="transformers"` loads the model in eval mode on `device` (default cpu) in `dtype` (a name: "bfloat16";
+    `engine="transformers"` loads the model in eval mode on `device` (default cpu; "auto": the GPU when there is
+    one, [`resolve_device`]) in `dtype` (a name: "bfloat16";
     default as saved); `engine="vllm"` starts vLLM's engine on the folder (`llm_srt.vllm.engine.VllmEngine`, with
     `tensor_parallel_size` and `engine_kwargs`; `dtype` "auto" by default).
     """
@@ -110,10 +124,10 @@ def open_engine(model: str | os.PathLike | tuple, engine: str = "transformers", 
         import torch
 
         model, processor = load_model_and_processor(model, trust_remote_code, getattr(torch, dtype) if dtype else None)
-        model = model.to(device or "cpu").eval()
+        model = model.to(resolve_device(device)).eval()
     else:
         model, processor = model
     return TransformersEngine(model, processor)
 
 
-__all__ = ["load_model_and_processor", "model_code_to_trust", "open_engine"]
+__all__ = ["AUTO_DEVICE", "load_model_and_processor", "model_code_to_trust", "open_engine", "resolve_device"]

@@ -12,7 +12,7 @@ import torch
 
 from ..audio_llm_srt import load_audio, resolve_path
 from .metrics import score_directions, split_srt_response
-from ..decoding_llm_srt import DecodeRow, DecodingEngine
+from ..decoding_llm_srt import DecodeRow, DecodingEngine, as_decoded
 from ..processing_llm_srt import LlmSrtProcessor, normalize_task
 
 
@@ -121,10 +121,21 @@ def decode_batch(
     if shared_transcript:
         if task != "srt":
             raise ValueError(f"shared_transcript applies to the srt task only, not {task}.")
+        # a row into its own language is its transcript (as_decoded): nothing to share, decoded on its own
+        own = [as_decoded(DecodeRow(i, "srt", r["src_lang"], r["tgt_lang"])).task == "asr" for i, r in enumerate(rows)]
+        if any(own):
+            results: list = [None] * len(rows)
+            for alone in (False, True):
+                group = [i for i in range(len(rows)) if own[i] == alone]
+                decoded = decode_batch(engine, [rows[i] for i in group], task, base_dir, generate_kwargs, not alone)
+                for i, result in zip(group, decoded):
+                    results[i] = result
+            return results
         return _decode_shared_transcript(engine, processor, rows, base_dir, generate_kwargs or {})
     audio = _audio(engine, rows, base_dir)
-    row_specs = [DecodeRow(i, task, r["src_lang"], r.get("tgt_lang") if task != "asr" else None,
-                              r.get("transcript") if task == "smt" else None) for i, r in enumerate(rows)]
+    # a row into its own language is decoded as its transcript (ASR), as everywhere (decoding_llm_srt.as_decoded)
+    row_specs = [as_decoded(DecodeRow(i, task, r["src_lang"], r.get("tgt_lang") if task != "asr" else None,
+                                      r.get("transcript") if task == "smt" else None)) for i, r in enumerate(rows)]
     answers = engine.decode_rows(audio, row_specs, generate_kwargs)
     return [_result(processor, row, out, task) for row, out in zip(rows, answers)]
 

@@ -277,7 +277,8 @@ def open_evaluation_engine(args: EvaluateArguments):
     """(engine, device) for `--engine` (`engines.loading.open_engine`): the transformers engine on `--device`
     (default: this process's GPU under torchrun, else the first GPU, else cpu), or vLLM's."""
     if args.engine == "vllm":
-        return open_engine(args.model, "vllm", dtype=args.dtype, tensor_parallel_size=args.tensor_parallel_size), "vllm"
+        return open_engine(args.model, "vllm", dtype=args.dtype, tensor_parallel_size=args.tensor_parallel_size,
+                           kv_cache_sequences=args.batch_size), "vllm"
     device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     return open_engine(args.model, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code), device
 

@@ -114,12 +114,20 @@ class EngineDecoder:
         return str(vote_language(self.engine.detect_languages([audio]))["language"])
 
 
+def is_engine(candidate: Any) -> bool:
+    """Whether `candidate` is a decoding engine: a `DecodingEngine`, or one of a model folder's own copy of the
+    module (a pipeline loaded with `trust_remote_code=True` holds that copy's `TransformersEngine`, another class)."""
+    return isinstance(candidate, DecodingEngine) or all(
+        callable(getattr(candidate, name, None)) for name in ("encode", "decode_rows", "decode_shared_transcript",
+                                                              "detect_languages"))
+
+
 def as_segment_decoder(decoder: Any, settings: dict | None = None) -> SegmentDecoder:
     """`decoder` as a [`SegmentDecoder`]: one already, a `DecodingEngine`, or a speech-translation pipeline (its
     engine)."""
-    if isinstance(decoder, DecodingEngine):
+    if is_engine(decoder):
         return EngineDecoder(decoder, settings)
-    if isinstance(getattr(decoder, "engine", None), DecodingEngine):  # the pipeline
+    if is_engine(getattr(decoder, "engine", None)):  # the pipeline
         return EngineDecoder(decoder.engine, settings)
     if callable(getattr(decoder, "decode", None)) and callable(getattr(decoder, "detect", None)):
         return decoder

@@ -35,10 +35,15 @@ class ServeSettings:
     engine: str = field(default="transformers", metadata=option(
         "what decodes: transformers (default, no extra install) or vllm (vLLM's engine: continuous batching, tensor "
         "parallelism; needs vLLM, see docs/vllm.md)", choices=ENGINES))
-    device: str | None = field(default=None, metadata=option("cpu, cuda, cuda:1, ... (default: cpu)"))
+    device: str | None = field(default="auto", metadata=option(
+        "auto (default: the GPU when there is one, else cpu), cpu, cuda, cuda:1, ...; transformers engine only"))
     dtype: str | None = field(default=None, metadata=option("the weights' dtype (default: as saved)", choices=DTYPES))
     tensor_parallel_size: int = field(default=1, metadata=option(
         "with --engine vllm: devices (or CPU processes) the LLM is split over", number=(int, 1, False)))
+    kv_cache_gib: float | None = field(default=None, metadata=option(
+        "with --engine vllm: vLLM's KV cache in GiB (default: room for --max-batch-size answers of the longest "
+        "prompt + answer, so it starts where other work holds memory; vLLM's own default wants 0.92 of the "
+        "machine's memory free on CPU); VLLM_CPU_KVCACHE_SPACE, when set, wins on CPU", number=(float, 0, True)))
     trust_remote_code: bool = field(default=False, metadata=option(
         "run the model folder's own Python code where it differs from the installed llm-srt (or the folder is another "
         "architecture); off by default"))
@@ -53,7 +58,8 @@ class ServeSettings:
     max_new_tokens: int | None = field(default=None, metadata=option(
         "tokens generated per window (default: the model's, 400)", number=(int, 1, False)))
     num_beams: int = field(default=1, metadata=option(
-        "beam size (default 1: greedy, which makes batched answers equal single ones)", number=(int, 1, False)))
+        "beam size (default 1: greedy, which makes batched answers equal single ones; the pipeline and llm-srt "
+        "translate use the model's, the paper's 5)", number=(int, 1, False)))
     max_queue: int = field(default=256, metadata=option(
         "most audio windows waiting to be decoded; beyond it requests get 503 with Retry-After", number=(int, 1, False)))
     max_live_sessions: int = field(default=32, metadata=option(
@@ -80,11 +86,12 @@ class ServeSettings:
             if self.num_beams > 1:
                 raise ValueError(f"num_beams={self.num_beams}: the vLLM engine decodes greedily; beam search needs "
                                  "the transformers engine.")
-            if self.device is not None:
+            if self.device not in (None, "auto"):
                 raise ValueError("device applies to the transformers engine; vLLM places the model on its platform's "
                                  "devices (tensor_parallel_size to split it).")
-        elif self.tensor_parallel_size != 1:
-            raise ValueError("tensor_parallel_size applies to the vLLM engine (engine='vllm').")
+        elif self.tensor_parallel_size != 1 or self.kv_cache_gib is not None:
+            name = "tensor_parallel_size" if self.tensor_parallel_size != 1 else "kv_cache_gib"
+            raise ValueError(f"{name} applies to the vLLM engine (engine='vllm').")
 
 
 def number_problem(value: Any, kind: type, lowest: float, excluded: bool) -> str | None:

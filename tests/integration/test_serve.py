@@ -232,6 +232,36 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(client):
     assert client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="en").text
 
 
+def test_openai_fields_the_server_cannot_honour_are_refused_by_name(client):
+    """`timestamp_granularities=["word"]` came back with `"words": null` and `prompt=` was dropped without a word:
+    each is a 400 naming it; "segment" with verbose_json (what OpenAI's API takes) and an empty prompt are
+    answered."""
+    def transcribe(**fields):
+        return lambda: client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="en",
+                                                          **fields)
+
+    cases = {
+        "word timestamps": (transcribe(response_format="verbose_json", timestamp_granularities=["word"]),
+                            "unsupported_parameter"),
+        "both": (transcribe(response_format="verbose_json", timestamp_granularities=["segment", "word"]),
+                 "unsupported_parameter"),
+        "segment without verbose_json": (transcribe(timestamp_granularities=["segment"]), "invalid_value"),
+        "unknown granularity": (transcribe(response_format="verbose_json", extra_body={
+            "timestamp_granularities[]": "sentence"}), "invalid_value"),
+    }
+    for name, (call, code) in cases.items():
+        status, body = error_of(call)
+        assert (status, body["param"], body["code"]) == (400, "timestamp_granularities[]", code), (name, body)
+    status, body = error_of(transcribe(prompt="The speaker talks about cats."))
+    assert (status, body["param"], body["code"]) == (400, "prompt", "unsupported_parameter")
+    assert "prompt is not supported" in body["message"]
+    status, body = error_of(lambda: client.audio.translations.create(
+        model=NAME, file=("a.wav", SHORT_WAV), prompt="Cats.", extra_body={"language": "en"}))
+    assert (status, body["param"]) == (400, "prompt")
+    segments = transcribe(response_format="verbose_json", timestamp_granularities=["segment"], prompt="")()
+    assert segments.segments and segments.segments[0].end > segments.segments[0].start
+
+
 # -------------------------------------------------------------------------------------------------------- batching
 def hold_worker(server, expected_jobs: int, send):
     """Run `send()` in a thread while the worker is held, and release it once `expected_jobs` windows have been
