@@ -22,6 +22,10 @@ bitsandbytes.
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import os
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -231,6 +235,32 @@ def quantize_int4(weight: torch.Tensor, group_size: int, dtype: torch.dtype) -> 
     return nibbles, scales_and_zeros
 
 
+def release_file_pages(tensor: torch.Tensor | None) -> None:
+    """Drop this process's mapping of the pages under `tensor` when they belong to a memory-mapped `.safetensors`
+    file (a loaded weight turned into another form): the file stays in the page cache, the process's resident
+    memory stops counting it, so loading int8/int4 peaks at about their size instead of twice it. Anonymous memory
+    is never touched (dropping it would lose data); Linux only, elsewhere nothing happens."""
+    if tensor is None or tensor.device.type != "cpu" or not tensor.numel() or not tensor.is_contiguous() \
+            or not os.path.exists("/proc/self/maps"):
+        return
+    start = tensor.data_ptr()  # the tensor's own bytes: its storage may be the whole file
+    end = start + tensor.numel() * tensor.element_size()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and fields[5].endswith(".safetensors"):
+                low, high = (int(x, 16) for x in fields[0].split("-"))
+                if low <= start and end <= high:
+                    break
+        else:
+            return
+    page = mmap.PAGESIZE
+    first, last = -(-start // page) * page, end // page * page  # whole pages inside the tensor only
+    if last > first:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
+
+
 def _check_cpu(module: nn.Module, x: torch.Tensor) -> None:
     if x.device.type != "cpu":
         raise ValueError(f"{type(module).__name__} computes on the CPU only (llm_srt's int8/int4 kernels), got an "
@@ -260,7 +290,8 @@ class Int8Linear(nn.Module):
 
     def finish_loading(self) -> None:
         # The kernel crashes (torch 2.13, 4+ rows) on a weight in a read-only memory-mapped file: own the memory.
-        self.qweight = self.qweight.clone()
+        loaded, self.qweight = self.qweight, self.qweight.clone()
+        release_file_pages(loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_cpu(self, x)
@@ -302,7 +333,8 @@ class Int4Linear(nn.Module):
         """Make the kernel's layout; the stored form is dropped where it can be made back to save."""
         self.packed = pack_int4(self.qweight)
         if kernel_layout() is not None:
-            self.qweight = None
+            loaded, self.qweight = self.qweight, None
+            release_file_pages(loaded)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)

@@ -170,3 +170,71 @@ def test_quantized_folder_loads_without_the_package(bf16_folder, prompt, tmp_pat
     name, values = result.stdout.strip().splitlines()[-2:]
     assert name == "Int4Linear"
     assert eval(values) == expected
+
+
+# ------------------------------------------------------------------ one option: engine, CLI, server, evaluation
+def test_cpu_dtype_default(monkeypatch):
+    from llm_srt.engines.loading import cpu_dtype
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True}, raising=False)
+    assert cpu_dtype(None) == ("bfloat16", pytest.approx("computing in bfloat16: this CPU computes bf16 natively "
+                                                         "(--dtype float32 for float32)"))
+    assert cpu_dtype("float32")[0] == "float32" and cpu_dtype(None, "cuda")[0] is None
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True}, raising=False)
+    assert cpu_dtype(None)[0] == "float32"
+
+
+def test_open_engine_quantizes_and_says_so(bf16_folder, tiny_folder):
+    from llm_srt.engines.loading import open_engine
+
+    told = []
+    engine = open_engine(bf16_folder, quantization="int8", log=told.append)
+    assert isinstance(engine.model.language_model.lm_head, Int8Linear)
+    assert told == [pytest.approx(told[0])] and "the LLM's weights in int8" in told[0] and "computing in" in told[0]
+    with pytest.raises(ValueError, match="quantization 'int4' is the transformers engine's"):
+        open_engine(tiny_folder, "vllm", quantization="int4")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        open_engine(tiny_folder, quantization="int4", device="cuda")
+
+
+def test_the_cli_takes_quantization(bf16_folder, capsys, tmp_path):
+    import soundfile
+
+    from llm_srt.cli import main as cli
+    from llm_srt.testing import synthetic_speech
+
+    clip = tmp_path / "clip.wav"
+    soundfile.write(clip, synthetic_speech(0.8, seed=1), 16000)
+    status = cli.main(["translate", str(clip), "--model", bf16_folder, "--src", "eng", "--tgt", "deu",
+                       "--quantization", "int4", "--beams", "1", "--max-new-tokens", "3"])
+    out, err = capsys.readouterr()
+    assert status == 0 and json.loads(out.splitlines()[0])["file"] == str(clip)
+    assert "llm-srt: computing in " in err and "the LLM's weights in int4" in err
+    with pytest.raises(SystemExit):
+        cli.main(["translate", str(clip), "--model", bf16_folder, "--tgt", "deu", "--quantization", "int2"])
+    assert "--quantization: invalid choice: 'int2'" in capsys.readouterr().err
+
+
+def test_serve_and_evaluate_take_quantization(tmp_path):
+    from llm_srt.evaluation.run import EvaluateArguments
+    from llm_srt.serving.settings import ServeSettings
+
+    assert ServeSettings(quantization="int4").quantization == "int4"
+    with pytest.raises(ValueError, match="quantization must be one of int8, int4, got 'int2'"):
+        ServeSettings(quantization="int2")
+    with pytest.raises(ValueError, match="quantization int8 runs on the transformers engine"):
+        ServeSettings(quantization="int8", engine="vllm")
+    assert EvaluateArguments(model="m", output_dir=str(tmp_path), test_file="t.jsonl", quantization="int8")
+    with pytest.raises(ValueError, match="--quantization runs on --engine transformers"):
+        EvaluateArguments(model="m", output_dir=str(tmp_path), test_file="t.jsonl", quantization="int8", engine="vllm")
+    help_text = subprocess.run([sys.executable, "-m", "llm_srt.cli", "serve", "--help"], capture_output=True,
+                               text=True, cwd=os.path.dirname(os.path.dirname(__file__))).stdout
+    assert "--quantization {int8,int4}" in help_text
+
+
+def test_pipeline_model_kwargs_quantize(bf16_folder):
+    from transformers import pipeline
+
+    pipe = pipeline("speech-translation", model=bf16_folder, trust_remote_code=True,
+                    model_kwargs={"quantization_config": "int8"})
+    assert isinstance(pipe.model.language_model.lm_head, Int8Linear)

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .common import WorkError, check_device, check_model, load_pipeline, parse_targets
+from .common import WorkError, add_model_arguments, check_device, check_model, load_pipeline, parse_targets
 from .safe_io import UsageError, one_line, positive_float, positive_int
 
 
@@ -25,10 +25,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="seconds of new audio before the buffer is decoded again (default 1)")
     parser.add_argument("--beams", type=positive_int, default=1, help="beam size (default 1)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=None)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="run the model folder's own Python code where it differs from the installed llm-srt")
+    add_model_arguments(parser)
     return parser
 
 

@@ -45,8 +45,8 @@ def create_app(model: str | os.PathLike | tuple[Any, Any], **settings):
     else:
         options.served_model_name = options.served_model_name or "llm-srt"
     engine = open_engine(model, options.engine, device=options.device, dtype=options.dtype,
-                         trust_remote_code=options.trust_remote_code,
-                         tensor_parallel_size=options.tensor_parallel_size)
+                         trust_remote_code=options.trust_remote_code, tensor_parallel_size=options.tensor_parallel_size,
+                         quantization=options.quantization, log=logger.warning)
     server = SpeechServer(engine, engine.config, options)
 
     @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..cli.safe_io import number_type
-from ..engines import ENGINES
+from ..engines import ENGINES, QUANTIZATIONS
 from ..languages_llm_srt import UNTRAINED_DIRECTION_ACTIONS
 
 
@@ -36,7 +36,12 @@ class ServeSettings:
         "what decodes: transformers (default, no extra install) or vllm (vLLM's engine: continuous batching, tensor "
         "parallelism; needs vLLM, see docs/vllm.md)", choices=ENGINES))
     device: str | None = field(default=None, metadata=option("cpu, cuda, cuda:1, ... (default: cpu)"))
-    dtype: str | None = field(default=None, metadata=option("the weights' dtype (default: as saved)", choices=DTYPES))
+    dtype: str | None = field(default=None, metadata=option(
+        "the dtype to compute in (default on the CPU: bfloat16 where it computes bf16 natively, else float32; on a GPU "
+        "as saved)", choices=DTYPES))
+    quantization: str | None = field(default=None, metadata=option(
+        "the LLM's weights in int8 or int4 on the CPU's int kernels (transformers engine; fewer bytes per token: "
+        "faster decoding); a folder saved quantized needs none", choices=QUANTIZATIONS))
     tensor_parallel_size: int = field(default=1, metadata=option(
         "with --engine vllm: devices (or CPU processes) the LLM is split over", number=(int, 1, False)))
     trust_remote_code: bool = field(default=False, metadata=option(
@@ -83,8 +88,13 @@ class ServeSettings:
             if self.device is not None:
                 raise ValueError("device applies to the transformers engine; vLLM places the model on its platform's "
                                  "devices (tensor_parallel_size to split it).")
+            if self.quantization is not None:
+                raise ValueError(f"quantization {self.quantization} runs on the transformers engine; vLLM serves "
+                                 "folders saved in the formats it runs (AWQ, GPTQ, compressed-tensors).")
         elif self.tensor_parallel_size != 1:
             raise ValueError("tensor_parallel_size applies to the vLLM engine (engine='vllm').")
+        elif self.quantization is not None and (self.device or "cpu") != "cpu":
+            raise ValueError(f"quantization {self.quantization} runs on the CPU, not on device {self.device}.")
 
 
 def number_problem(value: Any, kind: type, lowest: float, excluded: bool) -> str | None:
