@@ -72,18 +72,37 @@ def check_device(device: str | None) -> None:
         raise UsageError(f"--device {device}: MPS is not available here; use --device cpu.")
 
 
+DTYPE_HELP = "bfloat16, float32 or float16 (default: bfloat16 where the CPU computes it natively, else float32)"
+QUANTIZATION_HELP = ("the LLM's weights in int8 or int4 on the CPU's int kernels (fewer bytes to read per token: "
+                     "faster decoding, a little less accurate); a folder saved quantized needs none")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--device`, `--dtype`, `--quantization` and `--trust-remote-code`: how `--model` is loaded."""
+    from ..engines import QUANTIZATIONS
+
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help=DTYPE_HELP)
+    parser.add_argument("--quantization", default=None, choices=list(QUANTIZATIONS), help=QUANTIZATION_HELP)
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model folder's own Python code where it differs from the installed llm-srt "
+                             "(or the folder is another architecture); off by default")
+
+
 def load_pipeline(args: argparse.Namespace):
-    """The speech-translation pipeline of `--model` (WorkError naming the model when it does not load)."""
-    import torch
+    """The speech-translation pipeline of `--model` (WorkError naming the model when it does not load); the dtype
+    and quantization it computes in are said on stderr."""
+    import sys
+
     from transformers import pipeline
 
-    from ..engines.loading import load_model_and_processor, resolve_device
+    from ..engines.loading import open_model, resolve_device
 
     device = resolve_device(args.device)
     print(f"{PROG}: decoding on {device} (--device {args.device})", file=sys.stderr)
     try:
-        model, processor = load_model_and_processor(args.model, args.trust_remote_code,
-                                                    getattr(torch, args.dtype) if args.dtype else None)
+        model, processor = open_model(args.model, device, args.dtype, args.quantization, args.trust_remote_code,
+                                      log=lambda line: print(f"{PROG}: {line}", file=sys.stderr))
         return pipeline("speech-translation", model=model, processor=processor, device=device,
                         trust_remote_code=args.trust_remote_code)
     except UsageError:  # the folder's code differs: --trust-remote-code named
@@ -93,5 +112,5 @@ def load_pipeline(args: argparse.Namespace):
         raise WorkError(f"could not load the model {args.model}{where}: {one_line(error)}") from None
 
 
-__all__ = ["DEVICE_HELP", "PROG", "UNTRAINED_DIRECTION_HELP", "WorkError", "check_device", "check_languages", "check_model",
-           "load_pipeline", "parse_targets"]
+__all__ = ["DEVICE_HELP", "DTYPE_HELP", "PROG", "QUANTIZATION_HELP", "UNTRAINED_DIRECTION_HELP", "WorkError",
+           "add_model_arguments", "check_device", "check_languages", "check_model", "load_pipeline", "parse_targets"]

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .common import DEVICE_HELP, WorkError, check_device, check_languages, check_model, load_pipeline, parse_targets
+from .common import WorkError, add_model_arguments, check_device, check_languages, check_model, load_pipeline, parse_targets
 from .safe_io import UsageError, one_line, positive_float, positive_int
 
 
@@ -27,10 +27,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="beam size (default 1: greedy, as llm-srt serve; llm-srt translate and the pipeline use "
                              "the model's 5)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=None)
-    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="run the model folder's own Python code where it differs from the installed llm-srt")
+    add_model_arguments(parser)
     return parser
 
 

@@ -11,7 +11,8 @@ import tempfile
 
 from ..languages_llm_srt import UNTRAINED_DIRECTION_ACTIONS
 from .common import (
-    DEVICE_HELP, PROG, UNTRAINED_DIRECTION_HELP, WorkError, check_device, check_languages, check_model, load_pipeline,
+    PROG, UNTRAINED_DIRECTION_HELP, WorkError, add_model_arguments, check_device, check_languages, check_model,
+    load_pipeline,
     parse_targets,
 )
 from .safe_io import OutputExistsError, UsageError, check_output_file, new_file_mode, one_line, positive_float, positive_int
@@ -35,15 +36,11 @@ def add_parser(commands) -> argparse.ArgumentParser:
     translate.add_argument("--batch-size", type=positive_int, default=8, help="audio windows per forward pass")
     translate.add_argument("--chunk-length", type=positive_float, default=None,
                            help="longest window in seconds (default and most: the model's window, 30)")
-    translate.add_argument("--device", default="auto", help=DEVICE_HELP)
-    translate.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    add_model_arguments(translate)
     translate.add_argument("--output", default="-", help="JSON-lines output file (default: stdout)")
     translate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     translate.add_argument("--untrained-direction", choices=list(UNTRAINED_DIRECTION_ACTIONS), default="warn",
                            help=UNTRAINED_DIRECTION_HELP)
-    translate.add_argument("--trust-remote-code", action="store_true",
-                           help="run the model folder's own Python code where it differs from the installed llm-srt "
-                                "(or the folder is another architecture); off by default")
     return translate
 
 

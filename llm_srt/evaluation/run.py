@@ -40,7 +40,7 @@ from ..languages_llm_srt import normalize_language
 from .cache import cache_files, cache_fingerprint, check_output_dir, read_cache, row_input
 from .decoding import decode_batch, group_clips, make_batches
 from .report import compare, heatmap, load_comparison, markdown, non_speech_markdown
-from ..engines import ENGINES
+from ..engines import ENGINES, QUANTIZATIONS
 from ..engines.loading import open_engine
 from .metrics import score_directions
 from .quality import COMET_SKIPPED, comet_directions, non_speech_check, quality_directions, speed
@@ -70,7 +70,11 @@ class EvaluateArguments:
     batch_size: int = field(default=16)
     num_beams: int | None = field(default=None, metadata={"help": "Default: the model's generation config (5)."})
     max_new_tokens: int | None = field(default=None)
-    dtype: str | None = field(default=None, metadata={"help": "bfloat16, float16 or float32 (default: as saved)."})
+    dtype: str | None = field(default=None, metadata={
+        "help": "bfloat16, float16 or float32 (default on the CPU: bfloat16 where it computes bf16 natively, else "
+                "float32; on a GPU as saved)."})
+    quantization: str | None = field(default=None, metadata={
+        "help": "int8 or int4: the LLM's weights on the CPU's int kernels (--engine transformers on the CPU)."})
     device: str | None = field(default=None, metadata={"help": "Default: cuda:<local rank> when available, else cpu."})
     audio_base_dir: str | None = field(default=None, metadata={"help": "Folder relative audio paths are under."})
     max_rows: int | None = field(default=None)
@@ -153,6 +157,12 @@ class EvaluateArguments:
                 raise ValueError("--comet_model needs Unbabel's COMET: pip install unbabel-comet")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.quantization is not None:
+            if self.quantization not in QUANTIZATIONS:
+                raise ValueError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
+            if self.engine != "transformers":
+                raise ValueError("--quantization runs on --engine transformers (vLLM serves folders saved in the "
+                                 "formats it runs).")
 
 
 # ------------------------------------------------------------------------------------------------------ selection
@@ -280,7 +290,8 @@ def open_evaluation_engine(args: EvaluateArguments):
         return open_engine(args.model, "vllm", dtype=args.dtype, tensor_parallel_size=args.tensor_parallel_size,
                            kv_cache_sequences=args.batch_size), "vllm"
     device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    return open_engine(args.model, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code), device
+    return open_engine(args.model, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                       quantization=args.quantization, log=lambda line: print(f"{PROG}: {line}", file=sys.stderr)), device
 
 
 def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: int, fingerprint: dict) -> None:
