@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 
-from .common import WorkError, check_device, check_model, load_pipeline, parse_targets
+from .common import (
+    WorkError, add_vad_arguments, check_device, check_model, load_pipeline, parse_targets, vad_parameters,
+)
 from .safe_io import UsageError, one_line, positive_float, positive_int
 
 
@@ -29,6 +31,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run the model folder's own Python code where it differs from the installed llm-srt")
+    add_vad_arguments(parser)
     return parser
 
 
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from ..audio_llm_srt import AudioInputError, load_audio
     from ..languages_llm_srt import normalize_language
     from ..live.translator import LiveTranslator
+    from ..speech_llm_srt import VadOptions
 
     if bool(args.audio) == bool(args.mic):
         raise UsageError("pass an audio file or --mic (one of them).")
@@ -102,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             normalize_language(target)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    vad = vad_parameters(args)
     check_model(args.model)
     check_device(args.device)
     pipe = load_pipeline(args)
@@ -117,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     settings = {"num_beams": args.beams}
     if args.max_new_tokens is not None:
         settings["max_new_tokens"] = args.max_new_tokens
-    translator = LiveTranslator(pipe, args.src, args.tgt, settings=settings, min_chunk_seconds=args.min_chunk)
+    translator = LiveTranslator(pipe, args.src, args.tgt, settings=settings, min_chunk_seconds=args.min_chunk,
+                                vad=VadOptions(**(vad or {})) if args.vad_filter else None)
     for samples in chunks:
         for event in translator.feed(samples):
             print_live_event(event)

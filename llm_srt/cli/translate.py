@@ -10,7 +10,10 @@ import sys
 import tempfile
 
 from ..languages_llm_srt import UNTRAINED_DIRECTION_ACTIONS
-from .common import PROG, UNTRAINED_DIRECTION_HELP, WorkError, check_device, check_model, load_pipeline, parse_targets
+from .common import (
+    PROG, UNTRAINED_DIRECTION_HELP, WorkError, add_vad_arguments, check_device, check_model, load_pipeline,
+    parse_targets, vad_parameters,
+)
 from .safe_io import OutputExistsError, UsageError, check_output_file, new_file_mode, one_line, positive_float, positive_int
 
 
@@ -39,6 +42,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     translate.add_argument("--trust-remote-code", action="store_true",
                            help="run the model folder's own Python code where it differs from the installed llm-srt "
                                 "(or the folder is another architecture); off by default")
+    add_vad_arguments(translate)
     return translate
 
 
@@ -56,6 +60,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             normalize_targets(args.tgt, source, "--tgt")  # a target named twice is refused
     except ValueError as error:
         raise UsageError(str(error)) from None
+    args.vad_parameters = vad_parameters(args)
     if args.task == "translate" and not args.tgt:
         raise UsageError("--tgt is required for --task translate (e.g. --tgt deu,fra).")
     if args.task == "transcribe" and args.tgt:
@@ -94,7 +99,9 @@ def _check_output_folder(output: str) -> None:
 
 def _call_kwargs(args: argparse.Namespace, pipe) -> dict:
     call_kwargs = {"src_lang": args.src, "task": args.task, "batch_size": args.batch_size,
-                   "untrained_direction": args.untrained_direction}
+                   "untrained_direction": args.untrained_direction, "vad_filter": args.vad_filter}
+    if args.vad_parameters:
+        call_kwargs["vad_parameters"] = args.vad_parameters
     if args.task == "translate":
         call_kwargs["tgt_lang"] = args.tgt
     if args.chunk_length is not None:

@@ -35,6 +35,7 @@ import contextlib
 import itertools
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from transformers.utils import logging
 
 from ..audio_llm_srt import MAX_SAMPLING_RATE, MIN_SAMPLING_RATE
 from ..live.translator import LiveEvent, LiveTranslator, segment_answer, segment_rows
+from ..speech_llm_srt import VadOptions
 from .batcher import Row
 from . import inputs
 from .protocol import ServeError, error_body, shown
@@ -50,6 +52,9 @@ from .protocol import ServeError, error_body, shown
 logger = logging.get_logger(__name__)
 
 MAX_CHUNK_SECONDS = 10.0  # the most audio one append may carry
+# OpenAI's turn_detection fields -> the speech detector's options (`VadOptions`)
+TURN_DETECTION_FIELDS = {"threshold": "threshold", "prefix_padding_ms": "speech_pad_ms",
+                         "silence_duration_ms": "min_silence_duration_ms"}
 _session_ids = itertools.count(1)
 
 
@@ -115,6 +120,38 @@ def pcm16_samples(data: Any, rate: int, max_seconds: float = MAX_CHUNK_SECONDS) 
     return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
 
 
+def turn_detection_options(value: Any, server_vad: VadOptions | None) -> tuple[VadOptions | None, bool]:
+    """(the speech detector's options, whether silences end items) of a session's `turn_detection`, OpenAI's field:
+    `{"type": "server_vad", "threshold", "prefix_padding_ms", "silence_duration_ms"}` (each optional, the server's
+    settings otherwise), or null: the client commits its turns itself (silence, noise and music are still not
+    decoded while the server's detector is on)."""
+    if value is None:
+        return server_vad, False
+    if not isinstance(value, dict):
+        raise RealtimeError("turn_detection must be an object or null.", param="turn_detection")
+    kind = value.get("type", "server_vad")
+    if kind != "server_vad":
+        raise RealtimeError(f"Unsupported turn_detection type {shown(kind)}: server_vad, or null to commit turns "
+                            "yourself.", param="turn_detection")
+    unknown = sorted(set(value) - set(TURN_DETECTION_FIELDS) - {"type", "create_response", "interrupt_response"})
+    if unknown:
+        raise RealtimeError(f"Unknown turn_detection field(s) {', '.join(unknown)}; it takes "
+                            f"{', '.join(TURN_DETECTION_FIELDS)}.", param="turn_detection")
+    base = server_vad or VadOptions()
+    options = {ours: value[theirs] for theirs, ours in TURN_DETECTION_FIELDS.items() if value.get(theirs) is not None}
+    try:
+        return replace(base, **options), True
+    except ValueError as error:
+        raise RealtimeError(f"turn_detection: {error}", param="turn_detection") from None
+
+
+def turn_detection_object(vad: VadOptions | None, close_on_silence: bool) -> dict | None:
+    """A session's turn detection as OpenAI writes it (null when the client commits turns)."""
+    if vad is None or not close_on_silence:
+        return None
+    return {"type": "server_vad", **{theirs: getattr(vad, ours) for theirs, ours in TURN_DETECTION_FIELDS.items()}}
+
+
 class RealtimeSession:
     """One WebSocket client's live session (module docstring)."""
 
@@ -133,6 +170,9 @@ class RealtimeSession:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.halted = False  # a decode of this turn failed (reported): the rest of the turn is dropped
         self.turn_seconds = 0.0  # audio received in this turn, fed or dropped
+        # the speech detector (None: off) and whether its silences end items (OpenAI's server_vad turn detection)
+        self.vad = server.settings.vad_options()
+        self.close_on_silence = self.vad is not None
 
     # ------------------------------------------------------------------------------------------------- events
     async def send(self, event: dict[str, Any]) -> None:
@@ -143,7 +183,7 @@ class RealtimeSession:
                 "input_audio_sample_rate": self.rate, "model": self.server.settings.served_model_name,
                 "input_audio_transcription": {"model": self.server.settings.served_model_name,
                                               "language": self.language},
-                "targets": self.targets, "turn_detection": {"type": "pauses"}}
+                "targets": self.targets, "turn_detection": turn_detection_object(self.vad, self.close_on_silence)}
 
     def item_id(self, segment: int) -> str:
         if segment not in self.item_ids:
@@ -198,6 +238,9 @@ class RealtimeSession:
             inputs.check_model(self.server.settings, transcription.get("model"))
         except ServeError as error:
             raise RealtimeError(error.message, error.code or "invalid_value", error.param) from None
+        if "turn_detection" in session:
+            self.vad, self.close_on_silence = turn_detection_options(session["turn_detection"],
+                                                                     self.server.settings.vad_options())
         rate = session.get("input_audio_sample_rate")
         audio_format = session.get("input_audio_format")
         if isinstance(audio_format, dict):
@@ -215,7 +258,8 @@ class RealtimeSession:
         self.translator, self.halted = None, False
 
     def new_translator(self) -> LiveTranslator:
-        return LiveTranslator(self.decoder, self.language, self.targets)
+        return LiveTranslator(self.decoder, self.language, self.targets, vad=self.vad,
+                              close_on_silence=self.close_on_silence)
 
     def to_model_rate(self, samples: np.ndarray) -> np.ndarray:
         if self.rate == self.server.sampling_rate:
