@@ -118,7 +118,8 @@ def test_two_concurrent_sessions_with_different_targets_get_their_own_results(se
             assert item["completed"] == {"transcript": item["completed"]["transcript"],
                                          **{t: translations[t] for t in targets}}  # its own targets only
             assert item["deltas"] == item["completed"]  # the confirmed deltas add up to the final text
-        assert items[0]["span"][0] == 0.0 and items[0]["span"][1] == items[1]["span"][0]
+        # the items are the stretches of speech, in order: the half second of silence between them is no item
+        assert items[0]["span"][0] == 0.0 and items[0]["span"][1] < items[1]["span"][0]
         types = [e["type"] for e in outcomes[name]]
         assert types.count("input_audio_buffer.speech_started") == 2 and "error" not in types
     assert health(server)["live_sessions"] == 0
@@ -274,3 +275,40 @@ def test_update_values_follow_the_rules_of_the_other_entry_points(server):
         assert "whole number" in error["message"] and error["param"] == "input_audio_sample_rate"
         assert configure(socket, targets="fra, deu", input_audio_format="pcm16")["targets"] == ["fra", "deu"]
         assert configure(socket, targets=[])["targets"] == []  # the transcript alone
+
+
+def test_turn_detection_is_openais_server_vad_or_null(server, talk):
+    """`turn_detection` as OpenAI's Realtime API: by default the server's detector ends an item at each silence
+    (speech_started / speech_stopped per item); a longer `silence_duration_ms` keeps the two lines, half a second
+    apart, in one item; null leaves the turns to the client's commits. Noise starts no item either way."""
+    with connect(server) as socket:
+        default = configure(socket, targets=["deu"], input_audio_transcription={"language": "eng"})
+        assert default["turn_detection"] == {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 200,
+                                             "silence_duration_ms": 100}
+        events = stream_and_commit(socket, talk)
+        types = [e["type"] for e in events]
+        assert types.count("input_audio_buffer.speech_started") == types.count("input_audio_buffer.speech_stopped") == 2
+        assert len(results(events)) == 2
+        started = [e["audio_start_ms"] for e in events if e["type"] == "input_audio_buffer.speech_started"]
+        assert started[0] == 0 and 1000 < started[1] < len(talk) * 1000 // SR
+
+        longer = configure(socket, turn_detection={"type": "server_vad", "silence_duration_ms": 2000})
+        assert longer["turn_detection"]["silence_duration_ms"] == 2000
+        assert len(results(stream_and_commit(socket, talk))) == 1
+
+        assert configure(socket, turn_detection=None)["turn_detection"] is None
+        events = stream_and_commit(socket, talk)
+        assert [e["type"] for e in events].count("input_audio_buffer.speech_started") == 1  # the commit ends it
+        noise = (np.random.default_rng(1).standard_normal(2 * SR) * 0.03).astype(np.float32)
+        for detection in (None, {"type": "server_vad"}):
+            configure(socket, turn_detection=detection)
+            events = stream_and_commit(socket, noise)
+            assert [e["type"] for e in events] == ["input_audio_buffer.committed"], events
+
+        for detection, message in (({"type": "semantic_vad"}, "Unsupported turn_detection type 'semantic_vad'"),
+                                   ({"type": "server_vad", "threshold": 2}, "threshold must be a number between"),
+                                   ({"type": "server_vad", "silence_ms": 300}, "Unknown turn_detection field"),
+                                   ("on", "turn_detection must be an object or null")):
+            socket.send(json.dumps({"type": "transcription_session.update", "session": {"turn_detection": detection}}))
+            error = json.loads(socket.recv(timeout=10))
+            assert error["type"] == "error" and message in error["error"]["message"], error

@@ -11,9 +11,8 @@ import tempfile
 
 from ..languages_llm_srt import UNTRAINED_DIRECTION_ACTIONS
 from .common import (
-    PROG, UNTRAINED_DIRECTION_HELP, WorkError, add_model_arguments, check_device, check_languages, check_model,
-    load_pipeline,
-    parse_targets,
+    PROG, UNTRAINED_DIRECTION_HELP, WorkError, add_model_arguments, add_vad_arguments, check_device, check_languages,
+    check_model, load_pipeline, parse_targets, vad_parameters,
 )
 from .safe_io import OutputExistsError, UsageError, check_output_file, new_file_mode, one_line, positive_float, positive_int
 
@@ -41,6 +40,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     translate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     translate.add_argument("--untrained-direction", choices=list(UNTRAINED_DIRECTION_ACTIONS), default="warn",
                            help=UNTRAINED_DIRECTION_HELP)
+    add_vad_arguments(translate)
     return translate
 
 
@@ -51,6 +51,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.chunk_length is not None and args.chunk_length < MIN_CHUNK_LENGTH_S:
         raise UsageError(f"--chunk-length {args.chunk_length:g} is shorter than {MIN_CHUNK_LENGTH_S:g} s.")
     check_languages(args.src, args.tgt or [])  # a target named twice is refused
+    args.vad_parameters = vad_parameters(args)
     if args.task == "translate" and not args.tgt:
         raise UsageError("--tgt is required for --task translate (e.g. --tgt deu,fra).")
     if args.task == "transcribe" and args.tgt:
@@ -89,7 +90,9 @@ def _check_output_folder(output: str) -> None:
 
 def _call_kwargs(args: argparse.Namespace, pipe) -> dict:
     call_kwargs = {"src_lang": args.src, "task": args.task, "batch_size": args.batch_size,
-                   "untrained_direction": args.untrained_direction}
+                   "untrained_direction": args.untrained_direction, "vad_filter": args.vad_filter}
+    if args.vad_parameters:
+        call_kwargs["vad_parameters"] = args.vad_parameters
     if args.task == "translate":
         call_kwargs["tgt_lang"] = args.tgt
     if args.chunk_length is not None:

@@ -173,58 +173,113 @@ def speed(audio_seconds: float | None, decode_seconds: float, utterances: int, d
             "utterances_per_second": utterances / decode_seconds, "device": device, "engine": engine}
 
 
-def non_speech_clips(seconds: float = 5.0, sampling_rate: int = 16000, seed: int = 0) -> dict:
-    """Clips where nothing is spoken, generated: digital silence, near-silence (-70 dBFS hiss), white and pink-ish
-    (low-passed) noise at -20 dBFS, and music-like tones (a chord progression of harmonic tones with a beat)."""
+def _level(signal, dbfs: float, peak: bool = False):
+    """`signal` scaled to `dbfs` (RMS, or peak), float32."""
+    import numpy as np
+
+    reference = np.abs(signal).max() if peak else np.sqrt(np.mean(signal ** 2))
+    return (signal / (reference + 1e-12) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def non_speech_clips(sampling_rate: int = 16000, seed: int = 0) -> dict:
+    """Sounds where nothing is spoken, generated (3-8 s each): white, pink and brown noise at -50, -30 and -20 dBFS, a
+    440 Hz tone, 50 Hz mains hum with harmonics, a chirp, a constant DC offset at -40 dBFS, 8 isolated clicks in
+    3 s of silence, knocks, typing, synthesized music (chords and a beat), a melody, a bell and faint dither: the
+    sounds a speech LLM answers with invented sentences when nothing decides what is speech."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    n = int(seconds * sampling_rate)
-    t = np.arange(n) / sampling_rate
-    white = rng.standard_normal(n)
-    brown = np.cumsum(white)
-    brown -= np.convolve(brown, np.ones(400) / 400, mode="same")  # drift removed: a low-passed rumble
+    rate = sampling_rate
 
-    def at(signal, dbfs):
-        return (signal / np.sqrt(np.mean(signal ** 2)) * 10 ** (dbfs / 20)).astype(np.float32)
+    def tones(freqs, seconds, amps=None, decay=None):
+        t = np.arange(int(seconds * rate)) / rate
+        out = sum(a * np.sin(2 * np.pi * f * t) for f, a in zip(freqs, amps or [1.0] * len(freqs)))
+        return out * np.exp(-t / decay) if decay else out
 
-    chords = [(220.0, 277.2, 329.6), (196.0, 246.9, 293.7), (174.6, 220.0, 261.6), (164.8, 207.7, 246.9)]
-    music = np.zeros(n)
-    bar = sampling_rate  # one chord a second, a note onset every quarter second
-    for start in range(0, n, bar):
-        chord = chords[(start // bar) % len(chords)]
-        seg = slice(start, min(start + bar, n))
-        local = t[seg] - t[start]
-        envelope = np.exp(-3.0 * (local % 0.25))
-        for freq in chord:
-            for harmonic, weight in ((1, 1.0), (2, 0.4), (3, 0.2)):
-                music[seg] += weight * envelope * np.sin(2 * np.pi * freq * harmonic * t[seg])
-    return {"silence": np.zeros(n, dtype=np.float32), "near_silence": at(white, -70.0),
-            "white_noise": at(white, -20.0), "rumble_noise": at(brown, -20.0), "music": at(music, -14.0)}
+    def coloured(exponent, seconds=6.0):  # 1/f^exponent: white 0, pink 1, brown 2
+        n = int(seconds * rate)
+        spectrum = np.fft.rfft(rng.standard_normal(n))
+        freqs = np.fft.rfftfreq(n, 1 / rate)
+        freqs[0] = freqs[1]
+        return np.fft.irfft(spectrum / freqs ** (exponent / 2), n)
+
+    clips = {}
+    for name, exponent in (("white", 0), ("pink", 1), ("brown", 2)):
+        noise = coloured(exponent)
+        for dbfs in (-50, -30, -20):
+            clips[f"{name} noise {dbfs} dBFS"] = _level(noise, dbfs)
+    clips["440 Hz tone"] = _level(tones([440], 5), -20, peak=True)
+    clips["50 Hz hum with harmonics"] = _level(tones([50, 100, 150, 250, 350], 5, [1, .5, .3, .2, .1]), -20, peak=True)
+    t = np.arange(6 * rate) / rate
+    clips["chirp 100-8000 Hz"] = _level(np.sin(2 * np.pi * (100 * t + 7900 / 12 * t ** 2)), -20, peak=True)
+    clips["DC offset -40 dBFS"] = np.full(4 * rate, 10 ** (-40 / 20), np.float32)
+    clicks = np.zeros(3 * rate, np.float32)
+    for k in range(8):
+        clicks[int((0.2 + 0.33 * k) * rate)] = 0.5
+    clips["8 clicks in 3 s of silence"] = clicks
+    knocks = np.zeros(5 * rate)
+    for start in (0.3, 1.1, 1.5, 2.6, 3.9):
+        burst = tones([80 + 40 * rng.random(), 180], 0.15, [1, .4], decay=0.03)
+        knocks[int(start * rate):int(start * rate) + len(burst)] += burst
+    clips["knocks"] = _level(knocks, -10, peak=True)
+    typing, position = np.zeros(6 * rate), 0.2
+    while position < 5.8:
+        n = int(0.01 * rate)
+        typing[int(position * rate):int(position * rate) + n] += (rng.standard_normal(n) * np.exp(-np.arange(n) / (
+            0.002 * rate)) * rng.uniform(0.3, 1))
+        position += rng.uniform(0.08, 0.35)
+    clips["typing"] = _level(typing, -15, peak=True)
+    chords = [[261.6, 329.6, 392.0], [196.0, 246.9, 293.7], [220.0, 261.6, 329.6], [174.6, 220.0, 261.6]]
+    music = np.concatenate([sum(tones([f * h for h in (1, 2, 3, 4)], 2.0, [1, .5, .25, .12]) for f in chord)
+                            * np.minimum(1, np.linspace(0, 40, 2 * rate)) for chord in chords])
+    for beat in np.arange(0, 8, 0.5):
+        start = int(beat * rate)
+        kick = 3 * tones([60], 0.12, decay=0.04)
+        music[start:start + len(kick)] += kick
+        hat = 0.8 * rng.standard_normal(int(0.03 * rate)) * np.exp(-np.arange(int(0.03 * rate)) / 80)
+        music[start + rate // 4:start + rate // 4 + len(hat)] += hat
+    clips["music (chords and a beat)"] = _level(music, -6, peak=True)
+    notes = [392, 440, 494, 523, 587, 523, 494, 440, 392, 330, 349, 392]
+    clips["melody"] = _level(np.concatenate([tones([f, 2 * f, 3 * f], 0.4, [1, .3, .1], decay=0.25) for f in notes]),
+                             -6, peak=True)
+    partials = [500 * r for r in (0.56, 0.92, 1.19, 1.71, 2.0, 2.74, 3.0, 3.76)]
+    clips["bell"] = _level(np.tile(tones(partials, 3.0, [1, .8, .6, .5, .4, .3, .2, .15], decay=0.9), 2), -6,
+                           peak=True)
+    clips["dither (1 LSB)"] = (rng.integers(-1, 2, 4 * rate) / 32768).astype(np.float32)
+    return clips
 
 
 def non_speech_check(engine, task: str = "srt", src_lang: str = "eng", tgt_lang: str | None = "deu",
-                     clips: dict[str, Any] | None = None, generate_kwargs: dict | None = None) -> dict[str, Any]:
-    """Run clips where nothing is spoken (`non_speech_clips`) through the model, with the pipeline's silence
-    skipping (`speech_llm_srt.is_silent`: a window under -60 dBFS is not decoded) on and off. Returns per setting the
-    share of clips the model wrote text for (`hallucination_rate`) and per clip what it wrote."""
-    from ..speech_llm_srt import is_silent
-    from .decoding import decode_batch
+                     clips: dict[str, Any] | None = None, generate_kwargs: dict | None = None,
+                     vad: Any = None) -> dict[str, Any]:
+    """Run sounds where nothing is spoken (`non_speech_clips`) through the one path every caller takes (windows
+    planned, decoded, joined: `transcription_llm_srt`), with the speech detector on (`vad`: its options, default
+    `VadOptions()`) and off. Returns per setting the share of clips the model wrote text for
+    (`hallucination_rate`), what it wrote per clip, and the windows that reached the model."""
+    from ..decoding_llm_srt import decode_windows, join_window_texts
+    from ..speech_llm_srt import VadOptions
+    from ..transcription_llm_srt import plan_windows
 
-    if clips is None:  # within the model's window
-        clips = non_speech_clips(seconds=min(5.0, engine.window_seconds))
-    rows = [{"key": name, "src_lang": src_lang, "tgt_lang": None if task == "asr" else tgt_lang, "transcript": "",
-             "translation": "", "audio": {"array": audio, "sampling_rate": 16000}} for name, audio in clips.items()]
-    decoded = decode_batch(engine, rows, task, generate_kwargs=generate_kwargs)
-    out: dict[str, Any] = {"task": task, "src_lang": src_lang, "tgt_lang": rows[0]["tgt_lang"], "clips": {}}
-    for skip in (False, True):
-        written = {}
-        for row, result in zip(rows, decoded):
-            text = "" if skip and is_silent(row["audio"]["array"], sampling_rate=row["audio"]["sampling_rate"]) else \
-                " ".join(t for t in (result.get("transcript"), result["hypothesis"]) if t and t.strip())
-            written[row["key"]] = text
-        out["skip_silence" if skip else "no_skip"] = {
-            "hallucination_rate": sum(bool(t) for t in written.values()) / len(written), "text": written}
+    clips = non_speech_clips() if clips is None else clips
+    rate, targets = engine.sampling_rate, ["asr"] if task == "asr" else [tgt_lang]
+    out: dict[str, Any] = {"task": task, "src_lang": src_lang, "tgt_lang": None if task == "asr" else tgt_lang}
+    for setting, options in (("no_vad", None), ("vad", vad or VadOptions())):
+        written, decoded = {}, 0
+        for name, audio in clips.items():
+            spans = [(w.start, w.end) for w in plan_windows(audio, rate, engine.window_seconds, options) if w.speech]
+            decoded += len(spans)
+            if not spans:
+                written[name] = ""
+                continue
+            handles, _ = engine.encode([audio[start:end] for start, end in spans])
+            answers = decode_windows(engine, handles, [src_lang] * len(spans), task, targets, generate_kwargs)
+            parts = [answer[targets[0]] for answer in answers]
+            written[name] = " ".join(text for text in (
+                join_window_texts([p.get("transcript") or "" for p in parts], src_lang),
+                "" if task == "asr" else join_window_texts([p.get("translation") or "" for p in parts], tgt_lang))
+                if text)
+        out[setting] = {"hallucination_rate": sum(bool(t) for t in written.values()) / len(written),
+                        "text": written, "windows_decoded": decoded}
     return out
 
 

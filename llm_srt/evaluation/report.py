@@ -148,15 +148,16 @@ def compare(results: dict, other: dict[tuple[str, str], float], label: str) -> s
 
 
 def non_speech_markdown(results: dict) -> str:
-    """The non-speech check as a table: per clip, what the model wrote with silence skipping off and on."""
-    off, on = results["no_skip"], results["skip_silence"]
+    """The non-speech check as a table: per clip, what the model wrote with the speech detector off and on."""
+    off, on = results["no_vad"], results["vad"]
     lines = [f"# Non-speech check ({results['task']}, {results['src_lang']}"
              f"{'-' + results['tgt_lang'] if results.get('tgt_lang') else ''}): {results['model']}", "",
-             "| clip | text written (skipping off) | skipping on |", "|---|---|---|"]
+             "| clip | text written (detector off) | detector on |", "|---|---|---|"]
     for clip in off["text"]:
         lines.append(f"| {clip} | {off['text'][clip][:80] or '-'} | {on['text'][clip][:80] or '-'} |")
-    lines += ["", f"Text written where nothing was spoken: {_rate(off['hallucination_rate'])} of clips with silence "
-              f"skipping off, {_rate(on['hallucination_rate'])} with it on."]
+    lines += ["", f"Text written where nothing was spoken: {_rate(off['hallucination_rate'])} of clips with the "
+              f"speech detector off ({off['windows_decoded']} windows decoded), {_rate(on['hallucination_rate'])} "
+              f"with it on ({on['windows_decoded']} windows decoded)."]
     return "\n".join(lines) + "\n"
 
 

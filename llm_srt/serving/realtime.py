@@ -52,6 +52,7 @@ from transformers.utils import logging
 
 from ..audio_llm_srt import AudioInputError, check_sampling_rate
 from ..live.translator import LiveEvent, LiveTranslator, segment_answer, segment_rows
+from ..speech_llm_srt import VadOptions
 from .batcher import Row
 from . import inputs
 from .protocol import ServeError, error_body, shown
@@ -65,6 +66,9 @@ MAX_JSON_DEPTH = 32  # a client event nests 3 deep; json.loads recurses, so deep
 UPDATE_EVENTS = ("transcription_session.update", "session.update")
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _JSON_NESTING = re.compile(r"[\[\]{}]")
+# OpenAI's turn_detection fields -> the speech detector's options (`VadOptions`)
+TURN_DETECTION_FIELDS = {"threshold": "threshold", "prefix_padding_ms": "speech_pad_ms",
+                         "silence_duration_ms": "min_silence_duration_ms"}
 _session_ids = itertools.count(1)
 
 
@@ -171,6 +175,8 @@ class SessionState:
     language: str | None = None  # None: detected
     targets: tuple[str, ...] = ()
     rate: int = 16000  # of the PCM16 the client sends
+    vad: VadOptions | None = None  # the speech detector (None: off)
+    close_on_silence: bool = False  # whether its silences end items (OpenAI's server_vad turn detection)
 
     def updated(self, session: Any, server) -> "SessionState":
         """The state a `session` object asks for on top of this one, every value checked first: the first value
@@ -195,6 +201,9 @@ class SessionState:
                     changes.get("language", self.language)))
         except ServeError as error:
             raise RealtimeError(error.message, error.code or "invalid_value", error.param) from None
+        if "turn_detection" in session:
+            changes["vad"], changes["close_on_silence"] = turn_detection_options(session["turn_detection"],
+                                                                                 server.settings.vad_options())
         rate = self.checked_format(session.get("input_audio_format"), session.get("input_audio_sample_rate"))
         if rate is not None:
             changes["rate"] = rate
@@ -243,6 +252,38 @@ class SessionState:
             raise RealtimeError(str(error), param="input_audio_sample_rate") from None
 
 
+def turn_detection_options(value: Any, server_vad: VadOptions | None) -> tuple[VadOptions | None, bool]:
+    """(the speech detector's options, whether silences end items) of a session's `turn_detection`, OpenAI's field:
+    `{"type": "server_vad", "threshold", "prefix_padding_ms", "silence_duration_ms"}` (each optional, the server's
+    settings otherwise), or null: the client commits its turns itself (silence, noise and music are still not
+    decoded while the server's detector is on)."""
+    if value is None:
+        return server_vad, False
+    if not isinstance(value, dict):
+        raise RealtimeError("turn_detection must be an object or null.", param="turn_detection")
+    kind = value.get("type", "server_vad")
+    if kind != "server_vad":
+        raise RealtimeError(f"Unsupported turn_detection type {shown(kind)}: server_vad, or null to commit turns "
+                            "yourself.", param="turn_detection")
+    unknown = sorted(set(value) - set(TURN_DETECTION_FIELDS) - {"type", "create_response", "interrupt_response"})
+    if unknown:
+        raise RealtimeError(f"Unknown turn_detection field(s) {', '.join(unknown)}; it takes "
+                            f"{', '.join(TURN_DETECTION_FIELDS)}.", param="turn_detection")
+    base = server_vad or VadOptions()
+    options = {ours: value[theirs] for theirs, ours in TURN_DETECTION_FIELDS.items() if value.get(theirs) is not None}
+    try:
+        return replace(base, **options), True
+    except ValueError as error:
+        raise RealtimeError(f"turn_detection: {error}", param="turn_detection") from None
+
+
+def turn_detection_object(vad: VadOptions | None, close_on_silence: bool) -> dict | None:
+    """A session's turn detection as OpenAI writes it (null when the client commits turns)."""
+    if vad is None or not close_on_silence:
+        return None
+    return {"type": "server_vad", **{theirs: getattr(vad, ours) for theirs, ours in TURN_DETECTION_FIELDS.items()}}
+
+
 class RealtimeSession:
     """One WebSocket client's live session (module docstring). The reader (`handle`) checks each message and
     queues it; the worker (`work`) decodes the queued audio in order and sends the events."""
@@ -250,7 +291,8 @@ class RealtimeSession:
     def __init__(self, server, websocket):
         self.server, self.websocket = server, websocket
         self.id = f"sess_{next(_session_ids)}"
-        self.state = SessionState(rate=server.sampling_rate)
+        vad = server.settings.vad_options()
+        self.state = SessionState(rate=server.sampling_rate, vad=vad, close_on_silence=vad is not None)
         self.turn_open = False  # audio was appended since the last commit or clear: the session cannot change
         self.settings = server.generation_settings(None)
         self.decoder = BatcherDecoder(server, self.settings)
@@ -272,7 +314,8 @@ class RealtimeSession:
                 "input_audio_sample_rate": self.state.rate, "model": self.server.settings.served_model_name,
                 "input_audio_transcription": {"model": self.server.settings.served_model_name,
                                               "language": self.state.language},
-                "targets": list(self.state.targets), "turn_detection": {"type": "pauses"}}
+                "targets": list(self.state.targets),
+                "turn_detection": turn_detection_object(self.state.vad, self.state.close_on_silence)}
 
     def item_id(self, segment: int) -> str:
         if segment not in self.item_ids:
@@ -381,7 +424,8 @@ class RealtimeSession:
         if self.halted:  # the turn failed: its audio is dropped until a commit or clear
             return
         if self.translator is None:
-            self.translator = LiveTranslator(self.decoder, state.language, state.targets)
+            self.translator = LiveTranslator(self.decoder, state.language, state.targets, vad=state.vad,
+                                             close_on_silence=state.close_on_silence)
         try:
             events = await asyncio.to_thread(self.translator.feed, self.to_model_rate(samples, state.rate))
         except Exception as error:  # a decoding failure or a refused language: reported once, the session goes on
