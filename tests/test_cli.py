@@ -433,8 +433,9 @@ def test_device_defaults_to_auto_the_gpu_when_there_is_one_and_says_which(capsys
         assert loading.resolve_device("auto") == expected
         assert loading.resolve_device("cuda:1") == "cuda:1" and loading.resolve_device(None) == "cpu"
         placed = {}
-        monkeypatch.setattr(loading, "load_model_and_processor", lambda *a: ("model", "processor"))
+        monkeypatch.setattr(loading, "open_model", lambda model, device, *a, **k: (f"model on {device}", "processor"))
         monkeypatch.setattr(transformers, "pipeline", lambda task, **kwargs: placed.update(kwargs) or "pipe")
-        args = argparse.Namespace(model=tiny_folder, trust_remote_code=False, dtype=None, device="auto")
+        args = argparse.Namespace(model=tiny_folder, trust_remote_code=False, dtype=None, quantization=None,
+                                  device="auto")
         assert common.load_pipeline(args) == "pipe" and placed["device"] == expected
         assert f"decoding on {expected} (--device auto)" in capsys.readouterr().err
