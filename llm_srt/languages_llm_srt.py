@@ -21,38 +21,41 @@ class LanguageInfo(NamedTuple):
     whisper: str  # Whisper's language code (language detection)
     spaced: bool  # sentences joined with spaces (False: Japanese, Chinese, Cantonese, Thai)
     cer: bool  # ASR scored by character error rate instead of WER
+    fleurs: str  # FLEURS' config name (`google/fleurs`), also accepted as a name of the language
 
 
-# The paper's 15 languages, by ISO 639-3 code: THE language table (adding a language touches only this).
+# The paper's 15 languages, by ISO 639-3 code: THE language table (adding a language touches only this). Common
+# Voice / CoVoST-2 locales (`de`, `zh-CN`, `zh-HK`) are among the aliases.
 LANGUAGE_TABLE: dict[str, LanguageInfo] = {
-    "deu": LanguageInfo("German", ("de", "ger", "german", "deutsch"), "de", True, False),
-    "eng": LanguageInfo("English", ("en", "english"), "en", True, False),
-    "fra": LanguageInfo("French", ("fr", "fre", "french", "francais", "français"), "fr", True, False),
-    "ind": LanguageInfo("Indonesian", ("id", "indonesian", "bahasa indonesia"), "id", True, False),
-    "ita": LanguageInfo("Italian", ("it", "italian", "italiano"), "it", True, False),
-    "jpn": LanguageInfo("Japanese", ("ja", "japanese"), "ja", False, True),
-    "kor": LanguageInfo("Korean", ("ko", "korean"), "ko", True, True),
-    "nld": LanguageInfo("Dutch", ("nl", "dut", "dutch", "nederlands"), "nl", True, False),
-    "por": LanguageInfo("Portuguese", ("pt", "portuguese", "português"), "pt", True, False),
-    "rus": LanguageInfo("Russian", ("ru", "russian"), "ru", True, False),
-    "spa": LanguageInfo("Spanish", ("es", "spanish", "español", "espanol"), "es", True, False),
-    "tha": LanguageInfo("Thai", ("th", "thai"), "th", False, True),
-    "vie": LanguageInfo("Vietnamese", ("vi", "vietnamese"), "vi", True, False),
-    "yue": LanguageInfo("Cantonese", ("cantonese", "zh-hk", "yue_hant_hk"), "yue", False, True),
+    "deu": LanguageInfo("German", ("de", "ger", "german", "deutsch"), "de", True, False, "de_de"),
+    "eng": LanguageInfo("English", ("en", "english"), "en", True, False, "en_us"),
+    "fra": LanguageInfo("French", ("fr", "fre", "french", "francais", "français"), "fr", True, False, "fr_fr"),
+    "ind": LanguageInfo("Indonesian", ("id", "indonesian", "bahasa indonesia"), "id", True, False, "id_id"),
+    "ita": LanguageInfo("Italian", ("it", "italian", "italiano"), "it", True, False, "it_it"),
+    "jpn": LanguageInfo("Japanese", ("ja", "japanese"), "ja", False, True, "ja_jp"),
+    "kor": LanguageInfo("Korean", ("ko", "korean"), "ko", True, True, "ko_kr"),
+    "nld": LanguageInfo("Dutch", ("nl", "dut", "dutch", "nederlands"), "nl", True, False, "nl_nl"),
+    "por": LanguageInfo("Portuguese", ("pt", "portuguese", "português"), "pt", True, False, "pt_br"),
+    "rus": LanguageInfo("Russian", ("ru", "russian"), "ru", True, False, "ru_ru"),
+    "spa": LanguageInfo("Spanish", ("es", "spanish", "español", "espanol"), "es", True, False, "es_419"),
+    "tha": LanguageInfo("Thai", ("th", "thai"), "th", False, True, "th_th"),
+    "vie": LanguageInfo("Vietnamese", ("vi", "vietnamese"), "vi", True, False, "vi_vn"),
+    "yue": LanguageInfo("Cantonese", ("cantonese", "zh-hk"), "yue", False, True, "yue_hant_hk"),
     # The paper writes Mandarin as `zho`, the newer original code and its FLEURS data as `cmn`: both are accepted.
-    "zho": LanguageInfo("Chinese (Mandarin)", ("zh", "cmn", "chinese", "mandarin", "zh-cn", "cmn_hans_cn"), "zh",
-                        False, True),
+    "zho": LanguageInfo("Chinese (Mandarin)", ("zh", "cmn", "chinese", "mandarin", "zh-cn"), "zh", False, True,
+                        "cmn_hans_cn"),
 }
 # Views of the table.
 LANGUAGES: dict[str, tuple[str, tuple[str, ...]]] = {code: (row.name, row.aliases) for code, row in LANGUAGE_TABLE.items()}
 WHISPER_CODES: dict[str, str] = {code: row.whisper for code, row in LANGUAGE_TABLE.items()}
+FLEURS_CONFIGS: dict[str, str] = {code: row.fleurs for code, row in LANGUAGE_TABLE.items()}
 UNSPACED_LANGUAGES = frozenset(code for code, row in LANGUAGE_TABLE.items() if not row.spaced)
 CER_LANGUAGES = frozenset({code for code, row in LANGUAGE_TABLE.items() if row.cer} | {"cmn"})
 MANDARIN_TAGS = ("zho", "cmn")
 
 _ALIASES: dict[str, str] = {}
-for _code, (_name, _aliases) in LANGUAGES.items():
-    for _alias in (_code, _name.lower(), *_aliases):
+for _code, _row in LANGUAGE_TABLE.items():
+    for _alias in (_code, _row.name.lower(), *_row.aliases, _row.fleurs):
         _ALIASES[_alias.lower()] = _code
 
 
@@ -62,7 +65,8 @@ def supported_languages_text() -> str:
 
 
 def normalize_language(language: str) -> str:
-    """Map an ISO 639-3/639-1 code, a name or a tag such as `<|eng|>` to the canonical 3-letter code.
+    """Map an ISO 639-3/639-1 code, a name, a FLEURS config name (`ja_jp`) or a tag such as `<|eng|>` to the
+    canonical 3-letter code.
 
     Raises:
         ValueError: naming the language and listing the supported ones.
@@ -215,7 +219,7 @@ class UntrainedWarnings:
 
 
 
-__all__ = ["CER_LANGUAGES", "LANGUAGES", "LANGUAGE_TABLE", "LanguageInfo", "MANDARIN_TAGS", "TAG_END", "UNSPACED_LANGUAGES",
+__all__ = ["CER_LANGUAGES", "FLEURS_CONFIGS", "LANGUAGES", "LANGUAGE_TABLE", "LanguageInfo", "MANDARIN_TAGS", "TAG_END", "UNSPACED_LANGUAGES",
            "UNTRAINED_DIRECTION_ACTIONS", "UntrainedDirectionError", "UntrainedWarnings", "WHISPER_CODES", "direction_key",
            "language_tag", "normalize_language", "normalize_targets", "recorded_directions", "recorded_languages", "same_language_note",
            "supported_languages_text", "text_after_last_tag", "untrained_reason"]

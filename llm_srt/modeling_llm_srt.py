@@ -27,6 +27,7 @@ from transformers.utils import cached_file, logging
 from .configuration_llm_srt import PIPELINE_TASK, DEFAULT_LORA_CONFIG, LlmSrtConfig, check_model_location
 from .language_detection_llm_srt import LanguageDetectionMixin, LlmSrtLanguageDetector
 from .generation_llm_srt import LlmSrtGenerationMixin
+from .quantization_llm_srt import as_quantization_config, check_requested_quantization, use_few_rows_linear
 
 
 logger = logging.get_logger(__name__)
@@ -214,6 +215,7 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, LlmSrtGenerationMixi
         self.language_model = (
             language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
         )
+        use_few_rows_linear(self.language_model)  # decoding's few-row bf16 products on the CPU's fast kernels
         if config.lora_config is not None:
             self._inject_lora(config.lora_config)
         if config.language_detector_languages:  # Whisper's decoder saved with the model, for src_lang="auto"
@@ -293,11 +295,14 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, LlmSrtGenerationMixi
 
     @staticmethod
     def prepare_quantization(quantization_config):
-        """Check a bitsandbytes config can run here and keep the encoder and projector out of it (they stay bf16).
+        """The quantization to load with: "int8"/"int4" (or an `LlmSrtQuantizationConfig`) quantize the LLM's weights
+        for the CPU's kernels; a bitsandbytes config is checked to run here (a CUDA GPU) and kept off the encoder
+        and projector (they stay bf16).
 
         Raises a clear error on a machine without a CUDA GPU or without bitsandbytes, instead of failing deep
         inside the loader.
         """
+        quantization_config = as_quantization_config(quantization_config)
         if getattr(quantization_config, "quant_method", None) != "bitsandbytes":
             return quantization_config
         import importlib.util
@@ -305,7 +310,7 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, LlmSrtGenerationMixi
         if not torch.cuda.is_available():
             raise ValueError(
                 "8-bit/4-bit loading (bitsandbytes) needs a CUDA GPU and this machine has none; on CPU load with "
-                "dtype=torch.bfloat16 (or float32) and no quantization_config."
+                "quantization_config=\"int8\" or \"int4\" (llm_srt's CPU kernels), or dtype=torch.bfloat16."
             )
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ValueError("8-bit/4-bit loading needs bitsandbytes: pip install bitsandbytes")
@@ -318,8 +323,9 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, LlmSrtGenerationMixi
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """Load a saved model; an adapter-only save loads its encoder and LLM from the references in its config.
 
-        Loading options for small GPUs: `device_map="auto"`, `dtype=torch.bfloat16`, and
-        `quantization_config=BitsAndBytesConfig(load_in_8bit=True)` (or 4-bit) which quantizes the LLM only.
+        Quantized LLM weights: on a CPU `quantization_config="int8"` or `"int4"` (an `LlmSrtQuantizationConfig`;
+        a folder saved so loads quantized again); on small GPUs `device_map="auto"`, `dtype=torch.bfloat16`, and
+        `quantization_config=BitsAndBytesConfig(load_in_8bit=True)` (or 4-bit). Both quantize the LLM only.
         """
         check_model_location(pretrained_model_name_or_path)
         if kwargs.get("quantization_config") is not None:
@@ -328,6 +334,7 @@ class LlmSrtForConditionalGeneration(LlmSrtPreTrainedModel, LlmSrtGenerationMixi
         if not isinstance(config, LlmSrtConfig):
             config_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
             config = LlmSrtConfig.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
+        check_requested_quantization(config, kwargs.get("quantization_config"), pretrained_model_name_or_path)
         if config.adapter_only:
             return cls._from_adapter_checkpoint(pretrained_model_name_or_path, config, **kwargs)
         from safetensors import SafetensorError

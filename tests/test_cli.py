@@ -394,6 +394,13 @@ def test_a_reader_that_stops_reading_is_not_an_error():
     assert process.wait(timeout=120) == 141 and stderr == "", stderr
 
 
+def test_live_refuses_a_target_named_twice_as_translate_does(wavs, capsys):
+    status, _, err = run_cli(capsys, "live", wavs[0], "--model", "no-such-model", "--src", "eng",
+                              "--tgt", "deu,German")
+    assert status == 2
+    assert_one_line_error(err, "--tgt", "deu twice")
+
+
 def test_device_defaults_to_auto_the_gpu_when_there_is_one_and_says_which(capsys, monkeypatch, tiny_folder):
     """`--device` is `auto` for translate, live and serve (as Whisper and faster-whisper users expect): the GPU when
     there is one, else cpu, said on stderr; beam defaults are named in --help (translate: the paper's 5; serve and
@@ -426,8 +433,9 @@ def test_device_defaults_to_auto_the_gpu_when_there_is_one_and_says_which(capsys
         assert loading.resolve_device("auto") == expected
         assert loading.resolve_device("cuda:1") == "cuda:1" and loading.resolve_device(None) == "cpu"
         placed = {}
-        monkeypatch.setattr(loading, "load_model_and_processor", lambda *a: ("model", "processor"))
+        monkeypatch.setattr(loading, "open_model", lambda model, device, *a, **k: (f"model on {device}", "processor"))
         monkeypatch.setattr(transformers, "pipeline", lambda task, **kwargs: placed.update(kwargs) or "pipe")
-        args = argparse.Namespace(model=tiny_folder, trust_remote_code=False, dtype=None, device="auto")
+        args = argparse.Namespace(model=tiny_folder, trust_remote_code=False, dtype=None, quantization=None,
+                                  device="auto")
         assert common.load_pipeline(args) == "pipe" and placed["device"] == expected
         assert f"decoding on {expected} (--device auto)" in capsys.readouterr().err

@@ -40,11 +40,12 @@ from ..languages_llm_srt import normalize_language
 from .cache import cache_files, cache_fingerprint, check_output_dir, read_cache, row_input
 from .decoding import decode_batch, group_clips, make_batches
 from .report import compare, heatmap, load_comparison, markdown, non_speech_markdown
-from ..engines import ENGINES
+from ..engines import ENGINES, QUANTIZATIONS
 from ..engines.loading import open_engine
 from .metrics import score_directions
 from .quality import COMET_SKIPPED, comet_directions, non_speech_check, quality_directions, speed
 from ..processing_llm_srt import normalize_task
+from ..speech_llm_srt import VadOptions
 from ..cli.safe_io import OutputExistsError, UsageError, atomic_write, drop_cut_last_line, exit_with_error
 from ..training.data import DataError, RowChecker, audio_seconds, default_base_dir, load_rows, row_labels
 
@@ -70,7 +71,11 @@ class EvaluateArguments:
     batch_size: int = field(default=16)
     num_beams: int | None = field(default=None, metadata={"help": "Default: the model's generation config (5)."})
     max_new_tokens: int | None = field(default=None)
-    dtype: str | None = field(default=None, metadata={"help": "bfloat16, float16 or float32 (default: as saved)."})
+    dtype: str | None = field(default=None, metadata={
+        "help": "bfloat16, float16 or float32 (default on the CPU: bfloat16 where it computes bf16 natively, else "
+                "float32; on a GPU as saved)."})
+    quantization: str | None = field(default=None, metadata={
+        "help": "int8 or int4: the LLM's weights on the CPU's int kernels (--engine transformers on the CPU)."})
     device: str | None = field(default=None, metadata={"help": "Default: cuda:<local rank> when available, else cpu."})
     audio_base_dir: str | None = field(default=None, metadata={"help": "Folder relative audio paths are under."})
     max_rows: int | None = field(default=None)
@@ -80,6 +85,11 @@ class EvaluateArguments:
         metadata={"help": "SRT: decode each clip's transcript once for all its targets (rows with the same audio and "
                           "source), then only the translations, in one batch (`generate_many_targets`). Faster; "
                           "off by default so numbers stay comparable with the paper's independent decoding."},
+    )
+    vad_filter: bool = field(
+        default=True,
+        metadata={"help": "Hear only speech (Silero VAD, as the pipeline): a clip the detector hears no speech in is "
+                          "not decoded (an empty hypothesis). false decodes every clip."},
     )
     compare: str | None = field(default=None, metadata={"help": "Another results.json, or the paper's table."})
     compare_system: str = field(default="llm_srt_3b_v2", metadata={"help": "System column of a paper table."})
@@ -153,6 +163,12 @@ class EvaluateArguments:
                 raise ValueError("--comet_model needs Unbabel's COMET: pip install unbabel-comet")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.quantization is not None:
+            if self.quantization not in QUANTIZATIONS:
+                raise ValueError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
+            if self.engine != "transformers":
+                raise ValueError("--quantization runs on --engine transformers (vLLM serves folders saved in the "
+                                 "formats it runs).")
 
 
 # ------------------------------------------------------------------------------------------------------ selection
@@ -215,6 +231,9 @@ def select_rows(args: EvaluateArguments, max_seconds: float | None = None) -> li
                 if name in ("tgt_lang", "translation") and task != "asr" and not has_translations:
                     raise DataError(f"{where}: no {name}; this test set has no translations (use --task asr).")
                 if name in ("tgt_lang", "translation") and row.get("tgt_lang") in (None, ""):
+                    if row.get("translation") not in (None, ""):  # a translation of no language: not skipped silently
+                        raise DataError(f"{where}, field 'tgt_lang': missing, but the row has a translation; give "
+                                        "its language (or drop the translation: an ASR-only row).")
                     break  # an ASR-only row in a mixed set: not part of a translation evaluation
                 raise DataError(f"{where}, field {name!r}: missing reference, needed for --task {task}.")
         else:
@@ -277,7 +296,8 @@ def open_evaluation_engine(args: EvaluateArguments):
         return open_engine(args.model, "vllm", dtype=args.dtype, tensor_parallel_size=args.tensor_parallel_size,
                            kv_cache_sequences=args.batch_size), "vllm"
     device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    return open_engine(args.model, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code), device
+    return open_engine(args.model, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                       quantization=args.quantization, log=lambda line: print(f"{PROG}: {line}", file=sys.stderr)), device
 
 
 def decode_shard(args: EvaluateArguments, rows: list[dict], rank: int, world: int, fingerprint: dict) -> None:
@@ -318,7 +338,7 @@ def _decode_into_cache(args, todo, task, base_dir, cache_path, fingerprint, engi
             batch = [todo[i] for i in indices]
             started = time.perf_counter()
             results = decode_batch(engine, batch, task, base_dir=base_dir, generate_kwargs=generate,
-                                   shared_transcript=args.shared_transcript)
+                                   shared_transcript=args.shared_transcript, vad=VadOptions() if args.vad_filter else None)
             if device.startswith("cuda"):
                 torch.cuda.synchronize(device)
             share = (time.perf_counter() - started) / len(batch)  # the batch's decoding time, shared by its rows

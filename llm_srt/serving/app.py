@@ -48,8 +48,8 @@ def create_app(model: str | os.PathLike | tuple[Any, Any], **settings):
     vllm_options = {"kv_cache_gib": options.kv_cache_gib, "kv_cache_sequences": options.max_batch_size} \
         if options.engine == "vllm" else {}
     engine = open_engine(model, options.engine, device=options.device, dtype=options.dtype,
-                         trust_remote_code=options.trust_remote_code,
-                         tensor_parallel_size=options.tensor_parallel_size, **vllm_options)
+                         trust_remote_code=options.trust_remote_code, tensor_parallel_size=options.tensor_parallel_size,
+                         quantization=options.quantization, log=logger.warning, **vllm_options)
     server = SpeechServer(engine, engine.config, options)
 
     @contextlib.asynccontextmanager

@@ -27,6 +27,7 @@ SERVER_SET_FIELDS = {
     "use_beam_search": "--num-beams", "n": "--num-beams", "length_penalty": None, "top_p": None, "top_k": None,
     "min_p": None, "seed": None, "frequency_penalty": None, "presence_penalty": None, "repetition_penalty": None,
 }
+STREAMED_FORMATS = ("json", "text")  # what stream=true can send: text deltas, then the text
 STREAM_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 
 
@@ -159,6 +160,11 @@ def parse_form(form, task: str, settings: ServeSettings) -> AudioRequest:
     if stream is None:
         raise ServeError(400, f"stream must be true or false, got {shown(form.get('stream'))}.", "stream",
                          "invalid_value")
+    if stream and response_format not in STREAMED_FORMATS:
+        # the events carry text deltas alone: no cue times, no segments (nor does OpenAI stream these formats)
+        raise ServeError(400, f"stream=true sends text deltas, which response_format {response_format} cannot be "
+                         f"streamed as: use response_format {' or '.join(STREAMED_FORMATS)} with stream, or stream "
+                         "false.", "stream", "invalid_value")
     spoken = form.get("language")
     # omitted or "auto" (as the CLI and the pipeline write it): detected from the audio
     detect = spoken in (None, "") or str(spoken).strip().lower() == "auto"

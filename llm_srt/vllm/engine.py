@@ -96,7 +96,7 @@ class VllmEngine(DecodingEngine):
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as error:
             raise ImportError(
-                f"The vLLM engine needs vLLM ({error}); install it as the README says (\"Serving with vLLM\"), or use "
+                f"The vLLM engine needs vLLM ({error}); install it as docs/vllm.md says, or use "
                 "the default transformers engine."
             ) from None
         if processor is None:

@@ -178,20 +178,19 @@ def test_streaming_sends_one_delta_per_window_then_done(client):
     assert len(events) >= 3  # several windows -> several deltas
 
 
-@pytest.mark.parametrize("sound", ["zeros", "click", "one_sample", "hiss_at_-70_dBFS"])
-def test_silent_audio_is_answered_without_the_model(client, count_generate, sound):
-    """Nothing to hear, or too little for a word (less than 0.1 s at -60 dBFS): a click, a lone sample and a faint hiss
-    whose peaks pass -60 dBFS were decoded into an invented sentence."""
-    samples = {"zeros": np.zeros(SR, np.float32), "one_sample": np.array([0.3], np.float32)}.get(sound)
-    if sound == "click":
-        samples = np.zeros(2 * SR, np.float32)
-        samples[SR] = 0.5
-    elif sound.startswith("hiss"):
-        samples = (np.random.default_rng(0).standard_normal(SR) * 10 ** (-70 / 20)).astype(np.float32)
-        assert np.abs(samples).max() > 1e-3  # its peaks reach -60 dBFS: the peak alone called it sound
-    result = client.audio.transcriptions.create(model=NAME, file=("quiet.wav", wav_bytes(samples)),
-                                                language="eng", response_format="verbose_json")
-    assert result.text == "" and result.segments == [] and count_generate == []
+def test_sounds_that_are_not_speech_are_answered_without_the_model(client, count_generate):
+    """Noise, tones, hum, clicks, knocks, typing, music, a DC offset, silence, a lone sample: the server's tiny model
+    writes text for any window it is given, and it is given none (at most 1 in 16 may get text; none does)."""
+    from llm_srt.evaluation.quality import non_speech_clips
+
+    sounds = dict(non_speech_clips(), zeros=np.zeros(SR, np.float32), one_sample=np.array([0.3], np.float32))
+    written = {}
+    for name, samples in sounds.items():
+        result = client.audio.transcriptions.create(model=NAME, file=("sound.wav", wav_bytes(samples)),
+                                                    language="eng", response_format="verbose_json")
+        written[name] = result.text
+        assert result.segments == []
+    assert sum(bool(text) for text in written.values()) <= len(sounds) / 16 and count_generate == [], written
 
 
 # ---------------------------------------------------------------------------------------------------------- errors
