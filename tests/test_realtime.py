@@ -41,9 +41,12 @@ def pcm16(audio: np.ndarray) -> str:
 
 
 @contextlib.contextmanager
-def connect(server):
+def connect(server, rate: int | None = SR):
+    """A session, its audio declared as PCM16 at `rate` (the tests' 16 kHz; None: nothing sent)."""
     with websockets_sync.connect(server.url.replace("http", "ws") + "/v1/realtime", max_size=None) as socket:
         assert json.loads(socket.recv(timeout=10))["type"] == "transcription_session.created"
+        if rate is not None:
+            configure(socket, input_audio_sample_rate=rate)
         yield socket
 
 
@@ -71,6 +74,21 @@ def stream_and_commit(socket, audio: np.ndarray, chunk_seconds: float = 0.2, rat
     socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
     events = []
     while not events or events[-1]["type"] != "input_audio_buffer.committed":
+        events.append(json.loads(socket.recv(timeout=120)))
+    return events
+
+
+def stream_in_chunks(socket, audio: np.ndarray, rate: int, chunk_seconds: float = 0.1) -> None:
+    """Send PCM16 `audio` at `rate` in chunks, as a microphone's client sends them."""
+    size = int(chunk_seconds * rate)
+    for i in range(0, len(audio), size):
+        socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm16(audio[i:i + size])}))
+
+
+def events_until(socket, kind: str) -> list[dict]:
+    """Every server event up to and including the first of type `kind`."""
+    events = [json.loads(socket.recv(timeout=120))]
+    while events[-1]["type"] != kind:
         events.append(json.loads(socket.recv(timeout=120)))
     return events
 
@@ -312,3 +330,60 @@ def test_turn_detection_is_openais_server_vad_or_null(server, talk):
             socket.send(json.dumps({"type": "transcription_session.update", "session": {"turn_detection": detection}}))
             error = json.loads(socket.recv(timeout=10))
             assert error["type"] == "error" and message in error["error"]["message"], error
+
+
+def served_name(server) -> str:
+    return json.loads(get(server.url + "/v1/models")[2])["data"][0]["id"]
+
+
+def test_an_openai_realtime_client_gets_the_offline_words_and_no_item_for_silence(server, parrot):
+    """A session as OpenAI's Realtime transcription clients make it: OpenAI's event and field names, `pcm16` (which
+    OpenAI defines as 24 kHz) without a rate, 0.1 s chunks, server VAD, and a second of near-silence before, between
+    and after the two lines. The words are the offline ones (the lines the model says), and the silent stretches
+    are no items (no empty transcripts). Read as 16 kHz, the 24 kHz audio was slowed down into other words."""
+    import librosa
+
+    _, _, clips = parrot
+    hush = (np.random.default_rng(3).standard_normal(SR) * 1e-3).astype(np.float32)  # a quiet room, 1 s
+    audio = np.concatenate([hush, clips[0], hush, hush, clips[1], hush])
+    audio = librosa.resample(audio, orig_sr=SR, target_sr=24000)
+    with connect(server, rate=None) as socket:
+        socket.send(json.dumps({"type": "transcription_session.update", "session": {
+            "input_audio_format": "pcm16",
+            "input_audio_transcription": {"model": served_name(server), "language": "en", "prompt": ""},
+            "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+                               "silence_duration_ms": 500},
+        }}))
+        session = json.loads(socket.recv(timeout=10))
+        assert session["type"] == "transcription_session.updated", session
+        assert session["session"]["input_audio_sample_rate"] == 24000
+        stream_in_chunks(socket, audio, 24000)
+        socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        events = events_until(socket, "input_audio_buffer.committed")
+    completed = [e["transcript"] for e in events if e["type"] == TRANSCRIPTION + ".completed"]
+    assert completed == [text for text, _ in PARROT_LINES], events
+    assert [e["type"] for e in events].count("input_audio_buffer.speech_started") == 2
+    assert "error" not in [e["type"] for e in events]
+
+
+def test_vllms_realtime_convention_is_16_khz(server, talk):
+    """vLLM's client: `session.update` with the model at the top (no `session`), PCM16 at 16 kHz, commits."""
+    with connect(server, rate=None) as socket:
+        socket.send(json.dumps({"type": "session.update", "model": served_name(server)}))
+        session = json.loads(socket.recv(timeout=10))
+        assert session["type"] == "session.updated" and session["session"]["input_audio_sample_rate"] == SR, session
+        # the spoken language (vLLM's form has no field for it; the parrot model has no detector): the rate stays
+        assert configure(socket, input_audio_transcription={"language": "eng"})["input_audio_sample_rate"] == SR
+        socket.send(json.dumps({"type": "input_audio_buffer.commit"}))  # vLLM's clients commit to start
+        assert events_until(socket, "input_audio_buffer.committed")[-1]["item_id"] is None
+        stream_in_chunks(socket, talk, SR)
+        socket.send(json.dumps({"type": "input_audio_buffer.commit", "final": True}))
+        events = events_until(socket, "input_audio_buffer.committed")
+    completed = [e["transcript"] for e in events if e["type"] == TRANSCRIPTION + ".completed"]
+    assert completed == [text for text, _ in PARROT_LINES], events
+    whole = " ".join(completed)  # vLLM's events: the deltas add up to the text of transcription.done
+    assert "".join(e["delta"] for e in events if e["type"] == "transcription.delta") == whole
+    assert [e["text"] for e in events if e["type"] == "transcription.done"] == [whole]
+    with connect(server, rate=None) as socket:
+        error = error_for(socket, {"type": "session.update", "model": "whisper-1"})
+    assert error["param"] == "model" and error["code"] == "model_not_found", error

@@ -2,13 +2,17 @@
 
 Client events (JSON text messages):
 
-- `transcription_session.update`: `{"session": {"input_audio_transcription": {"language": "eng"}, "targets":
-  ["deu", "fra"], "input_audio_format": "pcm16", "input_audio_sample_rate": 16000}}`. `targets` (our extension,
-  also `target_languages`) are the languages to translate into; the language is detected when omitted. The audio
-  is 16-bit little-endian mono PCM at 16 kHz unless `input_audio_sample_rate` (or `input_audio_format:
-  {"type": "audio/pcm", "rate": N}`) declares another rate; other formats (`audio/pcmu`, `g711_ulaw`, ...) are
-  refused by name. Allowed until the first audio of a turn. An update is checked whole before anything changes: a
-  refused one (an `error` event) changes nothing.
+- `transcription_session.update` (or `session.update`, answered `session.updated`): `{"session":
+  {"input_audio_transcription": {"language": "eng"}, "targets": ["deu", "fra"], "input_audio_format": "pcm16",
+  "input_audio_sample_rate": 16000}}`. `targets` (our extension, also `target_languages`) are the languages to
+  translate into; the language is detected when omitted. The audio is 16-bit little-endian mono PCM at 24 kHz,
+  OpenAI's `pcm16` (an OpenAI client's session needs nothing more), unless `input_audio_sample_rate` (or
+  `input_audio_format: {"type": "audio/pcm", "rate": N}`) declares another rate; other formats (`audio/pcmu`,
+  `g711_ulaw`, ...) are refused by name. vLLM's form, `{"type": "session.update", "model": "..."}` (the model at
+  the top, no `session`), takes vLLM's convention: PCM16 at 16 kHz, and vLLM's events besides ours
+  (`transcription.delta`, and `transcription.done` with the whole text at a commit with `"final": true`). Allowed
+  until the first audio of a turn. An update is checked whole before anything changes: a refused one (an `error`
+  event) changes nothing.
 - `input_audio_buffer.append`: `{"audio": "<base64 PCM16>"}`.
 - `input_audio_buffer.commit`: the end of the turn: the open segment is closed and reported; later audio starts a
   new turn. `input_audio_buffer.clear` drops the turn's audio not yet reported.
@@ -64,6 +68,8 @@ MAX_CHUNK_SECONDS = 10.0  # the most audio one append may carry
 MESSAGE_SLACK_CHARS = 64 * 1024  # room for an append's other fields, and for any other event, in the size bound
 MAX_JSON_DEPTH = 32  # a client event nests 3 deep; json.loads recurses, so deeper nesting is refused unparsed
 UPDATE_EVENTS = ("transcription_session.update", "session.update")
+OPENAI_PCM16_RATE = 24000  # OpenAI's `pcm16`: 16-bit mono at 24 kHz, what its Realtime clients send
+VLLM_PCM16_RATE = 16000  # vLLM's /v1/realtime reads PCM16 at 16 kHz (a `session.update` with a top-level model)
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _JSON_NESTING = re.compile(r"[\[\]{}]")
 # OpenAI's turn_detection fields -> the speech detector's options (`VadOptions`)
@@ -174,7 +180,7 @@ class SessionState:
 
     language: str | None = None  # None: detected
     targets: tuple[str, ...] = ()
-    rate: int = 16000  # of the PCM16 the client sends
+    rate: int = OPENAI_PCM16_RATE  # of the PCM16 the client sends
     vad: VadOptions | None = None  # the speech detector (None: off)
     close_on_silence: bool = False  # whether its silences end items (OpenAI's server_vad turn detection)
 
@@ -226,8 +232,9 @@ class SessionState:
 
     @staticmethod
     def checked_format(audio_format: Any, rate: Any) -> int | None:
-        """The PCM16 rate an update declares (None: unchanged): `input_audio_format` "pcm16" or `{"type":
-        "audio/pcm", "rate": N}`, and `input_audio_sample_rate`; any other format is refused by name."""
+        """The PCM16 rate an update declares (None: unchanged): `input_audio_sample_rate`, or `input_audio_format`
+        "pcm16" or `{"type": "audio/pcm", "rate": N}` (24 kHz without a rate, as OpenAI's); any other format is
+        refused by name."""
         if isinstance(audio_format, dict):
             kind = audio_format.get("type", "audio/pcm")
             if kind != "audio/pcm":
@@ -245,7 +252,7 @@ class SessionState:
                                 "only ('pcm16', or {'type': 'audio/pcm', 'rate': N}).", "unsupported_audio_format",
                                 "input_audio_format")
         if rate is None:
-            return None
+            return None if audio_format is None else OPENAI_PCM16_RATE
         try:
             return check_sampling_rate(rate, "input_audio_sample_rate")
         except AudioInputError as error:
@@ -292,7 +299,7 @@ class RealtimeSession:
         self.server, self.websocket = server, websocket
         self.id = f"sess_{next(_session_ids)}"
         vad = server.settings.vad_options()
-        self.state = SessionState(rate=server.sampling_rate, vad=vad, close_on_silence=vad is not None)
+        self.state = SessionState(vad=vad, close_on_silence=vad is not None)
         self.turn_open = False  # audio was appended since the last commit or clear: the session cannot change
         self.settings = server.generation_settings(None)
         self.decoder = BatcherDecoder(server, self.settings)
@@ -304,6 +311,7 @@ class RealtimeSession:
         self.item_ids: dict[int, str] = {}  # segment of the current turn -> item id
         self.halted = False  # a decode of this turn failed (reported): the rest of the turn is dropped
         self.turn_seconds = 0.0  # audio received in this turn, fed or dropped
+        self.vllm_text: str | None = None  # vLLM's form (session.update with a model): the transcript until `final`
 
     # ------------------------------------------------------------------------------------------------- events
     async def send(self, event: dict[str, Any]) -> None:
@@ -331,7 +339,7 @@ class RealtimeSession:
                      "audio_start_ms": int(round(start * 1000))}]
         if event.type == "transcript_delta":
             return [{"type": "conversation.item.input_audio_transcription.delta", "item_id": item,
-                     "content_index": 0, "delta": event.delta}]
+                     "content_index": 0, "delta": event.delta}, *self.vllm_delta(event)]
         if event.type == "translation_delta":
             return [{"type": "conversation.item.input_audio_translation.delta", "item_id": item,
                      "content_index": 0, "language": event.language, "delta": event.delta}]
@@ -345,17 +353,36 @@ class RealtimeSession:
               for target, text in (event.translations or {}).items()),
         ]
 
+    def vllm_delta(self, event: LiveEvent) -> list[dict[str, Any]]:
+        """A transcript delta as vLLM's `transcription.delta` too, for a client of vLLM's form (items joined by a
+        space, as one text)."""
+        if self.vllm_text is None:
+            return []
+        delta = event.delta
+        if self.vllm_text and not self.vllm_text.endswith(" ") and not delta.startswith(" "):
+            delta = " " + delta
+        self.vllm_text += delta
+        return [{"type": "transcription.delta", "delta": delta}]
+
     # ------------------------------------------------------------------------------------------ reader (client)
     def max_message_chars(self) -> int:
         """The longest message this session takes: an append of `MAX_CHUNK_SECONDS` at its rate, and slack."""
         return base64_chars(int(MAX_CHUNK_SECONDS * self.state.rate) * 2) + MESSAGE_SLACK_CHARS
 
-    def update(self, session: Any) -> dict[str, Any]:
-        """Apply a session update whole, or refuse it (`RealtimeError`) changing nothing; the `updated` event."""
+    def update(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Apply a session update event whole, or refuse it (`RealtimeError`) changing nothing; the `updated` event
+        (named after the update's)."""
         if self.turn_open:
             raise RealtimeError("The session cannot change during a turn: commit it first.", "session_in_use")
+        session = message.get("session")
+        vllm_form = message["type"] == "session.update" and session is None and "model" in message
+        if vllm_form:  # the model at the top, and vLLM's convention for the audio: PCM16 at 16 kHz
+            session = {"input_audio_transcription": {"model": message["model"]},
+                       "input_audio_sample_rate": VLLM_PCM16_RATE}
         self.state = self.state.updated(session, self.server)
-        return {"type": "transcription_session.updated", "session": self.session_object()}
+        if vllm_form:
+            self.vllm_text = self.vllm_text or ""
+        return {"type": f"{message['type']}d", "session": self.session_object()}
 
     async def handle(self, text: str) -> None:
         """One client message: queued for the worker, or an `error` event. Never waits for the worker. The reply
@@ -365,7 +392,7 @@ class RealtimeSession:
             kind = message.get("type")
             if kind in UPDATE_EVENTS:
                 try:
-                    reply = self.update(message.get("session"))
+                    reply = self.update(message)
                 except RealtimeError as error:
                     reply = error.event()
                 await self.queue.put(("reply", reply, None))
@@ -375,7 +402,7 @@ class RealtimeSession:
                 await self.queue.put(("audio", samples, self.state))
             elif kind in ("input_audio_buffer.commit", "input_audio_buffer.clear"):
                 self.turn_open = False
-                await self.queue.put((kind.rsplit(".", 1)[1], None, None))
+                await self.queue.put((kind.rsplit(".", 1)[1], message.get("final") is True, None))
             else:
                 raise RealtimeError(f"Unknown event type {shown(kind)}.", "unknown_event", "type")
         except RealtimeError as error:
@@ -413,7 +440,7 @@ class RealtimeSession:
                     chunks.append(self.queue.get_nowait()[1])
                 await self.feed(np.concatenate(chunks), state)
             elif kind == "commit":
-                await self.commit()
+                await self.commit(final=value)
             elif kind == "clear":
                 self.end_turn()
             elif kind == "reply":
@@ -443,7 +470,9 @@ class RealtimeSession:
 
         return librosa.resample(samples, orig_sr=rate, target_sr=self.server.sampling_rate).astype(np.float32)
 
-    async def commit(self) -> None:
+    async def commit(self, final: bool = False) -> None:
+        """End the turn; vLLM's `final` commit (its end of the audio) also sends `transcription.done` with the
+        text so far, to a client of vLLM's form."""
         translator = None if self.halted else self.translator
         item = None
         if translator is not None:
@@ -457,6 +486,9 @@ class RealtimeSession:
                     await self.send(server_event)
             item = self.item_ids.get(len(translator.segments) - 1) if translator.segments else None
         self.end_turn()
+        if final and self.vllm_text is not None:
+            await self.send({"type": "transcription.done", "text": self.vllm_text})
+            self.vllm_text = ""
         await self.send({"type": "input_audio_buffer.committed", "item_id": item, "previous_item_id": None})
 
     def end_turn(self) -> None:
