@@ -100,8 +100,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # the base class keeps these for every call (and checks neither): `pipeline(..., batch_size=0)` is refused
-        # here, by the rule each call's own values get
+        # the base class keeps these for every call unchecked: refused here by the rule each call's values get
         _check_call_arguments({"batch_size": self._batch_size, "num_workers": self._num_workers})
 
     def _sanitize_parameters(

@@ -374,9 +374,9 @@ def test_a_target_equal_to_its_source_is_prepared_with_the_warning_every_entry_p
     _, processor = tiny
     with caplog.at_level(logging.WARNING):
         processor(clips[0], task="asr", src_lang="eng", sampling_rate=SR)
-        assert "source language" not in caplog.text
+        assert "spoken language" not in caplog.text
         batch = processor([clips[0], clips[1]], task="srt", src_lang="eng", tgt_lang=["English", "deu"],
                           sampling_rate=SR)
     assert len(batch["input_ids"]) == 2
-    same = [r.getMessage() for r in caplog.records if "is the source language" in r.getMessage()]
+    same = [r.getMessage() for r in caplog.records if "is the spoken language" in r.getMessage()]
     assert len(same) == 1 and "tgt_lang eng" in same[0], same

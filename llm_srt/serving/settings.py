@@ -105,6 +105,9 @@ class ServeSettings:
             if self.device not in (None, "auto"):
                 raise ValueError("device applies to the transformers engine; vLLM places the model on its platform's "
                                  "devices (tensor_parallel_size to split it).")
+            if self.quantization is not None:
+                raise ValueError(f"quantization {self.quantization} runs on the transformers engine; vLLM serves "
+                                 "folders saved in the formats it runs (AWQ, GPTQ, compressed-tensors).")
         elif self.tensor_parallel_size != 1 or self.kv_cache_gib is not None:
             name = "tensor_parallel_size" if self.tensor_parallel_size != 1 else "kv_cache_gib"
             raise ValueError(f"{name} applies to the vLLM engine (engine='vllm').")
