@@ -1,6 +1,6 @@
 """LLM-SRT as a vLLM model: vLLM's Whisper encoder, BLIP-2 Q-Former and Qwen2, fed by this package's folders.
 
-Imported by vLLM (through `llm_srt.vllm_plugin.register`, entry point group `vllm.general_plugins`) when a folder's
+Imported by vLLM (through `llm_srt.vllm.plugin.register`, entry point group `vllm.general_plugins`) when a folder's
 config names `LlmSrtForConditionalGeneration`; it needs vLLM installed (see README, "Serving with vLLM"). Loads every
 folder this project saves: full, adapter-only (encoder and LLM read from the config's references, relative to the
 folder when they are folders there), and converted original checkpoints; LoRA weights are merged into the LLM on

@@ -289,7 +289,7 @@ import json, types
 import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate
-from llm_srt.vllm_silence import LlmSrtSilenceLogitsProcessor
+from llm_srt.vllm.silence import LlmSrtSilenceLogitsProcessor
 
 def processor(architecture):
     config = types.SimpleNamespace(model_config=types.SimpleNamespace(hf_config=types.SimpleNamespace(
@@ -338,7 +338,7 @@ import numpy as np
 from transformers import WhisperFeatureExtractor
 from vllm.multimodal.audio import split_audio
 from llm_srt.testing import synthetic_speech
-from llm_srt.vllm_llm_srt import LlmSrtVllmForConditionalGeneration
+from llm_srt.vllm.model import LlmSrtVllmForConditionalGeneration
 
 folder = sys.argv[1]
 WhisperFeatureExtractor(feature_size=128, chunk_length=30).save_pretrained(folder)  # Whisper-large-v3's 30 s window
@@ -368,7 +368,7 @@ def test_vllm_own_server_cuts_long_audio_in_pauses(tmp_path):
 
 STREAMING_POST_PROCESSOR = """
 import json
-from llm_srt.vllm_llm_srt import LlmSrtVllmForConditionalGeneration as Model
+from llm_srt.vllm.model import LlmSrtVllmForConditionalGeneration as Model
 
 def stream(deltas):
     processor = Model.get_streaming_post_processor_cls()()
