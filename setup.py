@@ -24,6 +24,10 @@ setup(
         "soundfile",
         "librosa",
         "tqdm",
+        # the speech detector (Silero VAD): its weights are inside the wheel; pinned, its network is run by
+        # speech_llm_srt.SileroVad with the weights of this version's TorchScript file. No extras: they pin an old
+        # torchaudio.
+        "silero-vad==6.2.3",
     ],
     extras_require={
         "train": ["datasets>=4", "accelerate>=1.0", "sacrebleu>=2.4", "jiwer>=3", "evaluate", "matplotlib", "py3langid>=0.3"],

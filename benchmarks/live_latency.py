@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Latency and quality of live decoding (`llm_srt.streaming_llm_srt.LiveTranslator`) on a test set.
+"""Latency and quality of live decoding (`llm_srt.live.translator.LiveTranslator`) on a test set.
 
     python benchmarks/live_latency.py --model runs/demo/srt --data_dir runs/demo/data --output runs/live.json
     python benchmarks/live_latency.py --parrot --output runs/live_parrot.json   # no model at hand: CI's check
@@ -9,7 +9,7 @@ corpus' format) is played into a live translator at real-time pace (`--pace 1`; 
 model decodes, with the same delays: they are counted in audio, not on the wall clock) in `--chunk_ms` chunks, into
 all of the clip's targets at once. Every confirmed word gets its delay: the seconds of audio received when it was
 confirmed, and for the computation-aware variant that plus the decoding time spent so far (SimulEval's "elapsed").
-Reported per target: AL and LAAL (SimulEval's definitions, `llm_srt.metrics.average_lagging`, reference lengths in
+Reported per target: AL and LAAL (SimulEval's definitions, `llm_srt.evaluation.metrics.average_lagging`, reference lengths in
 words, characters for unspaced scripts), computation-aware and not, averaged over the clips; BLEU of the live
 output and of offline decoding of the same audio (the pipeline's windows) against the references, and live against
 offline; WER of the live and offline transcripts.
@@ -28,7 +28,7 @@ from collections import defaultdict
 
 
 
-from llm_srt.speech_llm_srt import is_silent, split_on_silence
+from llm_srt.transcription_llm_srt import plan_windows
 from llm_srt.audio_llm_srt import load_audio
 from llm_srt.decoding_llm_srt import TransformersEngine, decode_windows, join_window_texts
 from llm_srt.evaluation.metrics import average_lagging, corpus_bleu, error_rate
@@ -100,9 +100,9 @@ def play(engine, clip: dict, args, settings: dict) -> dict:
 
 
 def offline(engine, clip: dict, settings: dict) -> dict:
-    """Offline decoding of the whole clip, as the pipeline does (windows cut at pauses)."""
+    """Offline decoding of the whole clip, as the pipeline does (one window per stretch of speech)."""
     rate, window = engine.sampling_rate, engine.window_seconds
-    spans = [s for s in split_on_silence(clip["audio"], rate, window) if not is_silent(clip["audio"][s[0]:s[1]])]
+    spans = [(w.start, w.end) for w in plan_windows(clip["audio"], rate, window) if w.speech]
     targets = list(clip["references"])
     handles, _ = engine.encode([clip["audio"][a:b] for a, b in spans])
     answers = decode_windows(engine, handles, [clip["src_lang"]] * len(spans), "srt", targets, settings)

@@ -3,6 +3,7 @@ every audio input gets."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from typing import Any, NamedTuple
@@ -66,13 +67,79 @@ def _read_blocks(file, max_frames: int | None = None, keep: bool = True) -> tupl
     return blocks, frames
 
 
+def _unset_wav_data_size(handle) -> int | None:
+    """Where a WAV's data-chunk size field is, when it holds 0 while audio follows the chunk header (a writer that
+    never came back to fill it in); None for any other file. libsndfile reads such a file as 0 frames, ffmpeg to
+    the end of the file."""
+    handle.seek(0)
+    head = handle.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    position = 12
+    while True:
+        handle.seek(position)
+        chunk = handle.read(8)
+        if len(chunk) < 8:
+            return None
+        size = int.from_bytes(chunk[4:], "little")
+        if chunk[:4] == b"data":
+            end = handle.seek(0, io.SEEK_END)
+            return position + 4 if size == 0 and end > position + 8 else None
+        position += 8 + size + (size & 1)  # chunks are padded to an even size
+
+
+class _PatchedFile(io.RawIOBase):
+    """A file read through `handle` whose bytes at `offset` read as `patch` instead."""
+
+    def __init__(self, handle, offset: int, patch: bytes):
+        super().__init__()
+        self.handle, self.offset, self.patch = handle, offset, patch
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        return self.handle.seek(position, whence)
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def readinto(self, buffer) -> int:
+        start = self.handle.tell()
+        count = self.handle.readinto(buffer)
+        low, high = max(start, self.offset), min(start + count, self.offset + len(self.patch))
+        if low < high:
+            memoryview(buffer).cast("B")[low - start:high - start] = self.patch[low - self.offset:high - self.offset]
+        return count
+
+
+@contextlib.contextmanager
+def _sound_file(source):
+    """`soundfile.SoundFile(source)` (a path or a file object), except that a WAV whose data-chunk size field is 0
+    but which holds audio is read as ffmpeg reads it, to the end of the file: the field reads as 0xFFFFFFFF, the
+    size libsndfile takes for "unknown: up to the end"."""
+    import soundfile
+
+    with contextlib.ExitStack() as stack:
+        file = stack.enter_context(soundfile.SoundFile(source))
+        if file.frames == 0 and file.format == "WAV":
+            path = isinstance(source, (str, os.PathLike))
+            handle = stack.enter_context(open(source, "rb")) if path else source
+            offset = _unset_wav_data_size(handle)
+            if offset is not None:
+                handle.seek(0)
+                file = stack.enter_context(soundfile.SoundFile(_PatchedFile(handle, offset, b"\xff" * 4)))
+        yield file
+
+
 def audio_file_info(source, max_frames: int | None = None) -> AudioFileInfo:
     """An audio file's length, rate and channels from its header (`source`: a path or a file object), without
     decoding it. A header without the length (a streamed FLAC) is counted by decoding in blocks, stopping once past
     `max_frames` (the count is then `max_frames + 1`). Raises soundfile's errors for data it cannot read."""
-    import soundfile
-
-    with soundfile.SoundFile(source) as file:
+    with _sound_file(source) as file:
         frames = file.frames
         if frames >= UNKNOWN_FRAMES:
             frames = _read_blocks(file, max_frames, keep=False)[1]
@@ -80,10 +147,8 @@ def audio_file_info(source, max_frames: int | None = None) -> AudioFileInfo:
 
 
 def _decode_file(source, name: str) -> tuple[np.ndarray, int]:
-    import soundfile
-
     try:
-        with soundfile.SoundFile(source) as file:
+        with _sound_file(source) as file:
             if file.frames >= UNKNOWN_FRAMES:  # no length in the header: read to the end, block by block
                 parts = _read_blocks(file)[0]
                 samples = np.concatenate(parts) if parts else np.zeros((0, file.channels), np.float32)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .generation_llm_srt import generate_many_targets
-from .languages_llm_srt import UNSPACED_LANGUAGES
+from .languages_llm_srt import UNSPACED_LANGUAGES, normalize_language
 
 
 
@@ -47,6 +47,16 @@ class DecodeRow:
     src_lang: str
     tgt_lang: str | None = None
     transcript: str | None = None
+
+
+def as_decoded(row: DecodeRow) -> DecodeRow:
+    """The row actually decoded for `row`: a translation into the spoken language is its transcript, decoded as ASR
+    (the task the models learned). The models never learned SRT into the source's own language (`<|eng|><|eng|>`),
+    and its answer's transcript came back wrong ("three white birds" for "two white birds"). The one rule of the
+    pipeline, the server, live decoding and evaluation."""
+    if row.task == "srt" and normalize_language(row.tgt_lang) == normalize_language(row.src_lang):
+        return DecodeRow(row.window, "asr", row.src_lang)
+    return row
 
 
 def answer_record(processor, token_ids: Sequence[int], row: DecodeRow) -> dict[str, Any]:
@@ -209,23 +219,28 @@ def decode_window_rows(
     """The general form of [`decode_windows`]: `rows[w]` are window `w`'s rows (their `window` field is ignored);
     returns their answers in the same shape.
 
-    The rule every caller shares: a window with several SRT rows shares its transcript among them
-    (`shared_transcript=True`, the default; 4 targets cost 1.23x one instead of 1.78x, 14 1.45x instead of 2.28x,
-    with the same demo BLEU, see benchmarks/), windows with the same source and targets decoded together; every
-    other row is decoded on its own, all of them in one batch."""
+    The rules every caller shares: a translation into the spoken language is its transcript ([`as_decoded`]: an
+    ASR row); a window's several SRT rows share its transcript among them (`shared_transcript=True`, the default; 4
+    targets cost 1.23x one instead of 1.78x, 14 1.45x instead of 2.28x, with the same demo BLEU, see benchmarks/),
+    windows with the same source and targets decoded together; every other row is decoded on its own, all of them
+    in one batch."""
+    rows = [[as_decoded(row) for row in window_rows] for window_rows in rows]
     answers: list[list[dict | None]] = [[None] * len(window_rows) for window_rows in rows]
     groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    shared: dict[int, list[int]] = {}  # per window, its rows in the shared decode
     alone: list[tuple[int, int]] = []
     for w, window_rows in enumerate(rows):
-        srt = [row for row in window_rows if row.task == "srt"]
-        if shared_transcript and len(srt) == len(window_rows) > 1 and len({row.src_lang for row in srt}) == 1:
-            groups.setdefault((srt[0].src_lang, tuple(row.tgt_lang for row in srt)), []).append(w)
-        else:
-            alone.extend((w, r) for r in range(len(window_rows)))
+        srt = [r for r, row in enumerate(window_rows) if row.task == "srt"]
+        if shared_transcript and len(srt) > 1 and len({window_rows[r].src_lang for r in srt}) == 1:
+            groups.setdefault((window_rows[srt[0]].src_lang, tuple(window_rows[r].tgt_lang for r in srt)),
+                              []).append(w)
+            shared[w] = srt
+        alone.extend((w, r) for r in range(len(window_rows)) if r not in shared.get(w, ()))
     for (src, targets), windows in groups.items():
         for w, per_target in zip(windows, engine.decode_shared_transcript([audio[w] for w in windows], src, targets,
                                                                           settings)):
-            answers[w] = list(per_target)
+            for r, answer in zip(shared[w], per_target):
+                answers[w][r] = answer
     if alone:
         specs = [DecodeRow(w, rows[w][r].task, rows[w][r].src_lang, rows[w][r].tgt_lang, rows[w][r].transcript)
                  for w, r in alone]
@@ -281,5 +296,5 @@ def join_window_texts(parts: Sequence[str], language: str | None) -> str:
     return ("" if language in UNSPACED_LANGUAGES else " ").join(p.strip() for p in parts if p and p.strip())
 
 
-__all__ = ["DecodeRow", "DecodingEngine", "TransformersEngine", "answer_record", "decode_window_rows",
+__all__ = ["DecodeRow", "DecodingEngine", "TransformersEngine", "answer_record", "as_decoded", "decode_window_rows",
            "decode_windows", "join_window_texts", "vote_language"]

@@ -278,6 +278,8 @@ class LanguageDetectionMixin:
                 "The language detector knows none of LLM-SRT's languages (it has: "
                 f"{', '.join(detector.languages)}). " + HOW_TO_ENABLE
             )
+        if set(detector.languages) <= {WHISPER_CODES[code] for code in candidates}:
+            warn_closed_detector(detector, candidates)
         probs = detector(encoder_hidden_states).softmax(-1).cpu()
         candidate_rows = [rows[WHISPER_CODES[code]] for code in candidates]
         results = []
@@ -297,6 +299,20 @@ class LanguageDetectionMixin:
         return results
 
 
+def warn_closed_detector(detector: LlmSrtLanguageDetector, candidates: Sequence[str]) -> None:
+    """Warn once per detector that knows no language beyond the candidates (a detector trained with a small model
+    on its own languages, as the demo's): it cannot tell that a recording is in another language, so `supported`
+    is never False for it and another language comes back as one of the candidates, however confident."""
+    if getattr(detector, "_warned_closed", False):
+        return
+    detector._warned_closed = True
+    logger.warning(
+        f"This model's language detector knows only {', '.join(FROM_WHISPER.get(c, c) for c in detector.languages)}, "
+        f"the languages it chooses among ({', '.join(candidates)}): a recording in any other language is detected "
+        "as one of them, never reported as unsupported. Pass src_lang= where a recording may be in another language "
+        "(a detector that knows more languages, as Whisper's own decoder with its 100, reports them).")
+
+
 def whisper_language_name(code: str) -> str:
     """`"hi"` -> `"Hindi"` (Whisper's names), for messages."""
     return str(WHISPER_LANGUAGE_NAMES.get(code, code)).title()
@@ -308,5 +324,6 @@ __all__ = [
     "LanguageDetectionUnavailable",
     "LlmSrtLanguageDetector",
     "WHISPER_CODES",
+    "warn_closed_detector",
     "whisper_language_token_ids",
 ]

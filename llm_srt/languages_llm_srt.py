@@ -21,38 +21,41 @@ class LanguageInfo(NamedTuple):
     whisper: str  # Whisper's language code (language detection)
     spaced: bool  # sentences joined with spaces (False: Japanese, Chinese, Cantonese, Thai)
     cer: bool  # ASR scored by character error rate instead of WER
+    fleurs: str  # FLEURS' config name (`google/fleurs`), also accepted as a name of the language
 
 
-# The paper's 15 languages, by ISO 639-3 code: THE language table (adding a language touches only this).
+# The paper's 15 languages, by ISO 639-3 code: THE language table (adding a language touches only this). Common
+# Voice / CoVoST-2 locales (`de`, `zh-CN`, `zh-HK`) are among the aliases.
 LANGUAGE_TABLE: dict[str, LanguageInfo] = {
-    "deu": LanguageInfo("German", ("de", "ger", "german", "deutsch"), "de", True, False),
-    "eng": LanguageInfo("English", ("en", "english"), "en", True, False),
-    "fra": LanguageInfo("French", ("fr", "fre", "french", "francais", "français"), "fr", True, False),
-    "ind": LanguageInfo("Indonesian", ("id", "indonesian", "bahasa indonesia"), "id", True, False),
-    "ita": LanguageInfo("Italian", ("it", "italian", "italiano"), "it", True, False),
-    "jpn": LanguageInfo("Japanese", ("ja", "japanese"), "ja", False, True),
-    "kor": LanguageInfo("Korean", ("ko", "korean"), "ko", True, True),
-    "nld": LanguageInfo("Dutch", ("nl", "dut", "dutch", "nederlands"), "nl", True, False),
-    "por": LanguageInfo("Portuguese", ("pt", "portuguese", "português"), "pt", True, False),
-    "rus": LanguageInfo("Russian", ("ru", "russian"), "ru", True, False),
-    "spa": LanguageInfo("Spanish", ("es", "spanish", "español", "espanol"), "es", True, False),
-    "tha": LanguageInfo("Thai", ("th", "thai"), "th", False, True),
-    "vie": LanguageInfo("Vietnamese", ("vi", "vietnamese"), "vi", True, False),
-    "yue": LanguageInfo("Cantonese", ("cantonese", "zh-hk", "yue_hant_hk"), "yue", False, True),
+    "deu": LanguageInfo("German", ("de", "ger", "german", "deutsch"), "de", True, False, "de_de"),
+    "eng": LanguageInfo("English", ("en", "english"), "en", True, False, "en_us"),
+    "fra": LanguageInfo("French", ("fr", "fre", "french", "francais", "français"), "fr", True, False, "fr_fr"),
+    "ind": LanguageInfo("Indonesian", ("id", "indonesian", "bahasa indonesia"), "id", True, False, "id_id"),
+    "ita": LanguageInfo("Italian", ("it", "italian", "italiano"), "it", True, False, "it_it"),
+    "jpn": LanguageInfo("Japanese", ("ja", "japanese"), "ja", False, True, "ja_jp"),
+    "kor": LanguageInfo("Korean", ("ko", "korean"), "ko", True, True, "ko_kr"),
+    "nld": LanguageInfo("Dutch", ("nl", "dut", "dutch", "nederlands"), "nl", True, False, "nl_nl"),
+    "por": LanguageInfo("Portuguese", ("pt", "portuguese", "português"), "pt", True, False, "pt_br"),
+    "rus": LanguageInfo("Russian", ("ru", "russian"), "ru", True, False, "ru_ru"),
+    "spa": LanguageInfo("Spanish", ("es", "spanish", "español", "espanol"), "es", True, False, "es_419"),
+    "tha": LanguageInfo("Thai", ("th", "thai"), "th", False, True, "th_th"),
+    "vie": LanguageInfo("Vietnamese", ("vi", "vietnamese"), "vi", True, False, "vi_vn"),
+    "yue": LanguageInfo("Cantonese", ("cantonese", "zh-hk"), "yue", False, True, "yue_hant_hk"),
     # The paper writes Mandarin as `zho`, the newer original code and its FLEURS data as `cmn`: both are accepted.
-    "zho": LanguageInfo("Chinese (Mandarin)", ("zh", "cmn", "chinese", "mandarin", "zh-cn", "cmn_hans_cn"), "zh",
-                        False, True),
+    "zho": LanguageInfo("Chinese (Mandarin)", ("zh", "cmn", "chinese", "mandarin", "zh-cn"), "zh", False, True,
+                        "cmn_hans_cn"),
 }
 # Views of the table.
 LANGUAGES: dict[str, tuple[str, tuple[str, ...]]] = {code: (row.name, row.aliases) for code, row in LANGUAGE_TABLE.items()}
 WHISPER_CODES: dict[str, str] = {code: row.whisper for code, row in LANGUAGE_TABLE.items()}
+FLEURS_CONFIGS: dict[str, str] = {code: row.fleurs for code, row in LANGUAGE_TABLE.items()}
 UNSPACED_LANGUAGES = frozenset(code for code, row in LANGUAGE_TABLE.items() if not row.spaced)
 CER_LANGUAGES = frozenset({code for code, row in LANGUAGE_TABLE.items() if row.cer} | {"cmn"})
 MANDARIN_TAGS = ("zho", "cmn")
 
 _ALIASES: dict[str, str] = {}
-for _code, (_name, _aliases) in LANGUAGES.items():
-    for _alias in (_code, _name.lower(), *_aliases):
+for _code, _row in LANGUAGE_TABLE.items():
+    for _alias in (_code, _row.name.lower(), *_row.aliases, _row.fleurs):
         _ALIASES[_alias.lower()] = _code
 
 
@@ -62,7 +65,8 @@ def supported_languages_text() -> str:
 
 
 def normalize_language(language: str) -> str:
-    """Map an ISO 639-3/639-1 code, a name or a tag such as `<|eng|>` to the canonical 3-letter code.
+    """Map an ISO 639-3/639-1 code, a name, a FLEURS config name (`ja_jp`) or a tag such as `<|eng|>` to the
+    canonical 3-letter code.
 
     Raises:
         ValueError: naming the language and listing the supported ones.
@@ -85,7 +89,7 @@ def normalize_targets(targets: Sequence[str], src_lang: str | None = None, name:
 
     A language named twice (under any of its names: `de`, `deu`, `German`) is refused, naming it: the caller would
     get fewer results than it asked for. A target equal to the source (`src_lang`, when known) is kept, with a
-    logged warning: the answer is the speech rewritten in its own language, not a translation.
+    logged note: its answer is the transcript (decoded as ASR, `decoding_llm_srt.as_decoded`).
 
     Raises:
         ValueError: an unsupported language, an empty list, or a language named twice (`name` says which argument).
@@ -99,9 +103,13 @@ def normalize_targets(targets: Sequence[str], src_lang: str | None = None, name:
     if not codes:
         raise ValueError(f"{name} is empty: pass at least one target language.")
     if src_lang is not None and normalize_language(src_lang) in codes:
-        logger.warning(f"{name} {normalize_language(src_lang)} is the source language: the same language, so the "
-                       "answer is a rewrite of what was said, not a translation.")
+        logger.warning(same_language_note(normalize_language(src_lang), name))
     return list(codes)
+
+
+def same_language_note(language: str, name: str = "tgt_lang") -> str:
+    """The note logged when a target is the spoken language itself."""
+    return f"{name} {language} is the spoken language: its answer is the transcript (recognition), not a translation."
 
 
 def language_tag(language: str, mandarin_tag: str = "zho") -> str:
@@ -185,15 +193,15 @@ def untrained_reason(config, src_lang: str, tgt_lang: str | None = None) -> str 
 class UntrainedWarnings:
     """Logs a warning, once per (source, target), when a model is asked for a language or direction outside what
     its config records it was trained on ([`untrained_reason`]); with `refuse=True` raises
-    [`UntrainedDirectionError`] instead. One per pipeline or server."""
+    [`UntrainedDirectionError`] instead, every time: the warn-once memory only silences repeated warnings, never a
+    refusal (a pipeline called once with "warn" and then with "error" for the same direction still refuses). One per
+    pipeline or server."""
 
     def __init__(self, config, log=None):
         self.config, self.log, self.seen = config, log or logger, set()
 
     def check(self, src_lang: str, tgt_lang: str | None = None, refuse: bool = False) -> None:
         key = (normalize_language(src_lang), None if tgt_lang is None else normalize_language(tgt_lang))
-        if key in self.seen:
-            return
         reason = untrained_reason(self.config, *key)
         asked = key[0] if key[1] is None else f"{key[0]} -> {key[1]}"
         if reason is not None and refuse:
@@ -201,6 +209,8 @@ class UntrainedWarnings:
                 f"This model was not trained on {asked}: {reason} (config.trained_languages / trained_directions); "
                 "refused because untrained directions are set to 'error' (untrained_direction='warn', "
                 "--untrained-direction warn, answers them with a warning).")
+        if key in self.seen:
+            return
         self.seen.add(key)
         if reason is not None:
             self.log.warning(f"This model was not trained on {asked}: {reason}. Its answer may be in another "
@@ -209,7 +219,7 @@ class UntrainedWarnings:
 
 
 
-__all__ = ["CER_LANGUAGES", "LANGUAGES", "LANGUAGE_TABLE", "LanguageInfo", "MANDARIN_TAGS", "TAG_END", "UNSPACED_LANGUAGES",
+__all__ = ["CER_LANGUAGES", "FLEURS_CONFIGS", "LANGUAGES", "LANGUAGE_TABLE", "LanguageInfo", "MANDARIN_TAGS", "TAG_END", "UNSPACED_LANGUAGES",
            "UNTRAINED_DIRECTION_ACTIONS", "UntrainedDirectionError", "UntrainedWarnings", "WHISPER_CODES", "direction_key",
-           "language_tag", "normalize_language", "normalize_targets", "recorded_directions", "recorded_languages",
+           "language_tag", "normalize_language", "normalize_targets", "recorded_directions", "recorded_languages", "same_language_note",
            "supported_languages_text", "text_after_last_tag", "untrained_reason"]

@@ -20,10 +20,11 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
 
-from .speech_llm_srt import PAUSE_SECONDS
+from .speech_llm_srt import VadOptions
 from .audio_llm_srt import describe_input, load_audio
 from .languages_llm_srt import (
     LANGUAGES, UNTRAINED_DIRECTION_ACTIONS, UntrainedWarnings, normalize_language, normalize_targets,
+    same_language_note,
 )
 from .configuration_llm_srt import PIPELINE_TASK
 from .decoding_llm_srt import TransformersEngine, decode_windows, vote_language
@@ -63,11 +64,13 @@ class SpeechTranslationPipeline(ChunkPipeline):
     Inputs: a file path, file bytes, a numpy array or torch tensor (with `sampling_rate`), a `datasets` Audio value
     (`{"array", "sampling_rate"}`, `{"path", "bytes"}` or a decoder), a `datasets` row (a dict with an `"audio"`
     key), or a list, generator, `KeyDataset`, `datasets` column or `datasets.Dataset` of these. Audio is mixed down
-    to mono and resampled to 16 kHz. Audio is split at every pause of at least `min_pause_s` (default 0.15 s; 0:
-    only where the window requires) and at the quietest points of stretches longer than `chunk_length_s` (default:
-    the model's 30 s window), into windows that are translated and joined in order (the models learn one
-    utterance per clip: a window of two sentences comes back with one). Silent windows are skipped without running the
-    model; a silent input gives an empty result.
+    to mono and resampled to 16 kHz. A voice-activity detector (Silero VAD, `speech_llm_srt`) finds the speech:
+    each stretch of speech between silences becomes a window of at most `chunk_length_s` (default: the model's 30 s
+    window), and the windows are translated and joined in order (the models learn one utterance per clip: a window
+    of two sentences comes back with one). What is not speech (silence, noise, music, clicks) never reaches the
+    model; an input without speech gives an empty result. `vad_parameters` (a dict of `VadOptions`' fields:
+    `threshold`, `min_silence_duration_ms`, `speech_pad_ms`, ...) tune the detector; `vad_filter=False` turns it off
+    (every window of the audio decoded, as faster-whisper's option).
 
     Call arguments: `src_lang` (a language, or `"auto"`/None: detected from the encoder output with Whisper's
     decoder, see [`LlmSrtForConditionalGeneration.detect_language`]; one language per input by majority vote over
@@ -95,6 +98,11 @@ class SpeechTranslationPipeline(ChunkPipeline):
     GENERATE_ARGS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "do_sample", "length_penalty",
                      "repetition_penalty", "min_new_tokens", "shared_transcript")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # the base class keeps these for every call unchecked: refused here by the rule each call's values get
+        _check_call_arguments({"batch_size": self._batch_size, "num_workers": self._num_workers})
+
     def _sanitize_parameters(
         self,
         src_lang: str | None = None,
@@ -103,7 +111,8 @@ class SpeechTranslationPipeline(ChunkPipeline):
         return_transcript: bool | None = None,
         return_timestamps: bool | None = None,
         chunk_length_s: float | None = None,
-        min_pause_s: float | None = None,
+        vad_filter: bool | None = None,
+        vad_parameters: dict | VadOptions | None = None,
         sampling_rate: int | None = None,
         generate_kwargs: dict | None = None,
         streamer: Any = None,
@@ -120,10 +129,10 @@ class SpeechTranslationPipeline(ChunkPipeline):
             raise TypeError(f"Unexpected arguments for the speech-translation pipeline: {sorted(kwargs)}.")
         if streamer is not None:
             generate_kwargs["streamer"] = streamer
-        if min_pause_s is not None and (isinstance(min_pause_s, bool) or not isinstance(min_pause_s, (int, float))
-                                        or not 0 <= min_pause_s < float("inf")):
-            raise ValueError(f"min_pause_s must be a number of seconds >= 0 (0: cut only where the window requires), "
-                             f"got {min_pause_s!r}.")
+        if vad_filter is not None and not isinstance(vad_filter, bool):
+            raise ValueError(f"vad_filter must be True or False, got {vad_filter!r}.")
+        if vad_filter is False and vad_parameters is not None:
+            raise ValueError("vad_parameters tune the speech detector, which vad_filter=False turns off: pass one.")
         if unsupported_language not in (None, "warn", "error"):
             raise ValueError(f"unsupported_language must be 'warn' or 'error', got {unsupported_language!r}.")
         if untrained_direction not in (None, *UNTRAINED_DIRECTION_ACTIONS):
@@ -132,7 +141,9 @@ class SpeechTranslationPipeline(ChunkPipeline):
         def given(**values):
             return {name: value for name, value in values.items() if value is not None}
 
-        preprocess = given(sampling_rate=sampling_rate, chunk_length_s=chunk_length_s, min_pause_s=min_pause_s)
+        preprocess = given(sampling_rate=sampling_rate, chunk_length_s=chunk_length_s)
+        if vad_filter is not None or vad_parameters is not None:  # else preprocess's default: detection on
+            preprocess["vad"] = None if vad_filter is False else VadOptions.from_value(vad_parameters)
         forward = given(src_lang=src_lang, tgt_lang=tgt_lang, task=task, generate_kwargs=generate_kwargs or None,
                         language_per_window=language_per_window, unsupported_language=unsupported_language,
                         untrained_direction=untrained_direction)
@@ -148,8 +159,6 @@ class SpeechTranslationPipeline(ChunkPipeline):
         if isinstance(inputs, list) and not inputs:
             self._sanitize_parameters(**{k: v for k, v in kwargs.items() if k not in ("batch_size", "num_workers")})
             return []
-        if kwargs.get("batch_size") is not None and kwargs["batch_size"] < 1:
-            raise ValueError(f"batch_size must be at least 1, got {kwargs['batch_size']}.")
         outputs = super().__call__(inputs, *args, **kwargs)
         return outputs[0] if single else outputs
 
@@ -201,10 +210,11 @@ class SpeechTranslationPipeline(ChunkPipeline):
 
     # ------------------------------------------------------------------------------------------------------- steps
     def preprocess(self, inputs: Any, sampling_rate: int | None = None, chunk_length_s: float | None = None,
-                   min_pause_s: float | None = PAUSE_SECONDS):
-        """Load one input and yield its windows (`transcription_llm_srt.plan_windows`: one per stretch of speech
-        between pauses of `min_pause_s`, at most `chunk_length_s` long): `input_features` (None without speech), the
-        `window`, and `is_last` on the input's last window."""
+                   vad: VadOptions | None = VadOptions()):
+        """Load one input and yield its windows (`transcription_llm_srt.plan_windows`: one per stretch of speech the
+        detector hears with `vad`'s options, at most `chunk_length_s` long; `vad=None`: no detection):
+        `input_features` (None for an input without speech), the `window`, and `is_last` on the input's last
+        window."""
         if isinstance(inputs, dict) and "audio" in inputs and not any(key in inputs for key in ("array", "raw")):
             inputs = inputs["audio"]  # a datasets row
         rate = self.processor.feature_extractor.sampling_rate
@@ -213,7 +223,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
         chunk = window_seconds if chunk_length_s is None else float(chunk_length_s)
         if not 0 < chunk <= window_seconds:
             raise ValueError(f"chunk_length_s must be in (0, {window_seconds:g}] (the model's window), got {chunk}.")
-        windows = plan_windows(audio, rate, chunk, min_pause_s)
+        windows = plan_windows(audio, rate, chunk, vad)
         for window in windows:
             yield {
                 # Computed here, in the background workers when num_workers > 0, on CPU.
@@ -314,7 +324,11 @@ class SpeechTranslationPipeline(ChunkPipeline):
         refuse = forward_params.get("untrained_direction") == "error"
         for language in sorted(spoken):  # warned once per direction the model was not trained on (or refused)
             for tgt in targets:
-                self.untrained_warnings.check(language, None if task == "asr" else tgt, refuse=refuse)
+                # a target equal to the spoken language is its transcript (decoding_llm_srt.as_decoded): ASR
+                self.untrained_warnings.check(language, None if task == "asr" or tgt == language else tgt,
+                                              refuse=refuse)
+                if detected is not None and tgt == language:
+                    logger.info(same_language_note(language))
         rate = self.processor.feature_extractor.sampling_rate
         plan = [w["window"] for w in windows]
         outputs = []
@@ -345,7 +359,8 @@ class SpeechTranslationPipeline(ChunkPipeline):
                     output["chunks"].append(chunk)
             outputs.append(output)
         if all(w["silent"] for w in windows):
-            logger.warning("An input is silent: returning an empty result without running the model.")
+            logger.warning("An input holds no speech (the detector heard none): returning an empty result without "
+                           "running the model.")
         return outputs[0] if len(outputs) == 1 and single_target else outputs
 
     # ----------------------------------------------------------------------------------------------------- helpers
@@ -378,7 +393,7 @@ class SpeechTranslationPipeline(ChunkPipeline):
         untrained = params.pop("untrained_direction", None) or "warn"
         if untrained == "error" and src != AUTO:  # a given source: refused before any input is read
             for tgt in targets:
-                self.untrained_warnings.check(src, None if task_name == "asr" else tgt, refuse=True)
+                self.untrained_warnings.check(src, None if task_name == "asr" or tgt == src else tgt, refuse=True)
         generate_kwargs = dict(params.pop("generate_kwargs", None) or {})
         if not isinstance(generate_kwargs.get("shared_transcript", True), bool):
             raise ValueError(f"shared_transcript must be True or False, got {generate_kwargs['shared_transcript']!r}.")

@@ -279,6 +279,10 @@ class LlmSrtProcessor(ProcessorMixin):
             raise ValueError(f"Pass src_lang (one of: {', '.join(LANGUAGES)}, or 'auto' to detect it).")
         src_langs = _per_example(src_lang, batch_size, "src_lang")
         tgt_langs = _per_example(tgt_lang, batch_size, "tgt_lang")
+        if task != "asr":  # a target equal to its source: kept, with the warning every entry point gives
+            for src, tgt in dict.fromkeys(zip(src_langs, tgt_langs)):
+                if src is not None and tgt is not None:
+                    normalize_targets([tgt], src, "tgt_lang")
         transcripts = _per_example(transcript, batch_size, "transcript")
         translations = _per_example(translation, batch_size, "translation")
 

@@ -1,155 +1,314 @@
-"""What is speech in a recording: silent windows, the pauses between sounds, and long audio cut into the model's
-windows at those pauses."""
+"""What is speech in a recording: Silero VAD, the voice-activity detector faster-whisper and WhisperX put in front of
+Whisper, decides for every path (the pipeline, `llm-srt`, the server, live decoding, evaluation, vLLM's server).
+
+A speech LLM fed noise, music or a click writes a sentence nobody said; only windows the detector hears speech in
+reach the model. The weights are those of PyPI's `silero-vad` (6.2.3: its TorchScript model is inside the wheel, so
+nothing is downloaded), run by [`SileroVad`], the same network in plain PyTorch: one call scores every 32 ms frame of
+a recording ([`speech_probabilities`]), where the package's model takes a Python call per frame and keeps one
+stream's state in itself, and each live stream keeps its own state ([`StreamingVad`]). Frames become speech segments by the package's own rule
+(`get_speech_timestamps_from_probs`) with faster-whisper's option names ([`VadOptions`]).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import math
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
+import torch
+from torch import nn
 
 
-SILENCE_PEAK = 1e-3  # peak amplitude below which a window is treated as silence (-60 dBFS)
-PAUSE_SECONDS = 0.15  # a quiet stretch this long between sounds is a pause (stop consonants close for < 0.1 s)
-SILENCE_BELOW_LOUD = 0.01  # frames 40 dB under a recording's loud frames are silent, whatever its noise floor
-MIN_SPEECH_SECONDS = 0.1  # a piece with less sound than this (a click, a breath) joins a neighbour
+SAMPLING_RATE = 16_000  # the detector's rate (audio reaches it resampled, as it reaches the model)
+FRAME = 512  # samples per decision (32 ms)
+CONTEXT = 64  # samples of the previous frame each frame is read with
+WEIGHTS = "silero_vad.jit"  # the package's default model (its safetensors file holds an older one)
+SILERO_VERSION = "6.2.3"
 
 
-def is_silent(audio: np.ndarray, peak: float = SILENCE_PEAK, sampling_rate: int = 16_000,
-              frame_seconds: float = 0.02) -> bool:
-    """True when `audio` holds less than `MIN_SPEECH_SECONDS` of sound: fewer of its 20 ms frames reach `peak` (-60
-    dBFS) in level than make 0.1 s. Too short for a word (a click, a lone sample), such a window made the model
-    invent a sentence, as silence does."""
-    if audio.size == 0 or float(np.abs(audio).max()) < peak:
-        return True
-    frame = max(1, int(frame_seconds * sampling_rate))
-    return int((_frame_rms(audio, frame) >= peak).sum()) * frame < MIN_SPEECH_SECONDS * sampling_rate
+@dataclass(frozen=True)
+class VadOptions:
+    """How speech is told from the rest, with faster-whisper's names (`faster_whisper.vad.VadOptions`).
 
-
-def _frame_rms(audio: np.ndarray, frame: int) -> np.ndarray:
-    """Root-mean-square level of consecutive `frame`-sample frames (the last one zero-padded)."""
-    n_frames = -(-len(audio) // frame)
-    padded = np.zeros(n_frames * frame, dtype=np.float32)
-    padded[: len(audio)] = audio
-    return np.sqrt((padded.reshape(n_frames, frame).astype(np.float64) ** 2).mean(axis=1))
-
-
-def _quiet_frames(rms: np.ndarray) -> np.ndarray:
-    """Which frames are quiet: below the recording's noise floor + 6 dB, kept between 40 dB and 20 dB under its
-    loud frames (so a clean recording's pauses and a noisy one's background both count, and speech never does)."""
-    loud = float(np.percentile(rms, 95))
-    floor = float(np.percentile(rms, 5))
-    threshold = min(max(2 * floor, SILENCE_BELOW_LOUD * loud), 0.1 * loud)
-    return rms <= threshold
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """The runs of True in `mask`, as (first, end) indices (end exclusive)."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
-    return [(int(first), int(end)) for first, end in zip(edges[::2], edges[1::2])]
-
-
-def find_pauses(
-    audio: np.ndarray, sampling_rate: int, min_pause_seconds: float = PAUSE_SECONDS, frame_seconds: float = 0.02,
-    floor_pause_seconds: float | None = None,
-) -> list[tuple[int, int]]:
-    """The pauses between sounds: quiet stretches of at least `min_pause_seconds` with sound on both sides, as
-    `(start, end)` samples (leading and trailing silence is no pause).
-
-    `floor_pause_seconds`: when given, a stretch quiet only against the audio's own quietest frames (its noise
-    floor) must last that long, and one that is silent (40 dB under the loud frames) still only
-    `min_pause_seconds`. Live buffers use it: a buffer holding nothing but speech has its quietest frames inside
-    words, so a gap between two words counted as a pause against them, where the whole recording, with its silences,
-    sets a floor no gap reaches.
+    Args:
+        threshold: a frame whose speech probability reaches this is speech.
+        neg_threshold: speech ends when the probability falls below this (default: `threshold - 0.15`).
+        min_speech_duration_ms: stretches of speech this short or shorter are dropped: one or two 32 ms frames that
+            cross the threshold at a burst of music or a click are no speech, while a short word ("Six", 96 ms of
+            frames) is kept. faster-whisper's 0 keeps the bursts; silero's 250 drops the word.
+        max_speech_duration_s: longer speech is cut at its longest silence (the model's window bounds it too).
+        min_silence_duration_ms: a silence this long ends a stretch of speech: windows are cut there. LLM-SRT's
+            models learn one utterance per clip, so it is short enough to part sentences (faster-whisper, whose
+            Whisper reads 30 s at once, waits 2 s).
+        speech_pad_ms: each stretch of speech is widened by this on both sides (the detector decides late at the
+            edges, and a final consonant is quiet).
     """
-    frame = max(1, int(frame_seconds * sampling_rate))
-    rms = _frame_rms(audio, frame)
-    if not rms.size or rms.max() == 0:
-        return []
 
-    def lasts(frames: int, seconds: float) -> bool:
-        return frames * frame >= seconds * sampling_rate - frame / 2
+    threshold: float = 0.5
+    neg_threshold: float | None = None
+    min_speech_duration_ms: int = 64
+    max_speech_duration_s: float = float("inf")
+    min_silence_duration_ms: int = 100
+    speech_pad_ms: int = 200
 
-    silence = SILENCE_BELOW_LOUD * float(np.percentile(rms, 95))
-    pauses = []
-    for first, last in _runs(_quiet_frames(rms)):  # quiet frames first..last-1
-        if first == 0 or last == len(rms) or not lasts(last - first, min_pause_seconds):
-            continue
-        if floor_pause_seconds is not None and not lasts(last - first, floor_pause_seconds):
-            if not any(lasts(end - start, min_pause_seconds) for start, end in _runs(rms[first:last] <= silence)):
-                continue
-        pauses.append((first * frame, last * frame))
-    return pauses
+    def __post_init__(self):
+        def number(name, low, high=None, integer=False):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+            if ok and integer:
+                ok = float(value).is_integer()
+            if not ok or value < low or (high is not None and value > high):
+                span = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+                kind = "a whole number of milliseconds " if integer else "a number "
+                raise ValueError(f"VAD {name} must be {kind}{span}, got {value!r}.")
+
+        number("threshold", 0.0, 1.0)
+        if self.neg_threshold is not None:
+            number("neg_threshold", 0.0, 1.0)
+            if self.neg_threshold > self.threshold:
+                raise ValueError(f"VAD neg_threshold ({self.neg_threshold}) must not exceed threshold "
+                                 f"({self.threshold}): speech would end before it began.")
+        number("min_speech_duration_ms", 0, integer=True)
+        number("min_silence_duration_ms", 0, integer=True)
+        number("speech_pad_ms", 0, integer=True)
+        value = self.max_speech_duration_s
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"VAD max_speech_duration_s must be a number of seconds > 0, got {value!r}.")
+
+    @classmethod
+    def from_value(cls, value: VadOptions | dict | None) -> VadOptions:
+        """Options from a `VadOptions`, a dict of its fields (names checked) or None (the defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"vad_parameters must be a dict of VadOptions' fields, got {type(value).__name__}.")
+        names = {spec.name for spec in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ValueError(f"Unknown VAD parameter(s) {', '.join(unknown)}; the parameters are "
+                             f"{', '.join(sorted(names))}.")
+        return cls(**value)
 
 
-def _split_long(
-    audio: np.ndarray, begin: int, end: int, sampling_rate: int, max_len: int, min_len: int, frame: int
-) -> list[tuple[int, int]]:
-    """`audio[begin:end]` in contiguous windows of at most `max_len` samples, each cut in the middle of the quietest
-    stretch between `min_len` and `max_len` after the window's start."""
-    if end - begin <= max_len:
-        return [(begin, end)]
-    piece = audio[begin:end]
-    energy = _frame_rms(piece, frame)
-    energy = np.convolve(energy, np.ones(5) / 5, mode="same")  # ~0.1 s smoothing: pauses, not single quiet frames
-    windows, start, total = [], 0, len(piece)
-    while total - start > max_len:
-        first = -(-(start + min_len) // frame)
-        last = (start + max_len) // frame  # exclusive: a cut at frame index i lies at sample i * frame
-        quiet = energy[first:last]
-        floor = quiet.min()
-        low = np.flatnonzero(quiet <= floor + 1e-4 * max(floor, 1e-6) + 1e-9)
-        # runs of quietest frames; the latest run at least half as long as the longest (so windows stay long and
-        # a real pause beats a single quiet frame); its middle is the cut
-        runs = np.split(low, np.flatnonzero(np.diff(low) > 1) + 1)
-        longest = max(len(r) for r in runs)
-        run = [r for r in runs if 2 * len(r) >= longest][-1]
-        cut = (first + int(run[len(run) // 2])) * frame
-        cut = min(max(cut, start + 1), start + max_len)
-        windows.append((begin + start, begin + cut))
-        start = cut
-    windows.append((begin + start, begin + total))
-    return windows
+def _weights_path() -> str:
+    """The detector's weights inside the installed `silero-vad` wheel (found without importing the package, whose
+    import sets torch to one thread)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("Speech detection needs Silero VAD: pip install silero-vad (its weights are inside the "
+                          "wheel; nothing is downloaded), or turn detection off (vad_filter=False, --no-vad).")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data", WEIGHTS)
+    if not os.path.isfile(path):
+        raise ImportError(f"The installed silero-vad has no {WEIGHTS}: pip install silero-vad=={SILERO_VERSION}.")
+    return path
 
 
-def split_on_silence(
-    audio: np.ndarray, sampling_rate: int, max_seconds: float, min_seconds: float | None = None,
-    frame_seconds: float = 0.02, min_pause_seconds: float | None = PAUSE_SECONDS,
-) -> list[tuple[int, int]]:
-    """Split into contiguous windows of at most `max_seconds`: one per stretch of speech between pauses.
+class SileroVad(nn.Module):
+    """Silero VAD v6 (16 kHz) in plain PyTorch: an STFT as a convolution, four convolutions, an LSTM cell and a
+    1x1 convolution, with the weights of the package's TorchScript model (its 16 kHz half).
 
-    Every pause of at least `min_pause_seconds` between sounds is a cut (in its middle), even where the audio
-    would fit one window: the models learn one utterance per clip, and a window holding two sentences comes back
-    with one. A piece with less than 0.1 s of sound (a click, a breath) joins its neighbour when the two fit one
-    window. A piece still longer than `max_seconds` is cut in the middle of the quietest stretch between
-    `min_seconds` (default half the window) and `max_seconds` after each window's start, so a shorter pause is used
-    whenever one exists. `min_pause_seconds=None` (or 0) cuts only where the window length requires. The windows
-    cover the input exactly: `[(0, c1), (c1, c2), ..., (ck, len(audio))]`.
+    Frames are read with the 64 samples before them; frames are independent until the LSTM, so a recording is
+    scored with one batched pass through the front end and one LSTM over its frames.
     """
-    total = len(audio)
-    max_len = int(max_seconds * sampling_rate)
-    if max_len <= 0:
-        raise ValueError(f"max_seconds must be positive, got {max_seconds}.")
-    min_len = int((max_seconds / 2 if min_seconds is None else min_seconds) * sampling_rate)
-    frame = max(1, int(frame_seconds * sampling_rate))
-    cuts = []
-    if min_pause_seconds and total > 0:
-        cuts = [(start + end) // 2 for start, end in find_pauses(audio, sampling_rate, min_pause_seconds, frame_seconds)]
-    pieces = list(zip([0] + cuts, cuts + [total]))
-    if len(pieces) > 1:
-        quiet = _quiet_frames(_frame_rms(audio, frame))
-        sound = [int((~quiet[start // frame: -(-end // frame)]).sum()) * frame for start, end in pieces]
-        merged = [list(pieces[0]) + [sound[0]]]
-        for (start, end), heard in zip(pieces[1:], sound[1:]):
-            last = merged[-1]
-            little = min(heard, last[2]) < MIN_SPEECH_SECONDS * sampling_rate
-            if little and end - last[0] <= max_len:
-                last[1], last[2] = end, last[2] + heard
-            else:
-                merged.append([start, end, heard])
-        pieces = [(start, end) for start, end, _ in merged]
-    windows = []
-    for start, end in pieces:
-        windows.extend(_split_long(audio, start, end, sampling_rate, max_len, min_len, frame))
-    return windows
+
+    def __init__(self):
+        super().__init__()
+        self.stft_conv = nn.Conv1d(1, 258, kernel_size=256, stride=128, bias=False)
+        self.conv1 = nn.Conv1d(129, 128, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(128, 64, kernel_size=3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(64, 64, kernel_size=3, stride=2, padding=1)
+        self.conv4 = nn.Conv1d(64, 128, kernel_size=3, padding=1)
+        self.lstm = nn.LSTM(128, 128, batch_first=True)  # the weights of the original's LSTM cell
+        self.final_conv = nn.Conv1d(128, 1, kernel_size=1)
+
+    # our names <- the TorchScript model's (`_model`, its 16 kHz network)
+    JIT_NAMES = {"stft_conv.weight": "stft.forward_basis_buffer", "final_conv.weight": "decoder.decoder.2.weight",
+                 "final_conv.bias": "decoder.decoder.2.bias",
+                 **{f"conv{i + 1}.{kind}": f"encoder.{i}.reparam_conv.{kind}" for i in range(4)
+                    for kind in ("weight", "bias")},
+                 **{f"lstm.{kind}_l0": f"decoder.rnn.{kind}" for kind in ("weight_ih", "weight_hh", "bias_ih",
+                                                                          "bias_hh")}}
+
+    @classmethod
+    def from_package(cls) -> SileroVad:
+        """The network with the installed package's weights (read from its TorchScript file, without importing the
+        package, whose import sets torch to one thread)."""
+        with warnings.catch_warnings():  # torch 2.13 calls torch.jit.load deprecated; the file is TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            scripted = torch.jit.load(_weights_path(), map_location="cpu")._model
+        state = {**dict(scripted.named_parameters()), **dict(scripted.named_buffers())}
+        model = cls()
+        model.load_state_dict({ours: state[theirs].detach().clone() for ours, theirs in cls.JIT_NAMES.items()},
+                              strict=True)
+        return model.eval().requires_grad_(False)
+
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """`(n, CONTEXT + FRAME)` samples -> `(n, 128)` features (stateless)."""
+        x = nn.functional.pad(frames, (0, 64), mode="reflect").unsqueeze(1)
+        x = self.stft_conv(x)
+        x = torch.sqrt(x[:, :129] ** 2 + x[:, 129:] ** 2)
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+            x = torch.relu(conv(x))
+        return x.squeeze(-1)
+
+    def forward(self, frames: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Frames `(batch, n, CONTEXT + FRAME)` in order -> speech probabilities `(batch, n)` and the LSTM state
+        after them (pass it back to continue a stream)."""
+        batch, count, width = frames.shape
+        features = self.frame_features(frames.reshape(batch * count, width)).reshape(batch, count, 128)
+        hidden, state = self.lstm(features, state)
+        probs = torch.sigmoid(self.final_conv(torch.relu(hidden).reshape(batch * count, 128, 1)))
+        return probs.reshape(batch, count), state
 
 
+_MODEL: SileroVad | None = None
+_MODEL_LOCK = threading.Lock()
 
-__all__ = ["MIN_SPEECH_SECONDS", "PAUSE_SECONDS", "SILENCE_PEAK", "find_pauses", "is_silent", "split_on_silence"]
+
+def load_vad() -> SileroVad:
+    """The detector, loaded once per process (thread-safe: it holds no state between calls)."""
+    global _MODEL
+    with _MODEL_LOCK:
+        if _MODEL is None:
+            _MODEL = SileroVad.from_package()
+    return _MODEL
+
+
+def _frames(audio: np.ndarray, context: np.ndarray | None = None) -> torch.Tensor:
+    """`(n, CONTEXT + FRAME)`: each 512-sample frame after the 64 samples before it (zeros, or `context`, before the
+    first), the last frame zero-padded; as the package's model reads a recording."""
+    samples = torch.as_tensor(np.ascontiguousarray(audio, dtype=np.float32))
+    count = -(-len(samples) // FRAME)
+    padded = torch.zeros(count * FRAME)
+    padded[: len(samples)] = samples
+    frames = padded.view(count, FRAME)
+    before = torch.zeros(count, CONTEXT)
+    if context is not None:
+        before[0] = torch.as_tensor(context)
+    if count > 1:
+        before[1:] = frames[:-1, -CONTEXT:]
+    return torch.cat([before, frames], dim=1)
+
+
+@torch.inference_mode()
+def speech_probabilities(audio: np.ndarray) -> np.ndarray:
+    """The speech probability of every 32 ms frame of 16 kHz mono `audio` (float32, `ceil(len / 512)` values)."""
+    if len(audio) == 0:
+        return np.zeros(0, np.float32)
+    probs, _ = load_vad()(_frames(audio).unsqueeze(0))
+    return probs[0].numpy()
+
+
+def _timestamps_from_probs():
+    """Silero's own frames-to-segments rule (`get_speech_timestamps_from_probs`), imported with torch's thread
+    count kept (importing `silero_vad` sets it to one)."""
+    threads = torch.get_num_threads()
+    try:
+        from silero_vad.utils_vad import get_speech_timestamps_from_probs
+    except ImportError as error:
+        raise ImportError(f"Speech detection needs Silero VAD: pip install silero-vad ({error}).") from None
+    finally:
+        torch.set_num_threads(threads)
+    return get_speech_timestamps_from_probs
+
+
+def segments_from_probabilities(probs: np.ndarray, length: int, options: VadOptions | None = None
+                                ) -> list[tuple[int, int]]:
+    """`(start, end)` samples of the speech in a recording of `length` samples, from its frame probabilities."""
+    options = options or VadOptions()
+    found = _timestamps_from_probs()(
+        [float(p) for p in probs], sampling_rate=SAMPLING_RATE, threshold=options.threshold,
+        neg_threshold=options.neg_threshold, min_speech_duration_ms=options.min_speech_duration_ms,
+        max_speech_duration_s=options.max_speech_duration_s, min_silence_duration_ms=options.min_silence_duration_ms,
+        speech_pad_ms=options.speech_pad_ms, audio_length_samples=length)
+    return [(int(s["start"]), int(s["end"])) for s in found]
+
+
+def speech_segments(audio: np.ndarray, options: VadOptions | None = None) -> list[tuple[int, int]]:
+    """`(start, end)` samples of each stretch of speech in 16 kHz mono `audio`, padded by `speech_pad_ms`, in
+    order and apart; empty when nothing is spoken (noise, music, clicks, hum, silence)."""
+    return segments_from_probabilities(speech_probabilities(audio), len(audio), options)
+
+
+def has_speech(audio: np.ndarray, options: VadOptions | None = None) -> bool:
+    """Whether the detector hears any speech in 16 kHz mono `audio`."""
+    return bool(speech_segments(audio, options))
+
+
+@dataclass
+class VadEvent:
+    """A change of state in a stream: `"speech_started"` at `sample` (the first frame heard as speech) or
+    `"speech_stopped"` at `sample` (where the silence that ended the speech began)."""
+
+    type: str
+    sample: int
+
+
+class StreamingVad:
+    """Speech start and stop in a live stream, by the offline segments' rule (`get_speech_timestamps_from_probs`,
+    OpenAI's `server_vad` too): speech starts at a frame reaching `threshold`; it stops where the probability fell
+    below `neg_threshold` (default `threshold - 0.15`) when `silence_duration_ms` later it has not reached
+    `threshold` again. Each stream keeps its own state; the network is shared (`load_vad`). The probability of
+    every frame judged is kept (`probabilities`, frame `i` covers samples `512 i` to `512 (i + 1)`)."""
+
+    def __init__(self, threshold: float = 0.5, silence_duration_ms: int = 500, neg_threshold: float | None = None):
+        options = VadOptions(threshold=threshold, neg_threshold=neg_threshold,
+                             min_silence_duration_ms=silence_duration_ms)  # checks the values, naming them
+        self.threshold = options.threshold
+        self.neg_threshold = max(threshold - 0.15, 0.01) if neg_threshold is None else neg_threshold
+        self.silence = int(silence_duration_ms * SAMPLING_RATE / 1000)
+        self.model = load_vad()
+        self.reset()
+
+    def reset(self) -> None:
+        self.pending = np.zeros(0, np.float32)  # samples not yet a whole frame
+        self.context = np.zeros(CONTEXT, np.float32)
+        self.state = None
+        self.probabilities: list[float] = []
+        self.speaking = False
+        self.silence_start: int | None = None
+
+    @property
+    def position(self) -> int:
+        """Samples judged so far."""
+        return len(self.probabilities) * FRAME
+
+    @torch.inference_mode()
+    def feed(self, samples: np.ndarray) -> list[VadEvent]:
+        """Judge `samples` (16 kHz mono float32) after what came before; the events they caused."""
+        self.pending = np.concatenate([self.pending, np.asarray(samples, np.float32).reshape(-1)])
+        whole = len(self.pending) // FRAME * FRAME
+        if not whole:
+            return []
+        audio, self.pending = self.pending[:whole], self.pending[whole:]
+        probs, self.state = self.model(_frames(audio, self.context).unsqueeze(0), self.state)
+        self.context = audio[-CONTEXT:].copy()
+        events = []
+        for prob in probs[0].tolist():
+            start = self.position
+            self.probabilities.append(prob)
+            # silero's own rule (`get_speech_timestamps_from_probs`), a frame at a time
+            if prob >= self.threshold:
+                self.silence_start = None
+                if not self.speaking:
+                    self.speaking = True
+                    events.append(VadEvent("speech_started", start))
+            elif self.speaking and prob < self.neg_threshold:
+                if self.silence_start is None:
+                    self.silence_start = start
+                if start - self.silence_start >= self.silence:
+                    events.append(VadEvent("speech_stopped", self.silence_start))
+                    self.speaking, self.silence_start = False, None
+        return events
+
+
+__all__ = ["FRAME", "SAMPLING_RATE", "SileroVad", "StreamingVad", "VadEvent", "VadOptions", "has_speech", "load_vad",
+           "segments_from_probabilities", "speech_probabilities", "speech_segments"]

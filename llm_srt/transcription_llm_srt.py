@@ -1,8 +1,9 @@
 """One path from a recording to its answer, shared by the pipeline, `llm-srt serve` and live decoding.
 
-1. Plan ([`plan_windows`]): the recording, loaded as 16 kHz mono samples, is cut into the windows the model hears
-   (one per stretch of speech between pauses, at most the model's window long: `speech_llm_srt.split_on_silence`),
-   each marked with whether it holds speech. Windows without speech never reach the model.
+1. Plan ([`plan_windows`]): the recording, loaded as 16 kHz mono samples, becomes the windows the model hears: one
+   per stretch of speech the voice-activity detector hears (`speech_llm_srt.speech_segments`: cut in the silences
+   between utterances, never inside speech, at most the model's window long). What is not speech (silence, noise,
+   music, clicks) never reaches the model; a window's times are those of its speech.
 2. Decode: every speech window's rows (a transcript, or a translation per target) go through the decoding seam
    (`decoding_llm_srt`), batched however the caller batches (the pipeline's `batch_size`, the server's batcher, a
    live segment at a time).
@@ -13,13 +14,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from .decoding_llm_srt import join_window_texts
-from .speech_llm_srt import PAUSE_SECONDS, is_silent, split_on_silence
+from .speech_llm_srt import SAMPLING_RATE, VadOptions, speech_segments
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,29 @@ class Window:
 
 
 def plan_windows(audio: np.ndarray, sampling_rate: int, max_seconds: float,
-                 min_pause_seconds: float | None = PAUSE_SECONDS) -> list[Window]:
-    """The windows of a recording: cut at every pause of at least `min_pause_seconds` and at the quietest points of
-    stretches longer than `max_seconds` (`split_on_silence`); they cover the recording exactly."""
-    spans = split_on_silence(audio, sampling_rate, max_seconds, min_pause_seconds=min_pause_seconds)
-    return [Window(index, start, end, not is_silent(audio[start:end], sampling_rate=sampling_rate))
-            for index, (start, end) in enumerate(spans)]
+                 vad: VadOptions | None = VadOptions()) -> list[Window]:
+    """The windows of a 16 kHz recording: one per stretch of speech the detector hears with `vad`'s options (a
+    stretch longer than `max_seconds` cut at its longest silence, `max_speech_duration_s`). A recording with no
+    speech is one window marked silent (nothing to decode). `vad=None` turns detection off: the whole recording in
+    consecutive windows of `max_seconds`, every one decoded."""
+    if sampling_rate != SAMPLING_RATE:
+        raise ValueError(f"plan_windows takes {SAMPLING_RATE} Hz audio, got {sampling_rate} Hz.")
+    longest = int(max_seconds * sampling_rate)
+    if longest <= 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds}.")
+    if vad is None:
+        spans = [(start, min(start + longest, len(audio))) for start in range(0, len(audio), longest)]
+    else:
+        limit = min(vad.max_speech_duration_s, max_seconds)
+        spans = []
+        for start, end in speech_segments(audio, replace(vad, max_speech_duration_s=limit)):
+            # the detector's cut keeps the padded span within the window; a span that still is not is cut evenly
+            pieces = -(-(end - start) // longest)
+            cuts = [start + (end - start) * k // pieces for k in range(pieces + 1)]
+            spans += list(zip(cuts[:-1], cuts[1:]))
+    if not spans:
+        return [Window(0, 0, len(audio), speech=False)]
+    return [Window(index, start, end, speech=True) for index, (start, end) in enumerate(spans)]
 
 
 @dataclass

@@ -406,6 +406,32 @@ def test_a_flac_without_its_length_in_the_header_is_decoded(speech, tmp_path):
         check({"audio": "long.flac", "src_lang": "eng", "transcript": "x"}, "line 2")
 
 
+def test_a_wav_whose_data_size_field_is_0_is_read_to_its_end_as_ffmpeg_reads_it(speech, tmp_path):
+    """A writer that never came back to fill in the data chunk's size leaves 0 there; libsndfile then reads 0 frames
+    and the clip was refused as "empty (0 samples)" although it holds the speech."""
+    import soundfile
+
+    from llm_srt.audio_llm_srt import audio_file_info
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.tile(speech, 3), 16000, format="WAV", subtype="PCM_16")
+    data = bytearray(buffer.getvalue())
+    size_at = data.index(b"data") + 4
+    data[size_at:size_at + 4] = bytes(4)
+    data = bytes(data)
+    assert soundfile.info(io.BytesIO(data)).frames == 0  # what libsndfile reads
+    path = tmp_path / "unfinished.wav"
+    path.write_bytes(data)
+    for source in (str(path), data):
+        audio = load_audio(source)
+        assert len(audio) == 3 * len(speech) and np.allclose(audio, np.tile(speech, 3), atol=1e-3)
+    assert audio_file_info(str(path)).frames == 3 * len(speech)  # counted for the limits (server, row checks)
+    empty = bytearray(buffer.getvalue()[:size_at + 4])  # a header and no audio at all: still empty
+    empty[size_at:size_at + 4] = bytes(4)
+    with pytest.raises(AudioInputError, match="empty"):
+        load_audio(bytes(empty))
+
+
 def test_config_refuses_a_qformer_head_count_that_does_not_divide_its_width():
     from llm_srt import LlmSrtConfig
     from llm_srt.testing import tiny_config

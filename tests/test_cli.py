@@ -392,3 +392,50 @@ def test_a_reader_that_stops_reading_is_not_an_error():
     process.stdout.close()  # gone before the first line: every write meets a closed pipe
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141 and stderr == "", stderr
+
+
+def test_live_refuses_a_target_named_twice_as_translate_does(wavs, capsys):
+    status, _, err = run_cli(capsys, "live", wavs[0], "--model", "no-such-model", "--src", "eng",
+                              "--tgt", "deu,German")
+    assert status == 2
+    assert_one_line_error(err, "--tgt", "deu twice")
+
+
+def test_device_defaults_to_auto_the_gpu_when_there_is_one_and_says_which(capsys, monkeypatch, tiny_folder):
+    """`--device` is `auto` for translate, live and serve (as Whisper and faster-whisper users expect): the GPU when
+    there is one, else cpu, said on stderr; beam defaults are named in --help (translate: the paper's 5; serve and
+    live: greedy)."""
+    import argparse
+
+    import torch
+    import transformers
+
+    from llm_srt.cli import common
+    from llm_srt.cli.main import build_parser
+    from llm_srt.engines import loading
+    from llm_srt.serving.settings import ServeSettings
+
+    parser = build_parser()
+    for argv in (["translate", "a.wav", "--model", "m"], ["live", "a.wav", "--model", "m"], ["serve", "m"]):
+        assert parser.parse_args(argv).device == "auto", argv
+    assert ServeSettings().device == "auto" and ServeSettings(engine="vllm").device == "auto"
+    with pytest.raises(ValueError, match="device applies to the transformers engine"):
+        ServeSettings(engine="vllm", device="cuda")
+    for command, words in (("translate", ["paper's 5", "greedily"]), ("live", ["greedy", "model's 5"]),
+                           ("serve", ["greedy", "paper's 5"])):
+        status, out, _ = run_cli(capsys, command, "--help")
+        text = " ".join(out.split())  # argparse wraps the help
+        assert status == 0 and "auto (default: the GPU when there is one, else cpu)" in text, command
+        assert all(word in text for word in words), (command, text)
+
+    for available, expected in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        assert loading.resolve_device("auto") == expected
+        assert loading.resolve_device("cuda:1") == "cuda:1" and loading.resolve_device(None) == "cpu"
+        placed = {}
+        monkeypatch.setattr(loading, "open_model", lambda model, device, *a, **k: (f"model on {device}", "processor"))
+        monkeypatch.setattr(transformers, "pipeline", lambda task, **kwargs: placed.update(kwargs) or "pipe")
+        args = argparse.Namespace(model=tiny_folder, trust_remote_code=False, dtype=None, quantization=None,
+                                  device="auto")
+        assert common.load_pipeline(args) == "pipe" and placed["device"] == expected
+        assert f"decoding on {expected} (--device auto)" in capsys.readouterr().err

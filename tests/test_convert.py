@@ -250,6 +250,14 @@ def test_converter_refuses_bad_usage_before_loading(components, tmp_path, capsys
     assert not (tmp_path / "o").exists()
 
 
+def test_a_qformer_head_count_that_does_not_divide_the_width_names_its_flag(components, tmp_path, capsys):
+    """The config's refusal named num_attention_heads, not the flag that set it."""
+    assert converter.main(conversion_args(components, tmp_path, tmp_path / "o", "--qformer_heads", "5")) == 2
+    err = capsys.readouterr().err
+    assert "--qformer_heads 5 does not divide the checkpoint's Q-Former width 32" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
 class PickledThing:
     """An object only pickle (arbitrary code) can restore."""
 

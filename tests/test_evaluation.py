@@ -515,3 +515,35 @@ def test_a_changed_clip_is_decoded_again(tmp_path):
     # the languages and SMT's transcript are part of the input too
     assert row_input(array_row(silent), None, "srt") != row_input({**array_row(silent), "tgt_lang": "fra"}, None, "srt")
     assert row_input(array_row(silent), None, "smt") != row_input({**array_row(silent), "transcript": "b"}, None, "smt")
+
+
+def test_a_row_into_its_own_language_is_decoded_as_its_transcript(tiny, clip_rows, tmp_path, monkeypatch):
+    """Evaluation applies the rule every caller shares (`decoding_llm_srt.as_decoded`): an SRT row whose target is
+    its source is decoded as ASR (the models never learned SRT into the source's own language: no `<|eng|><|eng|>`
+    prompt is decoded), alone or among a clip's shared-transcript rows; the other rows are decoded as before."""
+    from llm_srt.evaluation.decoding import decode_rows
+
+    model, processor = tiny
+    engine = TransformersEngine(model, processor)
+    generate = {"num_beams": 1, "max_new_tokens": 6}
+    asr = decode_rows(engine, clip_rows[:1], "asr", base_dir=str(tmp_path), generate_kwargs=generate)[0]
+    own = [dict(clip_rows[0], tgt_lang="eng", key="a-eng")]
+    prompts, generate_method = [], model.generate
+
+    def recording(*args, **kwargs):
+        if kwargs.get("input_ids") is not None:
+            prompts.extend(processor.tokenizer.batch_decode(kwargs["input_ids"]))
+        return generate_method(*args, **kwargs)
+
+    for shared in (False, True):
+        expected = decode_rows(engine, clip_rows, "srt", base_dir=str(tmp_path), generate_kwargs=generate,
+                               shared_transcript=shared)
+        monkeypatch.setattr(model, "generate", recording)
+        results = decode_rows(engine, own + clip_rows, "srt", base_dir=str(tmp_path), generate_kwargs=generate,
+                              shared_transcript=shared)
+        monkeypatch.undo()
+        assert results[0]["hypothesis"] == results[0]["transcript"] == asr["hypothesis"] != ""
+        assert results[1:] == expected
+        assert prompts and not [p for p in prompts if processor.tag("eng") * 2 in p], prompts
+        assert any(p.endswith(processor.tag("eng")) for p in prompts)  # the ASR prompt
+        prompts.clear()

@@ -188,6 +188,52 @@ def test_language_detection_chooses_among_the_languages_the_model_was_trained_on
         model.config.trained_languages = recorded
 
 
+def test_untrained_direction_error_refuses_every_time_also_after_a_warned_call(eng_deu, caplog):
+    """The warn-once memory silences repeated warnings only: a direction answered once with a warning (the default)
+    is still refused when a later call asks for "error", and refused again on every later call."""
+    from llm_srt.pipeline_llm_srt import SpeechTranslationPipeline
+
+    model, processor = eng_deu
+    pipe = SpeechTranslationPipeline(model=model, processor=processor)
+    audio = {"array": synthetic_speech(0.8, seed=1), "sampling_rate": SR}
+    with caplog.at_level(logging.WARNING):
+        pipe(audio, src_lang="eng", tgt_lang="fra", generate_kwargs=FAST)  # warned, and remembered
+        pipe(audio, src_lang="jpn", task="transcribe", generate_kwargs=FAST)
+    assert len(untrained_warnings(caplog)) == 2
+    for _ in range(2):
+        with pytest.raises(ValueError, match="not trained on eng -> fra"):
+            pipe(audio, src_lang="eng", tgt_lang="fra", untrained_direction="error", generate_kwargs=FAST)
+        with pytest.raises(ValueError, match="not trained on jpn"):
+            pipe(audio, src_lang="jpn", task="transcribe", untrained_direction="error", generate_kwargs=FAST)
+
+
+def test_a_detector_that_knows_only_the_candidates_says_it_cannot_report_other_languages(eng_deu, tmp_path,
+                                                                                           caplog):
+    """A recording in a language the model never heard is reported unsupported only by a detector that knows more
+    languages than the ones it chooses among (Whisper's decoder: 100). A detector trained with the model on its own
+    languages (the demo's) always answers one of them, with high confidence: a warning says so, once."""
+    from llm_srt.language_detection_llm_srt import LlmSrtLanguageDetector
+    from llm_srt.testing import attach_detector_hearing
+
+    model, processor = eng_deu
+    features = processor.extract_features([synthetic_speech(1.0, seed=3)], SR)
+    attach_detector_hearing(model, "es", tmp_path / "hears_spanish")  # Whisper's 100 languages: Spanish reported
+    with caplog.at_level(logging.WARNING):
+        heard = model.detect_language(input_features=features)[0]
+    assert heard["whisper_language"] == "es" and not heard["supported"] and "knows only" not in caplog.text
+    closed = LlmSrtLanguageDetector(model.config.audio_config, ["en", "de"])
+    model.set_language_detector(closed)
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(2):
+                heard = model.detect_language(input_features=features)[0]
+        assert heard["supported"] and heard["language"] in ("eng", "deu")  # it cannot tell
+        warned = [r.getMessage() for r in caplog.records if "knows only" in r.getMessage()]
+        assert len(warned) == 1 and "knows only eng, deu" in warned[0] and "never reported as unsupported" in warned[0]
+    finally:
+        attach_detector_hearing(model, "de", tmp_path / "hears_german")
+
+
 @pytest.mark.integration
 def test_untrained_direction_error_refuses_in_the_pipeline_cli_and_server(eng_deu, eng_deu_folder, tmp_path, capsys):
     """`untrained_direction="error"` (`--untrained-direction error`): a direction outside the record is refused by
@@ -210,10 +256,10 @@ def test_untrained_direction_error_refuses_in_the_pipeline_cli_and_server(eng_de
     path = str(tmp_path / "clip.wav")
     soundfile.write(path, synthetic_speech(0.8, seed=3), SR)
     capsys.readouterr()
-    status = cli.main(["translate", path, "--model", eng_deu_folder, "--src", "eng", "--tgt", "fra",
+    status = cli.main(["translate", path, path, "--model", eng_deu_folder, "--src", "eng", "--tgt", "fra",
                        "--beams", "1", "--max-new-tokens", "3", "--untrained-direction", "error"])
     out, err = capsys.readouterr()
-    assert status == 1 and out == "" and "not trained on eng -> fra" in err
+    assert status == 1 and out == "" and err.count("not trained on eng -> fra") == 2, err  # every file refused
 
     pytest.importorskip("fastapi")
     openai = pytest.importorskip("openai")
@@ -227,10 +273,11 @@ def test_untrained_direction_error_refuses_in_the_pipeline_cli_and_server(eng_de
     app = create_app(eng_deu_folder, served_model_name="m", max_new_tokens=3, untrained_direction="error")
     with ServerThread(app) as running:
         client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=120)
-        with pytest.raises(openai.BadRequestError) as refused:
-            client.audio.translations.create(model="m", file=("a.wav", buffer.getvalue()),
-                                             extra_body={"language": "eng", "target_language": "spa"})
-        assert "not trained on eng -> spa" in str(refused.value) and "untrained_direction" in str(refused.value)
+        for _ in range(2):  # refused every time
+            with pytest.raises(openai.BadRequestError) as refused:
+                client.audio.translations.create(model="m", file=("a.wav", buffer.getvalue()),
+                                                 extra_body={"language": "eng", "target_language": "spa"})
+            assert "not trained on eng -> spa" in str(refused.value) and "untrained_direction" in str(refused.value)
         answer = client.audio.translations.create(model="m", file=("a.wav", buffer.getvalue()),
                                                   extra_body={"language": "eng", "target_language": "deu"})
         assert isinstance(answer.text, str)

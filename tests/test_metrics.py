@@ -108,3 +108,29 @@ def test_nfd_references_score_like_nfc():
         assert scores["bleu"]["score"] == pytest.approx(100) and scores["wer"]["score"] == 0
     # a real difference still counts
     assert corpus_bleu(["Tôi thấy hai con chó ở nhà."], [VIETNAMESE[0]], "vie")["score"] < 60
+
+
+JAPANESE = (["私は赤い猫を三匹見ました。", "今日はいい天気です。"], ["私は赤い猫を三匹見た。", "今日はいい天気ですね。"])
+
+
+@pytest.mark.parametrize("name", ["ja_jp", "ja", "Japanese", "JPN", "<|jpn|>"])
+def test_fleurs_config_names_are_languages_of_the_one_table(name):
+    """corpus_bleu(..., "ja_jp") used 13a silently (BLEU 0.0) where "jpn" gives the char tokenizer."""
+    from llm_srt.evaluation.metrics import bleu_tokenizer, corpus_bleu
+    from llm_srt.languages_llm_srt import FLEURS_CONFIGS, normalize_language
+
+    assert corpus_bleu(*JAPANESE, name) == corpus_bleu(*JAPANESE, "jpn") and bleu_tokenizer(name) == "char"
+    assert corpus_bleu(*JAPANESE, name)["score"] > 30
+    for code, config in FLEURS_CONFIGS.items():  # every FLEURS config name, e.g. cmn_hans_cn, yue_hant_hk, en_us
+        assert normalize_language(config) == code
+
+
+@pytest.mark.parametrize("name", ["xx_yy", "japanese_jp", "j", ""])
+def test_an_unknown_language_is_refused_by_name_not_scored_as_13a(name):
+    from llm_srt.evaluation.metrics import bleu_tokenizer, corpus_bleu, error_rate
+
+    for score in (lambda: corpus_bleu(*JAPANESE, name), lambda: error_rate(*JAPANESE, name),
+                  lambda: bleu_tokenizer(name)):
+        with pytest.raises(ValueError, match=f"Unknown language {name!r}"):
+            score()
+    assert bleu_tokenizer("lao") == "char" and bleu_tokenizer("fin") == "13a"  # other ISO 639-3 codes pass

@@ -11,7 +11,8 @@ from transformers import pipeline
 
 from llm_srt import SpeechTranslationPipeline
 from llm_srt.audio_llm_srt import load_audio
-from llm_srt.speech_llm_srt import split_on_silence
+from llm_srt.speech_llm_srt import VadOptions
+from llm_srt.transcription_llm_srt import plan_windows
 from llm_srt.testing import build_tiny_model_and_processor, synthetic_speech
 
 
@@ -97,28 +98,59 @@ def run_target(pipe, audio, target):
     return pipe(audio, sampling_rate=SR, src_lang="eng", tgt_lang=target, generate_kwargs=GEN)
 
 
-def test_long_audio_is_split_at_pauses_and_joined_in_order(tokenizer):
+def test_long_audio_is_cut_in_silences_and_joined_in_order(tokenizer):
+    """With a long minimum silence (faster-whisper's 2 s) the detector keeps 2 s stretches of speech together and
+    cuts them to the 30 s window at their longest silence: 95 s become a few windows, each cut inside a pause, none
+    over the window, the speech all kept, one encoder batch; the text joins the windows in order."""
     model, processor = build_tiny_model_and_processor(tokenizer=tokenizer, window_seconds=30)
     pipe = SpeechTranslationPipeline(model=model, processor=processor)
-    audio = synthetic_speech(95.0, seed=3, pause_every=2.5)
-    spans = split_on_silence(audio, SR, 30.0, min_pause_seconds=None)  # cut only where the window requires
-    assert spans[0][0] == 0 and spans[-1][1] == len(audio)
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous: nothing dropped or repeated
-    assert all(0 < end - start <= 30 * SR for start, end in spans) and len(spans) == 4
-    for _, cut in spans[:-1]:  # every cut falls inside a pause (t mod 2.5 > 2.2)
-        assert (cut / SR) % 2.5 > 2.2
+    audio = synthetic_speech(95.0, seed=3, pause_every=2.5)  # 0.5 s of silence every 2.5 s
+    vad = VadOptions(min_silence_duration_ms=2000)
+    windows = plan_windows(audio, SR, 30.0, vad)
+    spans = [(w.start, w.end) for w in windows]
+    assert all(w.speech for w in windows) and 4 <= len(spans) <= 6
+    assert all(0 < end - start <= 30 * SR for start, end in spans)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # in order, never overlapping
+    for (_, end), (start, _) in zip(spans, spans[1:]):  # every cut falls in a pause (t mod 2.5 > 2.0)
+        assert (end / SR) % 2.5 > 2.0 and (start / SR) % 2.5 > 2.0
+    spoken = np.flatnonzero(audio)
+    assert all(any(s <= i < e for s, e in spans) for i in spoken[::997])  # no speech left out
     calls = []
     hook = model.audio_tower.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     try:
         result = pipe(audio, sampling_rate=SR, src_lang="eng", task="transcribe", return_timestamps=True,
                       generate_kwargs={"num_beams": 1, "max_new_tokens": 3, "min_new_tokens": 3}, batch_size=8,
-                      min_pause_s=0)
+                      vad_parameters={"min_silence_duration_ms": 2000})
     finally:
         hook.remove()
-    assert calls == [4]  # the four windows, one batch
+    assert calls == [len(spans)]  # every window, one batch
     chunks = result["chunks"]
     assert [c["timestamp"] for c in chunks] == [(s / SR, e / SR) for s, e in spans]
     assert result["text"] == " ".join(c["text"].strip() for c in chunks if c["text"].strip())
+
+
+def test_without_the_detector_every_window_of_the_audio_is_decoded(tokenizer):
+    """`vad_filter=False` (faster-whisper's switch): the audio in consecutive windows, silence and all."""
+    model, processor = build_tiny_model_and_processor(tokenizer=tokenizer, window_seconds=2)
+    pipe = SpeechTranslationPipeline(model=model, processor=processor)
+    audio = np.concatenate([np.zeros(3 * SR, np.float32), synthetic_speech(1.0, seed=2)])
+    assert [(w.start, w.end) for w in plan_windows(audio, SR, 2.0, None)] == [(0, 2 * SR), (2 * SR, 4 * SR)]
+    result = pipe(audio, sampling_rate=SR, src_lang="eng", tgt_lang="deu", return_timestamps=True, vad_filter=False,
+                  generate_kwargs={"num_beams": 1, "max_new_tokens": 2, "min_new_tokens": 2})
+    assert [c["timestamp"] for c in result["chunks"]] == [(0.0, 2.0), (2.0, 4.0)]
+    assert all(c["transcript"] for c in result["chunks"])  # the silent window was decoded too
+    detected = pipe(audio, sampling_rate=SR, src_lang="eng", tgt_lang="deu", return_timestamps=True,
+                    generate_kwargs={"num_beams": 1, "max_new_tokens": 2, "min_new_tokens": 2})
+    (chunk,) = detected["chunks"]  # only the speech, with its own times
+    assert 2.6 <= chunk["timestamp"][0] <= 3.0 and chunk["timestamp"][1] == 4.0
+    for kwargs, message in (({"vad_filter": "yes"}, "vad_filter must be True or False"),
+                            ({"vad_filter": False, "vad_parameters": {"threshold": 0.4}}, "turns off"),
+                            ({"vad_parameters": {"threshold": 1.5}}, "VAD threshold must be a number between 0"),
+                            ({"vad_parameters": {"min_silence": 100}}, "Unknown VAD parameter.*min_silence"),
+                            ({"vad_parameters": {"speech_pad_ms": -1}}, "speech_pad_ms"),
+                            ({"vad_parameters": "strict"}, "vad_parameters must be a dict")):
+        with pytest.raises(ValueError, match=message):
+            pipe(audio, sampling_rate=SR, src_lang="eng", tgt_lang="deu", **kwargs)
 
 
 def test_silent_audio_returns_empty_without_running_the_llm(pipe, caplog):
@@ -131,7 +163,7 @@ def test_silent_audio_returns_empty_without_running_the_llm(pipe, caplog):
     finally:
         del pipe.model.generate
     assert result == {"text": "", "transcript": "", "src_lang": "eng", "tgt_lang": "deu", "complete": True}
-    assert calls == [] and "silent" in caplog.text
+    assert calls == [] and "no speech" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -463,43 +495,42 @@ def sentences_with_pauses(lengths, pauses, seed=11):
     return np.concatenate(parts), spans
 
 
-@pytest.mark.parametrize("pauses", [(0.2, 0.5, 0.3), (1.0, 0.15, 2.0), (0.3, 0.3, 0.3)])
+@pytest.mark.parametrize("pauses", [(0.4, 0.6, 0.5), (1.0, 0.45, 2.0), (0.5, 0.5, 0.5)])
 def test_every_sentence_gets_a_window_of_its_own(pauses):
     """A window holding two sentences came back with one (the models learn one utterance per clip): every pause
-    between sentences is a cut, even where the audio would fit one window, and no sentence is cut."""
+    between sentences ends a window, even where the audio would fit one, and no sentence is cut; the silence
+    around them is no window."""
     audio, sentences = sentences_with_pauses([1.0, 1.1, 1.2, 0.9], pauses)
-    spans = split_on_silence(audio, SR, 3.0)
-    assert spans[0][0] == 0 and spans[-1][1] == len(audio)
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous: nothing dropped or repeated
+    spans = [(w.start, w.end) for w in plan_windows(audio, SR, 3.0)]
     assert all(0 < end - start <= 3 * SR for start, end in spans)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
     holders = [[w for w, (start, end) in enumerate(spans) if start <= s and e <= end] for s, e in sentences]
     assert all(len(h) == 1 for h in holders), holders  # no sentence straddles a cut
-    assert len({h[0] for h in holders}) == len(sentences)  # no window holds two sentences
+    assert len({h[0] for h in holders}) == len(sentences) == len(spans)  # no window holds two sentences
 
 
 def test_a_long_sentence_is_still_cut_to_the_window():
-    audio, _ = sentences_with_pauses([7.0, 1.0], [0.5])
-    spans = split_on_silence(audio, SR, 3.0)
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])) and spans[-1][1] == len(audio)
+    audio, sentences = sentences_with_pauses([7.0, 1.0], [0.5])
+    spans = [(w.start, w.end) for w in plan_windows(audio, SR, 3.0)]
     assert all(0 < end - start <= 3 * SR for start, end in spans) and len(spans) >= 4
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    assert spans[0][0] <= sentences[0][0] and spans[-1][1] >= sentences[-1][1]
 
 
 def test_pipeline_decodes_every_sentence_window(tokenizer):
     model, processor = build_tiny_model_and_processor(tokenizer=tokenizer, window_seconds=3)
     pipe = SpeechTranslationPipeline(model=model, processor=processor)
-    audio, sentences = sentences_with_pauses([1.0, 1.1, 1.2], (0.2, 0.5))
+    audio, sentences = sentences_with_pauses([0.8, 0.9, 1.0], (0.5, 0.6))
     result = pipe(audio, sampling_rate=SR, src_lang="eng", tgt_lang="deu", return_timestamps=True,
                   generate_kwargs={"num_beams": 1, "max_new_tokens": 3, "min_new_tokens": 3})
     chunks = result["chunks"]
     assert len(chunks) == 3 and all(c["transcript"].strip() for c in chunks)  # each window decoded
     for (start, end), chunk in zip(sentences, chunks):
         assert chunk["timestamp"][0] <= start / SR and end / SR <= chunk["timestamp"][1]
-    joined = pipe(audio, sampling_rate=SR, src_lang="eng", tgt_lang="deu", return_timestamps=True, min_pause_s=0,
+    joined = pipe(audio, sampling_rate=SR, src_lang="eng", tgt_lang="deu", return_timestamps=True,
+                  vad_parameters={"min_silence_duration_ms": 2000},
                   generate_kwargs={"num_beams": 1, "max_new_tokens": 3})
-    assert len(joined["chunks"]) == 2  # 0: the old behaviour, cuts only where the 3 s window requires
-    for bad in (-1, float("nan"), "0.2", True):
-        with pytest.raises(ValueError, match="min_pause_s"):
-            pipe(audio, sampling_rate=SR, src_lang="eng", tgt_lang="deu", min_pause_s=bad)
+    assert len(joined["chunks"]) == 2  # a long minimum silence cuts only where the 3 s window requires
 
 
 def test_an_undecoded_datasets_audio_column_needs_no_torchcodec(pipe, tmp_path):
@@ -522,3 +553,37 @@ def test_an_undecoded_datasets_audio_column_needs_no_torchcodec(pipe, tmp_path):
     embedded = datasets.Dataset.from_dict({"audio": [{"bytes": open(p, "rb").read(), "path": None} for p in paths]})
     embedded = embedded.cast_column("audio", datasets.Audio(decode=False))
     assert list(run(pipe, embedded["audio"])) == expected  # bytes only, as a Parquet corpus holds them
+
+
+def test_a_target_equal_to_the_spoken_language_is_the_transcript(auto_pipe, speech, caplog):
+    """Translating German audio into German (or English into English): the models never learned SRT into the
+    source's own language, and the transcript of that answer came back wrong. The answer is the transcript (an ASR
+    decode), with a given or a detected language, alone or among other targets, as llm-srt serve and live decoding
+    answer it; a logged note, not an error."""
+    asr = auto_pipe(speech, sampling_rate=SR, src_lang="deu", task="transcribe", generate_kwargs=GEN)
+    with caplog.at_level(logging.WARNING):
+        same = auto_pipe(speech, sampling_rate=SR, src_lang="deu", tgt_lang="German", generate_kwargs=GEN)
+    assert "deu is the spoken language: its answer is the transcript" in caplog.text
+    assert same["text"] == same["transcript"] == asr["text"] != "" and same["tgt_lang"] == "deu"
+    several = auto_pipe(speech, sampling_rate=SR, src_lang="deu", tgt_lang=["fra", "deu"], generate_kwargs=GEN)
+    assert several[1]["text"] == asr["text"]
+    assert several[0] == auto_pipe(speech, sampling_rate=SR, src_lang="deu", tgt_lang="fra", generate_kwargs=GEN)
+    # "everything into German" with the language detected (the detector hears German): the transcript again
+    detected = auto_pipe([speech, speech], sampling_rate=SR, tgt_lang="deu", generate_kwargs=GEN)
+    assert [(r["src_lang"], r["text"], r["transcript"]) for r in detected] == [("deu", asr["text"], asr["text"])] * 2
+
+
+def test_the_seam_decodes_a_translation_into_the_spoken_language_as_asr(tiny):
+    """`as_decoded`, the one rule: every caller of `decode_window_rows` (pipeline, server, live) and evaluation."""
+    from llm_srt.decoding_llm_srt import DecodeRow, TransformersEngine, as_decoded, decode_window_rows
+
+    assert as_decoded(DecodeRow(0, "srt", "eng", "en")) == DecodeRow(0, "asr", "eng")
+    assert as_decoded(DecodeRow(0, "srt", "eng", "deu")) == DecodeRow(0, "srt", "eng", "deu")
+    engine = TransformersEngine(*tiny)
+    handles, _ = engine.encode([synthetic_speech(0.9, seed=3)])
+    asr, = decode_window_rows(engine, handles, [[DecodeRow(0, "asr", "eng")]], GEN)[0]
+    rows = [DecodeRow(0, "srt", "eng", "deu"), DecodeRow(0, "srt", "eng", "eng"), DecodeRow(0, "srt", "eng", "fra")]
+    mixed = decode_window_rows(engine, handles, [rows], GEN)[0]
+    shared = decode_window_rows(engine, handles, [[rows[0], rows[2]]], GEN)[0]
+    assert mixed[1] == asr and mixed[1]["text"] == asr["transcript"]
+    assert [mixed[0], mixed[2]] == shared  # the other targets still share their transcript

@@ -38,6 +38,14 @@ def test_bad_argument_types_are_named(pipe, kwargs, named):
     assert "Traceback" not in str(caught.value)
 
 
+@pytest.mark.parametrize("kwargs, named", [({"batch_size": 0}, "batch_size"), ({"batch_size": -2}, "batch_size"),
+                                           ({"batch_size": 1.5}, "batch_size"), ({"num_workers": -1}, "num_workers")])
+def test_bad_batch_settings_are_refused_when_the_pipeline_is_made(tiny_folder, kwargs, named):
+    """The base class keeps these for every call: pipeline(..., batch_size=0) was accepted."""
+    with pytest.raises(ValueError, match=named):
+        pipeline("speech-translation", model=tiny_folder, trust_remote_code=True, **kwargs)
+
+
 def test_good_arguments_still_run(pipe):
     out = pipe(AUDIO, src_lang="eng", tgt_lang="deu", batch_size=2, chunk_length_s=1.5, max_new_tokens=3)
     assert out["tgt_lang"] == "deu" and out["complete"] in (True, False)
@@ -92,7 +100,7 @@ def test_one_rule_for_targets():
         assert normalize_targets(["eng", "deu"], "en") == ["eng", "deu"]
     finally:
         logger.removeHandler(handler)
-    assert any("eng" in r.getMessage() and "same language" in r.getMessage() for r in records)
+    assert any("eng" in r.getMessage() and "is the spoken language" in r.getMessage() for r in records)
 
 
 def test_pipeline_refuses_duplicate_targets_and_warns_on_its_own_language(pipe, caplog):
@@ -102,7 +110,7 @@ def test_pipeline_refuses_duplicate_targets_and_warns_on_its_own_language(pipe, 
         pipe(AUDIO, src_lang="eng", tgt_lang=["deu", "German"], generate_kwargs={"max_new_tokens": 2})
     with caplog.at_level(logging.WARNING):
         result = pipe(AUDIO, src_lang="eng", tgt_lang="en", generate_kwargs={"max_new_tokens": 2, "num_beams": 1})
-    assert result["tgt_lang"] == "eng" and "tgt_lang eng is the source language" in caplog.text
+    assert result["tgt_lang"] == "eng" and "tgt_lang eng is the spoken language" in caplog.text
 
 
 def test_cli_refuses_duplicate_targets(tiny_folder, tmp_path, capsys):

@@ -364,3 +364,19 @@ def test_demo_tokenizer_never_merges_across_the_prompt():
                 assert tokenizer.encode(prompt + answer)[: len(prompt_ids)] == prompt_ids, (task, prompt, answer)
                 checked += 1
     assert checked == 5832
+
+
+def test_a_target_equal_to_its_source_is_prepared_with_the_warning_every_entry_point_gives(tiny, clips, caplog):
+    """processor(task="srt", src_lang="eng", tgt_lang="eng") went on without a word, where the pipeline, the CLI,
+    the server and training warn (`normalize_targets`)."""
+    import logging
+
+    _, processor = tiny
+    with caplog.at_level(logging.WARNING):
+        processor(clips[0], task="asr", src_lang="eng", sampling_rate=SR)
+        assert "spoken language" not in caplog.text
+        batch = processor([clips[0], clips[1]], task="srt", src_lang="eng", tgt_lang=["English", "deu"],
+                          sampling_rate=SR)
+    assert len(batch["input_ids"]) == 2
+    same = [r.getMessage() for r in caplog.records if "is the spoken language" in r.getMessage()]
+    assert len(same) == 1 and "tgt_lang eng" in same[0], same

@@ -118,7 +118,8 @@ def test_two_concurrent_sessions_with_different_targets_get_their_own_results(se
             assert item["completed"] == {"transcript": item["completed"]["transcript"],
                                          **{t: translations[t] for t in targets}}  # its own targets only
             assert item["deltas"] == item["completed"]  # the confirmed deltas add up to the final text
-        assert items[0]["span"][0] == 0.0 and items[0]["span"][1] == items[1]["span"][0]
+        # the items are the stretches of speech, in order: the half second of silence between them is no item
+        assert items[0]["span"][0] == 0.0 and items[0]["span"][1] < items[1]["span"][0]
         types = [e["type"] for e in outcomes[name]]
         assert types.count("input_audio_buffer.speech_started") == 2 and "error" not in types
     assert health(server)["live_sessions"] == 0
@@ -189,3 +190,125 @@ def test_a_turn_the_model_cannot_decode_is_reported_once_and_the_next_turn_is_se
         items = list(results(stream_and_commit(socket, talk)).values())
         assert [i["completed"]["deu"] for i in items] == [t["deu"] for _, t in PARROT_LINES]
         assert items[0]["span"][0] == round(len(talk) / SR, 3)  # times run on over the session's turns
+
+
+def error_for(socket, message) -> dict:
+    """Send `message` (an object, or text as is) and return the `error` event's body it gets."""
+    socket.send(message if isinstance(message, str) else json.dumps(message))
+    event = json.loads(socket.recv(timeout=10))
+    assert event["type"] == "error", event
+    return event["error"]
+
+
+def wait_for_no_sessions(server) -> dict:
+    for _ in range(300):
+        state = health(server)
+        if state["live_sessions"] == 0:
+            break
+        threading.Event().wait(0.1)
+    return state
+
+
+def test_clients_gone_after_speech_and_an_update_release_their_slots(parrot, talk):
+    """The leak of round 4: a client that sent speech and a session update, then left, kept its slot forever (the
+    reader waited for the worker, which died sending to the gone client); three such clients locked out a server
+    of three live sessions."""
+    from llm_srt.serving import create_app
+
+    model, processor, _ = parrot
+    with ServerThread(create_app((model, processor), max_new_tokens=40, max_wait_ms=20,
+                                 max_live_sessions=3)) as server:
+        for _ in range(3):
+            with connect(server) as socket:
+                configure(socket, targets=["deu"], input_audio_transcription={"language": "eng"})
+                for i in range(0, len(talk), SR // 5):
+                    socket.send(json.dumps({"type": "input_audio_buffer.append",
+                                            "audio": pcm16(talk[i:i + SR // 5])}))
+                socket.send(json.dumps({"type": "transcription_session.update", "session": {"targets": ["fra"]}}))
+        assert wait_for_no_sessions(server)["live_sessions"] == 0
+        with connect(server) as socket:  # a fourth client is served
+            configure(socket, targets=["fra"], input_audio_transcription={"language": "eng"})
+            items = list(results(stream_and_commit(socket, talk, chunk_seconds=0.5)).values())
+            assert [i["completed"]["fra"] for i in items] == [t["fra"] for _, t in PARROT_LINES]
+
+
+def test_deep_or_oversized_json_is_an_error_event_and_the_session_goes_on(server, talk):
+    with connect(server) as socket:
+        error = error_for(socket, "[" * 100_000 + "]" * 100_000)  # valid JSON, but json.loads would recurse
+        assert error["code"] == "invalid_json" and "deeper than" in error["message"], error
+        error = error_for(socket, json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 2_000_000}))
+        assert error["code"] == "message_too_large", error
+        nested_strings = json.dumps({"type": "input_audio_buffer.clear", "note": "[[[[" * 100})  # brackets in text
+        socket.send(nested_strings)
+        configure(socket, targets=["deu"], input_audio_transcription={"language": "eng"})
+        items = list(results(stream_and_commit(socket, talk, chunk_seconds=0.5)).values())
+        assert [i["completed"]["deu"] for i in items] == [t["deu"] for _, t in PARROT_LINES]
+
+
+def test_a_refused_update_changes_nothing(server):
+    with connect(server) as socket:
+        before = configure(socket, targets=["deu"], input_audio_transcription={"language": "eng"},
+                           input_audio_sample_rate=24000)
+        refused = [
+            ({"input_audio_transcription": {"language": "fra", "model": "nope"}, "targets": ["ita"]}, "model"),
+            ({"targets": ["spa"], "language": "rus", "input_audio_sample_rate": "16k"}, "input_audio_sample_rate"),
+            ({"targets": ["deu", "German", "de"]}, "targets"),  # one language named three times
+            ({"input_audio_format": {"type": "audio/pcmu"}, "targets": ["fra"]}, "input_audio_format"),
+            ({"input_audio_format": "g711_ulaw", "language": "fra"}, "input_audio_format"),
+        ]
+        for session, param in refused:
+            error = error_for(socket, {"type": "transcription_session.update", "session": session})
+            assert error["param"] == param, (session, error)
+        assert configure(socket) == before  # an empty update: what the session holds
+
+
+def test_update_values_follow_the_rules_of_the_other_entry_points(server):
+    with connect(server) as socket:
+        error = error_for(socket, {"type": "transcription_session.update",
+                                   "session": {"targets": ["deu", "German"]}})
+        assert "names deu twice" in error["message"]  # as normalize_targets and llm-srt translate --tgt say
+        assert configure(socket, input_audio_sample_rate=16000.0)["input_audio_sample_rate"] == 16000
+        assert configure(socket, input_audio_format={"type": "audio/pcm", "rate": 24000})[
+            "input_audio_sample_rate"] == 24000
+        error = error_for(socket, {"type": "transcription_session.update",
+                                   "session": {"input_audio_sample_rate": 16000.5}})
+        assert "whole number" in error["message"] and error["param"] == "input_audio_sample_rate"
+        assert configure(socket, targets="fra, deu", input_audio_format="pcm16")["targets"] == ["fra", "deu"]
+        assert configure(socket, targets=[])["targets"] == []  # the transcript alone
+
+
+def test_turn_detection_is_openais_server_vad_or_null(server, talk):
+    """`turn_detection` as OpenAI's Realtime API: by default the server's detector ends an item at each silence
+    (speech_started / speech_stopped per item); a longer `silence_duration_ms` keeps the two lines, half a second
+    apart, in one item; null leaves the turns to the client's commits. Noise starts no item either way."""
+    with connect(server) as socket:
+        default = configure(socket, targets=["deu"], input_audio_transcription={"language": "eng"})
+        assert default["turn_detection"] == {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 200,
+                                             "silence_duration_ms": 100}
+        events = stream_and_commit(socket, talk)
+        types = [e["type"] for e in events]
+        assert types.count("input_audio_buffer.speech_started") == types.count("input_audio_buffer.speech_stopped") == 2
+        assert len(results(events)) == 2
+        started = [e["audio_start_ms"] for e in events if e["type"] == "input_audio_buffer.speech_started"]
+        assert started[0] == 0 and 1000 < started[1] < len(talk) * 1000 // SR
+
+        longer = configure(socket, turn_detection={"type": "server_vad", "silence_duration_ms": 2000})
+        assert longer["turn_detection"]["silence_duration_ms"] == 2000
+        assert len(results(stream_and_commit(socket, talk))) == 1
+
+        assert configure(socket, turn_detection=None)["turn_detection"] is None
+        events = stream_and_commit(socket, talk)
+        assert [e["type"] for e in events].count("input_audio_buffer.speech_started") == 1  # the commit ends it
+        noise = (np.random.default_rng(1).standard_normal(2 * SR) * 0.03).astype(np.float32)
+        for detection in (None, {"type": "server_vad"}):
+            configure(socket, turn_detection=detection)
+            events = stream_and_commit(socket, noise)
+            assert [e["type"] for e in events] == ["input_audio_buffer.committed"], events
+
+        for detection, message in (({"type": "semantic_vad"}, "Unsupported turn_detection type 'semantic_vad'"),
+                                   ({"type": "server_vad", "threshold": 2}, "threshold must be a number between"),
+                                   ({"type": "server_vad", "silence_ms": 300}, "Unknown turn_detection field"),
+                                   ("on", "turn_detection must be an object or null")):
+            socket.send(json.dumps({"type": "transcription_session.update", "session": {"turn_detection": detection}}))
+            error = json.loads(socket.recv(timeout=10))
+            assert error["type"] == "error" and message in error["error"]["message"], error

@@ -349,6 +349,21 @@ def test_evaluate_refuses_duplicate_keys_naming_both_rows(tiny_folder, tmp_path,
     assert not os.path.exists(tmp_path / "o" / "results.json")
 
 
+@pytest.mark.parametrize("task", ["srt", "smt"])
+def test_evaluate_refuses_a_translation_without_its_language(tiny_folder, tmp_path, capsys, task):
+    """Such a row was skipped without a word (3 of 4 rows scored, exit 0); an ASR-only row (neither) still is."""
+    from llm_srt.evaluation.run import main
+
+    rows = corpus_rows(tmp_path, n=4)
+    rows[2]["tgt_lang"] = None
+    rows[3].update(tgt_lang=None, translation=None)  # ASR-only: not part of a translation evaluation
+    path = write_rows(tmp_path / "no_tgt.jsonl", rows)
+    status, err = exit_of(main, eval_args(tiny_folder, path, str(tmp_path / "o"), "--task", task), capsys)
+    assert status == 1 and "Traceback" not in err
+    assert f"{path} line 3 (key u2), field 'tgt_lang': missing, but the row has a translation" in err
+    assert not os.path.exists(tmp_path / "o" / "results.json")
+
+
 @pytest.mark.parametrize("flag, value", [("--batch_size", "0"), ("--num_beams", "0"), ("--max_new_tokens", "-1"),
                                          ("--max_rows", "0"), ("--dtype", "float8"), ("--task", "xyz")])
 def test_evaluate_refuses_invalid_arguments(tiny_folder, eval_set, tmp_path, capsys, flag, value):

@@ -6,7 +6,10 @@ import argparse
 import os
 import sys
 
-from .common import WorkError, add_model_arguments, check_device, check_model, load_pipeline, parse_targets
+from .common import (
+    WorkError, add_model_arguments, add_vad_arguments, check_device, check_languages, check_model, load_pipeline,
+    parse_targets, vad_parameters,
+)
 from .safe_io import UsageError, one_line, positive_float, positive_int
 
 
@@ -23,9 +26,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--chunk-ms", type=positive_float, default=100.0, help="audio per chunk fed (default 100)")
     parser.add_argument("--min-chunk", type=positive_float, default=1.0,
                         help="seconds of new audio before the buffer is decoded again (default 1)")
-    parser.add_argument("--beams", type=positive_int, default=1, help="beam size (default 1)")
+    parser.add_argument("--beams", type=positive_int, default=1,
+                        help="beam size (default 1: greedy, as llm-srt serve; llm-srt translate and the pipeline use "
+                             "the model's 5)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=None)
     add_model_arguments(parser)
+    add_vad_arguments(parser)
     return parser
 
 
@@ -85,20 +91,15 @@ def _file_chunks(samples, rate: int, chunk: int, speed: float):
 def run(args: argparse.Namespace) -> int:
     """`llm-srt live`: print live subtitles of a file played at real-time pace, or of the microphone."""
     from ..audio_llm_srt import AudioInputError, load_audio
-    from ..languages_llm_srt import normalize_language
     from ..live.translator import LiveTranslator
+    from ..speech_llm_srt import VadOptions
 
     if bool(args.audio) == bool(args.mic):
         raise UsageError("pass an audio file or --mic (one of them).")
     if args.audio and not os.path.isfile(args.audio):
         raise UsageError(f"audio file not found: {args.audio}")
-    try:
-        if args.src.strip().lower() != "auto":
-            normalize_language(args.src)
-        for target in args.tgt:
-            normalize_language(target)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    check_languages(args.src, args.tgt)  # as llm-srt translate: a target named twice is refused
+    vad = vad_parameters(args)
     check_model(args.model)
     check_device(args.device)
     pipe = load_pipeline(args)
@@ -114,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     settings = {"num_beams": args.beams}
     if args.max_new_tokens is not None:
         settings["max_new_tokens"] = args.max_new_tokens
-    translator = LiveTranslator(pipe, args.src, args.tgt, settings=settings, min_chunk_seconds=args.min_chunk)
+    translator = LiveTranslator(pipe, args.src, args.tgt, settings=settings, min_chunk_seconds=args.min_chunk,
+                                vad=VadOptions(**(vad or {})) if args.vad_filter else None)
     for samples in chunks:
         for event in translator.feed(samples):
             print_live_event(event)

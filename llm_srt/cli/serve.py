@@ -7,7 +7,7 @@ import logging
 import os
 
 from ..serving.settings import add_arguments, from_arguments
-from .common import WorkError
+from .common import WorkError, add_vad_arguments, vad_parameters
 from .safe_io import UsageError, number_type
 
 
@@ -22,6 +22,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     parser.add_argument("--port", type=number_type(int, 0, 65535, what="a port number"), default=8000)
     add_arguments(parser)
+    add_vad_arguments(parser, switch=False)  # --vad-filter/--no-vad-filter is a ServeSettings field
     return parser
 
 
@@ -37,15 +38,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         from ..serving.app import create_app
 
-        app = create_app(args.model, **from_arguments(args))
+        app = create_app(args.model, **from_arguments(args), vad_parameters=vad_parameters(args))
     except UsageError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever the loader raises, name the model and stop
         where = "" if os.path.isdir(args.model) else " (no such local folder; tried it as a Hub id)"
         message = " ".join(str(error).split()) or type(error).__name__
         raise WorkError(f"could not load the model {args.model}{where}: {message}") from None
-    logger.warning(f"Serving {app.state.server.settings.served_model_name!r} on http://{args.host}:{args.port}/v1 "
-                   f"(live page: http://{args.host}:{args.port}/live)")
+    engine = app.state.server.engine
+    where = f" on {engine.device} (--device {args.device})" if engine.name == "transformers" else ""
+    logger.warning(f"Serving {app.state.server.settings.served_model_name!r} with the {engine.name} engine{where} on "
+                   f"http://{args.host}:{args.port}/v1 (live page: http://{args.host}:{args.port}/live)")
     uvicorn.run(app, host=args.host, port=args.port)
     return 0
 

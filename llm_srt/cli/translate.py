@@ -11,8 +11,8 @@ import tempfile
 
 from ..languages_llm_srt import UNTRAINED_DIRECTION_ACTIONS
 from .common import (
-    PROG, UNTRAINED_DIRECTION_HELP, WorkError, add_model_arguments, check_device, check_model, load_pipeline,
-    parse_targets,
+    PROG, UNTRAINED_DIRECTION_HELP, WorkError, add_model_arguments, add_vad_arguments, check_device, check_languages,
+    check_model, load_pipeline, parse_targets, vad_parameters,
 )
 from .safe_io import OutputExistsError, UsageError, check_output_file, new_file_mode, one_line, positive_float, positive_int
 
@@ -28,7 +28,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     translate.add_argument("--tgt", type=parse_targets, default=None, help="target language(s), comma-separated: deu,fra")
     translate.add_argument("--task", choices=["translate", "transcribe"], default="translate")
-    translate.add_argument("--beams", type=positive_int, default=None, help="beam size (default: the model's, 5)")
+    translate.add_argument("--beams", type=positive_int, default=None,
+                           help="beam size (default: the model's, the paper's 5; llm-srt serve and live decode "
+                                "greedily, 1, by default)")
     translate.add_argument("--max-new-tokens", type=positive_int, default=None)
     translate.add_argument("--batch-size", type=positive_int, default=8, help="audio windows per forward pass")
     translate.add_argument("--chunk-length", type=positive_float, default=None,
@@ -38,6 +40,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     translate.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     translate.add_argument("--untrained-direction", choices=list(UNTRAINED_DIRECTION_ACTIONS), default="warn",
                            help=UNTRAINED_DIRECTION_HELP)
+    add_vad_arguments(translate)
     return translate
 
 
@@ -47,14 +50,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
     if args.chunk_length is not None and args.chunk_length < MIN_CHUNK_LENGTH_S:
         raise UsageError(f"--chunk-length {args.chunk_length:g} is shorter than {MIN_CHUNK_LENGTH_S:g} s.")
-    from ..languages_llm_srt import normalize_language, normalize_targets
-
-    try:
-        source = None if args.src.strip().lower() == "auto" else normalize_language(args.src)
-        if args.tgt:
-            normalize_targets(args.tgt, source, "--tgt")  # a target named twice is refused
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    check_languages(args.src, args.tgt or [])  # a target named twice is refused
+    args.vad_parameters = vad_parameters(args)
     if args.task == "translate" and not args.tgt:
         raise UsageError("--tgt is required for --task translate (e.g. --tgt deu,fra).")
     if args.task == "transcribe" and args.tgt:
@@ -93,7 +90,9 @@ def _check_output_folder(output: str) -> None:
 
 def _call_kwargs(args: argparse.Namespace, pipe) -> dict:
     call_kwargs = {"src_lang": args.src, "task": args.task, "batch_size": args.batch_size,
-                   "untrained_direction": args.untrained_direction}
+                   "untrained_direction": args.untrained_direction, "vad_filter": args.vad_filter}
+    if args.vad_parameters:
+        call_kwargs["vad_parameters"] = args.vad_parameters
     if args.task == "translate":
         call_kwargs["tgt_lang"] = args.tgt
     if args.chunk_length is not None:

@@ -108,15 +108,29 @@ def load_model_and_processor(model: str | os.PathLike, trust_remote_code: bool =
     return loaded, AutoProcessor.from_pretrained(model, trust_remote_code=trust)
 
 
+AUTO_DEVICE = "auto"
+
+
+def resolve_device(device: str | None) -> str:
+    """The device `device` names; `"auto"` is the GPU when there is one (cuda), else cpu, as Whisper and
+    faster-whisper choose (the default of `llm-srt translate`, `live` and `serve`); None is cpu."""
+    if device == AUTO_DEVICE:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device or "cpu"
+
+
 def open_model(model: str | os.PathLike, device: str | None = None, dtype: str | None = None,
                quantization: str | None = None, trust_remote_code: bool = False, log=None):
-    """`(model, processor)` of a folder or Hub id, in eval mode on `device` (default cpu), in `dtype` (a name; default
-    [`cpu_dtype`]'s), with the LLM's weights in `quantization` ("int8", "int4") if given; `log` (a function taking a
+    """`(model, processor)` of a folder or Hub id, in eval mode on `device` (default cpu; "auto": [`resolve_device`]),
+    in `dtype` (a name; default [`cpu_dtype`]'s), with the LLM's weights in `quantization` ("int8", "int4") if given; `log` (a function taking a
     line, e.g. print) is told the dtype and quantization chosen. What `open_engine` and `llm-srt translate/live`
     load with."""
     import torch
 
-    if quantization is not None and (device or "cpu") != "cpu":
+    device = resolve_device(device)
+    if quantization is not None and device != "cpu":
         raise ValueError(f"quantization {quantization!r} runs on the CPU (device cpu), not on {device}.")
     dtype, note = cpu_dtype(dtype, device)
     if log is not None:
@@ -124,7 +138,7 @@ def open_model(model: str | os.PathLike, device: str | None = None, dtype: str |
         log(note + (f"; the LLM's weights in {quantized}" if quantized else ""))
     loaded, processor = load_model_and_processor(model, trust_remote_code, getattr(torch, dtype) if dtype else None,
                                                  quantization)
-    return loaded.to(device or "cpu").eval(), processor
+    return loaded.to(device).eval(), processor
 
 
 def open_engine(model: str | os.PathLike | tuple, engine: str = "transformers", device: str | None = None,
@@ -133,8 +147,8 @@ def open_engine(model: str | os.PathLike | tuple, engine: str = "transformers", 
     """The decoding engine (`decoding_llm_srt.DecodingEngine`) of `model`: a saved folder or Hub id, or a loaded
     `(model, processor)` pair (transformers engine only).
 
-    `engine="transformers"` loads the model in eval mode on `device` (default cpu) in `dtype` (a name: "bfloat16";
-    default [`cpu_dtype`]'s: bf16 where the CPU computes it natively, float32 elsewhere, as saved on a GPU), with the
+    `engine="transformers"` loads the model in eval mode on `device` (default cpu; "auto": the GPU when there is one,
+    [`resolve_device`]) in `dtype` (a name: "bfloat16"; default [`cpu_dtype`]'s: bf16 where the CPU computes it natively, float32 elsewhere, as saved on a GPU), with the
     LLM's weights quantized to `quantization` ("int8", "int4": the CPU's int kernels) if given; `log` (a function
     taking a line, e.g. print) is told the dtype and quantization chosen. `engine="vllm"` starts vLLM's engine on the
     folder (`llm_srt.vllm.engine.VllmEngine`, with `tensor_parallel_size` and `engine_kwargs`; `dtype` "auto" by
@@ -175,5 +189,5 @@ def open_engine(model: str | os.PathLike | tuple, engine: str = "transformers", 
     return TransformersEngine(model, processor)
 
 
-__all__ = ["cpu_dtype", "load_model_and_processor", "model_code_to_trust", "open_engine",
-           "open_model", "saved_quantization"]
+__all__ = ["AUTO_DEVICE", "cpu_dtype", "load_model_and_processor", "model_code_to_trust", "open_engine",
+           "open_model", "resolve_device", "saved_quantization"]

@@ -48,9 +48,11 @@ def cache_fingerprint(args) -> dict:
     return {**model_fingerprint(args.model), "task": normalize_task(args.task), "num_beams": args.num_beams,
             "max_new_tokens": args.max_new_tokens, "dtype": args.dtype,
             "shared_transcript": bool(args.shared_transcript),
-            # only when not the default, so caches written before engines (and quantization) existed still match
+            # only when not the default, so caches written before engines, quantization or the speech detector
+            # existed still match
             **({"engine": args.engine} if args.engine != "transformers" else {}),
-            **({"quantization": args.quantization} if getattr(args, "quantization", None) else {})}
+            **({"quantization": args.quantization} if getattr(args, "quantization", None) else {}),
+            **({"vad_filter": False} if not getattr(args, "vad_filter", True) else {})}
 
 
 def fingerprint_differences(old: dict | None, new: dict) -> str:

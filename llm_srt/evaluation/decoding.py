@@ -12,8 +12,9 @@ import torch
 
 from ..audio_llm_srt import load_audio, resolve_path
 from .metrics import score_directions, split_srt_response
-from ..decoding_llm_srt import DecodeRow, DecodingEngine
+from ..decoding_llm_srt import DecodeRow, DecodingEngine, as_decoded
 from ..processing_llm_srt import LlmSrtProcessor, normalize_task
+from ..speech_llm_srt import VadOptions, has_speech
 
 
 def clip_key(row: dict[str, Any], base_dir: str | None = None) -> tuple:
@@ -99,6 +100,11 @@ def _result(processor: LlmSrtProcessor, row: dict[str, Any], out: dict[str, Any]
     return result
 
 
+# the answer of a clip the speech detector hears nothing in: not decoded, nothing written
+NO_SPEECH = {"text": "", "transcript": "", "translation": "", "raw": "", "well_formed": True, "complete": True,
+             "token_ids": []}
+
+
 def decode_batch(
     engine: DecodingEngine,
     rows: Sequence[dict[str, Any]],
@@ -106,6 +112,7 @@ def decode_batch(
     base_dir: str | None = None,
     generate_kwargs: dict | None = None,
     shared_transcript: bool = False,
+    vad: VadOptions | None = VadOptions(),
 ) -> list[dict[str, Any]]:
     """Decode one batch of rows; returns per row (in order) the hypothesis (and for SRT the transcript) with its
     references.
@@ -114,17 +121,42 @@ def decode_batch(
     an array dict) or precomputed `input_features`. `shared_transcript` (SRT only): the rows of one clip
     (`clip_key`) are decoded together (`DecodingEngine.decode_shared_transcript`), the audio encoded and the
     transcript decoded once for all its targets; the results have the same fields, scored by the same rule.
-    `engine` decodes (`engines.loading.open_engine`, or a `TransformersEngine(model, processor)`).
+    `engine` decodes (`engines.loading.open_engine`, or a `TransformersEngine(model, processor)`). A clip the speech
+    detector (`vad`'s options; None: off) hears no speech in is not decoded: its hypothesis is empty, as the
+    pipeline answers it (rows with precomputed features are always decoded).
     """
     task = normalize_task(task)
     processor = engine.processor
+    if vad is not None and rows and rows[0].get("input_features") is None:
+        rate = engine.sampling_rate
+        clips = [load_audio(resolve_path(row["audio"], base_dir), target_rate=rate) for row in rows]
+        loaded = [{**row, "audio": {"array": clip, "sampling_rate": rate}} for row, clip in zip(rows, clips)]
+        spoken = [i for i, clip in enumerate(clips) if has_speech(clip, vad)]
+        results = [_result(processor, row, NO_SPEECH, task) for row in rows]
+        if spoken:
+            decoded = decode_batch(engine, [loaded[i] for i in spoken], task, base_dir, generate_kwargs,
+                                   shared_transcript, vad=None)
+            for i, result in zip(spoken, decoded):
+                results[i] = result
+        return results
     if shared_transcript:
         if task != "srt":
             raise ValueError(f"shared_transcript applies to the srt task only, not {task}.")
+        # a row into its own language is its transcript (as_decoded): nothing to share, decoded on its own
+        own = [as_decoded(DecodeRow(i, "srt", r["src_lang"], r["tgt_lang"])).task == "asr" for i, r in enumerate(rows)]
+        if any(own):
+            results: list = [None] * len(rows)
+            for alone in (False, True):
+                group = [i for i in range(len(rows)) if own[i] == alone]
+                decoded = decode_batch(engine, [rows[i] for i in group], task, base_dir, generate_kwargs, not alone)
+                for i, result in zip(group, decoded):
+                    results[i] = result
+            return results
         return _decode_shared_transcript(engine, processor, rows, base_dir, generate_kwargs or {})
     audio = _audio(engine, rows, base_dir)
-    row_specs = [DecodeRow(i, task, r["src_lang"], r.get("tgt_lang") if task != "asr" else None,
-                              r.get("transcript") if task == "smt" else None) for i, r in enumerate(rows)]
+    # a row into its own language is decoded as its transcript (ASR), as everywhere (decoding_llm_srt.as_decoded)
+    row_specs = [as_decoded(DecodeRow(i, task, r["src_lang"], r.get("tgt_lang") if task != "asr" else None,
+                                      r.get("transcript") if task == "smt" else None)) for i, r in enumerate(rows)]
     answers = engine.decode_rows(audio, row_specs, generate_kwargs)
     return [_result(processor, row, out, task) for row, out in zip(rows, answers)]
 
@@ -161,13 +193,15 @@ def decode_rows(
     generate_kwargs: dict | None = None,
     progress: Callable[[int], None] | None = None,
     shared_transcript: bool = False,
+    vad: VadOptions | None = VadOptions(),
 ) -> list[dict[str, Any]]:
     """Decode all rows in batches (`make_batches`); results in the rows' order. `progress(n)` is called after each
-    batch. `shared_transcript`: see `decode_batch`."""
+    batch. `shared_transcript`, `vad`: see `decode_batch`."""
     rows = list(rows)
     results: list[dict[str, Any] | None] = [None] * len(rows)
     for batch in make_batches(rows, batch_size, shared_transcript, base_dir):
-        decoded = decode_batch(engine, [rows[i] for i in batch], task, base_dir, generate_kwargs, shared_transcript)
+        decoded = decode_batch(engine, [rows[i] for i in batch], task, base_dir, generate_kwargs, shared_transcript,
+                               vad)
         for i, result in zip(batch, decoded):
             results[i] = result
         if progress is not None:

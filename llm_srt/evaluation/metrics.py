@@ -11,6 +11,8 @@ text in decomposed form (NFD accents, Hangul as jamo) is the same text, not a di
 
 from __future__ import annotations
 
+import math
+import numbers
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -24,11 +26,18 @@ CHAR_LEVEL_LANGUAGES = CER_LANGUAGES | {"lao", "mya"}
 
 
 def _code(language: str) -> str:
-    """Canonical code for our 15 languages; other ISO 639-3 codes (lao, mya, ...) pass through lower-cased."""
+    """Canonical code for our 15 languages under any of the language table's names (FLEURS' config names such as
+    `ja_jp` included); other ISO 639-3 codes (lao, mya, ...) pass through lower-cased. Anything else is refused by
+    name: scored as an unknown language, a Japanese target would get BLEU's 13a tokenizer (BLEU 0 instead of 73)."""
     try:
         return normalize_language(language)
     except ValueError:
-        return language.strip().lower()
+        code = language.strip().lower() if isinstance(language, str) else ""
+        if len(code) == 3 and code.isascii() and code.isalpha():
+            return code
+        raise ValueError(f"Unknown language {language!r}: neither one of the 15 (codes, names or FLEURS config "
+                         f"names, e.g. jpn, ja, Japanese, ja_jp) nor an ISO 639-3 code; it decides how the text "
+                         "is scored (BLEU's tokenizer, WER or CER).") from None
 
 
 def bleu_tokenizer(tgt_lang: str) -> str:
@@ -187,6 +196,11 @@ def averages(directions: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ simultaneous latency
+def _finite(value) -> bool:
+    """Whether `value` is a real number (not a bool) other than NaN or infinity: a measure can be made of it."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def average_lagging(delays: Sequence[float], source_length: float, reference_length: int | None = None,
                     length_adaptive: bool = False) -> float:
     """Average Lagging (Ma et al. 2019) as SimulEval computes it, or with `length_adaptive` LAAL (Papi et al. 2022).
@@ -198,8 +212,12 @@ def average_lagging(delays: Sequence[float], source_length: float, reference_len
     (`reference_length`, the hypothesis' own when not given); LAAL's is the longer of reference and hypothesis, so
     an over-long hypothesis cannot make its lag look smaller.
     """
-    if source_length <= 0:
-        raise ValueError(f"source_length must be positive, got {source_length}.")
+    if not _finite(source_length) or source_length <= 0:
+        raise ValueError(f"source_length must be a positive finite number of seconds, got {source_length!r}.")
+    bad = [(i, d) for i, d in enumerate(delays) if not _finite(d) or d < 0]
+    if bad:
+        raise ValueError(f"delays must be finite numbers of seconds >= 0; delay {bad[0][0]} is {bad[0][1]!r}"
+                         f"{f' ({len(bad)} such delays)' if len(bad) > 1 else ''}.")
     if not delays:
         return 0.0
     target_length = len(delays) if reference_length is None else reference_length

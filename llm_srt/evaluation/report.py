@@ -18,8 +18,8 @@ def markdown(results: dict) -> str:
     if results.get("fingerprint", {}).get("shared_transcript"):
         lines += ["Decoded with `--shared_transcript` (each clip's transcript once for all its targets), not the "
                   "paper's independent decoding.", ""]
-    lines += ["| direction | count | BLEU | chrF++ | WER/CER | off-target | transcript off-target | empty | loops |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| direction | count | BLEU | chrF++ | WER/CER | off-target | transcript off-target | empty | too short to "
+              "judge | loops |", "|---|---|---|---|---|---|---|---|---|---|"]
     quality = results.get("quality", {})
     for key, d in results["directions"].items():
         bleu = f"{d['bleu']['score']:.1f}" if "bleu" in d else "-"
@@ -28,13 +28,13 @@ def markdown(results: dict) -> str:
         chrf = f"{q['chrf']['score']:.1f}" if "chrf" in q else "-"
         lines.append(f"| {key} | {d['count']} | {bleu} | {chrf} | {wer} | {_rate(q.get('off_target_rate'))} | "
                      f"{_rate(q.get('transcript_off_target_rate'))} | {_rate(q.get('empty_rate'))} | "
-                     f"{_rate(q.get('loop_rate'))} |")
+                     f"{_rate(q.get('unjudged_rate'))} | {_rate(q.get('loop_rate'))} |")
     overall = quality.get("overall")
     if overall:
         chrf = f"{overall['chrf']:.1f}" if "chrf" in overall else "-"
         lines.append(f"| **all** | {overall['count']} | - | {chrf} | - | {_rate(overall.get('off_target_rate'))} | "
                      f"{_rate(overall.get('transcript_off_target_rate'))} | {_rate(overall.get('empty_rate'))} | "
-                     f"{_rate(overall.get('loop_rate'))} |")
+                     f"{_rate(overall.get('unjudged_rate'))} | {_rate(overall.get('loop_rate'))} |")
     avg = results["averages"]
     lines += ["", "| average | value |", "|---|---|"]
     if "bleu" in avg:
@@ -148,15 +148,16 @@ def compare(results: dict, other: dict[tuple[str, str], float], label: str) -> s
 
 
 def non_speech_markdown(results: dict) -> str:
-    """The non-speech check as a table: per clip, what the model wrote with silence skipping off and on."""
-    off, on = results["no_skip"], results["skip_silence"]
+    """The non-speech check as a table: per clip, what the model wrote with the speech detector off and on."""
+    off, on = results["no_vad"], results["vad"]
     lines = [f"# Non-speech check ({results['task']}, {results['src_lang']}"
              f"{'-' + results['tgt_lang'] if results.get('tgt_lang') else ''}): {results['model']}", "",
-             "| clip | text written (skipping off) | skipping on |", "|---|---|---|"]
+             "| clip | text written (detector off) | detector on |", "|---|---|---|"]
     for clip in off["text"]:
         lines.append(f"| {clip} | {off['text'][clip][:80] or '-'} | {on['text'][clip][:80] or '-'} |")
-    lines += ["", f"Text written where nothing was spoken: {_rate(off['hallucination_rate'])} of clips with silence "
-              f"skipping off, {_rate(on['hallucination_rate'])} with it on."]
+    lines += ["", f"Text written where nothing was spoken: {_rate(off['hallucination_rate'])} of clips with the "
+              f"speech detector off ({off['windows_decoded']} windows decoded), {_rate(on['hallucination_rate'])} "
+              f"with it on ({on['windows_decoded']} windows decoded)."]
     return "\n".join(lines) + "\n"
 
 

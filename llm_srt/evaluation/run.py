@@ -45,6 +45,7 @@ from ..engines.loading import open_engine
 from .metrics import score_directions
 from .quality import COMET_SKIPPED, comet_directions, non_speech_check, quality_directions, speed
 from ..processing_llm_srt import normalize_task
+from ..speech_llm_srt import VadOptions
 from ..cli.safe_io import OutputExistsError, UsageError, atomic_write, drop_cut_last_line, exit_with_error
 from ..training.data import DataError, RowChecker, audio_seconds, default_base_dir, load_rows, row_labels
 
@@ -84,6 +85,11 @@ class EvaluateArguments:
         metadata={"help": "SRT: decode each clip's transcript once for all its targets (rows with the same audio and "
                           "source), then only the translations, in one batch (`generate_many_targets`). Faster; "
                           "off by default so numbers stay comparable with the paper's independent decoding."},
+    )
+    vad_filter: bool = field(
+        default=True,
+        metadata={"help": "Hear only speech (Silero VAD, as the pipeline): a clip the detector hears no speech in is "
+                          "not decoded (an empty hypothesis). false decodes every clip."},
     )
     compare: str | None = field(default=None, metadata={"help": "Another results.json, or the paper's table."})
     compare_system: str = field(default="llm_srt_3b_v2", metadata={"help": "System column of a paper table."})
@@ -225,6 +231,9 @@ def select_rows(args: EvaluateArguments, max_seconds: float | None = None) -> li
                 if name in ("tgt_lang", "translation") and task != "asr" and not has_translations:
                     raise DataError(f"{where}: no {name}; this test set has no translations (use --task asr).")
                 if name in ("tgt_lang", "translation") and row.get("tgt_lang") in (None, ""):
+                    if row.get("translation") not in (None, ""):  # a translation of no language: not skipped silently
+                        raise DataError(f"{where}, field 'tgt_lang': missing, but the row has a translation; give "
+                                        "its language (or drop the translation: an ASR-only row).")
                     break  # an ASR-only row in a mixed set: not part of a translation evaluation
                 raise DataError(f"{where}, field {name!r}: missing reference, needed for --task {task}.")
         else:
@@ -284,7 +293,8 @@ def open_evaluation_engine(args: EvaluateArguments):
     """(engine, device) for `--engine` (`engines.loading.open_engine`): the transformers engine on `--device`
     (default: this process's GPU under torchrun, else the first GPU, else cpu), or vLLM's."""
     if args.engine == "vllm":
-        return open_engine(args.model, "vllm", dtype=args.dtype, tensor_parallel_size=args.tensor_parallel_size), "vllm"
+        return open_engine(args.model, "vllm", dtype=args.dtype, tensor_parallel_size=args.tensor_parallel_size,
+                           kv_cache_sequences=args.batch_size), "vllm"
     device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     return open_engine(args.model, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                        quantization=args.quantization, log=lambda line: print(f"{PROG}: {line}", file=sys.stderr)), device
@@ -328,7 +338,7 @@ def _decode_into_cache(args, todo, task, base_dir, cache_path, fingerprint, engi
             batch = [todo[i] for i in indices]
             started = time.perf_counter()
             results = decode_batch(engine, batch, task, base_dir=base_dir, generate_kwargs=generate,
-                                   shared_transcript=args.shared_transcript)
+                                   shared_transcript=args.shared_transcript, vad=VadOptions() if args.vad_filter else None)
             if device.startswith("cuda"):
                 torch.cuda.synchronize(device)
             share = (time.perf_counter() - started) / len(batch)  # the batch's decoding time, shared by its rows

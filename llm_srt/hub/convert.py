@@ -221,6 +221,12 @@ def convert(args: ConvertArguments) -> str:
     if dropped:
         logger.warning(f"Dropped {len(dropped)} unused Q-Former text-branch keys (older transformers), e.g. {dropped[0]}")
 
+    width = inferred["projector_config_overrides"]["hidden_size"]
+    if width % args.qformer_heads:  # the config refuses it too, without naming the flag that set it
+        divisors = [n for n in range(1, min(width, 64) + 1) if width % n == 0]
+        raise UsageError(f"--qformer_heads {args.qformer_heads} does not divide the checkpoint's Q-Former width "
+                         f"{width} (each head takes an equal share of it); pass one of {divisors} (the original's "
+                         "Blip2QFormerConfig() has 12).")
     dtype = getattr(torch, args.dtype)
     model = LlmSrtForConditionalGeneration.from_components(
         args.encoder, args.llm, dtype=dtype, num_queries=inferred["num_queries"],

@@ -4,11 +4,11 @@
 `min_chunk_seconds` of new audio). Each decode gives a transcript and, after it, a translation per target (the
 transcript decoded once for all targets: the decoding seam's shared transcript). Of each text only the words two
 consecutive decodes agree on are confirmed (LocalAgreement-2, whisper_streaming's policy), and confirmed text never
-changes. A pause (`find_pauses`) closes the segment: its audio is decoded a last time, the rest of that decode is
-confirmed and the buffer restarts after the pause (a silent stretch of `min_pause_seconds`, or twice that where it is
-quiet only against the buffer's quietest frames, which in a buffer of nothing but speech lie inside words); a
-segment that reaches the model's window without a pause is cut at its quietest stretch (as long audio is cut
-offline).
+changes. A voice-activity detector follows the stream (`speech_llm_srt.StreamingVad`, the offline detector's
+network and options): a segment opens where speech starts (less `speech_pad_ms`) and closes where a silence of
+`min_silence_duration_ms` begins (plus the padding): its audio is decoded a last time and the rest of that decode is
+confirmed. Audio between segments (silence, noise, music) is never decoded. A segment that reaches the model's
+window while speech goes on is cut at its least speech-like frame in the window's second half.
 
 All decoding goes through [`SegmentDecoder`]: [`EngineDecoder`] calls a `DecodingEngine` (`generation_llm_srt`: the
 transformers engine, or vLLM's), and `llm-srt serve` uses one that submits to its shared batcher. Events are plain
@@ -35,8 +35,8 @@ from typing import Any, Protocol
 import numpy as np
 from transformers.utils import logging
 
-from ..speech_llm_srt import PAUSE_SECONDS, find_pauses, is_silent, split_on_silence
-from ..languages_llm_srt import UNSPACED_LANGUAGES, normalize_language
+from ..speech_llm_srt import FRAME, StreamingVad, VadOptions, has_speech
+from ..languages_llm_srt import UNSPACED_LANGUAGES, normalize_language, normalize_targets
 from ..decoding_llm_srt import DecodeRow, DecodingEngine, decode_window_rows, vote_language
 
 
@@ -114,12 +114,20 @@ class EngineDecoder:
         return str(vote_language(self.engine.detect_languages([audio]))["language"])
 
 
+def is_engine(candidate: Any) -> bool:
+    """Whether `candidate` is a decoding engine: a `DecodingEngine`, or one of a model folder's own copy of the
+    module (a pipeline loaded with `trust_remote_code=True` holds that copy's `TransformersEngine`, another class)."""
+    return isinstance(candidate, DecodingEngine) or all(
+        callable(getattr(candidate, name, None)) for name in ("encode", "decode_rows", "decode_shared_transcript",
+                                                              "detect_languages"))
+
+
 def as_segment_decoder(decoder: Any, settings: dict | None = None) -> SegmentDecoder:
     """`decoder` as a [`SegmentDecoder`]: one already, a `DecodingEngine`, or a speech-translation pipeline (its
     engine)."""
-    if isinstance(decoder, DecodingEngine):
+    if is_engine(decoder):
         return EngineDecoder(decoder, settings)
-    if isinstance(getattr(decoder, "engine", None), DecodingEngine):  # the pipeline
+    if is_engine(getattr(decoder, "engine", None)):  # the pipeline
         return EngineDecoder(decoder.engine, settings)
     if callable(getattr(decoder, "decode", None)) and callable(getattr(decoder, "detect", None)):
         return decoder
@@ -168,20 +176,24 @@ class LiveTranslator:
         targets: target languages (codes or names); empty for the transcript alone.
         settings: generate keywords for an engine or pipeline (e.g. `num_beams`, `max_new_tokens`).
         min_chunk_seconds: new audio needed before the buffer is decoded again.
-        min_pause_seconds: the shortest quiet stretch that closes a segment (`find_pauses`); None or 0: segments
-            are closed only at the model's window and by `finish`.
+        vad: the speech detector's options (`speech_llm_srt.VadOptions`; its defaults when not given); None turns
+            detection off: every sample is decoded and segments close only at the window and at `finish`.
+        close_on_silence: whether silences close segments (OpenAI's `server_vad` turn detection). False: segments
+            close at the window and at `finish` (a client that commits turns itself), and a segment the detector hears
+            no speech in is not decoded.
         window_seconds: the longest segment (default: the model's window).
         clock: the timer decoding time is measured with (computation-aware latency).
     """
 
     def __init__(self, decoder: Any, source_language: str | None = None, targets: Sequence[str] = (),
-                 settings: dict | None = None, min_chunk_seconds: float = 1.0,
-                 min_pause_seconds: float | None = PAUSE_SECONDS, window_seconds: float | None = None,
+                 settings: dict | None = None, min_chunk_seconds: float = 1.0, vad: VadOptions | None = VadOptions(),
+                 close_on_silence: bool = True, window_seconds: float | None = None,
                  clock: Callable[[], float] = time.perf_counter):
         self.decoder = as_segment_decoder(decoder, settings)
         auto = source_language is None or str(source_language).strip().lower() in ("", "auto")
         self.source_language = None if auto else normalize_language(source_language)
-        self.targets = list(dict.fromkeys(normalize_language(t) for t in targets))
+        # a language named twice is refused, as everywhere (the caller warns for a target equal to the source)
+        self.targets = normalize_targets(list(targets), name="targets") if targets else []
         if min_chunk_seconds <= 0:
             raise ValueError(f"min_chunk_seconds must be positive, got {min_chunk_seconds}.")
         self.sampling_rate = int(self.decoder.sampling_rate)
@@ -191,24 +203,41 @@ class LiveTranslator:
                              f"{self.decoder.window_seconds:g}.")
         self.min_chunk = int(min_chunk_seconds * self.sampling_rate)
         self.window = int(self.window_seconds * self.sampling_rate)
-        self.min_pause_seconds = min_pause_seconds
+        self.vad = vad
+        self.detector = None
+        if vad is not None and close_on_silence:
+            self.detector = StreamingVad(vad.threshold, vad.min_silence_duration_ms, vad.neg_threshold)
+        self.pad = int(vad.speech_pad_ms * self.sampling_rate / 1000) if vad is not None else 0
+        self.min_speech = int(vad.min_speech_duration_ms * self.sampling_rate / 1000) if vad is not None else 0
         self.clock = clock
         self.received = 0  # samples fed since the start
+        self.audio = np.zeros(0, dtype=np.float32)  # the samples from `audio_start` to `received`
+        self.audio_start = 0
+        self.last_end = 0  # where the last segment ended (the next one's padding starts no earlier)
         self.decode_seconds = 0.0  # time spent decoding since the start
         self.decodes = 0
         self.segments: list[dict[str, Any]] = []  # the final segments, in order
         self.delays: dict[str, list[tuple[float, float]]] = {TRANSCRIPT: [], **{t: [] for t in self.targets}}
         self.finished = False
-        self._start_segment(0)
+        self.open = False  # a segment collects audio
+        self._start_segment(0, opened=self.detector is None)
 
     # ------------------------------------------------------------------------------------------------ state
-    def _start_segment(self, start: int) -> None:
+    def _start_segment(self, start: int, opened: bool) -> None:
         self.segment_start = start  # in samples from the stream's start
-        self.buffer = np.zeros(0, dtype=np.float32)
-        self.decoded_at = 0  # buffer length at the last decode
+        self.open = opened
+        self.onset = start  # where the detector first heard this segment's speech
+        self.stopped: int | None = None  # where its speech stopped, once the detector said so
+        self.closing: int | None = None  # ... and where the segment ends (the stop plus its padding)
+        self.decoded_at = start  # where the buffer ended at the last decode
         self.language = self.source_language
         self.started = False
         self.streams = {TRANSCRIPT: _Stream(self.language), **{t: _Stream(t) for t in self.targets}}
+
+    @property
+    def buffer(self) -> np.ndarray:
+        """The open segment's audio so far."""
+        return self.audio[self.segment_start - self.audio_start:] if self.open else np.zeros(0, np.float32)
 
     @property
     def received_seconds(self) -> float:
@@ -231,14 +260,33 @@ class LiveTranslator:
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
         if not np.isfinite(chunk).all():
             raise ValueError("The audio chunk holds NaN or infinite samples.")
-        self.buffer = np.concatenate([self.buffer, chunk])
+        self.audio = np.concatenate([self.audio, chunk])
         self.received += len(chunk)
-        events = self._close_at_pauses()
-        while len(self.buffer) > self.window:
-            cut = split_on_silence(self.buffer, self.sampling_rate, self.window_seconds, min_pause_seconds=None)[0][1]
-            events += self._close(cut)
-        if len(self.buffer) - self.decoded_at >= self.min_chunk:
+        events: list[LiveEvent] = []
+        for change in self.detector.feed(chunk) if self.detector is not None else ():
+            if change.type == "speech_started":
+                start = max(change.sample - self.pad, self.last_end, self.audio_start)
+                if self.closing is not None:  # speech again within the padding: the gap is shared, as offline
+                    middle = (self.stopped + change.sample) // 2
+                    events += self._close(min(self.closing, middle))
+                    start = max(start, middle)
+                if not self.open:
+                    self._start_segment(start, opened=True)
+                    self.onset = change.sample
+            elif change.type == "speech_stopped" and self.open:
+                self.stopped, self.closing = change.sample, change.sample + self.pad
+                events += self._cut_long_segment(self.closing)
+                if change.sample - self.onset <= self.min_speech and not self.started:
+                    self._drop_segment(self.closing)  # a burst of a frame or two (music, a click): no speech
+        if self.closing is not None and self.received >= self.closing:
+            events += self._close(self.closing)
+        events += self._cut_long_segment(self.received)
+        if self.open and self.received - self.decoded_at >= self.min_chunk:
             events += self._update()
+        if not self.open:  # keep only what may become the next segment's padding (the detector lags a frame)
+            judged = self.detector.position if self.detector is not None else self.received
+            keep = max(min(judged, self.received) - self.pad, self.last_end, self.audio_start)
+            self.audio, self.audio_start = self.audio[keep - self.audio_start:], keep
         return events
 
     def finish(self) -> list[LiveEvent]:
@@ -246,25 +294,30 @@ class LiveTranslator:
         if self.finished:
             return []
         self.finished = True
-        return self._close(len(self.buffer))
+        if not self.open:
+            return []
+        return self._close(self.received if self.closing is None else min(self.closing, self.received))
 
     # ------------------------------------------------------------------------------------------------- steps
-    def _close_at_pauses(self) -> list[LiveEvent]:
+    def _cut_long_segment(self, upto: int) -> list[LiveEvent]:
+        """A segment longer than the window by sample `upto` is cut at its least speech-like frame in the window's
+        second half (without a detector: at the window), until what is left fits."""
         events: list[LiveEvent] = []
-        while self.min_pause_seconds:
-            # a stretch quiet only against the buffer's quietest frames must be twice as long: in a buffer of
-            # nothing but speech those frames are inside words (find_pauses)
-            pauses = find_pauses(self.buffer, self.sampling_rate, self.min_pause_seconds,
-                                 floor_pause_seconds=2 * self.min_pause_seconds)
-            if not pauses:
-                break
-            start, end = pauses[0]
-            events += self._close((start + end) // 2)
+        while self.open and upto - self.segment_start > self.window:
+            cut = self.segment_start + self.window
+            if self.detector is not None:
+                first, last = -(-(self.segment_start + self.window // 2) // FRAME), cut // FRAME
+                probs = self.detector.probabilities[first:last]
+                if probs:
+                    cut = (first + int(np.argmin(probs))) * FRAME + FRAME // 2
+            events += self._close(cut)
+            self._start_segment(cut, opened=True)
         return events
 
     def _decode(self, audio: np.ndarray) -> dict[str, str] | None:
-        """Per stream, the decoded text of `audio` (None for silence)."""
-        if is_silent(audio, sampling_rate=self.sampling_rate):
+        """Per stream, the decoded text of `audio` (None when the detector hears no speech in it: only without
+        turn detection, where segments are not cut at speech)."""
+        if self.detector is None and self.vad is not None and not has_speech(audio, self.vad):
             return None
         started = self.clock()
         if self.language is None:
@@ -299,7 +352,7 @@ class LiveTranslator:
 
     def _update(self) -> list[LiveEvent]:
         """Decode the buffer and confirm what the last two decodes agree on (LocalAgreement-2)."""
-        self.decoded_at = len(self.buffer)
+        self.decoded_at = self.received
         texts = self._decode(self.buffer)
         if texts is None:
             return []
@@ -317,12 +370,18 @@ class LiveTranslator:
             stream.previous = words
         return events
 
+    def _drop_segment(self, end: int) -> None:
+        """Forget the open segment without decoding it (no event was sent for it)."""
+        self.last_end = end
+        self._start_segment(end, opened=self.detector is None)
+
     def _close(self, cut: int) -> list[LiveEvent]:
-        """Close the segment at `cut` (samples into the buffer): decoded a last time, confirmed and reported."""
-        audio, rest = self.buffer[:cut], self.buffer[cut:]
-        texts = self._decode(audio)
+        """Close the open segment at sample `cut` (from the stream's start): decoded a last time, confirmed and
+        reported; the segment after it opens only where the detector next hears speech (at once without one)."""
+        audio = self.audio[self.segment_start - self.audio_start:cut - self.audio_start]
+        texts = self._decode(audio) if len(audio) else None
         events: list[LiveEvent] = []
-        if texts is not None or self.started:  # a segment already reported is closed even if its audio is silent
+        if texts is not None or self.started:  # a segment already reported is closed even if its last decode is empty
             if not self.started:
                 events.append(self._event("segment_start"))
             finals = {}
@@ -336,16 +395,15 @@ class LiveTranslator:
                 if event:
                     events.append(event)
                 finals[key] = join_words(stream.committed, stream.language)
-            end = round((self.segment_start + cut) / self.sampling_rate, 3)
+            end = round(cut / self.sampling_rate, 3)
             segment = {"segment": len(self.segments), "start": round(self.segment_start / self.sampling_rate, 3),
                        "end": end, "language": self.language, "transcript": finals[TRANSCRIPT],
                        "translations": {t: finals[t] for t in self.targets}}
             events.append(self._event("segment_final", end=end, text=finals[TRANSCRIPT], language=self.language,
                                       transcript=finals[TRANSCRIPT], translations=segment["translations"]))
             self.segments.append(segment)
-        start = self.segment_start + cut
-        self._start_segment(start)
-        self.buffer = rest
+        self.last_end = cut
+        self._start_segment(cut, opened=self.detector is None)
         return events
 
 

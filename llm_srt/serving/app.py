@@ -44,9 +44,12 @@ def create_app(model: str | os.PathLike | tuple[Any, Any], **settings):
         options.model_aliases = tuple(dict.fromkeys([os.fspath(model), os.path.normpath(os.fspath(model))]))
     else:
         options.served_model_name = options.served_model_name or "llm-srt"
+    # vLLM's KV cache: room for a full batch of the longest answers unless --kv-cache-gib says otherwise
+    vllm_options = {"kv_cache_gib": options.kv_cache_gib, "kv_cache_sequences": options.max_batch_size} \
+        if options.engine == "vllm" else {}
     engine = open_engine(model, options.engine, device=options.device, dtype=options.dtype,
                          trust_remote_code=options.trust_remote_code, tensor_parallel_size=options.tensor_parallel_size,
-                         quantization=options.quantization, log=logger.warning)
+                         quantization=options.quantization, log=logger.warning, **vllm_options)
     server = SpeechServer(engine, engine.config, options)
 
     @contextlib.asynccontextmanager

@@ -27,6 +27,7 @@ SERVER_SET_FIELDS = {
     "use_beam_search": "--num-beams", "n": "--num-beams", "length_penalty": None, "top_p": None, "top_k": None,
     "min_p": None, "seed": None, "frequency_penalty": None, "presence_penalty": None, "repetition_penalty": None,
 }
+STREAMED_FORMATS = ("json", "text")  # what stream=true can send: text deltas, then the text
 STREAM_VALUES = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 
 
@@ -85,6 +86,30 @@ def check_server_set_fields(form) -> None:
                              "to sample, or leave it out.", name, "unsupported_parameter")
 
 
+def check_openai_fields(form, response_format: str) -> None:
+    """OpenAI's fields this server cannot honour, refused by name (400) rather than silently dropped:
+    `timestamp_granularities` (the openai client sends `timestamp_granularities[]`) "word", as there are no word
+    times (a window's text is decoded whole), and "segment" outside verbose_json, as OpenAI refuses it; a non-empty
+    `prompt`, which LLM-SRT's models were never trained to follow (their prompt is the language tags)."""
+    for name in ("timestamp_granularities", "timestamp_granularities[]"):
+        values = [str(value).strip() for value in form.getlist(name) if str(value).strip()]
+        for value in values:
+            if value not in ("segment", "word"):
+                raise ServeError(400, f"{name} must be 'segment' or 'word', got {shown(value)}.", name,
+                                 "invalid_value")
+        if "word" in values:
+            raise ServeError(400, f"{name} 'word' is not supported: this server has no word timestamps (each "
+                             "window's text is decoded whole); send 'segment' with response_format verbose_json "
+                             "for segments with their start and end.", name, "unsupported_parameter")
+        if values and response_format != "verbose_json":
+            raise ServeError(400, f"{name} needs response_format verbose_json (as OpenAI's API), got "
+                             f"{shown(response_format)}.", name, "invalid_value")
+    if str(form.get("prompt") or "").strip():
+        raise ServeError(400, "prompt is not supported: LLM-SRT models are prompted with language tags only and were "
+                         "not trained to follow a text prompt (its words would be ignored); leave it out.", "prompt",
+                         "unsupported_parameter")
+
+
 def check_model(settings: ServeSettings, name: str | None) -> None:
     """404 for a `model` other than the served one (or one of its aliases)."""
     if name not in (None, "", settings.served_model_name, *settings.model_aliases):
@@ -130,10 +155,16 @@ def parse_form(form, task: str, settings: ServeSettings) -> AudioRequest:
         raise ServeError(400, f"Unsupported response_format {shown(response_format)}; choose one of "
                          f"{', '.join(RESPONSE_FORMATS)}.", "response_format", "invalid_value")
     check_server_set_fields(form)
+    check_openai_fields(form, response_format)
     stream = STREAM_VALUES.get(str(form.get("stream") or "").strip().lower())
     if stream is None:
         raise ServeError(400, f"stream must be true or false, got {shown(form.get('stream'))}.", "stream",
                          "invalid_value")
+    if stream and response_format not in STREAMED_FORMATS:
+        # the events carry text deltas alone: no cue times, no segments (nor does OpenAI stream these formats)
+        raise ServeError(400, f"stream=true sends text deltas, which response_format {response_format} cannot be "
+                         f"streamed as: use response_format {' or '.join(STREAMED_FORMATS)} with stream, or stream "
+                         "false.", "stream", "invalid_value")
     spoken = form.get("language")
     # omitted or "auto" (as the CLI and the pipeline write it): detected from the audio
     detect = spoken in (None, "") or str(spoken).strip().lower() == "auto"

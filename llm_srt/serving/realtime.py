@@ -6,7 +6,9 @@ Client events (JSON text messages):
   ["deu", "fra"], "input_audio_format": "pcm16", "input_audio_sample_rate": 16000}}`. `targets` (our extension,
   also `target_languages`) are the languages to translate into; the language is detected when omitted. The audio
   is 16-bit little-endian mono PCM at 16 kHz unless `input_audio_sample_rate` (or `input_audio_format:
-  {"type": "audio/pcm", "rate": N}`) declares another rate. Allowed until the first audio of a turn.
+  {"type": "audio/pcm", "rate": N}`) declares another rate; other formats (`audio/pcmu`, `g711_ulaw`, ...) are
+  refused by name. Allowed until the first audio of a turn. An update is checked whole before anything changes: a
+  refused one (an `error` event) changes nothing.
 - `input_audio_buffer.append`: `{"audio": "<base64 PCM16>"}`.
 - `input_audio_buffer.commit`: the end of the turn: the open segment is closed and reported; later audio starts a
   new turn. `input_audio_buffer.clear` drops the turn's audio not yet reported.
@@ -20,9 +22,15 @@ the same per target, with `language`), then `conversation.item.input_audio_trans
 "message", "param"}}`) for anything refused, after which the session goes on (a turn whose decoding failed, e.g.
 a language the model cannot detect, is reported once and the rest of its audio dropped until the next commit).
 
+Each message is bounded before it is parsed: at most an append of `MAX_CHUNK_SECONDS` of audio at the session's
+rate (plus `MESSAGE_SLACK_CHARS`), nested at most `MAX_JSON_DEPTH` deep; beyond either it is an `error` event, not
+parsed, and the session goes on.
+
 Each session is a [`LiveTranslator`] whose decoding goes through the server's shared batcher (concurrent sessions
-and HTTP requests are batched together). A client that disconnects ends its session; its queued windows are
-dropped.
+and HTTP requests are batched together). The socket is read by one task and the audio decoded by another (the
+worker), in the order it came; the reader never waits for the worker, so a session ends, and its slot is released,
+on every way out: the client disconnecting (also in the middle of a decode or of a send), a failed send, an error, a
+cancellation or the server shutting down. Its queued windows are dropped.
 """
 
 from __future__ import annotations
@@ -34,14 +42,17 @@ import concurrent.futures
 import contextlib
 import itertools
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from transformers.utils import logging
 
-from ..audio_llm_srt import MAX_SAMPLING_RATE, MIN_SAMPLING_RATE
+from ..audio_llm_srt import AudioInputError, check_sampling_rate
 from ..live.translator import LiveEvent, LiveTranslator, segment_answer, segment_rows
+from ..speech_llm_srt import VadOptions
 from .batcher import Row
 from . import inputs
 from .protocol import ServeError, error_body, shown
@@ -50,6 +61,14 @@ from .protocol import ServeError, error_body, shown
 logger = logging.get_logger(__name__)
 
 MAX_CHUNK_SECONDS = 10.0  # the most audio one append may carry
+MESSAGE_SLACK_CHARS = 64 * 1024  # room for an append's other fields, and for any other event, in the size bound
+MAX_JSON_DEPTH = 32  # a client event nests 3 deep; json.loads recurses, so deeper nesting is refused unparsed
+UPDATE_EVENTS = ("transcription_session.update", "session.update")
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_JSON_NESTING = re.compile(r"[\[\]{}]")
+# OpenAI's turn_detection fields -> the speech detector's options (`VadOptions`)
+TURN_DETECTION_FIELDS = {"threshold": "threshold", "prefix_padding_ms": "speech_pad_ms",
+                         "silence_duration_ms": "min_silence_duration_ms"}
 _session_ids = itertools.count(1)
 
 
@@ -93,13 +112,18 @@ class BatcherDecoder:
             self._future.cancel()
 
 
+def base64_chars(size: int) -> int:
+    """The length of `size` bytes in base64."""
+    return (size + 2) // 3 * 4
+
+
 def pcm16_samples(data: Any, rate: int, max_seconds: float = MAX_CHUNK_SECONDS) -> np.ndarray:
     """The float samples of a base64 PCM16 chunk; `RealtimeError` for anything else."""
     if not isinstance(data, str):
         raise RealtimeError(f"audio must be a base64 string of 16-bit PCM, got {type(data).__name__}.",
                             "invalid_audio", "audio")
     limit = int(max_seconds * rate) * 2
-    if len(data) > (limit + 2) // 3 * 4 + 4:  # checked before decoding: a huge chunk costs nothing
+    if len(data) > base64_chars(limit) + 4:  # checked before decoding: a huge chunk costs nothing
         raise RealtimeError(f"The audio chunk holds more than {max_seconds:g} s of audio; send smaller chunks.",
                             "audio_too_large", "audio")
     try:
@@ -115,22 +139,169 @@ def pcm16_samples(data: Any, rate: int, max_seconds: float = MAX_CHUNK_SECONDS) 
     return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
 
 
+def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON `text` nests arrays and objects deeper than `limit`, found without parsing it (brackets inside
+    strings do not count)."""
+    depth = 0
+    for match in _JSON_NESTING.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def parse_event(text: str, max_chars: int) -> dict[str, Any]:
+    """A client message as a JSON object, its size and depth bounded before it is parsed; `RealtimeError`."""
+    if len(text) > max_chars:
+        raise RealtimeError(f"The message holds {len(text)} characters, more than the {max_chars} this session takes "
+                            f"(an append of {MAX_CHUNK_SECONDS:g} s of audio at its rate); send smaller chunks.",
+                            "message_too_large")
+    if json_depth_exceeds(text):
+        raise RealtimeError(f"The message nests arrays or objects deeper than {MAX_JSON_DEPTH} levels; no event "
+                            "does.", "invalid_json")
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):
+        raise RealtimeError("Messages must be JSON objects.", "invalid_json") from None
+    if not isinstance(message, dict):
+        raise RealtimeError("Messages must be JSON objects.", "invalid_json")
+    return message
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """What a session's audio is and what it asks for; replaced whole by an accepted update."""
+
+    language: str | None = None  # None: detected
+    targets: tuple[str, ...] = ()
+    rate: int = 16000  # of the PCM16 the client sends
+    vad: VadOptions | None = None  # the speech detector (None: off)
+    close_on_silence: bool = False  # whether its silences end items (OpenAI's server_vad turn detection)
+
+    def updated(self, session: Any, server) -> "SessionState":
+        """The state a `session` object asks for on top of this one, every value checked first: the first value
+        refused raises `RealtimeError` naming it, and nothing changes. One rule per field with the HTTP API and
+        the CLI: languages and targets as `inputs.language` / `inputs.targets` (a language named twice refused),
+        the rate as `audio_llm_srt.check_sampling_rate`."""
+        if not isinstance(session, dict):
+            raise RealtimeError("transcription_session.update needs a `session` object.", param="session")
+        transcription = session.get("input_audio_transcription") or {}
+        if not isinstance(transcription, dict):
+            raise RealtimeError("input_audio_transcription must be an object.", param="input_audio_transcription")
+        changes: dict[str, Any] = {}
+        try:
+            inputs.check_model(server.settings, transcription.get("model"))
+            if "language" in transcription or "language" in session:
+                language = transcription.get("language", session.get("language"))
+                detect = language in (None, "") or str(language).strip().lower() == "auto"
+                changes["language"] = None if detect else inputs.language(str(language), "language")
+            if "targets" in session or "target_languages" in session:
+                changes["targets"] = tuple(self.checked_targets(
+                    session.get("targets", session.get("target_languages")),
+                    changes.get("language", self.language)))
+        except ServeError as error:
+            raise RealtimeError(error.message, error.code or "invalid_value", error.param) from None
+        if "turn_detection" in session:
+            changes["vad"], changes["close_on_silence"] = turn_detection_options(session["turn_detection"],
+                                                                                 server.settings.vad_options())
+        rate = self.checked_format(session.get("input_audio_format"), session.get("input_audio_sample_rate"))
+        if rate is not None:
+            changes["rate"] = rate
+        return replace(self, **changes)
+
+    @staticmethod
+    def checked_targets(targets: Any, language: str | None) -> list[str]:
+        """The targets as codes, in order: a list (or a comma-separated string) of languages, each once; empty for
+        the transcript alone."""
+        if isinstance(targets, str):
+            targets = [targets]
+        if targets is None:
+            targets = []
+        if not isinstance(targets, list):
+            raise RealtimeError("targets must be a list of language codes.", param="targets")
+        values = [str(target) for target in targets]
+        if not any(part.strip() for value in values for part in value.split(",")):
+            return []
+        return inputs.targets(values, language, "targets")
+
+    @staticmethod
+    def checked_format(audio_format: Any, rate: Any) -> int | None:
+        """The PCM16 rate an update declares (None: unchanged): `input_audio_format` "pcm16" or `{"type":
+        "audio/pcm", "rate": N}`, and `input_audio_sample_rate`; any other format is refused by name."""
+        if isinstance(audio_format, dict):
+            kind = audio_format.get("type", "audio/pcm")
+            if kind != "audio/pcm":
+                raise RealtimeError(f"Unsupported input_audio_format type {shown(kind)}: this server takes 16-bit "
+                                    "PCM only ('pcm16', or {'type': 'audio/pcm', 'rate': N}).",
+                                    "unsupported_audio_format", "input_audio_format")
+            if "rate" in audio_format:
+                if rate is not None and audio_format["rate"] != rate:
+                    raise RealtimeError(f"input_audio_format's rate {shown(audio_format['rate'])} and "
+                                        f"input_audio_sample_rate {shown(rate)} differ: send one of them.",
+                                        param="input_audio_sample_rate")
+                rate = audio_format["rate"]
+        elif audio_format not in (None, "pcm16"):
+            raise RealtimeError(f"Unsupported input_audio_format {shown(audio_format)}: this server takes 16-bit PCM "
+                                "only ('pcm16', or {'type': 'audio/pcm', 'rate': N}).", "unsupported_audio_format",
+                                "input_audio_format")
+        if rate is None:
+            return None
+        try:
+            return check_sampling_rate(rate, "input_audio_sample_rate")
+        except AudioInputError as error:
+            raise RealtimeError(str(error), param="input_audio_sample_rate") from None
+
+
+def turn_detection_options(value: Any, server_vad: VadOptions | None) -> tuple[VadOptions | None, bool]:
+    """(the speech detector's options, whether silences end items) of a session's `turn_detection`, OpenAI's field:
+    `{"type": "server_vad", "threshold", "prefix_padding_ms", "silence_duration_ms"}` (each optional, the server's
+    settings otherwise), or null: the client commits its turns itself (silence, noise and music are still not
+    decoded while the server's detector is on)."""
+    if value is None:
+        return server_vad, False
+    if not isinstance(value, dict):
+        raise RealtimeError("turn_detection must be an object or null.", param="turn_detection")
+    kind = value.get("type", "server_vad")
+    if kind != "server_vad":
+        raise RealtimeError(f"Unsupported turn_detection type {shown(kind)}: server_vad, or null to commit turns "
+                            "yourself.", param="turn_detection")
+    unknown = sorted(set(value) - set(TURN_DETECTION_FIELDS) - {"type", "create_response", "interrupt_response"})
+    if unknown:
+        raise RealtimeError(f"Unknown turn_detection field(s) {', '.join(unknown)}; it takes "
+                            f"{', '.join(TURN_DETECTION_FIELDS)}.", param="turn_detection")
+    base = server_vad or VadOptions()
+    options = {ours: value[theirs] for theirs, ours in TURN_DETECTION_FIELDS.items() if value.get(theirs) is not None}
+    try:
+        return replace(base, **options), True
+    except ValueError as error:
+        raise RealtimeError(f"turn_detection: {error}", param="turn_detection") from None
+
+
+def turn_detection_object(vad: VadOptions | None, close_on_silence: bool) -> dict | None:
+    """A session's turn detection as OpenAI writes it (null when the client commits turns)."""
+    if vad is None or not close_on_silence:
+        return None
+    return {"type": "server_vad", **{theirs: getattr(vad, ours) for theirs, ours in TURN_DETECTION_FIELDS.items()}}
+
+
 class RealtimeSession:
-    """One WebSocket client's live session (module docstring)."""
+    """One WebSocket client's live session (module docstring). The reader (`handle`) checks each message and
+    queues it; the worker (`work`) decodes the queued audio in order and sends the events."""
 
     def __init__(self, server, websocket):
         self.server, self.websocket = server, websocket
         self.id = f"sess_{next(_session_ids)}"
-        self.language: str | None = None
-        self.targets: list[str] = []
-        self.rate = server.sampling_rate
+        vad = server.settings.vad_options()
+        self.state = SessionState(rate=server.sampling_rate, vad=vad, close_on_silence=vad is not None)
+        self.turn_open = False  # audio was appended since the last commit or clear: the session cannot change
         self.settings = server.generation_settings(None)
         self.decoder = BatcherDecoder(server, self.settings)
+        self.queue: asyncio.Queue = asyncio.Queue()
+        # the worker's
         self.translator: LiveTranslator | None = None
         self.offset = 0.0  # seconds of audio of the session's earlier turns
         self.items = itertools.count()
         self.item_ids: dict[int, str] = {}  # segment of the current turn -> item id
-        self.queue: asyncio.Queue = asyncio.Queue()
         self.halted = False  # a decode of this turn failed (reported): the rest of the turn is dropped
         self.turn_seconds = 0.0  # audio received in this turn, fed or dropped
 
@@ -140,10 +311,11 @@ class RealtimeSession:
 
     def session_object(self) -> dict[str, Any]:
         return {"id": self.id, "object": "realtime.transcription_session", "input_audio_format": "pcm16",
-                "input_audio_sample_rate": self.rate, "model": self.server.settings.served_model_name,
+                "input_audio_sample_rate": self.state.rate, "model": self.server.settings.served_model_name,
                 "input_audio_transcription": {"model": self.server.settings.served_model_name,
-                                              "language": self.language},
-                "targets": self.targets, "turn_detection": {"type": "pauses"}}
+                                              "language": self.state.language},
+                "targets": list(self.state.targets),
+                "turn_detection": turn_detection_object(self.state.vad, self.state.close_on_silence)}
 
     def item_id(self, segment: int) -> str:
         if segment not in self.item_ids:
@@ -173,111 +345,89 @@ class RealtimeSession:
               for target, text in (event.translations or {}).items()),
         ]
 
-    # ----------------------------------------------------------------------------------------- client events
-    def update(self, session: Any) -> None:
-        if not isinstance(session, dict):
-            raise RealtimeError("transcription_session.update needs a `session` object.", param="session")
-        if self.translator is not None and self.translator.received:
+    # ------------------------------------------------------------------------------------------ reader (client)
+    def max_message_chars(self) -> int:
+        """The longest message this session takes: an append of `MAX_CHUNK_SECONDS` at its rate, and slack."""
+        return base64_chars(int(MAX_CHUNK_SECONDS * self.state.rate) * 2) + MESSAGE_SLACK_CHARS
+
+    def update(self, session: Any) -> dict[str, Any]:
+        """Apply a session update whole, or refuse it (`RealtimeError`) changing nothing; the `updated` event."""
+        if self.turn_open:
             raise RealtimeError("The session cannot change during a turn: commit it first.", "session_in_use")
-        transcription = session.get("input_audio_transcription") or {}
-        if not isinstance(transcription, dict):
-            raise RealtimeError("input_audio_transcription must be an object.", param="input_audio_transcription")
-        language = transcription.get("language", session.get("language"))
-        try:
-            if language not in (None, "") and str(language).strip().lower() != "auto":
-                self.language = inputs.language(str(language), "language")
-            elif "language" in transcription or "language" in session:
-                self.language = None
-            if "targets" in session or "target_languages" in session:
-                targets = session.get("targets", session.get("target_languages"))
-                if isinstance(targets, str):
-                    targets = [t for t in targets.split(",") if t.strip()]
-                if not isinstance(targets, list):
-                    raise RealtimeError("targets must be a list of language codes.", param="targets")
-                self.targets = list(dict.fromkeys(inputs.language(str(t), "targets") for t in targets))
-            inputs.check_model(self.server.settings, transcription.get("model"))
-        except ServeError as error:
-            raise RealtimeError(error.message, error.code or "invalid_value", error.param) from None
-        rate = session.get("input_audio_sample_rate")
-        audio_format = session.get("input_audio_format")
-        if isinstance(audio_format, dict):
-            rate = audio_format.get("rate", rate)
-        elif audio_format not in (None, "pcm16"):
-            raise RealtimeError(f"Unsupported input_audio_format {shown(audio_format)}: send pcm16.",
-                                param="input_audio_format")
-        if rate is not None:
-            whole = isinstance(rate, int) and not isinstance(rate, bool)
-            if not whole or not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
-                raise RealtimeError(f"input_audio_sample_rate must be a whole number of Hz between "
-                                    f"{MIN_SAMPLING_RATE} and {MAX_SAMPLING_RATE}, got {shown(rate)}.",
-                                    param="input_audio_sample_rate")
-            self.rate = rate
-        self.translator, self.halted = None, False
-
-    def new_translator(self) -> LiveTranslator:
-        return LiveTranslator(self.decoder, self.language, self.targets)
-
-    def to_model_rate(self, samples: np.ndarray) -> np.ndarray:
-        if self.rate == self.server.sampling_rate:
-            return samples
-        import librosa
-
-        return librosa.resample(samples, orig_sr=self.rate, target_sr=self.server.sampling_rate).astype(np.float32)
+        self.state = self.state.updated(session, self.server)
+        return {"type": "transcription_session.updated", "session": self.session_object()}
 
     async def handle(self, text: str) -> None:
-        """One client message: queued audio or commands, or an `error` event."""
+        """One client message: queued for the worker, or an `error` event. Never waits for the worker. The reply
+        to an update is queued, so that it follows the events of the audio before it."""
         try:
-            try:
-                message = json.loads(text)
-            except ValueError:
-                raise RealtimeError("Messages must be JSON objects.", "invalid_json") from None
-            if not isinstance(message, dict):
-                raise RealtimeError("Messages must be JSON objects.", "invalid_json")
+            message = parse_event(text, self.max_message_chars())
             kind = message.get("type")
-            if kind in ("transcription_session.update", "session.update"):
-                await self.queue.join()  # the turn's queued audio first
-                self.update(message.get("session"))
-                await self.send({"type": "transcription_session.updated", "session": self.session_object()})
+            if kind in UPDATE_EVENTS:
+                try:
+                    reply = self.update(message.get("session"))
+                except RealtimeError as error:
+                    reply = error.event()
+                await self.queue.put(("reply", reply, None))
             elif kind == "input_audio_buffer.append":
-                samples = pcm16_samples(message.get("audio"), self.rate)
-                await self.queue.put(("audio", samples))
-            elif kind == "input_audio_buffer.commit":
-                await self.queue.put(("commit", None))
-            elif kind == "input_audio_buffer.clear":
-                await self.queue.put(("clear", None))
+                samples = pcm16_samples(message.get("audio"), self.state.rate)
+                self.turn_open = True
+                await self.queue.put(("audio", samples, self.state))
+            elif kind in ("input_audio_buffer.commit", "input_audio_buffer.clear"):
+                self.turn_open = False
+                await self.queue.put((kind.rsplit(".", 1)[1], None, None))
             else:
                 raise RealtimeError(f"Unknown event type {shown(kind)}.", "unknown_event", "type")
         except RealtimeError as error:
             await self.send(error.event())
 
+    async def read(self, worker: asyncio.Task) -> None:
+        """Read the client's messages until it disconnects, or the worker ends (a failed send: the client has
+        gone; or an error, raised here)."""
+        while True:
+            receive = asyncio.ensure_future(self.websocket.receive())
+            await asyncio.wait({receive, worker}, return_when=asyncio.FIRST_COMPLETED)
+            if not receive.done():
+                receive.cancel()
+                worker.result()  # the worker's error, if it failed
+                return
+            message = receive.result()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await self.handle(message["text"])
+            else:
+                await self.send(RealtimeError("Send JSON text messages (audio as base64 inside them).",
+                                              "invalid_json").event())
+
     # -------------------------------------------------------------------------------------------------- worker
     async def work(self) -> None:
-        """Feed the queued audio to the session's translator (all audio waiting at once, so a session that falls
-        behind catches up) and send the events."""
+        """Feed the queued audio to the session's translator (all audio of the turn waiting at once, so a session
+        that falls behind catches up) and send the events, in the order the client sent its messages."""
         while True:
-            kind, samples = await self.queue.get()
-            done = 1
+            kind, value, state = await self.queue.get()
             if kind == "audio":
-                chunks = [samples]
-                while not self.queue.empty() and self.queue._queue[0][0] == "audio":  # noqa: SLF001
+                chunks = [value]
+                while not self.queue.empty() and self.queue._queue[0][0] == "audio" \
+                        and self.queue._queue[0][2] is state:  # noqa: SLF001
                     chunks.append(self.queue.get_nowait()[1])
-                    done += 1
-                await self.feed(np.concatenate(chunks))
+                await self.feed(np.concatenate(chunks), state)
             elif kind == "commit":
                 await self.commit()
             elif kind == "clear":
                 self.end_turn()
-            for _ in range(done):
-                self.queue.task_done()
+            elif kind == "reply":
+                await self.send(value)
 
-    async def feed(self, samples: np.ndarray) -> None:
-        self.turn_seconds += len(samples) / self.rate
-        if self.halted:  # the turn failed: its audio is dropped until a commit, clear or session update
+    async def feed(self, samples: np.ndarray, state: SessionState) -> None:
+        self.turn_seconds += len(samples) / state.rate
+        if self.halted:  # the turn failed: its audio is dropped until a commit or clear
             return
         if self.translator is None:
-            self.translator = self.new_translator()
+            self.translator = LiveTranslator(self.decoder, state.language, state.targets, vad=state.vad,
+                                             close_on_silence=state.close_on_silence)
         try:
-            events = await asyncio.to_thread(self.translator.feed, self.to_model_rate(samples))
+            events = await asyncio.to_thread(self.translator.feed, self.to_model_rate(samples, state.rate))
         except Exception as error:  # a decoding failure or a refused language: reported once, the session goes on
             await self.send(self.failure(error))
             self.halted = True
@@ -285,6 +435,13 @@ class RealtimeSession:
         for event in events:
             for server_event in self.server_events(event):
                 await self.send(server_event)
+
+    def to_model_rate(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        if rate == self.server.sampling_rate:
+            return samples
+        import librosa
+
+        return librosa.resample(samples, orig_sr=rate, target_sr=self.server.sampling_rate).astype(np.float32)
 
     async def commit(self) -> None:
         translator = None if self.halted else self.translator
@@ -319,10 +476,17 @@ class RealtimeSession:
         self.decoder.close()
 
 
-async def run_session(server, websocket, max_sessions: int) -> None:
-    """Serve one WebSocket client until it disconnects."""
-    from starlette.websockets import WebSocketDisconnect
+def _disconnected(error: BaseException) -> bool:
+    """Whether `error` says the client has gone: starlette's `WebSocketDisconnect`, its `WebSocketDisconnected` (a
+    RuntimeError: a send or receive after the close) where it has one, or the socket's own OSError."""
+    import starlette.websockets as websockets
 
+    gone = (websockets.WebSocketDisconnect, getattr(websockets, "WebSocketDisconnected", websockets.WebSocketDisconnect))
+    return isinstance(error, (*gone, OSError)) or (isinstance(error, RuntimeError) and "close" in str(error).lower())
+
+
+async def run_session(server, websocket, max_sessions: int) -> None:
+    """Serve one WebSocket client until it disconnects; its live-session slot is released on every way out."""
     await websocket.accept()
     if server.live_sessions >= max_sessions:
         await websocket.send_text(json.dumps(RealtimeError(
@@ -334,26 +498,22 @@ async def run_session(server, websocket, max_sessions: int) -> None:
     worker = asyncio.create_task(session.work())
     try:
         await session.send({"type": "transcription_session.created", "session": session.session_object()})
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            if message.get("text") is not None:
-                await session.handle(message["text"])
-            else:
-                await session.send(RealtimeError("Send JSON text messages (audio as base64 inside them).",
-                                                 "invalid_json").event())
-            if worker.done():  # the worker failed (e.g. the client went away while it sent): end the session
-                break
-    except (WebSocketDisconnect, RuntimeError):
-        pass
+        await session.read(worker)
+    except Exception as error:  # noqa: BLE001 - the session ends; an error that is not a disconnect is reported
+        if not _disconnected(error):
+            logger.error(f"Live session {session.id} failed: {error!r}")
+            with contextlib.suppress(Exception):
+                await session.send({"type": "error", "error": error_body(
+                    f"Internal error: {error}", "server_error", None, "server_error")["error"]})
+                await websocket.close(code=1011)
     finally:
+        server.live_sessions -= 1  # first: nothing below may keep the slot
         session.close()
         worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        with contextlib.suppress(BaseException):
             await worker
-        server.live_sessions -= 1
         logger.info(f"Live session {session.id} ended.")
 
 
-__all__ = ["BatcherDecoder", "RealtimeError", "RealtimeSession", "pcm16_samples", "run_session"]
+__all__ = ["BatcherDecoder", "MAX_JSON_DEPTH", "RealtimeError", "RealtimeSession", "SessionState", "parse_event",
+           "pcm16_samples", "run_session"]

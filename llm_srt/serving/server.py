@@ -92,7 +92,7 @@ class SpeechServer:
         name = inputs.file_name(asked.upload)
         audio = await run_in_threadpool(inputs.decode_upload, data, name, self.settings, self.sampling_rate)
 
-        windows = plan_windows(audio, self.sampling_rate, self.window_seconds)
+        windows = plan_windows(audio, self.sampling_rate, self.window_seconds, self.settings.vad_options())
         speech = [window for window in windows if window.speech]
         clips = [audio[window.start:window.end] for window in speech]
         src = asked.src_lang

@@ -35,7 +35,8 @@ class ServeSettings:
     engine: str = field(default="transformers", metadata=option(
         "what decodes: transformers (default, no extra install) or vllm (vLLM's engine: continuous batching, tensor "
         "parallelism; needs vLLM, see docs/vllm.md)", choices=ENGINES))
-    device: str | None = field(default=None, metadata=option("cpu, cuda, cuda:1, ... (default: cpu)"))
+    device: str | None = field(default="auto", metadata=option(
+        "auto (default: the GPU when there is one, else cpu), cpu, cuda, cuda:1, ...; transformers engine only"))
     dtype: str | None = field(default=None, metadata=option(
         "the dtype to compute in (default on the CPU: bfloat16 where it computes bf16 natively, else float32; on a GPU "
         "as saved)", choices=DTYPES))
@@ -44,6 +45,10 @@ class ServeSettings:
         "faster decoding); a folder saved quantized needs none", choices=QUANTIZATIONS))
     tensor_parallel_size: int = field(default=1, metadata=option(
         "with --engine vllm: devices (or CPU processes) the LLM is split over", number=(int, 1, False)))
+    kv_cache_gib: float | None = field(default=None, metadata=option(
+        "with --engine vllm: vLLM's KV cache in GiB (default: room for --max-batch-size answers of the longest "
+        "prompt + answer, so it starts where other work holds memory; vLLM's own default wants 0.92 of the "
+        "machine's memory free on CPU); VLLM_CPU_KVCACHE_SPACE, when set, wins on CPU", number=(float, 0, True)))
     trust_remote_code: bool = field(default=False, metadata=option(
         "run the model folder's own Python code where it differs from the installed llm-srt (or the folder is another "
         "architecture); off by default"))
@@ -58,11 +63,18 @@ class ServeSettings:
     max_new_tokens: int | None = field(default=None, metadata=option(
         "tokens generated per window (default: the model's, 400)", number=(int, 1, False)))
     num_beams: int = field(default=1, metadata=option(
-        "beam size (default 1: greedy, which makes batched answers equal single ones)", number=(int, 1, False)))
+        "beam size (default 1: greedy, which makes batched answers equal single ones; the pipeline and llm-srt "
+        "translate use the model's, the paper's 5)", number=(int, 1, False)))
     max_queue: int = field(default=256, metadata=option(
         "most audio windows waiting to be decoded; beyond it requests get 503 with Retry-After", number=(int, 1, False)))
     max_live_sessions: int = field(default=32, metadata=option(
         "most live WebSocket sessions (/v1/realtime) at once", number=(int, 1, False)))
+    vad_filter: bool = field(default=True, metadata=option(
+        "hear only speech (Silero VAD): what is not speech (silence, noise, music, clicks) is never decoded; "
+        "--no-vad-filter decodes every window of the audio"))
+    vad_parameters: dict | None = field(default=None, metadata=option(
+        "the detector's VadOptions (threshold, min_silence_duration_ms, speech_pad_ms, ...; the --vad-* flags)",
+        flag=False))
     untrained_direction: str = field(default="warn", metadata=option(
         "a language or direction the model was not trained on (config.trained_languages / trained_directions): warn "
         "(default: answered, with a warning) or error (refused); refused requests get a 400",
@@ -81,20 +93,33 @@ class ServeSettings:
                 problem = number_problem(value, *rule["number"])
                 if problem:
                     raise ValueError(f"{spec.name} must be {problem}, got {value!r}.")
+        if not isinstance(self.vad_filter, bool):
+            raise ValueError(f"vad_filter must be True or False, got {self.vad_filter!r}.")
+        if not self.vad_filter and self.vad_parameters:
+            raise ValueError("vad_parameters tune the speech detector, which vad_filter=False turns off: pass one.")
+        self.vad_options()  # names a bad VAD parameter now, not at the first request
         if self.engine == "vllm":
             if self.num_beams > 1:
                 raise ValueError(f"num_beams={self.num_beams}: the vLLM engine decodes greedily; beam search needs "
                                  "the transformers engine.")
-            if self.device is not None:
+            if self.device not in (None, "auto"):
                 raise ValueError("device applies to the transformers engine; vLLM places the model on its platform's "
                                  "devices (tensor_parallel_size to split it).")
             if self.quantization is not None:
                 raise ValueError(f"quantization {self.quantization} runs on the transformers engine; vLLM serves "
                                  "folders saved in the formats it runs (AWQ, GPTQ, compressed-tensors).")
-        elif self.tensor_parallel_size != 1:
-            raise ValueError("tensor_parallel_size applies to the vLLM engine (engine='vllm').")
-        elif self.quantization is not None and (self.device or "cpu") != "cpu":
+        elif self.tensor_parallel_size != 1 or self.kv_cache_gib is not None:
+            name = "tensor_parallel_size" if self.tensor_parallel_size != 1 else "kv_cache_gib"
+            raise ValueError(f"{name} applies to the vLLM engine (engine='vllm').")
+        elif self.quantization is not None and self.device not in (None, "auto", "cpu"):
             raise ValueError(f"quantization {self.quantization} runs on the CPU, not on device {self.device}.")
+
+
+    def vad_options(self) -> VadOptions | None:  # noqa: F821 - imported here: the flags are read without torch
+        """The speech detector's options, None when it is off."""
+        from ..speech_llm_srt import VadOptions
+
+        return VadOptions.from_value(self.vad_parameters) if self.vad_filter else None
 
 
 def number_problem(value: Any, kind: type, lowest: float, excluded: bool) -> str | None:
@@ -114,8 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if not rule.get("flag"):
             continue
         name = "--" + spec.name.replace("_", "-")
-        if spec.type in (bool, "bool"):
-            parser.add_argument(name, action="store_true", help=rule["help"])
+        if spec.type in (bool, "bool"):  # --flag, or --flag / --no-flag when it is on by default
+            parser.add_argument(name, action=argparse.BooleanOptionalAction if spec.default else "store_true",
+                                default=spec.default, help=rule["help"])
         elif rule.get("number"):
             kind, lowest, excluded = rule["number"]
             parser.add_argument(name, type=number_type(kind, lowest, low_open=excluded), default=spec.default,

@@ -45,7 +45,7 @@ from transformers import HfArgumentParser
 
 
 
-from ..languages_llm_srt import LANGUAGES, normalize_language
+from ..languages_llm_srt import FLEURS_CONFIGS, LANGUAGES, normalize_language
 from ..cli.safe_io import (
     UsageError, atomic_dir, atomic_write, check_output_dir, check_output_file, positive_float, positive_int, run_reporting_errors, set_argument_types,
 )
@@ -58,11 +58,6 @@ CORPUS_TASKS = {"fleurs": {"srt", "asr"}, "covost2": {"srt"}, "commonvoice": {"a
 TSV_COLUMNS = {"covost2": ("path", "sentence", "translation"), "commonvoice": ("path", "sentence")}
 
 
-FLEURS_CONFIGS = {
-    "deu": "de_de", "eng": "en_us", "fra": "fr_fr", "ind": "id_id", "ita": "it_it", "jpn": "ja_jp", "kor": "ko_kr",
-    "nld": "nl_nl", "por": "pt_br", "rus": "ru_ru", "spa": "es_419", "tha": "th_th", "vie": "vi_vn",
-    "yue": "yue_hant_hk", "zho": "cmn_hans_cn",
-}
 # Common Voice / CoVoST-2 locale codes -> ours.
 CV_LOCALES = {"de": "deu", "en": "eng", "fr": "fra", "id": "ind", "it": "ita", "ja": "jpn", "ko": "kor", "nl": "nld",
               "pt": "por", "ru": "rus", "es": "spa", "th": "tha", "vi": "vie", "yue": "yue", "zh-CN": "zho",

@@ -37,6 +37,24 @@ logger = logging.get_logger(__name__)
 
 LOGITS_PROCESSOR = "llm_srt.vllm.model:LlmSrtHistoryLogitsProcessor"
 # generate settings the engine maps onto vLLM's SamplingParams; any other is refused by name
+GIB = 1 << 30
+# the KV cache's default room, in answers of the longest length at once (llm-srt serve: --max-batch-size)
+DEFAULT_KV_CACHE_SEQUENCES = 16
+
+
+def default_kv_cache_gib(config, max_model_len: int, sequences: int, dtype: str = "auto") -> float:
+    """GiB of KV cache that hold `sequences` sequences of `max_model_len` tokens of `config`'s LLM (keys and values
+    of every layer; 4 bytes an element unless `dtype` is a 16-bit one), and a quarter more: vLLM fits fewer tokens
+    than the bytes say (its blocks; 0.91 of them on CPU). The default of [`VllmEngine`]: vLLM's own default
+    reserves 92% of the machine's memory on CPU (`--gpu-memory-utilization 0.92`) and refuses to start when less is
+    free, as on a machine where something else runs."""
+    text = config.text_config
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_size = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    element = 2 if str(dtype).replace("torch.", "") in ("bfloat16", "float16", "half") else 4
+    return 1.25 * 2 * text.num_hidden_layers * heads * head_size * element * max_model_len * sequences / GIB
+
+
 SUPPORTED_SETTINGS = {
     "max_new_tokens", "num_beams", "do_sample", "temperature", "top_p", "top_k", "no_repeat_ngram_size",
     "repetition_penalty", "min_new_tokens", "seed",
@@ -57,6 +75,13 @@ class VllmEngine(DecodingEngine):
             the CPU, without the LLM).
         concurrent_batches: how many batches callers may have in flight at once (the server's batcher uses it:
             vLLM joins them into its running batch).
+        kv_cache_gib: vLLM's KV cache in GiB (`kv_cache_memory_bytes`). Default: room for `kv_cache_sequences`
+            sequences of `max_model_len` tokens ([`default_kv_cache_gib`]), so the engine starts on a machine whose
+            memory is partly taken (vLLM's own default wants 92% of it free on CPU), unless `engine_kwargs` set
+            `kv_cache_memory_bytes` or `gpu_memory_utilization`. On CPU, `VLLM_CPU_KVCACHE_SPACE` (GiB), when set,
+            overrides it (vLLM's rule).
+        kv_cache_sequences: see `kv_cache_gib` (`llm-srt serve` passes `--max-batch-size`, evaluation its
+            `--batch_size`).
         engine_kwargs: more `vllm.AsyncEngineArgs` (e.g. `gpu_memory_utilization`, `enforce_eager`).
     """
 
@@ -64,13 +89,14 @@ class VllmEngine(DecodingEngine):
 
     def __init__(self, model: str | os.PathLike, processor=None, tensor_parallel_size: int = 1, dtype: str = "auto",
                  max_model_len: int | None = None, language_detector=None, concurrent_batches: int = 8,
+                 kv_cache_gib: float | None = None, kv_cache_sequences: int = DEFAULT_KV_CACHE_SEQUENCES,
                  **engine_kwargs):
         try:
             from vllm import AsyncEngineArgs, SamplingParams
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as error:
             raise ImportError(
-                f"The vLLM engine needs vLLM ({error}); install it as the README says (\"Serving with vLLM\"), or use "
+                f"The vLLM engine needs vLLM ({error}); install it as docs/vllm.md says, or use "
                 "the default transformers engine."
             ) from None
         if processor is None:
@@ -96,6 +122,14 @@ class VllmEngine(DecodingEngine):
         self._thread.start()
         if max_model_len is None:
             max_model_len = processor.num_audio_tokens + 128 + 2 * int(self.generation_config.max_new_tokens or 400)
+        if kv_cache_gib is None and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(engine_kwargs):
+            kv_cache_gib = default_kv_cache_gib(self.config, max_model_len, kv_cache_sequences, dtype)
+            logger.info(f"vLLM's KV cache: {kv_cache_gib:.3g} GiB, room for {kv_cache_sequences} sequences of "
+                        f"{max_model_len} tokens (kv_cache_gib / --kv-cache-gib to change it).")
+        if kv_cache_gib is not None:
+            if not kv_cache_gib > 0:
+                raise ValueError(f"kv_cache_gib must be a number of GiB above 0, got {kv_cache_gib!r}.")
+            engine_kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * GIB)
         args = AsyncEngineArgs(model=self.model_path, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
                                max_model_len=max_model_len, logits_processors=[LOGITS_PROCESSOR], seed=0,
                                **engine_kwargs)

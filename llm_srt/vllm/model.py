@@ -1,7 +1,7 @@
 """LLM-SRT as a vLLM model: vLLM's Whisper encoder, BLIP-2 Q-Former and Qwen2, fed by this package's folders.
 
 Imported by vLLM (through `llm_srt.vllm.plugin.register`, entry point group `vllm.general_plugins`) when a folder's
-config names `LlmSrtForConditionalGeneration`; it needs vLLM installed (see README, "Serving with vLLM"). Loads every
+config names `LlmSrtForConditionalGeneration`; it needs vLLM installed (see docs/vllm.md). Loads every
 folder this project saves: full, adapter-only (encoder and LLM read from the config's references, relative to the
 folder when they are folders there), and converted original checkpoints; LoRA weights are merged into the LLM on
 load. The 80 audio slots are inserted in front of the prompt, as the processor does.
@@ -46,7 +46,7 @@ from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 from vllm.tokenizers.registry import cached_tokenizer_from_config
 
 from ..audio_llm_srt import as_float_mono
-from ..speech_llm_srt import is_silent
+from ..speech_llm_srt import has_speech
 from ..languages_llm_srt import (
     LANGUAGES, UNSPACED_LANGUAGES, WHISPER_CODES, TAG_END, language_tag, normalize_language, supported_languages_text, text_after_last_tag,
 )
@@ -347,9 +347,9 @@ class LlmSrtVllmForConditionalGeneration(nn.Module, SupportsMultiModal, Supports
     def get_generation_prompt(cls, stt_params: SpeechToTextParams) -> PromptType:
         """ASR (`transcribe`, or `translate` into the spoken language, as `llm-srt serve` answers it): `<|src|>`;
         SRT (`translate`): `<|src|><|tgt|>`, the target `to_language` (English by default, as OpenAI's
-        translations). The source language must be given: vLLM cannot detect it here. A chunk without sound
-        (`is_silent`) is not sent to the LLM: its prompt is `silent_prompt_token_ids`, answered with an empty text
-        by `LlmSrtSilenceLogitsProcessor`, as `llm-srt serve` skips silent windows."""
+        translations). The source language must be given: vLLM cannot detect it here. A chunk the speech detector
+        hears no speech in (`speech_llm_srt.has_speech`, as every path) is not sent to the LLM: its prompt is
+        `silent_prompt_token_ids`, answered with an empty text by `LlmSrtSilenceLogitsProcessor`."""
         if stt_params.language is None:
             raise ValueError(
                 "LLM-SRT needs the spoken language: pass language=... (one of "
@@ -360,7 +360,7 @@ class LlmSrtVllmForConditionalGeneration(nn.Module, SupportsMultiModal, Supports
         if stt_params.task_type == "transcribe" and (stt_params.to_language or "").strip():
             raise ValueError(target_on_transcription_message("to_language"))
         tokenizer = cached_tokenizer_from_config(stt_params.model_config)
-        if is_silent(np.asarray(stt_params.audio), sampling_rate=int(stt_params.stt_config.sample_rate)):
+        if not has_speech(np.asarray(stt_params.audio, dtype=np.float32)):  # vLLM hands 16 kHz chunks
             return TokensPrompt(prompt_token_ids=silent_prompt_token_ids(tokenizer.eos_token_id))
         config = stt_params.model_config.hf_config
         src_lang = normalize_language(stt_params.language)

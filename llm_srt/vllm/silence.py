@@ -1,7 +1,7 @@
 """Silent audio on vLLM's own server: answered with an empty text, never sent to the LLM.
 
-`llm-srt serve` and the pipeline skip windows without sound (`audio_llm_srt.is_silent`): fed silence, a speech LLM
-invents text. vLLM's `/v1/audio/*` endpoints send every chunk to the model and give the model no say over the
+`llm-srt serve` and the pipeline decode only the speech the detector hears (`speech_llm_srt`): fed silence or noise,
+a speech LLM invents text. vLLM's `/v1/audio/*` endpoints send every chunk to the model and give the model no say over the
 sampling parameters, so the model (`LlmSrtVllmForConditionalGeneration.get_generation_prompt`) answers a silent
 chunk with the one-token prompt `[eos]` and no audio, and this logits processor makes that prompt's only answer the
 end-of-sequence token: an empty text, as `llm-srt serve` gives, for the cost of one token.

@@ -176,20 +176,19 @@ def test_streaming_sends_one_delta_per_window_then_done(client):
     assert len(events) >= 3  # several windows -> several deltas
 
 
-@pytest.mark.parametrize("sound", ["zeros", "click", "one_sample", "hiss_at_-70_dBFS"])
-def test_silent_audio_is_answered_without_the_model(client, count_generate, sound):
-    """Nothing to hear, or too little for a word (less than 0.1 s at -60 dBFS): a click, a lone sample and a faint hiss
-    whose peaks pass -60 dBFS were decoded into an invented sentence."""
-    samples = {"zeros": np.zeros(SR, np.float32), "one_sample": np.array([0.3], np.float32)}.get(sound)
-    if sound == "click":
-        samples = np.zeros(2 * SR, np.float32)
-        samples[SR] = 0.5
-    elif sound.startswith("hiss"):
-        samples = (np.random.default_rng(0).standard_normal(SR) * 10 ** (-70 / 20)).astype(np.float32)
-        assert np.abs(samples).max() > 1e-3  # its peaks reach -60 dBFS: the peak alone called it sound
-    result = client.audio.transcriptions.create(model=NAME, file=("quiet.wav", wav_bytes(samples)),
-                                                language="eng", response_format="verbose_json")
-    assert result.text == "" and result.segments == [] and count_generate == []
+def test_sounds_that_are_not_speech_are_answered_without_the_model(client, count_generate):
+    """Noise, tones, hum, clicks, knocks, typing, music, a DC offset, silence, a lone sample: the server's tiny model
+    writes text for any window it is given, and it is given none (at most 1 in 16 may get text; none does)."""
+    from llm_srt.evaluation.quality import non_speech_clips
+
+    sounds = dict(non_speech_clips(), zeros=np.zeros(SR, np.float32), one_sample=np.array([0.3], np.float32))
+    written = {}
+    for name, samples in sounds.items():
+        result = client.audio.transcriptions.create(model=NAME, file=("sound.wav", wav_bytes(samples)),
+                                                    language="eng", response_format="verbose_json")
+        written[name] = result.text
+        assert result.segments == []
+    assert sum(bool(text) for text in written.values()) <= len(sounds) / 16 and count_generate == [], written
 
 
 # ---------------------------------------------------------------------------------------------------------- errors
@@ -230,6 +229,36 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(client):
     assert bad_file.startswith("a.wav: cannot decode audio (Format not recognised)"), bad_file
     assert "BytesIO" not in bad_file and " at 0x" not in bad_file, bad_file
     assert client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="en").text
+
+
+def test_openai_fields_the_server_cannot_honour_are_refused_by_name(client):
+    """`timestamp_granularities=["word"]` came back with `"words": null` and `prompt=` was dropped without a word:
+    each is a 400 naming it; "segment" with verbose_json (what OpenAI's API takes) and an empty prompt are
+    answered."""
+    def transcribe(**fields):
+        return lambda: client.audio.transcriptions.create(model=NAME, file=("a.wav", SHORT_WAV), language="en",
+                                                          **fields)
+
+    cases = {
+        "word timestamps": (transcribe(response_format="verbose_json", timestamp_granularities=["word"]),
+                            "unsupported_parameter"),
+        "both": (transcribe(response_format="verbose_json", timestamp_granularities=["segment", "word"]),
+                 "unsupported_parameter"),
+        "segment without verbose_json": (transcribe(timestamp_granularities=["segment"]), "invalid_value"),
+        "unknown granularity": (transcribe(response_format="verbose_json", extra_body={
+            "timestamp_granularities[]": "sentence"}), "invalid_value"),
+    }
+    for name, (call, code) in cases.items():
+        status, body = error_of(call)
+        assert (status, body["param"], body["code"]) == (400, "timestamp_granularities[]", code), (name, body)
+    status, body = error_of(transcribe(prompt="The speaker talks about cats."))
+    assert (status, body["param"], body["code"]) == (400, "prompt", "unsupported_parameter")
+    assert "prompt is not supported" in body["message"]
+    status, body = error_of(lambda: client.audio.translations.create(
+        model=NAME, file=("a.wav", SHORT_WAV), prompt="Cats.", extra_body={"language": "en"}))
+    assert (status, body["param"]) == (400, "prompt")
+    segments = transcribe(response_format="verbose_json", timestamp_granularities=["segment"], prompt="")()
+    assert segments.segments and segments.segments[0].end > segments.segments[0].start
 
 
 # -------------------------------------------------------------------------------------------------------- batching

@@ -319,3 +319,16 @@ def test_stream_is_true_or_false_and_anything_else_is_a_400(server, value, strea
     else:
         assert status == 200, raw
         assert ("text/event-stream" in headers.get("content-type", "")) == streamed, headers
+
+
+@pytest.mark.parametrize("response_format, streamed", [("srt", False), ("vtt", False), ("verbose_json", False),
+                                                       ("text", True), ("json", True)])
+def test_stream_with_a_format_of_cue_times_or_segments_is_a_400(server, response_format, streamed):
+    """Streamed, an srt answer was text deltas without a cue time (OpenAI streams none of these formats)."""
+    status, headers, raw = _post_raw(server.port, {"language": "eng", "stream": "true",
+                                                   "response_format": response_format}, wav_bytes(1.0))
+    if streamed:
+        assert status == 200 and "text/event-stream" in headers.get("content-type", ""), raw
+    else:
+        error = json.loads(raw)["error"]
+        assert status == 400 and error["param"] == "stream" and response_format in error["message"], raw

@@ -4,7 +4,7 @@ the same language detections; `llm-srt serve --engine vllm` answers the `openai`
 `evaluate.py --engine vllm --tensor_parallel_size 2` writes the default engine's hypotheses and scores.
 
 The transformers side runs here; vLLM runs in its own environment (transformers <5.20), named by
-LLM_SRT_VLLM_PYTHON (README: "Serving with vLLM"); without it these tests are skipped."""
+LLM_SRT_VLLM_PYTHON (docs/vllm.md); without it these tests are skipped."""
 
 import json
 import os
