@@ -303,15 +303,17 @@ def tables(data: dict) -> str:
                      f"{roof['read_GBps']:.1f}, {roof['gemm_bf16_encoder_GFLOPps']:.0f} | "
                      f"{roof['load_average']:.1f} -> {r['load_average_end']:.1f} |")
     if any("e2e" in r for r in data["rows"]):
-        clips = [e["audio_s"] for e in next(r for r in data["rows"] if "e2e" in r)["e2e"]]
+        clips = sorted({e["audio_s"] for r in data["rows"] for e in r.get("e2e", [])})
         lines += ["", "End to end (pipeline, SRT eng->deu, greedy, " + f"{data['args']['tokens_per_second']:.2f} "
                   "answer tokens per second of audio): wall seconds (audio seconds per wall second)", "",
                   "| weights | " + " | ".join(f"{c:g} s clip" for c in clips) + " |",
                   "|---|" + "---|" * len(clips)]
         for r in data["rows"]:
             if "e2e" in r:
+                by_clip = {e["audio_s"]: e for e in r["e2e"]}
                 lines.append(f"| {r['quantization']} | " + " | ".join(
-                    f"{e['wall_s']:.1f} s ({e['x_real_time']:.2f}x)" for e in r["e2e"]) + " |")
+                    f"{by_clip[c]['wall_s']:.1f} s ({by_clip[c]['x_real_time']:.3f}x)" if c in by_clip else "-"
+                    for c in clips) + " |")
     if data.get("quality"):
         q = data["quality"]
         lines += ["", f"First-step logits against bf16 (same random weights, real widths, {q['llm_layers']} LLM "
