@@ -238,3 +238,35 @@ def test_pipeline_model_kwargs_quantize(bf16_folder):
     pipe = pipeline("speech-translation", model=bf16_folder, trust_remote_code=True,
                     model_kwargs={"quantization_config": "int8"})
     assert isinstance(pipe.model.language_model.lm_head, Int8Linear)
+
+
+def mapping_rss_kb(path: str) -> int:
+    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:
+                inside = len(fields) >= 6 and fields[5] == path
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux's /proc")
+def test_release_file_pages_drops_only_mapped_file_pages(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = str(tmp_path / "w.safetensors")
+    save_file({"w": torch.arange(16 << 20, dtype=torch.int32).to(torch.uint8)}, path)
+    with safe_open(path, framework="pt") as f:
+        mapped = f.get_tensor("w")
+    checksum = int(mapped.sum())  # touches every page
+    before = mapping_rss_kb(path)
+    quantization.release_file_pages(mapped)
+    assert before > 15000 and mapping_rss_kb(path) < before / 4
+    assert int(mapped.sum()) == checksum  # read again from the file
+    anonymous = mapped.clone()
+    quantization.release_file_pages(anonymous)  # not a file's: left alone
+    assert int(anonymous.sum()) == checksum
