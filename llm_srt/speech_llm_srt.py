@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+import numbers
 import os
+import reprlib
 import threading
 import warnings
 from dataclasses import dataclass
@@ -59,13 +61,18 @@ class VadOptions:
     def __post_init__(self):
         def number(name, low, high=None, integer=False):
             value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+            try:  # numpy's numbers too; an int too large for a float (JSON's 1000...0) is no setting
+                ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and \
+                    math.isfinite(float(value))
+            except OverflowError:
+                ok = False
             if ok and integer:
                 ok = float(value).is_integer()
             if not ok or value < low or (high is not None and value > high):
                 span = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
                 kind = "a whole number of milliseconds " if integer else "a number "
-                raise ValueError(f"VAD {name} must be {kind}{span}, got {value!r}.")
+                raise ValueError(f"VAD {name} must be {kind}{span}, got {reprlib.repr(value)}.")
+            object.__setattr__(self, name, int(value) if integer else float(value))  # plain, as JSON writes it
 
         number("threshold", 0.0, 1.0)
         if self.neg_threshold is not None:
@@ -77,8 +84,16 @@ class VadOptions:
         number("min_silence_duration_ms", 0, integer=True)
         number("speech_pad_ms", 0, integer=True)
         value = self.max_speech_duration_s
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"VAD max_speech_duration_s must be a number of seconds > 0, got {value!r}.")
+        try:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and float(value) > 0
+        except OverflowError:
+            ok = False
+        if not ok:
+            raise ValueError(f"VAD max_speech_duration_s must be a number of seconds > 0, got {reprlib.repr(value)}.")
+        if value < 2 * FRAME / SAMPLING_RATE:  # the detector decides per frame: a shorter limit cannot be kept
+            raise ValueError(f"VAD max_speech_duration_s must be at least {2 * FRAME / SAMPLING_RATE:g} s (two of the "
+                             f"detector's {1000 * FRAME // SAMPLING_RATE} ms frames), got {value!r}.")
+        object.__setattr__(self, "max_speech_duration_s", float(value))
 
     @classmethod
     def from_value(cls, value: VadOptions | dict | None) -> VadOptions:
