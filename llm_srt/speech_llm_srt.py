@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.signal import lfilter  # librosa's dependency; imported with the module, not by the first stream
 from torch import nn
 
 
@@ -220,7 +221,7 @@ def remove_dc(audio: np.ndarray, state: np.ndarray | None = None) -> tuple[np.nd
     """`audio` without its DC offset, as the detector hears it, and the filter's state after it (pass it back to
     continue a stream: chunks filtered in turn equal the whole). The network hears a constant offset: a DC offset of
     -20 dBFS hid speech at -46 dBFS from it entirely (a cheap microphone's bias under a quiet speaker)."""
-    from scipy.signal import lfilter  # librosa's dependency
+
 
     filtered, state = lfilter([1.0, -1.0], [1.0, -DC_POLE], np.asarray(audio, np.float64),
                               zi=np.zeros(1) if state is None else state)
