@@ -14,13 +14,16 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+import numbers
 import os
+import reprlib
 import threading
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.signal import lfilter  # librosa's dependency; imported with the module, not by the first stream
 from torch import nn
 
 
@@ -59,13 +62,18 @@ class VadOptions:
     def __post_init__(self):
         def number(name, low, high=None, integer=False):
             value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+            try:  # numpy's numbers too; an int too large for a float (JSON's 1000...0) is no setting
+                ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and \
+                    math.isfinite(float(value))
+            except OverflowError:
+                ok = False
             if ok and integer:
                 ok = float(value).is_integer()
             if not ok or value < low or (high is not None and value > high):
                 span = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
                 kind = "a whole number of milliseconds " if integer else "a number "
-                raise ValueError(f"VAD {name} must be {kind}{span}, got {value!r}.")
+                raise ValueError(f"VAD {name} must be {kind}{span}, got {reprlib.repr(value)}.")
+            object.__setattr__(self, name, int(value) if integer else float(value))  # plain, as JSON writes it
 
         number("threshold", 0.0, 1.0)
         if self.neg_threshold is not None:
@@ -77,8 +85,16 @@ class VadOptions:
         number("min_silence_duration_ms", 0, integer=True)
         number("speech_pad_ms", 0, integer=True)
         value = self.max_speech_duration_s
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"VAD max_speech_duration_s must be a number of seconds > 0, got {value!r}.")
+        try:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and float(value) > 0
+        except OverflowError:
+            ok = False
+        if not ok:
+            raise ValueError(f"VAD max_speech_duration_s must be a number of seconds > 0, got {reprlib.repr(value)}.")
+        if value < 2 * FRAME / SAMPLING_RATE:  # the detector decides per frame: a shorter limit cannot be kept
+            raise ValueError(f"VAD max_speech_duration_s must be at least {2 * FRAME / SAMPLING_RATE:g} s (two of the "
+                             f"detector's {1000 * FRAME // SAMPLING_RATE} ms frames), got {value!r}.")
+        object.__setattr__(self, "max_speech_duration_s", float(value))
 
     @classmethod
     def from_value(cls, value: VadOptions | dict | None) -> VadOptions:
@@ -198,12 +214,27 @@ def _frames(audio: np.ndarray, context: np.ndarray | None = None) -> torch.Tenso
     return torch.cat([before, frames], dim=1)
 
 
+DC_POLE = 0.995  # the DC blocker's pole: a high-pass at about 13 Hz, below any voice
+
+
+def remove_dc(audio: np.ndarray, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`audio` without its DC offset, as the detector hears it, and the filter's state after it (pass it back to
+    continue a stream: chunks filtered in turn equal the whole). The network hears a constant offset: a DC offset of
+    -20 dBFS hid speech at -46 dBFS from it entirely (a cheap microphone's bias under a quiet speaker)."""
+
+
+    filtered, state = lfilter([1.0, -1.0], [1.0, -DC_POLE], np.asarray(audio, np.float64),
+                              zi=np.zeros(1) if state is None else state)
+    return filtered.astype(np.float32), state
+
+
 @torch.inference_mode()
 def speech_probabilities(audio: np.ndarray) -> np.ndarray:
-    """The speech probability of every 32 ms frame of 16 kHz mono `audio` (float32, `ceil(len / 512)` values)."""
+    """The speech probability of every 32 ms frame of 16 kHz mono `audio` (float32, `ceil(len / 512)` values), its
+    DC offset removed (`remove_dc`)."""
     if len(audio) == 0:
         return np.zeros(0, np.float32)
-    probs, _ = load_vad()(_frames(audio).unsqueeze(0))
+    probs, _ = load_vad()(_frames(remove_dc(audio)[0]).unsqueeze(0))
     return probs[0].numpy()
 
 
@@ -270,6 +301,7 @@ class StreamingVad:
 
     def reset(self) -> None:
         self.pending = np.zeros(0, np.float32)  # samples not yet a whole frame
+        self.dc_state = None  # the DC blocker's (`remove_dc`)
         self.context = np.zeros(CONTEXT, np.float32)
         self.state = None
         self.probabilities: list[float] = []
@@ -284,7 +316,8 @@ class StreamingVad:
     @torch.inference_mode()
     def feed(self, samples: np.ndarray) -> list[VadEvent]:
         """Judge `samples` (16 kHz mono float32) after what came before; the events they caused."""
-        self.pending = np.concatenate([self.pending, np.asarray(samples, np.float32).reshape(-1)])
+        samples, self.dc_state = remove_dc(np.asarray(samples, np.float32).reshape(-1), self.dc_state)
+        self.pending = np.concatenate([self.pending, samples])
         whole = len(self.pending) // FRAME * FRAME
         if not whole:
             return []

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .decoding_llm_srt import join_window_texts
-from .speech_llm_srt import SAMPLING_RATE, VadOptions, speech_segments
+from .speech_llm_srt import FRAME, SAMPLING_RATE, VadOptions, speech_segments
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,17 @@ def plan_windows(audio: np.ndarray, sampling_rate: int, max_seconds: float,
         spans = [(start, min(start + longest, len(audio))) for start in range(0, len(audio), longest)]
     else:
         limit = min(vad.max_speech_duration_s, max_seconds)
+        # The detector cuts speech longer than `limit` so that it fits with its padding on both sides: a padding of
+        # half the limit or more left pieces of a frame or two (speech_pad_ms=10**9, or 200 ms in a 0.3 s window),
+        # and a limit under two frames dropped every other frame. So the padding is at most a quarter of the limit
+        # (the speech at least half of each window), and a window under two frames is cut evenly below.
+        samples = int(limit * SAMPLING_RATE)
+        pad_ms = max(0, min(vad.speech_pad_ms, (samples // 2 - FRAME) * 1000 // (2 * SAMPLING_RATE)))
+        detector = replace(vad, speech_pad_ms=pad_ms,
+                           max_speech_duration_s=limit if samples >= 2 * FRAME else float("inf"))
+        longest = min(longest, samples)
         spans = []
-        for start, end in speech_segments(audio, replace(vad, max_speech_duration_s=limit)):
+        for start, end in speech_segments(audio, detector):
             # the detector's cut keeps the padded span within the window; a span that still is not is cut evenly
             pieces = -(-(end - start) // longest)
             cuts = [start + (end - start) * k // pieces for k in range(pieces + 1)]

@@ -326,6 +326,11 @@ def test_turn_detection_is_openais_server_vad_or_null(server, talk):
         for detection, message in (({"type": "semantic_vad"}, "Unsupported turn_detection type 'semantic_vad'"),
                                    ({"type": "server_vad", "threshold": 2}, "threshold must be a number between"),
                                    ({"type": "server_vad", "silence_ms": 300}, "Unknown turn_detection field"),
+                                   # a whole number too large for a float ended the session (1011, OverflowError)
+                                   ({"type": "server_vad", "prefix_padding_ms": 10 ** 400},
+                                    "turn_detection.prefix_padding_ms: VAD speech_pad_ms must be a whole number"),
+                                   ({"type": "server_vad", "threshold": 10 ** 400},
+                                    "turn_detection.threshold: VAD threshold must be a number between 0 and 1"),
                                    ("on", "turn_detection must be an object or null")):
             socket.send(json.dumps({"type": "transcription_session.update", "session": {"turn_detection": detection}}))
             error = json.loads(socket.recv(timeout=10))

@@ -9,7 +9,7 @@ import torch
 
 from llm_srt.evaluation.quality import non_speech_clips
 from llm_srt.speech_llm_srt import (
-    FRAME, SileroVad, StreamingVad, VadOptions, has_speech, speech_probabilities, speech_segments,
+    FRAME, SileroVad, StreamingVad, VadOptions, has_speech, remove_dc, speech_probabilities, speech_segments,
 )
 from llm_srt.testing import speak, synthetic_speech
 from llm_srt.transcription_llm_srt import plan_windows
@@ -47,6 +47,7 @@ def test_the_network_is_silero_vads_frame_for_frame(spoken):
     audio = np.concatenate([np.zeros(SR // 2, np.float32), spoken[0], level(np.random.default_rng(0)
                             .standard_normal(SR), -30), spoken[1]]).astype(np.float32)
     ours = speech_probabilities(audio)
+    audio = remove_dc(audio)[0]  # as the detector hears it
     model = silero_vad.load_silero_vad()
     model.reset_states()
     padded = np.zeros(len(ours) * FRAME, np.float32)
@@ -157,6 +158,11 @@ def test_speech_that_is_half_the_recording_costs_half_the_encoder_passes(tiny):
     ({"speech_pad_ms": 2.5}, "speech_pad_ms must be a whole number"),
     ({"min_speech_duration_ms": True}, "min_speech_duration_ms"),
     ({"max_speech_duration_s": 0}, "max_speech_duration_s must be a number of seconds > 0"),
+    # an int too large for a float (JSON's 1000...0 digits): OverflowError came out of the check
+    ({"threshold": 10 ** 400}, "threshold must be a number between 0 and 1, got 1000"),
+    ({"speech_pad_ms": 10 ** 400}, "speech_pad_ms must be a whole number of milliseconds >= 0, got 1000"),
+    ({"max_speech_duration_s": 10 ** 400}, "max_speech_duration_s must be a number of seconds > 0"),
+    ({"max_speech_duration_s": 0.05}, "max_speech_duration_s must be at least 0.064 s"),
 ])
 def test_bad_detector_options_are_named(options, message):
     with pytest.raises(ValueError, match=message):
@@ -165,6 +171,50 @@ def test_bad_detector_options_are_named(options, message):
         VadOptions.from_value({"silence_ms": 100})
     with pytest.raises(ValueError, match="threshold must be a number between"):
         StreamingVad(threshold=2.0)
+
+
+@espeak
+def test_quiet_speech_under_a_dc_offset_is_heard():
+    """A DC offset (a cheap microphone's bias) hid quiet speech from the network: at -46 dBFS under an offset of
+    0.05 a third of it was heard, under 0.1 none. The detector hears the audio without its offset, in a stream too."""
+    speech = level(speak("I see three red cats sitting on the mat."), -46)
+    span = (SR // 2, SR // 2 + len(speech))
+    for offset in (0.05, 0.1, -0.3):
+        audio = np.concatenate([np.zeros(SR // 2, np.float32), speech, np.zeros(SR // 2, np.float32)]) + offset
+        segments = speech_segments(audio.astype(np.float32))
+        covered = sum(max(0, min(end, span[1]) - max(start, span[0])) for start, end in segments)
+        assert covered >= 0.85 * len(speech), (offset, segments)
+        stream = StreamingVad()
+        events = [event for start in range(0, len(audio), 1000) for event in stream.feed(audio[start:start + 1000])]
+        assert np.allclose(stream.probabilities, speech_probabilities(audio.astype(np.float32))[:len(stream.probabilities)],
+                           atol=1e-4) and events[0].type == "speech_started"
+
+
+@espeak
+@pytest.mark.parametrize("options, max_seconds", [({"speech_pad_ms": 10 ** 9}, 30.0),
+                                                  ({"max_speech_duration_s": 0.3}, 30.0), ({}, 0.3), ({}, 0.01)])
+def test_windows_hold_the_speech_whatever_the_padding_and_the_limit(spoken, options, max_seconds):
+    """The detector cuts speech longer than its limit so that it fits with its padding: a padding of half the limit or
+    more (speech_pad_ms=10**9, or the default 200 ms with a limit under 0.43 s) cut the speech into 64 ms windows,
+    and a window under two frames (chunk_length_s=0.01) dropped every other frame. Padding is bounded by a quarter
+    of the limit; a max_speech_duration_s under two frames is refused."""
+    audio = np.concatenate([np.zeros(SR, np.float32), spoken[0], np.zeros(SR, np.float32)])
+    windows = plan_windows(audio, SR, max_seconds, VadOptions(**options))
+    limit = min(options.get("max_speech_duration_s", max_seconds), max_seconds)
+    assert all(w.speech for w in windows) and all(w.end - w.start <= limit * SR for w in windows)
+    heard = speech_segments(audio, VadOptions(speech_pad_ms=0))  # the speech, unpadded and uncut
+    covered = sum(max(0, min(end, w.end) - max(start, w.start)) for start, end in heard for w in windows)
+    assert covered >= 0.95 * sum(end - start for start, end in heard)  # none of it dropped between windows
+    assert len(windows) <= 2 * len(spoken[0]) / (limit * SR) + 2  # no piece much shorter than the limit allows
+
+
+def test_detector_options_take_numpys_numbers_as_plain_ones():
+    """A pipeline user's settings read from numpy (np.int64(300)) were refused as not whole numbers."""
+    options = VadOptions(speech_pad_ms=np.int64(300), threshold=np.float32(0.25), min_silence_duration_ms=250.0)
+    assert (options.speech_pad_ms, options.threshold, options.min_silence_duration_ms) == (300, 0.25, 250)
+    assert type(options.speech_pad_ms) is int and type(options.threshold) is float  # as JSON writes them back
+    with pytest.raises(ValueError, match="speech_pad_ms must be a whole number"):
+        VadOptions(speech_pad_ms=np.bool_(True))
 
 
 @pytest.fixture(scope="module")

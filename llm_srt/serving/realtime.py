@@ -277,7 +277,13 @@ def turn_detection_options(value: Any, server_vad: VadOptions | None) -> tuple[V
         raise RealtimeError(f"Unknown turn_detection field(s) {', '.join(unknown)}; it takes "
                             f"{', '.join(TURN_DETECTION_FIELDS)}.", param="turn_detection")
     base = server_vad or VadOptions()
-    options = {ours: value[theirs] for theirs, ours in TURN_DETECTION_FIELDS.items() if value.get(theirs) is not None}
+    options = {}
+    for theirs, ours in TURN_DETECTION_FIELDS.items():
+        if value.get(theirs) is not None:
+            try:  # one field at a time, so the error names the client's field (prefix_padding_ms, not speech_pad_ms)
+                options[ours] = getattr(replace(base, **{ours: value[theirs]}), ours)
+            except ValueError as error:
+                raise RealtimeError(f"turn_detection.{theirs}: {error}", param=f"turn_detection.{theirs}") from None
     try:
         return replace(base, **options), True
     except ValueError as error:
