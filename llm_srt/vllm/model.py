@@ -360,7 +360,8 @@ class LlmSrtVllmForConditionalGeneration(nn.Module, SupportsMultiModal, Supports
         if stt_params.task_type == "transcribe" and (stt_params.to_language or "").strip():
             raise ValueError(target_on_transcription_message("to_language"))
         tokenizer = cached_tokenizer_from_config(stt_params.model_config)
-        if not has_speech(np.asarray(stt_params.audio, dtype=np.float32)):  # vLLM hands 16 kHz chunks
+        # the checks every input gets first (NaN/inf refused by name: the detector cannot judge them); 16 kHz chunks
+        if not has_speech(as_float_mono(stt_params.audio, "audio")):
             return TokensPrompt(prompt_token_ids=silent_prompt_token_ids(tokenizer.eos_token_id))
         config = stt_params.model_config.hf_config
         src_lang = normalize_language(stt_params.language)

@@ -177,7 +177,8 @@ def test_serve_engine_vllm_answers_as_the_default_engine(folder, vllm_server, au
     wav = tmp_path / "speech.wav"
     soundfile.write(wav, audio[2], 16000, subtype="FLOAT")
     theirs = _ask(vllm_server, wav, folder)  # the path as given on the command line names the model
-    with ServerThread(create_app(folder, max_new_tokens=MAX_NEW_TOKENS)) as server:
+    # vLLM computes in the folder's float32; the default engine would take bf16 on a CPU that computes it natively
+    with ServerThread(create_app(folder, max_new_tokens=MAX_NEW_TOKENS, dtype="float32")) as server:
         ours = _ask(server.url + "/v1", wav, os.path.basename(folder))
     assert theirs == ours
     transcription, translation = theirs
@@ -271,7 +272,7 @@ def test_vllm_own_server_answers_the_openai_client(folder, audio, tmp_path):
     assert silent == {"silence": "", "silence_translated": "", "silence_beam_search": "", "one_zero_sample": "",
                       "one_zero_sample_translated": "", "one_zero_sample_beam_search": ""}, silent
     assert refusals[0] == refusals[1] and "needs the spoken language" in str(refusals[0]), refusals
-    with ServerThread(create_app(folder, max_new_tokens=MAX_NEW_TOKENS)) as ours_server:
+    with ServerThread(create_app(folder, max_new_tokens=MAX_NEW_TOKENS, dtype="float32")) as ours_server:
         client = openai.OpenAI(base_url=ours_server.url + "/v1", api_key="none", max_retries=0, timeout=300)
         with open(wav, "rb") as f:
             ours = client.audio.transcriptions.create(model=os.path.basename(folder), file=f, language="fra")
