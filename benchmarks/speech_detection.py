@@ -27,15 +27,12 @@ from transformers import pipeline
 from llm_srt.audio_llm_srt import load_audio
 from llm_srt.engines.loading import load_model_and_processor
 from llm_srt.evaluation.metrics import corpus_bleu
+from llm_srt.evaluation.quality import _level as rms_level  # the non-speech set's own level rule
 from llm_srt.evaluation.quality import non_speech_check
 from llm_srt.speech_llm_srt import VadOptions
 from llm_srt.transcription_llm_srt import plan_windows
 
 GENERATE = {"num_beams": 1, "max_new_tokens": 48, "no_repeat_ngram_size": 0}  # the demo's evaluation settings
-
-
-def rms_level(audio: np.ndarray, dbfs: float) -> np.ndarray:
-    return (audio / (np.sqrt(np.mean(audio ** 2)) + 1e-12) * 10 ** (dbfs / 20)).astype(np.float32)
 
 
 def conditions(audio: np.ndarray, rate: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
